@@ -1,0 +1,65 @@
+# The README's two commands are `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# Tests and benchmarks run in real mode against the machine's PostgreSQL and Redis.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/janction
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DJANGO_SECRET_KEY=janction-test-only-secret-key
+
+.PHONY: run test lint format migrate proto bench deps deps-dev system-deps js-deps clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt agent/requirements.txt
+	$(PIP) install --quiet -r requirements-dev.txt -r agent/requirements.txt
+	touch $@
+
+deps: $(VENV)/.installed
+deps-dev: $(VENV)/.installed-dev
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+js-deps: package.json package-lock.json
+	@if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci --no-audit --no-fund; fi
+
+## run: set everything up and start the marketplace on the embedded default at http://127.0.0.1:8000
+run: deps
+	mkdir -p var
+	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py migrate --noinput
+	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py seed_demo
+	env -u DATABASE_URL -u REDIS_URL DJANGO_DEBUG=1 $(VENV)/bin/daphne -b $(HOST) -p $(PORT) janction.asgi:application
+
+## test: install what the tests need, lint, check migrations, run pytest on PostgreSQL and Redis
+test: deps-dev system-deps js-deps
+	bash scripts/ensure-services.sh
+	$(VENV)/bin/ruff check .
+	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
+	$(TEST_ENV) $(VENV)/bin/pytest
+
+lint:
+	$(VENV)/bin/ruff check .
+
+format:
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+proto: deps-dev
+	bash scripts/gen_proto.sh
+
+## bench: the benchmarks (slow; not part of the tests)
+bench: deps-dev
+	$(TEST_ENV) $(PY) benchmarks/ledger_bench.py
+	$(PY) benchmarks/pvcg_bench.py
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

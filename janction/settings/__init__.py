@@ -1,0 +1,14 @@
+"""Settings, one module per concern, all driven by environment variables.
+
+With no environment at all this is the *embedded default*: SQLite, the in-memory
+channel layer and eager Celery. Setting DATABASE_URL and REDIS_URL switches to
+*real mode* (PostgreSQL, Redis broker/results/channel layer). `.env.example`
+documents every variable.
+"""
+
+from .base import *  # noqa: F403
+from .database import *  # noqa: F403
+from .auth import *  # noqa: F403
+from .api import *  # noqa: F403
+from .async_ import *  # noqa: F403
+from .janction import *  # noqa: F403

@@ -1,0 +1,16 @@
+"""Janction's own knobs: mode, fees, ledger and idempotency."""
+
+from .database import DATABASE_URL
+from .env import env_bool, env_int
+
+# The embedded default (no DATABASE_URL) turns on demo-only features such as the faucet.
+JANCTION_EMBEDDED = env_bool("JANCTION_EMBEDDED", default=not DATABASE_URL)
+
+# Platform fee on every buyer charge, in basis points (500 = 5%).
+JANCTION_PLATFORM_FEE_BPS = env_int("JANCTION_PLATFORM_FEE_BPS", 500)
+
+# Faucet: the most one demo deposit may credit, in whole currency units.
+JANCTION_FAUCET_MAX_UNITS = env_int("JANCTION_FAUCET_MAX_UNITS", 10_000)
+
+# Idempotency-Key records are kept this long, then may be purged.
+JANCTION_IDEMPOTENCY_TTL_HOURS = env_int("JANCTION_IDEMPOTENCY_TTL_HOURS", 24)

@@ -1,0 +1,153 @@
+"""Ledger REST API: balances, entries and the embedded-only demo faucet."""
+
+import django_filters
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ledger.currencies import Currency, from_base_units, to_base_units
+from ledger.errors import FaucetDisabled, InvalidAmount
+from ledger.idempotency import idempotent
+from ledger.models import Account, Entry, TransactionKind
+from ledger.selectors import balances_for_user, entries_for_user
+from ledger.services import ledger_deposit
+
+
+class BalanceSerializer(serializers.ModelSerializer):
+    balance = serializers.SerializerMethodField(help_text="Balance in whole currency units, as a decimal string.")
+    balance_base_units = serializers.SerializerMethodField(help_text="Balance in integer base units, as a string.")
+
+    class Meta:
+        model = Account
+        fields = ["id", "kind", "currency", "balance", "balance_base_units"]
+
+    def get_balance(self, account: Account) -> str:
+        return from_base_units(int(account.balance), account.currency)
+
+    def get_balance_base_units(self, account: Account) -> str:
+        return str(int(account.balance))
+
+
+class EntrySerializer(serializers.ModelSerializer):
+    amount = serializers.SerializerMethodField()
+    amount_base_units = serializers.SerializerMethodField()
+    account_kind = serializers.CharField(source="account.kind")
+    transaction_kind = serializers.CharField(source="transaction.kind")
+    memo = serializers.CharField(source="transaction.memo")
+
+    class Meta:
+        model = Entry
+        fields = [
+            "id",
+            "transaction",
+            "transaction_kind",
+            "memo",
+            "account",
+            "account_kind",
+            "currency",
+            "amount",
+            "amount_base_units",
+            "created_at",
+        ]
+
+    def get_amount(self, entry: Entry) -> str:
+        return from_base_units(int(entry.amount), entry.currency)
+
+    def get_amount_base_units(self, entry: Entry) -> str:
+        return str(int(entry.amount))
+
+
+def _own_accounts(request):
+    if request is None or not request.user.is_authenticated:
+        return Account.objects.none()
+    return Account.objects.filter(owner=request.user)
+
+
+class EntryFilter(django_filters.FilterSet):
+    currency = django_filters.ChoiceFilter(choices=Currency.choices)
+    account = django_filters.ModelChoiceFilter(queryset=_own_accounts, help_text="One of your account ids.")
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Entry
+        fields = ["currency", "account", "since", "until"]
+
+
+class BalanceList(APIView):
+    @extend_schema(responses=BalanceSerializer(many=True), summary="Your balances in every currency")
+    def get(self, request):
+        return Response(BalanceSerializer(balances_for_user(user_id=request.user.pk), many=True).data)
+
+
+class EntryList(generics.ListAPIView):
+    serializer_class = EntrySerializer
+    filterset_class = EntryFilter
+
+    def get_queryset(self):
+        return entries_for_user(user_id=self.request.user.pk)
+
+
+class AmountField(serializers.Field):
+    """A decimal amount sent as a string (or an integer), never as a float."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (str, int)):
+            raise serializers.ValidationError('Send the amount as a decimal string such as "25.5".')
+        return data
+
+    def to_representation(self, value):
+        return str(value)
+
+
+class FaucetSerializer(serializers.Serializer):
+    currency = serializers.ChoiceField(choices=Currency.choices)
+    amount = AmountField(help_text='Whole currency units as a decimal string, e.g. "100" or "2.5".')
+
+    def validate(self, attrs):
+        try:
+            attrs["amount_base_units"] = to_base_units(attrs["amount"], attrs["currency"])
+        except InvalidAmount as exc:
+            raise serializers.ValidationError({"amount": exc.message}) from None
+        limit = settings.JANCTION_FAUCET_MAX_UNITS
+        if attrs["amount_base_units"] > to_base_units(limit, attrs["currency"]):
+            raise serializers.ValidationError({"amount": f"The demo faucet gives at most {limit} per request."})
+        return attrs
+
+
+class Faucet(APIView):
+    @extend_schema(
+        request=FaucetSerializer,
+        summary="Demo faucet (embedded default only)",
+        description="Credits demo funds. Exists only in the embedded default; real mode answers 404.",
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=True)],
+    )
+    @idempotent
+    def post(self, request):
+        if not settings.JANCTION_EMBEDDED:
+            raise FaucetDisabled("The demo faucet exists only in the embedded default; deposit on-chain instead.")
+        serializer = FaucetSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        currency = serializer.validated_data["currency"]
+        amount = serializer.validated_data["amount_base_units"]
+        result = ledger_deposit(
+            user_id=request.user.pk,
+            currency=currency,
+            amount=amount,
+            idempotency_key=f"api:{request.user.pk}:{request.idempotency_key}",
+            kind=TransactionKind.FAUCET,
+            memo="Demo faucet (not real money)",
+        )
+        return Response(
+            {
+                "demo": True,
+                "notice": "Demo faucet: these funds exist only in this embedded demo and are not real money.",
+                "transaction": result.transaction.pk,
+                "currency": currency,
+                "amount": from_base_units(amount, currency),
+                "amount_base_units": str(amount),
+            },
+            status=status.HTTP_201_CREATED,
+        )

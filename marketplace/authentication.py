@@ -1,0 +1,29 @@
+"""DRF authentication with `Authorization: Bearer <API key>`."""
+
+from rest_framework import authentication, exceptions
+
+from marketplace.services import api_key_authenticate
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        scheme, _, raw_key = header.partition(" ")
+        if scheme != self.keyword:
+            return None
+        raw_key = raw_key.strip()
+        if not raw_key or " " in raw_key:
+            raise exceptions.AuthenticationFailed("Send exactly one API key: 'Authorization: Bearer <key>'.")
+        api_key = api_key_authenticate(raw_key=raw_key)
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("This API key is unknown or revoked; create a new one.")
+        if not api_key.user.is_active:
+            raise exceptions.AuthenticationFailed("This account is disabled.")
+        return api_key.user, api_key
+
+    def authenticate_header(self, request):
+        return self.keyword

@@ -1,0 +1,80 @@
+"""Accounts: profiles, linked wallets, SIWE nonces and API keys."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Region(models.TextChoices):
+    NORTH_AMERICA = "na", "North America"
+    SOUTH_AMERICA = "sa", "South America"
+    EUROPE = "eu", "Europe"
+    ASIA_PACIFIC = "apac", "Asia-Pacific"
+    MIDDLE_EAST_AFRICA = "mea", "Middle East & Africa"
+
+
+class Profile(models.Model):
+    """What the marketplace knows about a user beyond their login."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    display_name = models.CharField(max_length=80, blank=True)
+    region = models.CharField(max_length=8, choices=Region.choices, default=Region.EUROPE)
+    is_buyer = models.BooleanField(default=True)
+    is_provider = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.display_name or self.user.get_username()
+
+
+class Wallet(models.Model):
+    """An EVM address a user proved to control by signing a SIWE message; one user per address."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="wallets")
+    address = models.CharField(max_length=42, unique=True, help_text="EIP-55 checksummed address.")
+    chain_id = models.PositiveBigIntegerField()
+    linked_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class SiweNonce(models.Model):
+    """A single-use, short-lived nonce the server issued for one Sign-In-With-Ethereum message."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="siwe_nonces")
+    nonce = models.CharField(max_length=64, unique=True)
+    address = models.CharField(max_length=42)
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.nonce
+
+
+class ApiKey(models.Model):
+    """A named bearer key for the REST API; only its hash is stored, the key is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=80)
+    prefix = models.CharField(max_length=16, unique=True, help_text="Public part of the key, for look-up.")
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "name"], condition=Q(revoked_at__isnull=True), name="marketplace_apikey_active_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

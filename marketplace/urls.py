@@ -1,0 +1,11 @@
+from django.urls import path
+
+from marketplace import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("settings/api-keys/", views.api_keys, name="api-keys-page"),
+    path("settings/api-keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api-key-revoke-page"),
+    path("settings/wallets/", views.wallets, name="wallets-page"),
+]

@@ -1,0 +1,62 @@
+"""Browser pages: the landing page and the signed-in dashboard."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from janction.errors import ApplicationError
+from ledger.currencies import from_base_units
+from ledger.selectors import balances_for_user, entries_for_user
+from marketplace.models import ApiKey, Wallet
+from marketplace.services import api_key_create, api_key_revoke
+
+
+def home(request):
+    return render(request, "marketplace/home.html")
+
+
+@login_required
+def dashboard(request):
+    balances = [
+        {"account": account, "amount": from_base_units(int(account.balance), account.currency)}
+        for account in balances_for_user(user_id=request.user.pk)
+    ]
+    entries = [
+        {"entry": entry, "amount": from_base_units(int(entry.amount), entry.currency)}
+        for entry in entries_for_user(user_id=request.user.pk)[:20]
+    ]
+    return render(request, "marketplace/dashboard.html", {"balances": balances, "entries": entries})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_keys(request):
+    new_key = None
+    if request.method == "POST":
+        name = request.POST.get("name", "").strip()
+        if not name or len(name) > 80:
+            messages.error(request, "Give the key a name of 1 to 80 characters.")
+        else:
+            try:
+                _, new_key = api_key_create(user=request.user, name=name)
+            except ApplicationError as exc:
+                messages.error(request, exc.message)
+    keys = ApiKey.objects.filter(user=request.user).order_by("-created_at")
+    return render(request, "marketplace/api_keys.html", {"keys": keys, "new_key": new_key})
+
+
+@login_required
+@require_POST
+def api_key_revoke_view(request, key_id: int):
+    try:
+        api_key_revoke(user=request.user, key_id=key_id)
+        messages.success(request, "The key is revoked.")
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    return redirect("api-keys-page")
+
+
+@login_required
+def wallets(request):
+    return render(request, "marketplace/wallets.html", {"wallets": Wallet.objects.filter(user=request.user)})

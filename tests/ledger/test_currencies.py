@@ -1,0 +1,51 @@
+import pytest
+
+from ledger.currencies import from_base_units, to_base_units
+from ledger.errors import InvalidAmount, UnknownCurrency
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "base"),
+    [
+        ("1", "USDC", 1_000_000),
+        ("0.000001", "USDC", 1),
+        ("12.50", "USDC", 12_500_000),
+        (3, "USDC", 3_000_000),
+        ("1.000000000000000001", "JCT", 10**18 + 1),
+        ("123456789012.123456789012345678", "JCT", 123456789012123456789012345678),
+    ],
+)
+def test_to_base_units_is_exact(amount, currency, base):
+    assert to_base_units(amount, currency) == base
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("0.0000001", "6 decimals"),
+        ("-1", "greater than zero"),
+        ("0", "greater than zero"),
+        ("abc", "not a decimal"),
+        ("NaN", "finite"),
+        ("Infinity", "finite"),
+        (1.5, "decimal strings"),
+        (True, "decimal strings"),
+        ("1e70", "too large"),
+    ],
+)
+def test_to_base_units_rejects_bad_amounts(amount, message):
+    with pytest.raises(InvalidAmount, match=message):
+        to_base_units(amount, "USDC")
+
+
+def test_unknown_currency_names_the_known_ones():
+    with pytest.raises(UnknownCurrency, match="USDC, JCT"):
+        to_base_units("1", "DOGE")
+
+
+@pytest.mark.parametrize(
+    ("base", "currency", "text"),
+    [(1_500_000, "USDC", "1.5"), (0, "USDC", "0"), (-25, "USDC", "-0.000025"), (10**18, "JCT", "1")],
+)
+def test_from_base_units(base, currency, text):
+    assert from_base_units(base, currency) == text
