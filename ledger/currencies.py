@@ -33,17 +33,19 @@ def to_base_units(amount: str | int | Decimal, currency: str, *, allow_zero: boo
     """Convert a decimal amount in whole currency units to integer base units, exactly."""
     decimals = currency_decimals(currency)
     if isinstance(amount, bool) or isinstance(amount, float):
-        raise InvalidAmount("Send amounts as decimal strings such as \"12.50\", not as JSON floats or booleans.")
+        raise InvalidAmount('Send amounts as decimal strings such as "12.50", not as JSON floats or booleans.')
     try:
         value = Decimal(str(amount).strip())
     except InvalidOperation:
-        raise InvalidAmount(f"{amount!r} is not a decimal number; send a string such as \"12.50\".") from None
+        raise InvalidAmount(f'{amount!r} is not a decimal number; send a string such as "12.50".') from None
     if not value.is_finite():
         raise InvalidAmount("The amount must be a finite number.")
     with localcontext(_EXACT):
         scaled = value.scaleb(decimals)
         if scaled != scaled.to_integral_value():
-            raise InvalidAmount(f"{currency} has {decimals} decimals; {amount} has more. Round it to {decimals} places.")
+            raise InvalidAmount(
+                f"{currency} has {decimals} decimals; {amount} has more. Round it to {decimals} places."
+            )
         base = int(scaled)
     if base >= MAX_BASE_UNITS:
         raise InvalidAmount("The amount is too large.")

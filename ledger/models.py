@@ -53,7 +53,7 @@ class Account(models.Model):
         ]
 
     def __str__(self) -> str:
-        who = self.owner_id and f"user {self.owner_id}" or "platform"
+        who = (self.owner_id and f"user {self.owner_id}") or "platform"
         return f"{who} {self.kind} {self.currency}"
 
 

@@ -63,7 +63,9 @@ def ledger_account_get(*, user_id: int | None, kind: str, currency: str) -> Acco
 def ledger_accounts_ensure(*, user_id: int) -> list[Account]:
     """Create every account a user has (available, escrow, earnings in each currency) if missing."""
     return [
-        ledger_account_get(user_id=user_id, kind=kind, currency=currency) for currency in DECIMALS for kind in USER_KINDS
+        ledger_account_get(user_id=user_id, kind=kind, currency=currency)
+        for currency in DECIMALS
+        for kind in USER_KINDS
     ]
 
 
@@ -331,9 +333,10 @@ def _apply(postings: Iterable[Posting], txns: Sequence[Transaction]) -> None:
             deltas[leg.account_id] += leg.amount
     locked = {
         account.pk: account
-        for account in Account.objects.select_for_update().filter(pk__in=deltas).order_by("pk").only(
-            "pk", "owner_id", "kind", "currency", "balance"
-        )
+        for account in Account.objects.select_for_update()
+        .filter(pk__in=deltas)
+        .order_by("pk")
+        .only("pk", "owner_id", "kind", "currency", "balance")
     }
     missing = set(deltas) - set(locked)
     if missing:
@@ -361,7 +364,9 @@ def _apply(postings: Iterable[Posting], txns: Sequence[Transaction]) -> None:
     now = timezone.now()
     Entry.objects.bulk_create(
         [
-            Entry(transaction=txn, account_id=leg.account_id, currency=posting.currency, amount=leg.amount, created_at=now)
+            Entry(
+                transaction=txn, account_id=leg.account_id, currency=posting.currency, amount=leg.amount, created_at=now
+            )
             for posting, txn in zip(postings, txns, strict=True)
             for leg in posting.legs
         ]

@@ -69,7 +69,9 @@ class ApiKeyList(APIView):
 
     @extend_schema(
         request=ApiKeyCreateSerializer,
-        responses={201: inline_serializer("ApiKeyCreated", {"key": serializers.CharField(), "api_key": ApiKeySerializer()})},
+        responses={
+            201: inline_serializer("ApiKeyCreated", {"key": serializers.CharField(), "api_key": ApiKeySerializer()})
+        },
         summary="Create an API key; the response is the only time the key is shown",
     )
     def post(self, request):

@@ -1,38 +1,45 @@
 """Fixtures shared by every test: users, API clients per role."""
 
 import pytest
-from rest_framework.test import APIClient
-
-from tests.factories import UserFactory
 
 
 @pytest.fixture
 def owner(db):
+    from tests.factories import UserFactory
+
     return UserFactory()
 
 
 @pytest.fixture
 def other_user(db):
+    from tests.factories import UserFactory
+
     return UserFactory()
+
+
+def _api_client(user=None):
+    # Imported here so that pure tests (pricing, merkle, agent) also run with `-p no:django`.
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
 
 
 @pytest.fixture
 def anon_client():
-    return APIClient()
+    return _api_client()
 
 
 @pytest.fixture
 def owner_client(owner):
-    client = APIClient()
-    client.force_authenticate(owner)
-    return client
+    return _api_client(owner)
 
 
 @pytest.fixture
 def other_client(other_user):
-    client = APIClient()
-    client.force_authenticate(other_user)
-    return client
+    return _api_client(other_user)
 
 
 @pytest.fixture
@@ -40,3 +47,12 @@ def embedded(settings):
     """Behave as the embedded default (demo-only features on)."""
     settings.JANCTION_EMBEDDED = True
     return settings
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Start every test with an empty cache (allauth's rate limits and DRF throttles live there)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

@@ -6,9 +6,9 @@ channel layer and eager Celery. Setting DATABASE_URL and REDIS_URL switches to
 documents every variable.
 """
 
-from .base import *  # noqa: F403
-from .database import *  # noqa: F403
-from .auth import *  # noqa: F403
 from .api import *  # noqa: F403
 from .async_ import *  # noqa: F403
+from .auth import *  # noqa: F403
+from .base import *  # noqa: F403
+from .database import *  # noqa: F403
 from .janction import *  # noqa: F403

@@ -18,7 +18,7 @@ if not SECRET_KEY:
     if not DEBUG and env_str("DATABASE_URL"):
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in real mode (DATABASE_URL is set).")
     # Embedded default and tests only: an obviously-insecure development key.
-    SECRET_KEY = "janction-embedded-insecure-development-key-do-not-use-in-production"
+    SECRET_KEY = "janction-embedded-insecure-development-key-do-not-use-in-production"  # noqa: S105
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"])

@@ -117,14 +117,18 @@ def test_unbalanced_posting_is_refused(buyer):
     account = ledger_account_get(user_id=buyer.pk, kind=AccountKind.AVAILABLE, currency=USDC)
     escrow = ledger_account_get(user_id=buyer.pk, kind=AccountKind.ESCROW, currency=USDC)
     with pytest.raises(UnbalancedTransaction):
-        ledger_post(Posting(kind="transfer", currency=USDC, idempotency_key="u", legs=(Leg(account.pk, -5), Leg(escrow.pk, 4))))
+        ledger_post(
+            Posting(kind="transfer", currency=USDC, idempotency_key="u", legs=(Leg(account.pk, -5), Leg(escrow.pk, 4)))
+        )
 
 
 def test_posting_into_an_account_of_another_currency_is_refused(buyer):
     usdc = ledger_account_get(user_id=buyer.pk, kind=AccountKind.AVAILABLE, currency=USDC)
     jct = ledger_account_get(user_id=buyer.pk, kind=AccountKind.ESCROW, currency="JCT")
     with pytest.raises(InvalidAmount, match="does not hold USDC"):
-        ledger_post(Posting(kind="transfer", currency=USDC, idempotency_key="c", legs=(Leg(usdc.pk, -5), Leg(jct.pk, 5))))
+        ledger_post(
+            Posting(kind="transfer", currency=USDC, idempotency_key="c", legs=(Leg(usdc.pk, -5), Leg(jct.pk, 5)))
+        )
     assert balance(buyer, AccountKind.AVAILABLE) == 100_000_000
 
 

@@ -1,0 +1,187 @@
+"""Build Merkle trees and proofs byte-for-byte like OpenZeppelin's StandardMerkleTree.
+
+A leaf is ``keccak256(keccak256(abi.encode(values)))``; inner nodes hash their two children in
+sorted order; leaves are sorted by hash (stably, so duplicates keep input order) and laid out as
+``@openzeppelin/merkle-tree`` does, so roots and proofs match ``StandardMerkleTree.of(values, types)``
+and verify with ``MerkleProof`` on chain.
+
+Run ``python -m ledger.merkle`` with ``{"types": [...], "values": [[...], ...]}`` on stdin to print
+``{"root": "0x…", "proofs": [[...], ...]}`` (one proof per value, in input order); bad input exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import reprlib
+import sys
+from collections.abc import Sequence
+
+from eth_abi import encode
+from eth_utils import is_checksum_address, keccak
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_UINT = re.compile(r"uint([1-9][0-9]{0,2})")
+_DECIMAL = re.compile(r"[0-9]+")
+_SUPPORTED_TYPES = "address, uint8 ... uint256"
+
+
+class MerkleInputError(ValueError):
+    """Leaf types or values that StandardMerkleTree cannot encode."""
+
+
+class StandardMerkleTree:
+    """A complete binary tree over ABI-encoded leaves, stored as OpenZeppelin stores it."""
+
+    def __init__(
+        self,
+        types: tuple[str, ...],
+        values: tuple[tuple[object, ...], ...],
+        nodes: list[bytes],
+        tree_indices: list[int],
+    ) -> None:
+        self.types = types
+        self.values = values
+        self._nodes = nodes
+        self._tree_indices = tree_indices
+
+    @classmethod
+    def of(cls, values: Sequence[Sequence[object]], types: Sequence[str]) -> StandardMerkleTree:
+        """Build the tree over ``values`` (each encoded as ``types``) with leaves sorted by hash."""
+        types = tuple(types)
+        if not types:
+            raise MerkleInputError("types: expected at least one ABI type")
+        for position, type_name in enumerate(types):
+            _check_type(type_name, f"types[{position}]")
+        if not values:
+            raise MerkleInputError("values: expected at least one leaf")
+        leaves = [_leaf_hash(types, value, f"values[{index}]") for index, value in enumerate(values)]
+        node_count = 2 * len(leaves) - 1
+        nodes = [b""] * node_count
+        tree_indices = [0] * len(leaves)
+        for rank, value_index in enumerate(sorted(range(len(leaves)), key=leaves.__getitem__)):
+            tree_index = node_count - 1 - rank
+            nodes[tree_index] = leaves[value_index]
+            tree_indices[value_index] = tree_index
+        for parent in range(node_count - 1 - len(leaves), -1, -1):
+            nodes[parent] = _hash_pair(nodes[2 * parent + 1], nodes[2 * parent + 2])
+        return cls(types, tuple(tuple(value) for value in values), nodes, tree_indices)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def root(self) -> str:
+        """Return the root as 0x-prefixed lowercase hex."""
+        return _hex(self._nodes[0])
+
+    def get_proof(self, index: int) -> list[str]:
+        """Return the sibling hashes from the leaf of ``values[index]`` up to the root."""
+        if not 0 <= index < len(self.values):
+            raise IndexError(f"leaf index {index} out of range for {len(self.values)} leaves")
+        tree_index = self._tree_indices[index]
+        proof = []
+        while tree_index > 0:
+            sibling = tree_index + 1 if tree_index % 2 else tree_index - 1
+            proof.append(_hex(self._nodes[sibling]))
+            tree_index = (tree_index - 1) // 2
+        return proof
+
+    def leaf_hash(self, value: Sequence[object]) -> str:
+        """Return the leaf hash of ``value`` encoded with this tree's types."""
+        return _hex(_leaf_hash(self.types, value, "value"))
+
+
+def verify(root: str | bytes, leaf: str | bytes, proof: Sequence[str | bytes]) -> bool:
+    """Tell whether ``proof`` links the leaf hash ``leaf`` to ``root``, as ``MerkleProof.verify`` does."""
+    node = _to_bytes(leaf)
+    for sibling in proof:
+        node = _hash_pair(node, _to_bytes(sibling))
+    return node == _to_bytes(root)
+
+
+def _leaf_hash(types: tuple[str, ...], value: Sequence[object], where: str) -> bytes:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise MerkleInputError(f"{where}: expected a list of {len(types)} items, got {reprlib.repr(value)}")
+    if len(value) != len(types):
+        raise MerkleInputError(f"{where}: expected {len(types)} items ({', '.join(types)}), got {len(value)}")
+    encodable = [
+        _encodable(type_name, item, f"{where}[{position}]")
+        for position, (type_name, item) in enumerate(zip(types, value, strict=True))
+    ]
+    return keccak(keccak(encode(types, encodable)))
+
+
+def _check_type(type_name: object, where: str) -> None:
+    if type_name == "address":
+        return
+    match = _UINT.fullmatch(type_name) if isinstance(type_name, str) else None
+    if match is None or int(match[1]) > 256 or int(match[1]) % 8:
+        raise MerkleInputError(f"{where}: unsupported type {reprlib.repr(type_name)} (supported: {_SUPPORTED_TYPES})")
+
+
+def _encodable(type_name: str, item: object, where: str) -> object:
+    if type_name == "address":
+        if not isinstance(item, str) or not _ADDRESS.fullmatch(item):
+            raise MerkleInputError(f"{where}: invalid address {reprlib.repr(item)}")
+        if item[2:] not in (item[2:].lower(), item[2:].upper()) and not is_checksum_address(item):
+            raise MerkleInputError(f"{where}: address {item} has a bad checksum")
+        return item.lower()
+    bits = int(type_name[4:])
+    if isinstance(item, str) and _DECIMAL.fullmatch(item):
+        number = int(item)
+    elif isinstance(item, int) and not isinstance(item, bool):
+        number = item
+    else:
+        raise MerkleInputError(
+            f"{where}: expected a {type_name} as an integer or decimal string, got {reprlib.repr(item)}"
+        )
+    if not 0 <= number < 2**bits:
+        raise MerkleInputError(f"{where}: {number} is out of range for {type_name}")
+    return number
+
+
+def _hash_pair(a: bytes, b: bytes) -> bytes:
+    return keccak(a + b if a <= b else b + a)
+
+
+def _hex(node: bytes) -> str:
+    return "0x" + node.hex()
+
+
+def _to_bytes(node: str | bytes) -> bytes:
+    if isinstance(node, bytes):
+        return node
+    return bytes.fromhex(node.removeprefix("0x"))
+
+
+def _parse_request(text: str) -> tuple[list[str], list[list[object]]]:
+    try:
+        request = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise MerkleInputError(f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    if not isinstance(request, dict) or set(request) != {"types", "values"}:
+        raise MerkleInputError('expected a JSON object with exactly the keys "types" and "values"')
+    types, values = request["types"], request["values"]
+    if not isinstance(types, list):
+        raise MerkleInputError("types: expected a list of ABI type names")
+    if not isinstance(values, list):
+        raise MerkleInputError("values: expected a list of leaves")
+    return types, values
+
+
+def main() -> int:
+    """Read a tree request from stdin, print its root and proofs to stdout, and return the exit status."""
+    try:
+        types, values = _parse_request(sys.stdin.read())
+        tree = StandardMerkleTree.of(values, types)
+    except MerkleInputError as error:
+        print(f"merkle: {error}", file=sys.stderr)
+        return 2
+    json.dump({"root": tree.root, "proofs": [tree.get_proof(index) for index in range(len(tree))]}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
