@@ -3,25 +3,26 @@
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from ledger.currencies import DECIMALS, currency_decimals, from_base_units
 from ledger.errors import IdempotencyKeyReused, InsufficientFunds, InvalidAmount, UnbalancedTransaction
-from ledger.models import USER_KINDS, Account, AccountKind, Entry, Transaction, TransactionKind
-
-# How often a bulk posting is retried when a concurrent writer inserted one of its keys first.
-_BULK_ATTEMPTS = 3
+from ledger.models import PLATFORM_KINDS, USER_KINDS, Account, AccountKind, Entry, Transaction, TransactionKind
 
 
 @dataclass(frozen=True)
 class Leg:
-    account_id: int
+    """One side of a posting: an account named by its owner (None: the platform) and kind, and a signed amount."""
+
+    owner_id: int | None
+    kind: str
     amount: int  # signed base units: positive credits the account, negative debits it
 
 
@@ -36,7 +37,7 @@ class Posting:
 
     def fingerprint(self) -> str:
         """Return a digest of what this posting moves, to tell a replay from a reused key."""
-        legs = sorted((leg.account_id, leg.amount) for leg in self.legs)
+        legs = sorted((leg.owner_id or 0, leg.kind, leg.amount) for leg in self.legs)
         payload = json.dumps([self.kind, self.currency, legs], separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -69,14 +70,6 @@ def ledger_accounts_ensure(*, user_id: int) -> list[Account]:
     ]
 
 
-def _user_account_id(user_id: int, kind: str, currency: str) -> int:
-    return ledger_account_get(user_id=user_id, kind=kind, currency=currency).pk
-
-
-def _platform_account_id(kind: str, currency: str) -> int:
-    return ledger_account_get(user_id=None, kind=kind, currency=currency).pk
-
-
 def _positive(amount: int) -> int:
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise InvalidAmount(f"Amounts are positive integers of base units, got {amount!r}.")
@@ -84,14 +77,22 @@ def _positive(amount: int) -> int:
 
 
 def _transfer_posting(
-    *, kind: str, currency: str, source: int, target: int, amount: int, idempotency_key: str, memo: str, metadata
+    *,
+    kind: str,
+    currency: str,
+    source: tuple[int | None, str],
+    target: tuple[int | None, str],
+    amount: int,
+    idempotency_key: str,
+    memo: str,
+    metadata,
 ) -> Posting:
     _positive(amount)
     return Posting(
         kind=kind,
         currency=currency,
         idempotency_key=idempotency_key,
-        legs=(Leg(source, -amount), Leg(target, amount)),
+        legs=(Leg(*source, -amount), Leg(*target, amount)),
         memo=memo,
         metadata=metadata or {},
     )
@@ -112,8 +113,8 @@ def ledger_deposit(
         _transfer_posting(
             kind=kind,
             currency=currency,
-            source=_platform_account_id(AccountKind.CHAIN_CLEARING, currency),
-            target=_user_account_id(user_id, AccountKind.AVAILABLE, currency),
+            source=(None, AccountKind.CHAIN_CLEARING),
+            target=(user_id, AccountKind.AVAILABLE),
             amount=amount,
             idempotency_key=idempotency_key,
             memo=memo or "Deposit",
@@ -130,8 +131,8 @@ def ledger_hold(
         _transfer_posting(
             kind=TransactionKind.HOLD,
             currency=currency,
-            source=_user_account_id(user_id, AccountKind.AVAILABLE, currency),
-            target=_user_account_id(user_id, AccountKind.ESCROW, currency),
+            source=(user_id, AccountKind.AVAILABLE),
+            target=(user_id, AccountKind.ESCROW),
             amount=amount,
             idempotency_key=idempotency_key,
             memo=memo or "Escrow hold",
@@ -148,8 +149,8 @@ def ledger_release(
         _transfer_posting(
             kind=TransactionKind.RELEASE,
             currency=currency,
-            source=_user_account_id(user_id, AccountKind.ESCROW, currency),
-            target=_user_account_id(user_id, AccountKind.AVAILABLE, currency),
+            source=(user_id, AccountKind.ESCROW),
+            target=(user_id, AccountKind.AVAILABLE),
             amount=amount,
             idempotency_key=idempotency_key,
             memo=memo or "Escrow release",
@@ -173,8 +174,8 @@ def ledger_transfer(
         _transfer_posting(
             kind=TransactionKind.TRANSFER,
             currency=currency,
-            source=_user_account_id(from_user_id, AccountKind.AVAILABLE, currency),
-            target=_user_account_id(to_user_id, AccountKind.AVAILABLE, currency),
+            source=(from_user_id, AccountKind.AVAILABLE),
+            target=(to_user_id, AccountKind.AVAILABLE),
             amount=amount,
             idempotency_key=idempotency_key,
             memo=memo or "Transfer",
@@ -213,13 +214,13 @@ def charge_posting(
     if isinstance(provider_amount, bool) or not isinstance(provider_amount, int) or provider_amount < 0:
         raise InvalidAmount(f"The provider amount must be a non-negative integer, got {provider_amount!r}.")
     residual = buyer_amount - fee - provider_amount
-    legs = [Leg(_user_account_id(buyer_id, AccountKind.ESCROW, currency), -buyer_amount)]
+    legs = [Leg(buyer_id, AccountKind.ESCROW, -buyer_amount)]
     if provider_amount:
-        legs.append(Leg(_user_account_id(provider_id, AccountKind.EARNINGS, currency), provider_amount))
+        legs.append(Leg(provider_id, AccountKind.EARNINGS, provider_amount))
     if fee:
-        legs.append(Leg(_platform_account_id(AccountKind.FEES, currency), fee))
+        legs.append(Leg(None, AccountKind.FEES, fee))
     if residual:
-        legs.append(Leg(_platform_account_id(AccountKind.MARKET, currency), residual))
+        legs.append(Leg(None, AccountKind.MARKET, residual))
     return Posting(
         kind=TransactionKind.CHARGE,
         currency=currency,
@@ -237,29 +238,10 @@ def ledger_charge(**kwargs) -> PostResult:
 
 def ledger_post(posting: Posting) -> PostResult:
     """Post one balanced transaction exactly once per idempotency key."""
-    _validate(posting)
-    fingerprint = posting.fingerprint()
-    try:
-        with transaction.atomic():
-            # Inserting first makes a concurrent duplicate wait on the unique index instead of double-posting.
-            txn = Transaction.objects.create(
-                kind=posting.kind,
-                idempotency_key=posting.idempotency_key,
-                fingerprint=fingerprint,
-                memo=posting.memo[:200],
-                metadata=posting.metadata,
-            )
-            _apply([posting], [txn])
-    except IntegrityError:
-        existing = Transaction.objects.filter(idempotency_key=posting.idempotency_key).first()
-        if existing is None:
-            raise
-        if existing.fingerprint != fingerprint:
-            raise IdempotencyKeyReused(
-                f"Idempotency key {posting.idempotency_key!r} was already used for a different transaction."
-            ) from None
-        return PostResult(transaction=existing, created=False)
-    return PostResult(transaction=txn, created=True)
+    posted, replayed = _post_many([posting])
+    if replayed:
+        return PostResult(transaction=replayed[0], created=False)
+    return PostResult(transaction=posted[0], created=True)
 
 
 def ledger_post_bulk(postings: Sequence[Posting]) -> BulkResult:
@@ -273,45 +255,80 @@ def ledger_post_bulk(postings: Sequence[Posting]) -> BulkResult:
     keys = [p.idempotency_key for p in postings]
     if len(set(keys)) != len(keys):
         raise InvalidAmount("A bulk posting repeats an idempotency key; each posting needs its own key.")
+    posted, replayed = _post_many(postings)
+    return BulkResult(posted=len(posted), replayed=len(replayed))
+
+
+def _post_many(postings: Sequence[Posting]) -> tuple[list[Transaction], list[Transaction]]:
+    """Insert the transactions whose keys are new, apply them, and return (posted, replayed)."""
     for posting in postings:
         _validate(posting)
     fingerprints = {p.idempotency_key: p.fingerprint() for p in postings}
-    for attempt in range(_BULK_ATTEMPTS):
-        try:
-            with transaction.atomic():
-                existing = dict(
-                    Transaction.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", "fingerprint")
+    # Sorted keys make concurrent writers take the unique-index locks in one order (no deadlock).
+    ordered = sorted(postings, key=lambda p: p.idempotency_key)
+    with transaction.atomic():
+        # A key being inserted by a concurrent, uncommitted transaction makes this insert wait for it,
+        # then skip the row if that transaction committed: a duplicate can never post twice.
+        posted = _insert_transactions(ordered, fingerprints)
+        replayed = [p.idempotency_key for p in ordered if p.idempotency_key not in posted]
+        existing = list(Transaction.objects.filter(idempotency_key__in=replayed)) if replayed else []
+        for txn in existing:
+            if txn.fingerprint != fingerprints[txn.idempotency_key]:
+                raise IdempotencyKeyReused(
+                    f"Idempotency key {txn.idempotency_key!r} was already used for a different transaction."
                 )
-                for key, fingerprint in existing.items():
-                    if fingerprint != fingerprints[key]:
-                        raise IdempotencyKeyReused(f"Idempotency key {key!r} was already used for a different posting.")
-                # Sorted keys make concurrent bulk writers take the unique-index locks in one order (no deadlock).
-                fresh = sorted(
-                    (p for p in postings if p.idempotency_key not in existing), key=lambda p: p.idempotency_key
-                )
-                txns = Transaction.objects.bulk_create(
-                    [
-                        Transaction(
-                            kind=p.kind,
-                            idempotency_key=p.idempotency_key,
-                            fingerprint=fingerprints[p.idempotency_key],
-                            memo=p.memo[:200],
-                            metadata=p.metadata,
-                        )
-                        for p in fresh
-                    ]
-                )
-                _apply(fresh, txns)
-                return BulkResult(posted=len(fresh), replayed=len(existing))
-        except IntegrityError:
-            # Another writer posted one of these keys between our look-up and insert: look again.
-            if attempt == _BULK_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+        fresh = [p for p in ordered if p.idempotency_key in posted]
+        _apply(fresh, [posted[p.idempotency_key] for p in fresh])
+    return list(posted.values()), existing
+
+
+def _insert_transactions(postings: Sequence[Posting], fingerprints: dict[str, str]) -> dict[str, Transaction]:
+    """Insert transaction rows, skipping keys that already exist; return the inserted rows by key."""
+    if not postings:
+        return {}
+    now = timezone.now()
+    table = Transaction._meta.db_table
+    row = "(%s, %s, %s, %s, %s, %s)"
+    params = []
+    for p in postings:
+        params += [
+            p.kind,
+            p.idempotency_key,
+            fingerprints[p.idempotency_key],
+            p.memo[:200],
+            json.dumps(p.metadata),
+            now,
+        ]
+    inserted = {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (kind, idempotency_key, fingerprint, memo, metadata, created_at) "  # noqa: S608
+            f"VALUES {', '.join([row] * len(postings))} "
+            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
+            params,
+        )
+        by_key = {p.idempotency_key: p for p in postings}
+        for pk, key in cursor.fetchall():
+            p = by_key[key]
+            txn = Transaction(
+                id=pk,
+                kind=p.kind,
+                idempotency_key=key,
+                fingerprint=fingerprints[key],
+                memo=p.memo[:200],
+                metadata=p.metadata,
+                created_at=now,
+            )
+            txn._state.adding = False
+            txn._state.db = connection.alias
+            inserted[key] = txn
+    return inserted
 
 
 def _validate(posting: Posting) -> None:
     currency_decimals(posting.currency)
+    for leg in posting.legs:
+        _check_kind(leg.owner_id, leg.kind)
     if not posting.idempotency_key or len(posting.idempotency_key) > 200:
         raise InvalidAmount("Every posting needs an idempotency key of 1 to 200 characters.")
     if len(posting.legs) < 2:
@@ -322,34 +339,21 @@ def _validate(posting: Posting) -> None:
         raise UnbalancedTransaction(f"Legs of {posting.idempotency_key!r} do not sum to zero.")
 
 
-def _apply(postings: Iterable[Posting], txns: Sequence[Transaction]) -> None:
+AccountRef = tuple[int | None, str, str]  # (owner id or None for the platform, kind, currency)
+
+
+def _apply(postings: Sequence[Posting], txns: Sequence[Transaction]) -> None:
     """Lock every touched account in primary-key order, check balances, write balances and entries."""
-    postings = list(postings)
     if not postings:
         return
-    deltas: dict[int, int] = defaultdict(int)
+    deltas: dict[AccountRef, int] = defaultdict(int)
     for posting in postings:
         for leg in posting.legs:
-            deltas[leg.account_id] += leg.amount
-    locked = {
-        account.pk: account
-        for account in Account.objects.select_for_update()
-        .filter(pk__in=deltas)
-        .order_by("pk")
-        .only("pk", "owner_id", "kind", "currency", "balance")
-    }
-    missing = set(deltas) - set(locked)
-    if missing:
-        raise InvalidAmount(f"Unknown ledger account ids: {sorted(missing)}.")
-    for posting in postings:
-        for leg in posting.legs:
-            if locked[leg.account_id].currency != posting.currency:
-                raise InvalidAmount(f"Account {leg.account_id} does not hold {posting.currency}.")
+            deltas[(leg.owner_id, leg.kind, posting.currency)] += leg.amount
+    locked = _lock_accounts(set(deltas))
     changed = []
-    for account_id, delta in deltas.items():
-        if delta == 0:
-            continue
-        account = locked[account_id]
+    for ref, delta in deltas.items():
+        account = locked[ref]
         new_balance = int(account.balance) + delta
         if account.owner_id is not None and new_balance < 0:
             raise InsufficientFunds(
@@ -358,16 +362,92 @@ def _apply(postings: Iterable[Posting], txns: Sequence[Transaction]) -> None:
                 f"this needs {from_base_units(-delta, account.currency)}.",
                 detail={"account": account.pk, "currency": account.currency},
             )
-        account.balance = new_balance
-        changed.append(account)
-    Account.objects.bulk_update(changed, ["balance"])
+        if delta:
+            account.balance = new_balance
+            changed.append(account)
+    _write_balances(changed)
     now = timezone.now()
-    Entry.objects.bulk_create(
+    _insert_entries(
         [
-            Entry(
-                transaction=txn, account_id=leg.account_id, currency=posting.currency, amount=leg.amount, created_at=now
-            )
+            (txn.pk, locked[(leg.owner_id, leg.kind, posting.currency)].pk, posting.currency, leg.amount, now)
             for posting, txn in zip(postings, txns, strict=True)
             for leg in posting.legs
         ]
     )
+
+
+# Above this many entries PostgreSQL's COPY beats a multi-row INSERT.
+_COPY_THRESHOLD = 200
+
+
+def _insert_entries(rows: list[tuple[int, int, str, int, object]]) -> None:
+    """Insert entry rows (transaction id, account id, currency, amount, created_at)."""
+    if connection.vendor == "postgresql" and len(rows) >= _COPY_THRESHOLD:
+        columns = "(transaction_id, account_id, currency, amount, created_at)"
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY {Entry._meta.db_table} {columns} FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        return
+    Entry.objects.bulk_create(
+        [
+            Entry(transaction_id=t, account_id=a, currency=c, amount=amount, created_at=at)
+            for t, a, c, amount, at in rows
+        ]
+    )
+
+
+def _lock_accounts(refs: set[AccountRef]) -> dict[AccountRef, Account]:
+    """Select the accounts for `refs` FOR UPDATE in primary-key order, creating missing ones first."""
+    for attempt in range(2):
+        groups: dict[tuple[str, str], list[int | None]] = defaultdict(list)
+        for owner_id, kind, currency in refs:
+            groups[(kind, currency)].append(owner_id)
+        condition = Q()
+        for (kind, currency), owners in groups.items():
+            users = [owner for owner in owners if owner is not None]
+            if users:
+                condition |= Q(kind=kind, currency=currency, owner_id__in=users)
+            if None in owners:
+                condition |= Q(kind=kind, currency=currency, owner__isnull=True)
+        accounts = (
+            Account.objects.select_for_update()
+            .filter(condition)
+            .order_by("pk")
+            .only("pk", "owner_id", "kind", "currency", "balance")
+        )
+        locked = {(a.owner_id, a.kind, a.currency): a for a in accounts}
+        missing = refs - set(locked)
+        if not missing:
+            return locked
+        if attempt:
+            raise InvalidAmount(f"No ledger accounts for {sorted(missing, key=str)}.")
+        for owner_id, kind, currency in missing:
+            _check_kind(owner_id, kind)
+            ledger_account_get(user_id=owner_id, kind=kind, currency=currency)
+    raise AssertionError("unreachable")
+
+
+def _check_kind(owner_id: int | None, kind: str) -> None:
+    if (owner_id is None) != (kind in PLATFORM_KINDS):
+        whose = "the platform" if owner_id is None else "a user"
+        raise InvalidAmount(f"{whose} has no '{kind}' account.")
+
+
+def _write_balances(accounts: list[Account]) -> None:
+    """Write new balances in one statement (the rows are already locked)."""
+    if not accounts:
+        return
+    if connection.vendor == "postgresql":
+        values = ", ".join(["(%s::bigint, %s::numeric)"] * len(accounts))
+        params = [p for account in accounts for p in (account.pk, account.balance)]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Account._meta.db_table} AS a SET balance = v.balance "  # noqa: S608 - only placeholders
+                f"FROM (VALUES {values}) AS v(id, balance) WHERE a.id = v.id",
+                params,
+            )
+    else:
+        Account.objects.bulk_update(accounts, ["balance"])

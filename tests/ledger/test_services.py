@@ -114,22 +114,38 @@ def test_non_positive_or_non_integer_amounts_are_refused(buyer, amount):
 
 
 def test_unbalanced_posting_is_refused(buyer):
-    account = ledger_account_get(user_id=buyer.pk, kind=AccountKind.AVAILABLE, currency=USDC)
-    escrow = ledger_account_get(user_id=buyer.pk, kind=AccountKind.ESCROW, currency=USDC)
     with pytest.raises(UnbalancedTransaction):
         ledger_post(
-            Posting(kind="transfer", currency=USDC, idempotency_key="u", legs=(Leg(account.pk, -5), Leg(escrow.pk, 4)))
+            Posting(
+                kind="transfer",
+                currency=USDC,
+                idempotency_key="u",
+                legs=(Leg(buyer.pk, AccountKind.AVAILABLE, -5), Leg(buyer.pk, AccountKind.ESCROW, 4)),
+            )
         )
 
 
-def test_posting_into_an_account_of_another_currency_is_refused(buyer):
-    usdc = ledger_account_get(user_id=buyer.pk, kind=AccountKind.AVAILABLE, currency=USDC)
-    jct = ledger_account_get(user_id=buyer.pk, kind=AccountKind.ESCROW, currency="JCT")
-    with pytest.raises(InvalidAmount, match="does not hold USDC"):
+def test_platform_kinds_need_no_owner_and_user_kinds_need_one(buyer):
+    with pytest.raises(InvalidAmount, match="a user has no 'fees' account"):
         ledger_post(
-            Posting(kind="transfer", currency=USDC, idempotency_key="c", legs=(Leg(usdc.pk, -5), Leg(jct.pk, 5)))
+            Posting(
+                kind="transfer",
+                currency=USDC,
+                idempotency_key="c",
+                legs=(Leg(buyer.pk, AccountKind.AVAILABLE, -5), Leg(buyer.pk, AccountKind.FEES, 5)),
+            )
+        )
+    with pytest.raises(InvalidAmount, match="the platform has no 'escrow' account"):
+        ledger_post(
+            Posting(
+                kind="transfer",
+                currency=USDC,
+                idempotency_key="d",
+                legs=(Leg(buyer.pk, AccountKind.AVAILABLE, -5), Leg(None, AccountKind.ESCROW, 5)),
+            )
         )
     assert balance(buyer, AccountKind.AVAILABLE) == 100_000_000
+    assert not Transaction.objects.filter(idempotency_key__in=["c", "d"]).exists()
 
 
 def test_bulk_path_posts_many_charges_in_one_transaction_and_skips_replays(buyer, provider):
