@@ -11,6 +11,3 @@ JANCTION_PLATFORM_FEE_BPS = env_int("JANCTION_PLATFORM_FEE_BPS", 500)
 
 # Faucet: the most one demo deposit may credit, in whole currency units.
 JANCTION_FAUCET_MAX_UNITS = env_int("JANCTION_FAUCET_MAX_UNITS", 10_000)
-
-# Idempotency-Key records are kept this long, then may be purged.
-JANCTION_IDEMPOTENCY_TTL_HOURS = env_int("JANCTION_IDEMPOTENCY_TTL_HOURS", 24)
