@@ -58,8 +58,8 @@ proto: deps-dev
 
 ## bench: the benchmarks (slow; not part of the tests)
 bench: deps-dev
-	$(TEST_ENV) $(PY) benchmarks/ledger_bench.py
-	$(PY) benchmarks/pvcg_bench.py
+	$(TEST_ENV) $(PY) -m benchmarks.ledger_bench
+	$(PY) -m benchmarks.pvcg_bench
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Ledger throughput on PostgreSQL: single transfers/s (1 and 4 threads) and bulk-path entries/s.
 
-Run: make bench  (or DATABASE_URL=postgres://... .venv/bin/python benchmarks/ledger_bench.py)
+Run: make bench  (or DATABASE_URL=postgres://... .venv/bin/python -m benchmarks.ledger_bench)
 Prints the median of several repetitions of each figure.
 """
 
@@ -8,7 +8,7 @@ import statistics
 import threading
 import time
 
-from _django import setup_bench_database
+from benchmarks._django import setup_bench_database
 
 REPEATS = 5
 TRANSFERS_PER_THREAD = 300
