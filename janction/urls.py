@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 api_v1 = [
     path("", include("marketplace.api_urls")),
     path("ledger/", include("ledger.urls")),
+    path("", include("nodes.urls")),
 ]
 
 urlpatterns = [

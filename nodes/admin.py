@@ -1,0 +1,37 @@
+from django.contrib import admin
+
+from nodes.models import Gpu, Node, NodeEvent, Pool, VGpu
+
+
+class GpuInline(admin.TabularInline):
+    model = Gpu
+    extra = 0
+    fields = ["index", "name", "uuid", "memory_bytes", "fake", "utilization_percent", "temperature_celsius"]
+    readonly_fields = fields
+
+
+class VGpuInline(admin.TabularInline):
+    model = VGpu
+    extra = 0
+    fields = ["local_id", "pool", "memory_bytes", "compute_share_percent", "enforcement", "fake", "state", "holder"]
+    readonly_fields = fields
+
+
+class NodeEventInline(admin.TabularInline):
+    model = NodeEvent
+    extra = 0
+    readonly_fields = ["from_state", "to_state", "reason", "at"]
+
+
+@admin.register(Node)
+class NodeAdmin(admin.ModelAdmin):
+    list_display = ["name", "owner", "state", "has_fake_gpus", "runtime", "last_seen_at", "reserve_price_per_hour"]
+    list_filter = ["state", "has_fake_gpus", "runtime"]
+    search_fields = ["name", "owner__email", "hostname", "certificate_serial"]
+    readonly_fields = ["enrollment_token_hash", "certificate_serial", "certificate_pem", "enrolled_at", "last_seen_at"]
+    inlines = [GpuInline, VGpuInline, NodeEventInline]
+
+
+@admin.register(Pool)
+class PoolAdmin(admin.ModelAdmin):
+    list_display = ["name", "architecture", "memory_gib", "created_at"]

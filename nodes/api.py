@@ -1,0 +1,231 @@
+"""Nodes REST API: a provider's own nodes (never another's) and the pools."""
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ledger.currencies import from_base_units, to_base_units
+from ledger.errors import InvalidAmount
+from nodes.errors import NodeNotFound
+from nodes.models import Gpu, Node, Pool, VGpu
+from nodes.selectors import nodes_for_owner, pools_with_supply
+from nodes.services import (
+    node_create,
+    node_delete,
+    node_drain,
+    node_rename,
+    node_set_ask,
+    node_token_regenerate,
+    node_undrain,
+)
+
+# A reserve price above this (USDC per vGPU-hour) is a typo, not an ask.
+MAX_RESERVE_PRICE = "10000"
+
+
+class PriceField(serializers.Field):
+    """A USDC price per vGPU-hour as a decimal string, stored as integer base units."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (str, int)):
+            raise serializers.ValidationError('Send the price as a decimal string such as "0.45".')
+        try:
+            value = to_base_units(data, "USDC", allow_zero=True)
+        except InvalidAmount as exc:
+            raise serializers.ValidationError(exc.message) from None
+        if value > to_base_units(MAX_RESERVE_PRICE, "USDC"):
+            raise serializers.ValidationError(
+                f"A reserve price above {MAX_RESERVE_PRICE} USDC per vGPU-hour is refused."
+            )
+        return value
+
+    def to_representation(self, value):
+        return from_base_units(value, "USDC")
+
+
+class GpuSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Gpu
+        fields = [
+            "index",
+            "uuid",
+            "name",
+            "memory_bytes",
+            "compute_capability",
+            "architecture",
+            "driver_version",
+            "cuda_version",
+            "mig_capable",
+            "mig_enabled",
+            "fake",
+            "utilization_percent",
+            "memory_used_bytes",
+            "temperature_celsius",
+            "power_milliwatts",
+            "telemetry_at",
+        ]
+
+
+class VGpuSerializer(serializers.ModelSerializer):
+    pool = serializers.CharField(source="pool.name")
+
+    class Meta:
+        model = VGpu
+        fields = ["local_id", "pool", "memory_bytes", "compute_share_percent", "enforcement", "fake", "state"]
+
+
+class NodeSerializer(serializers.ModelSerializer):
+    reserve_price = PriceField(source="reserve_price_per_hour", help_text="USDC per vGPU-hour.")
+    gpus = GpuSerializer(many=True, read_only=True)
+    vgpus = VGpuSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Node
+        fields = [
+            "id",
+            "name",
+            "state",
+            "state_reason",
+            "hostname",
+            "agent_version",
+            "runtime",
+            "has_fake_gpus",
+            "last_seen_at",
+            "enrolled_at",
+            "reserve_price",
+            "ask_paused",
+            "created_at",
+            "gpus",
+            "vgpus",
+        ]
+        read_only_fields = [f for f in fields if f not in ("name", "reserve_price", "ask_paused")]
+
+
+class NodeCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=80)
+    reserve_price = PriceField(required=False, default=0, help_text="USDC per vGPU-hour; default 0.")
+
+
+class NodeUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=80, required=False)
+    reserve_price = PriceField(required=False)
+    ask_paused = serializers.BooleanField(required=False)
+
+
+EnrollmentSerializer = inline_serializer(
+    "Enrollment",
+    {
+        "node": NodeSerializer(),
+        "enrollment_token": serializers.CharField(help_text="Shown once; expires after 24 hours."),
+        "agent_command": serializers.CharField(help_text="Run this on the GPU host."),
+        "expires_at": serializers.DateTimeField(),
+    },
+)
+
+
+def _ticket_response(ticket, status_code):
+    return Response(
+        {
+            "node": NodeSerializer(ticket.node).data,
+            "enrollment_token": ticket.token,
+            "agent_command": ticket.command,
+            "expires_at": ticket.node.enrollment_expires_at,
+        },
+        status=status_code,
+    )
+
+
+def _node(request, node_id) -> Node:
+    node = nodes_for_owner(owner=request.user).filter(pk=node_id).first()
+    if node is None:
+        raise NodeNotFound(f"You have no node with id {node_id}.")
+    return node
+
+
+class NodeList(APIView):
+    @extend_schema(responses=NodeSerializer(many=True), summary="Your nodes")
+    def get(self, request):
+        return Response(NodeSerializer(nodes_for_owner(owner=request.user), many=True).data)
+
+    @extend_schema(
+        request=NodeCreateSerializer,
+        responses={201: EnrollmentSerializer},
+        summary="Create a node and get its one-time enrollment token",
+    )
+    def post(self, request):
+        serializer = NodeCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        ticket = node_create(
+            owner=request.user,
+            name=serializer.validated_data["name"].strip(),
+            reserve_price_per_hour=serializer.validated_data["reserve_price"],
+        )
+        return _ticket_response(ticket, status.HTTP_201_CREATED)
+
+
+class NodeDetail(APIView):
+    @extend_schema(responses=NodeSerializer, summary="One of your nodes")
+    def get(self, request, node_id: int):
+        return Response(NodeSerializer(_node(request, node_id)).data)
+
+    @extend_schema(request=NodeUpdateSerializer, responses=NodeSerializer, summary="Rename a node or change its ask")
+    def patch(self, request, node_id: int):
+        serializer = NodeUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        _node(request, node_id)
+        if "name" in data:
+            node_rename(owner=request.user, node_id=node_id, name=data["name"].strip())
+        if "reserve_price" in data or "ask_paused" in data:
+            node_set_ask(
+                owner=request.user,
+                node_id=node_id,
+                reserve_price_per_hour=data.get("reserve_price"),
+                paused=data.get("ask_paused"),
+            )
+        return Response(NodeSerializer(_node(request, node_id)).data)
+
+    @extend_schema(responses={204: None}, summary="Delete a node that runs nothing")
+    def delete(self, request, node_id: int):
+        node_delete(owner=request.user, node_id=node_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class NodeDrain(APIView):
+    @extend_schema(request=None, responses=NodeSerializer, summary="Stop selling this node's vGPUs")
+    def post(self, request, node_id: int):
+        node_drain(owner=request.user, node_id=node_id)
+        return Response(NodeSerializer(_node(request, node_id)).data)
+
+
+class NodeUndrain(APIView):
+    @extend_schema(request=None, responses=NodeSerializer, summary="Put a drained node back on sale")
+    def post(self, request, node_id: int):
+        node_undrain(owner=request.user, node_id=node_id)
+        return Response(NodeSerializer(_node(request, node_id)).data)
+
+
+class NodeEnrollmentToken(APIView):
+    @extend_schema(request=None, responses={201: EnrollmentSerializer}, summary="Issue a new enrollment token")
+    def post(self, request, node_id: int):
+        return _ticket_response(node_token_regenerate(owner=request.user, node_id=node_id), status.HTTP_201_CREATED)
+
+
+class PoolSerializer(serializers.ModelSerializer):
+    vgpus_total = serializers.IntegerField()
+    vgpus_free = serializers.IntegerField()
+    vgpus_busy = serializers.IntegerField()
+
+    class Meta:
+        model = Pool
+        fields = ["name", "architecture", "memory_gib", "vgpus_total", "vgpus_free", "vgpus_busy"]
+
+
+class PoolList(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=PoolSerializer(many=True), summary="Pools and their supply")
+    def get(self, request):
+        return Response(PoolSerializer(pools_with_supply(), many=True).data)

@@ -1,0 +1,153 @@
+"""The resource pool: provider nodes, their GPUs, the vGPUs sliced from them, and pools of equal vGPUs."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Pool(models.Model):
+    """All vGPUs of one architecture family and memory size: one fungible good, e.g. `ada-12g`."""
+
+    name = models.CharField(max_length=40, unique=True)
+    architecture = models.CharField(max_length=20)
+    memory_gib = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class NodeState(models.TextChoices):
+    PENDING = "pending", "Pending enrollment"
+    ONLINE = "online", "Online"
+    OFFLINE = "offline", "Offline"
+    DRAINING = "draining", "Draining"
+    QUARANTINED = "quarantined", "Quarantined"
+
+
+class Node(models.Model):
+    """One provider host running the agent."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="nodes")
+    name = models.CharField(max_length=80)
+    state = models.CharField(max_length=12, choices=NodeState.choices, default=NodeState.PENDING)
+    state_reason = models.CharField(max_length=200, blank=True)
+    # Enrollment: a one-time token (only its SHA-256 is kept) that expires.
+    enrollment_token_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    enrollment_expires_at = models.DateTimeField(null=True, blank=True)
+    enrolled_at = models.DateTimeField(null=True, blank=True)
+    # Identity: the client certificate the platform CA issued; the gateway knows a node by its serial.
+    certificate_serial = models.CharField(max_length=64, blank=True, db_index=True)
+    certificate_pem = models.TextField(blank=True)
+    # What the agent said in its last Hello.
+    hostname = models.CharField(max_length=255, blank=True)
+    agent_version = models.CharField(max_length=40, blank=True)
+    runtime = models.CharField(max_length=20, blank=True)
+    network_unsupported = models.BooleanField(default=False)
+    has_fake_gpus = models.BooleanField(default=False, help_text="Declared with --fake-gpus: no real hardware.")
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    # The provider's ask: reserve price per vGPU-hour in USDC base units (micro-USDC).
+    reserve_price_per_hour = models.BigIntegerField(default=0)
+    ask_paused = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "name"], condition=Q(deleted_at__isnull=True), name="nodes_node_unique_live_name"
+            ),
+            models.CheckConstraint(condition=Q(reserve_price_per_hour__gte=0), name="nodes_node_price_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class NodeEvent(models.Model):
+    """A state change of a node, with why it happened."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=12, choices=NodeState.choices)
+    to_state = models.CharField(max_length=12, choices=NodeState.choices)
+    reason = models.CharField(max_length=200)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}: {self.from_state} -> {self.to_state}"
+
+
+class Gpu(models.Model):
+    """A physical (or declared fake) GPU of a node, with its latest telemetry."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="gpus")
+    index = models.PositiveIntegerField()
+    uuid = models.CharField(max_length=100, db_index=True)
+    name = models.CharField(max_length=100)
+    memory_bytes = models.PositiveBigIntegerField()
+    compute_capability = models.CharField(max_length=10)
+    architecture = models.CharField(max_length=20)
+    driver_version = models.CharField(max_length=40, blank=True)
+    cuda_version = models.CharField(max_length=20, blank=True)
+    mig_capable = models.BooleanField(default=False)
+    mig_enabled = models.BooleanField(default=False)
+    fake = models.BooleanField(default=False)
+    utilization_percent = models.PositiveSmallIntegerField(null=True, blank=True)
+    memory_used_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    temperature_celsius = models.PositiveSmallIntegerField(null=True, blank=True)
+    power_milliwatts = models.PositiveIntegerField(null=True, blank=True)
+    compute_processes = models.PositiveIntegerField(null=True, blank=True)
+    telemetry_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["node", "index"]
+        constraints = [models.UniqueConstraint(fields=["node", "index"], name="nodes_gpu_unique_index")]
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.index}{' (fake)' if self.fake else ''}"
+
+
+class VGpuState(models.TextChoices):
+    FREE = "free", "Free"
+    RESERVED = "reserved", "Reserved"
+    BUSY = "busy", "Busy"
+    OFFLINE = "offline", "Offline"
+
+
+class VGpu(models.Model):
+    """An equal slice of a GPU that is sold as one unit of its pool."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="vgpus")
+    gpu = models.ForeignKey(Gpu, on_delete=models.CASCADE, related_name="vgpus")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="vgpus")
+    local_id = models.CharField(max_length=40)
+    memory_bytes = models.PositiveBigIntegerField()
+    compute_share_percent = models.PositiveSmallIntegerField()
+    enforcement = models.CharField(max_length=10)
+    enforcement_env = models.JSONField(default=dict, blank=True)
+    mig_device_uuid = models.CharField(max_length=100, blank=True)
+    fake = models.BooleanField(default=False)
+    state = models.CharField(max_length=10, choices=VGpuState.choices, default=VGpuState.OFFLINE)
+    # Set while reserved or busy: the placement using this vGPU (opaque id owned by the rentals code).
+    holder = models.CharField(max_length=64, blank=True)
+    state_changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["node", "local_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["node", "local_id"], name="nodes_vgpu_unique_local_id"),
+            models.CheckConstraint(
+                condition=Q(state__in=["free", "offline"], holder="")
+                | Q(state__in=["reserved", "busy"]) & ~Q(holder=""),
+                name="nodes_vgpu_holder_matches_state",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}/{self.local_id} ({self.pool_id})"
