@@ -8,6 +8,8 @@ api_v1 = [
     path("", include("marketplace.api_urls")),
     path("ledger/", include("ledger.urls")),
     path("", include("nodes.urls")),
+    path("", include("pricing.urls")),
+    path("settlement/", include("ledger.settlement_urls")),
 ]
 
 urlpatterns = [

@@ -124,3 +124,194 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} [{self.key}]"
+
+
+# --- On-chain settlement -------------------------------------------------------------------------
+
+_ADDRESS = {"max_length": 42}
+_HASH = {"max_length": 66}
+
+
+class BatchData(models.Model):
+    """The data-availability copy of a settlement batch, addressed by the SHA-256 of its canonical JSON."""
+
+    sha256 = models.CharField(max_length=64, primary_key=True)
+    content = models.TextField(help_text="Canonical JSON (sorted keys, no spaces) whose SHA-256 is the key.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "batch data"
+
+    def __str__(self) -> str:
+        return self.sha256
+
+
+class SettlementBatch(models.Model):
+    """One Merkle root of cumulative amounts owed, posted on chain as `postBatch(seq, root, dataHash)`."""
+
+    class Status(models.TextChoices):
+        PREPARED = "prepared", "Prepared"
+        SENT = "sent", "Sent, awaiting receipt"
+        POSTED = "posted", "Posted"
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    root = models.CharField(**_HASH)
+    data = models.ForeignKey(BatchData, on_delete=models.PROTECT, related_name="batches")
+    # Ledger transactions with first_transaction_id <= id <= last_transaction_id are this batch's.
+    first_transaction_id = models.BigIntegerField()
+    last_transaction_id = models.BigIntegerField()
+    transaction_count = models.PositiveIntegerField()
+    leaf_count = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PREPARED)
+    nonce = models.PositiveBigIntegerField(null=True, blank=True)
+    tx_hash = models.CharField(blank=True, **_HASH)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    posted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(seq__gte=1), name="ledger_batch_seq_positive")]
+
+    def __str__(self) -> str:
+        return f"batch {self.seq} ({self.status})"
+
+
+class PayoutAllocation(models.Model):
+    """The cumulative amount of one currency published for one user at one address.
+
+    A user's earnings go to their first linked wallet; what was published for an address they no longer
+    use stays frozen there (still claimable by it), so the sum over a user's addresses is what they earned.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payout_allocations")
+    currency = models.CharField(max_length=8, choices=Currency.choices)
+    address = models.CharField(**_ADDRESS)
+    cumulative = models.DecimalField(**BASE_UNITS)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "currency", "address"], name="ledger_payout_unique"),
+            models.CheckConstraint(condition=Q(cumulative__gte=0), name="ledger_payout_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cumulative} {self.currency} for user {self.user_id} at {self.address}"
+
+
+class SettlementAlert(models.Model):
+    """Something in settlement an operator must look at: a failed or stuck post, an unmatched claim."""
+
+    class Kind(models.TextChoices):
+        POST_FAILED = "post_failed", "Batch post failed"
+        CHAIN_MISMATCH = "chain_mismatch", "Chain disagrees with the database"
+        UNKNOWN_TOKEN = "unknown_token", "Event for an unknown token"
+        CLAIM_UNMATCHED = "claim_unmatched", "Claim by an unknown address"
+        CLAIM_UNBALANCED = "claim_unbalanced", "Claim exceeds recorded earnings"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    batch = models.ForeignKey(SettlementBatch, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
+    message = models.TextField()
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message[:60]}"
+
+
+class ChainCursor(models.Model):
+    """The last block the chain watcher has fully processed, per chain and contract."""
+
+    name = models.CharField(max_length=120, unique=True)
+    last_block = models.BigIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.last_block}"
+
+
+class ChainLog(models.Model):
+    """An event log of the Settlement contract, identified by chain, transaction and log index."""
+
+    chain_id = models.PositiveBigIntegerField()
+    tx_hash = models.CharField(**_HASH)
+    log_index = models.PositiveIntegerField()
+    block_number = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+
+
+class ChainDeposit(ChainLog):
+    """A `Deposited` event; credited to the wallet's owner once, or left unmatched until the wallet is linked."""
+
+    token = models.CharField(**_ADDRESS)
+    currency = models.CharField(max_length=8, choices=Currency.choices, blank=True)
+    from_address = models.CharField(**_ADDRESS)
+    amount = models.DecimalField(**BASE_UNITS)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="chain_deposits"
+    )
+    ledger_transaction = models.OneToOneField(
+        Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="chain_deposit"
+    )
+    credited_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "tx_hash", "log_index"], name="ledger_chain_deposit_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"deposit {self.amount} {self.currency or self.token} from {self.from_address}"
+
+
+class ChainClaim(ChainLog):
+    """A `Claimed` event: the contract paid `amount`, bringing the account's claimed total to `cumulative`."""
+
+    token = models.CharField(**_ADDRESS)
+    currency = models.CharField(max_length=8, choices=Currency.choices, blank=True)
+    account = models.CharField(**_ADDRESS)
+    amount = models.DecimalField(**BASE_UNITS)
+    cumulative = models.DecimalField(**BASE_UNITS)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="chain_claims"
+    )
+    ledger_transaction = models.OneToOneField(
+        Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="chain_claim"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "tx_hash", "log_index"], name="ledger_chain_claim_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"claim {self.amount} {self.currency or self.token} by {self.account}"
+
+
+class StakeEvent(ChainLog):
+    """A `Staked`, `UnstakeRequested` or `StakeWithdrawn` event of JCT stake."""
+
+    class Kind(models.TextChoices):
+        STAKED = "staked", "Staked"
+        UNSTAKE_REQUESTED = "unstake_requested", "Unstake requested"
+        WITHDRAWN = "withdrawn", "Stake withdrawn"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    account = models.CharField(**_ADDRESS)
+    amount = models.DecimalField(**BASE_UNITS)
+    unlock_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "tx_hash", "log_index"], name="ledger_stake_event_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} JCT by {self.account}"

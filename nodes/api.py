@@ -1,16 +1,16 @@
 """Nodes REST API: a provider's own nodes (never another's) and the pools."""
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ledger.currencies import from_base_units, to_base_units
 from ledger.errors import InvalidAmount
 from nodes.errors import NodeNotFound
-from nodes.models import Gpu, Node, Pool, VGpu
-from nodes.selectors import nodes_for_owner, pools_with_supply
+from nodes.models import Gpu, Node, VGpu
+from nodes.selectors import nodes_for_owner
 from nodes.services import (
     node_create,
     node_delete,
@@ -20,9 +20,6 @@ from nodes.services import (
     node_token_regenerate,
     node_undrain,
 )
-
-# A reserve price above this (USDC per vGPU-hour) is a typo, not an ask.
-MAX_RESERVE_PRICE = "10000"
 
 
 class PriceField(serializers.Field):
@@ -35,10 +32,9 @@ class PriceField(serializers.Field):
             value = to_base_units(data, "USDC", allow_zero=True)
         except InvalidAmount as exc:
             raise serializers.ValidationError(exc.message) from None
-        if value > to_base_units(MAX_RESERVE_PRICE, "USDC"):
-            raise serializers.ValidationError(
-                f"A reserve price above {MAX_RESERVE_PRICE} USDC per vGPU-hour is refused."
-            )
+        ceiling = settings.PRICING_MAX_RESERVE_PRICE
+        if value > to_base_units(ceiling, "USDC"):
+            raise serializers.ValidationError(f"Reserve prices above {ceiling} USDC per vGPU-hour are refused.")
         return value
 
     def to_representation(self, value):
@@ -211,21 +207,3 @@ class NodeEnrollmentToken(APIView):
     @extend_schema(request=None, responses={201: EnrollmentSerializer}, summary="Issue a new enrollment token")
     def post(self, request, node_id: int):
         return _ticket_response(node_token_regenerate(owner=request.user, node_id=node_id), status.HTTP_201_CREATED)
-
-
-class PoolSerializer(serializers.ModelSerializer):
-    vgpus_total = serializers.IntegerField()
-    vgpus_free = serializers.IntegerField()
-    vgpus_busy = serializers.IntegerField()
-
-    class Meta:
-        model = Pool
-        fields = ["name", "architecture", "memory_gib", "vgpus_total", "vgpus_free", "vgpus_busy"]
-
-
-class PoolList(APIView):
-    permission_classes = [IsAuthenticated]
-
-    @extend_schema(responses=PoolSerializer(many=True), summary="Pools and their supply")
-    def get(self, request):
-        return Response(PoolSerializer(pools_with_supply(), many=True).data)

@@ -8,5 +8,4 @@ urlpatterns = [
     path("nodes/<int:node_id>/drain/", api.NodeDrain.as_view(), name="node-drain"),
     path("nodes/<int:node_id>/undrain/", api.NodeUndrain.as_view(), name="node-undrain"),
     path("nodes/<int:node_id>/enrollment-token/", api.NodeEnrollmentToken.as_view(), name="node-enrollment-token"),
-    path("pools/", api.PoolList.as_view(), name="pools"),
 ]

@@ -300,14 +300,34 @@ def _reject_constant(name: str) -> Any:
     raise MarketError(f"invalid JSON: {name} is not allowed")
 
 
+# A market is three levels deep; anything past this is not a market, and deep nesting can exhaust the C stack.
+MAX_JSON_DEPTH = 32
+_JSON_TOKENS = re.compile(r'"(?:\\.|[^"\\])*"|[\[\]{}]')
+
+
+def _json_depth(text: str) -> int:
+    """Return the deepest bracket nesting of a JSON text, ignoring brackets inside strings."""
+    depth = deepest = 0
+    for match in _JSON_TOKENS.finditer(text):
+        mark = match.group()
+        if mark in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif mark in ("]", "}"):
+            depth -= 1
+    return deepest
+
+
 def _decode(data: bytes) -> Any:
     """Decode stdin bytes as strict JSON, or raise MarketError."""
     try:
-        return json.loads(
-            data.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
-        )
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MarketError("input is not UTF-8") from exc
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise MarketError("invalid JSON: nested too deeply")
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
     except RecursionError as exc:
         raise MarketError("invalid JSON: nested too deeply") from exc
     except MarketError:

@@ -59,3 +59,14 @@ def _fresh_cache():
 
         cache.clear()
     yield
+
+
+@pytest.fixture
+def celery_eager():
+    """Run Celery tasks in-process for this test (the embedded default's mode)."""
+    from janction.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield app
+    app.conf.task_always_eager = previous

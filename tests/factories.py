@@ -21,3 +21,38 @@ class UserFactory(factory.django.DjangoModelFactory):
         if create:
             self.save()
             EmailAddress.objects.create(user=self, email=self.email, verified=True, primary=True)
+
+
+def online_node(owner, *, name: str = "rig", vgpus: int = 2, price: int = 0, pool_name: str = "ada-12g"):
+    """Create an enrolled, online node with one fake GPU sliced into `vgpus` free vGPUs of `pool_name`."""
+    from nodes.models import Gpu, NodeState, Pool, VGpu
+    from nodes.services import node_create, node_transition
+
+    architecture, memory = pool_name.rsplit("-", 1)
+    pool, _ = Pool.objects.get_or_create(
+        name=pool_name, defaults={"architecture": architecture, "memory_gib": int(memory.rstrip("g"))}
+    )
+    node = node_create(owner=owner, name=name, reserve_price_per_hour=price).node
+    gpu = Gpu.objects.create(
+        node=node,
+        index=0,
+        uuid=f"GPU-fake-{node.pk}",
+        name="RTX 4090",
+        memory_bytes=pool.memory_gib * vgpus * 2**30,
+        compute_capability="8.9",
+        architecture=architecture,
+        fake=True,
+    )
+    for i in range(vgpus):
+        VGpu.objects.create(
+            node=node,
+            gpu=gpu,
+            pool=pool,
+            local_id=f"0:{i}",
+            memory_bytes=pool.memory_gib * 2**30,
+            compute_share_percent=100 // vgpus,
+            enforcement="mps" if vgpus > 1 else "whole",
+            fake=True,
+        )
+    node_transition(node=node, to_state=NodeState.ONLINE, reason="test fixture")
+    return node

@@ -10,5 +10,11 @@ from .api import *  # noqa: F403
 from .async_ import *  # noqa: F403
 from .auth import *  # noqa: F403
 from .base import *  # noqa: F403
+from .chain import *  # noqa: F403
 from .database import *  # noqa: F403
 from .janction import *  # noqa: F403
+from .nodes import *  # noqa: F403
+from .pricing import *  # noqa: F403
+
+# Last: the beat schedule reads the periods the modules above define.
+from .schedule import *  # noqa: F403

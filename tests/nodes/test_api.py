@@ -45,7 +45,6 @@ def make_online(node: Node, *, vgpus: int = 2) -> Node:
 def test_anonymous_caller_is_refused(anon_client):
     assert anon_client.get("/api/v1/nodes/").status_code in (401, 403)
     assert create(anon_client).status_code in (401, 403)
-    assert anon_client.get("/api/v1/pools/").status_code in (401, 403)
     assert not Node.objects.exists()
 
 
@@ -144,16 +143,6 @@ def test_delete_refuses_a_node_that_runs_placements(owner_client):
     assert owner_client.delete(f"/api/v1/nodes/{node_id}/").status_code == 204
     assert owner_client.get("/api/v1/nodes/").json() == []
     assert create(owner_client).status_code == 201  # the name is free again
-
-
-def test_pools_show_supply(owner_client, owner):
-    from nodes.services import node_create
-
-    make_online(node_create(owner=owner, name="n").node, vgpus=2)
-    pools = owner_client.get("/api/v1/pools/").json()
-    assert pools == [
-        {"name": "ada-12g", "architecture": "ada", "memory_gib": 12, "vgpus_total": 2, "vgpus_free": 2, "vgpus_busy": 0}
-    ]
 
 
 @pytest.mark.parametrize(

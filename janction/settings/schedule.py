@@ -1,0 +1,12 @@
+"""Celery beat: every periodic task in one place, with the periods set by each concern's settings."""
+
+from .chain import CHAIN_WATCH_INTERVAL_SECONDS, SETTLEMENT_BATCH_INTERVAL_SECONDS
+from .nodes import NODE_OFFLINE_CHECK_INTERVAL_SECONDS
+from .pricing import PRICING_ROUND_INTERVAL_SECONDS
+
+CELERY_BEAT_SCHEDULE = {
+    "market-rounds": {"task": "pricing.market_rounds_tick", "schedule": PRICING_ROUND_INTERVAL_SECONDS},
+    "node-offline-sweep": {"task": "nodes.node_mark_stale_offline", "schedule": NODE_OFFLINE_CHECK_INTERVAL_SECONDS},
+    "settlement-batch": {"task": "ledger.settlement_batch_run", "schedule": SETTLEMENT_BATCH_INTERVAL_SECONDS},
+    "chain-watch": {"task": "ledger.chain_watch_scan", "schedule": CHAIN_WATCH_INTERVAL_SECONDS},
+}

@@ -1,0 +1,65 @@
+"""Deploy the test tokens and Settlement to a fresh chain and print the settings that point Janction at them."""
+
+import os
+
+from django.core.management.base import BaseCommand, CommandError
+from web3 import Web3
+
+from ledger.chain.client import DEFAULT_UNSTAKE_COOLDOWN_SECONDS, deploy_all
+from ledger.chain.node import ChainConfigError, operator_account, provider_for
+from ledger.settlement.connection import CHAIN_DOWN_ERRORS
+
+
+class Command(BaseCommand):
+    help = (
+        "Deploy TestUSDC, JCT and Settlement to a fresh chain with the operator key read from an environment "
+        "variable, then print the CHAIN_* lines to set. The key itself is never printed."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--rpc-url", required=True, help="JSON-RPC URL of the node, http:// or https://.")
+        parser.add_argument(
+            "--operator-key-env",
+            required=True,
+            metavar="NAME",
+            help="Name of the environment variable holding the deployer/operator's hex private key.",
+        )
+        parser.add_argument(
+            "--unstake-cooldown",
+            type=int,
+            default=DEFAULT_UNSTAKE_COOLDOWN_SECONDS,
+            help="Seconds between an unstake request and its withdrawal (default: 7 days).",
+        )
+
+    def handle(self, *args, rpc_url: str, operator_key_env: str, unstake_cooldown: int, **options):
+        if not operator_key_env.isidentifier():
+            raise CommandError(f"--operator-key-env {operator_key_env!r} is not an environment variable name.")
+        key = os.environ.get(operator_key_env, "").strip()
+        if not key:
+            raise CommandError(f"The environment variable {operator_key_env} is not set; export the operator key.")
+        if unstake_cooldown < 0:
+            raise CommandError("--unstake-cooldown must be zero or more seconds.")
+        try:
+            operator = operator_account(key)
+            w3 = Web3(provider_for(rpc_url))
+        except ChainConfigError as error:
+            raise CommandError(f"{error}.") from None
+        try:
+            chain_id = w3.eth.chain_id
+            balance = w3.eth.get_balance(operator.address)
+            start_block = w3.eth.block_number
+            if balance == 0:
+                raise CommandError(f"The operator {operator.address} has no ether on chain {chain_id} to pay for gas.")
+            addresses = deploy_all(w3, operator, unstake_cooldown=unstake_cooldown)
+        except CHAIN_DOWN_ERRORS as error:
+            raise CommandError(f"Cannot reach a JSON-RPC node at {rpc_url}: {error}") from None
+        self.stdout.write(f"# Deployed on chain {chain_id} by {operator.address}; set these in the environment:")
+        for line in (
+            f"CHAIN_RPC_URL={rpc_url}",
+            f"CHAIN_SETTLEMENT_ADDRESS={addresses.settlement}",
+            f"CHAIN_USDC_ADDRESS={addresses.usdc}",
+            f"CHAIN_JCT_ADDRESS={addresses.jct}",
+            f"CHAIN_START_BLOCK={start_block + 1}",
+        ):
+            self.stdout.write(line)
+        self.stdout.write(f"# and CHAIN_OPERATOR_KEY to the key in ${operator_key_env} (not printed).")

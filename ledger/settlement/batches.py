@@ -1,0 +1,376 @@
+"""Settlement batches: build the tree of cumulative amounts owed, store its DA copy, post its root exactly once.
+
+Exactly once: every step runs under one settlement lock (a PostgreSQL advisory lock); a batch row is
+created with seq = last + 1 (unique) only when every earlier batch is posted; its transaction hash is
+recorded before the transaction is sent, and before sending, the chain's `lastSeq` and the recorded
+receipt are checked, so a batch the chain already holds is marked posted instead of sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max, Sum
+from django.utils import timezone
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
+
+from ledger.chain.client import decode_custom_error
+from ledger.chain.node import ChainConnection
+from ledger.currencies import Currency
+from ledger.merkle import StandardMerkleTree
+from ledger.models import (
+    AccountKind,
+    BatchData,
+    Entry,
+    PayoutAllocation,
+    SettlementAlert,
+    SettlementBatch,
+    Transaction,
+)
+from ledger.settlement.connection import CHAIN_DOWN_ERRORS, chain_connection_get, settlement_lock
+from ledger.settlement.errors import (
+    BatchPostFailed,
+    BatchPostPending,
+    ChainMismatch,
+    ChainUnavailable,
+    SettlementBusy,
+)
+from marketplace.models import Wallet
+
+logger = logging.getLogger(__name__)
+
+LEAF_TYPES = ("address", "address", "uint256")
+DATA_VERSION = 1
+# Seconds a batch-preparing worker waits for in-flight ledger writes before giving up (and retrying).
+_LEDGER_LOCK_TIMEOUT = "10s"
+# Fee multiplier when re-sending a stuck batch transaction with the same nonce (replacement needs > +10%).
+_REPLACEMENT_FEE_FACTOR = 2
+
+
+@dataclass(frozen=True)
+class BatchContent:
+    """What a batch publishes: its sorted leaves and the digest of each ledger transaction it covers."""
+
+    leaves: list[list[str]]
+    transactions: list[list[Any]]
+    first_transaction_id: int
+    last_transaction_id: int
+
+
+def canonical_json(value: Any) -> str:
+    """Serialise ``value`` as canonical JSON: sorted keys, no whitespace, ASCII only."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def token_addresses(conn: ChainConnection) -> dict[str, str]:
+    """Map each ledger currency to the address of its token on the settlement chain."""
+    return {Currency.USDC: conn.usdc.address, Currency.JCT: conn.jct.address}
+
+
+def settlement_batch_run() -> SettlementBatch | None:
+    """Post every unposted batch in order, then prepare and post a new one if anything changed."""
+    conn = chain_connection_get()
+    with settlement_lock() as acquired:
+        if not acquired:
+            logger.info("settlement: another worker holds the settlement lock; nothing to do here")
+            return None
+        batch = None
+        for batch in SettlementBatch.objects.exclude(status=SettlementBatch.Status.POSTED).order_by("seq"):
+            _post_locked(conn, batch)
+        fresh = _prepare_locked(conn)
+        if fresh is not None:
+            batch = _post_locked(conn, fresh)
+        return batch
+
+
+def settlement_batch_prepare() -> SettlementBatch | None:
+    """Create the next batch from the ledger, or return None when nothing owed has changed."""
+    conn = chain_connection_get()
+    with settlement_lock() as acquired:
+        if not acquired:
+            raise SettlementBusy("Another worker is preparing or posting a settlement batch; try again shortly.")
+        return _prepare_locked(conn)
+
+
+def settlement_batch_post(*, batch_id: int) -> SettlementBatch:
+    """Post batch ``batch_id`` on chain exactly once, or mark it posted if the chain already has it."""
+    conn = chain_connection_get()
+    with settlement_lock() as acquired:
+        if not acquired:
+            raise SettlementBusy("Another worker is posting a settlement batch; try again shortly.")
+        batch = SettlementBatch.objects.get(pk=batch_id)
+        earlier = SettlementBatch.objects.filter(seq__lt=batch.seq).exclude(status=SettlementBatch.Status.POSTED)
+        if earlier.exists():
+            raise ChainMismatch(f"Batch {batch.seq} cannot be posted before batch {earlier.order_by('seq')[0].seq}.")
+        return _post_locked(conn, batch)
+
+
+# --- Preparing ---------------------------------------------------------------------------------------
+
+
+def _ledger_high_water_mark() -> int:
+    """Return the largest ledger transaction id such that no transaction at or below it is still uncommitted."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{_LEDGER_LOCK_TIMEOUT}'")
+                # SHARE waits for every in-flight insert into the table, so no smaller id commits later.
+                cursor.execute(f"LOCK TABLE {Transaction._meta.db_table} IN SHARE MODE")
+        return Transaction.objects.aggregate(top=Max("pk"))["top"] or 0
+
+
+def _prepare_locked(conn: ChainConnection) -> SettlementBatch | None:
+    if SettlementBatch.objects.exclude(status=SettlementBatch.Status.POSTED).exists():
+        return None
+    high_water = _ledger_high_water_mark()
+    with transaction.atomic():
+        previous = SettlementBatch.objects.select_for_update().select_related("data").order_by("-seq").first()
+        low_water = previous.last_transaction_id if previous else 0
+        leaves = _allocate(high_water=high_water, tokens=token_addresses(conn))
+        if not leaves:
+            return None
+        tree = StandardMerkleTree.of(leaves, LEAF_TYPES)
+        if previous is not None and previous.root == tree.root:
+            return None
+        transactions = [
+            [pk, kind, fingerprint]
+            for pk, kind, fingerprint in Transaction.objects.filter(pk__gt=low_water, pk__lte=high_water)
+            .order_by("pk")
+            .values_list("pk", "kind", "fingerprint")
+        ]
+        seq = (previous.seq if previous else 0) + 1
+        content = canonical_json(
+            {
+                "version": DATA_VERSION,
+                "seq": seq,
+                "previous_data_hash": previous.data_id if previous else None,
+                "settlement": conn.settlement.address,
+                "tokens": token_addresses(conn),
+                "leaf_types": list(LEAF_TYPES),
+                "leaves": leaves,
+                "root": tree.root,
+                "ledger_transactions": {
+                    "after_id": low_water,
+                    "through_id": high_water,
+                    "fields": ["id", "kind", "sha256_of_kind_and_legs"],
+                    "items": transactions,
+                },
+            }
+        )
+        digest = hashlib.sha256(content.encode()).hexdigest()
+        data, _ = BatchData.objects.get_or_create(sha256=digest, defaults={"content": content})
+        try:
+            with transaction.atomic():
+                return SettlementBatch.objects.create(
+                    seq=seq,
+                    root=tree.root,
+                    data=data,
+                    first_transaction_id=low_water + 1,
+                    last_transaction_id=high_water,
+                    transaction_count=len(transactions),
+                    leaf_count=len(leaves),
+                )
+        except IntegrityError:
+            raise SettlementBusy(f"Batch {seq} was created by another worker.") from None
+
+
+def _allocate(*, high_water: int, tokens: dict[str, str]) -> list[list[str]]:
+    """Bring each user's payout allocations up to their cumulative earnings and return the sorted leaves."""
+    earned = (
+        Entry.objects.filter(
+            account__kind=AccountKind.EARNINGS,
+            account__owner__isnull=False,
+            amount__gt=0,
+            transaction_id__lte=high_water,
+        )
+        .values_list("account__owner_id", "currency")
+        .annotate(total=Sum("amount"))
+    )
+    primary: dict[int, str] = {}
+    for user_id, address in Wallet.objects.order_by("user_id", "pk").values_list("user_id", "address"):
+        primary.setdefault(user_id, to_checksum_address(address))
+    allocations: dict[tuple[int, str], dict[str, PayoutAllocation]] = defaultdict(dict)
+    for allocation in PayoutAllocation.objects.select_for_update().order_by("pk"):
+        allocations[(allocation.user_id, allocation.currency)][allocation.address] = allocation
+    for user_id, currency, total in earned:
+        address = primary.get(user_id)
+        if address is None:
+            continue  # carried over: the amount is published once the user links a wallet
+        held = allocations[(user_id, currency)]
+        elsewhere = sum(int(a.cumulative) for addr, a in held.items() if addr != address)
+        target = int(total) - elsewhere
+        current = held.get(address)
+        if current is None and target > 0:
+            held[address] = PayoutAllocation.objects.create(
+                user_id=user_id, currency=currency, address=address, cumulative=target
+            )
+        elif current is not None and target > int(current.cumulative):
+            current.cumulative = target
+            current.save(update_fields=["cumulative", "updated_at"])
+    amounts: dict[tuple[str, str], int] = defaultdict(int)
+    for (_, currency), held in allocations.items():
+        for address, allocation in held.items():
+            amounts[(tokens[currency], address)] += int(allocation.cumulative)
+    return [[token, account, str(amount)] for (token, account), amount in sorted(amounts.items()) if amount > 0]
+
+
+# --- Posting -----------------------------------------------------------------------------------------
+
+
+def _post_locked(conn: ChainConnection, batch: SettlementBatch) -> SettlementBatch:
+    if batch.status == SettlementBatch.Status.POSTED:
+        return batch
+    try:
+        if batch.tx_hash and _settle_from_receipt(conn, batch):
+            return batch
+        chain_seq = conn.settlement.functions.lastSeq().call()
+        if chain_seq >= batch.seq:
+            return _settle_from_chain(conn, batch)
+        if chain_seq != batch.seq - 1:
+            message = f"The chain's last batch is {chain_seq} but batch {batch.seq} is next in the database."
+            settlement_alert_open(batch, SettlementAlert.Kind.CHAIN_MISMATCH, message, {"chain_last_seq": chain_seq})
+            raise ChainMismatch(message)
+        return _send(conn, batch)
+    except CHAIN_DOWN_ERRORS as error:
+        _record_failure(batch, f"chain node unreachable: {error}", alert=False)
+        raise ChainUnavailable("The chain node did not answer; the batch will be posted when it is back.") from error
+
+
+def _settle_from_receipt(conn: ChainConnection, batch: SettlementBatch) -> bool:
+    """Mark the batch posted if its recorded transaction was mined successfully; tell whether it was."""
+    try:
+        receipt = conn.w3.eth.get_transaction_receipt(batch.tx_hash)
+    except TransactionNotFound:
+        return False
+    if receipt["status"] != 1:
+        return False
+    _mark_posted(batch, tx_hash=batch.tx_hash, block_number=receipt["blockNumber"])
+    return True
+
+
+def _settle_from_chain(conn: ChainConnection, batch: SettlementBatch) -> SettlementBatch:
+    """Adopt the chain's BatchPosted event for this seq if it carries this batch's root."""
+    events = conn.settlement.events.BatchPosted().get_logs(
+        argument_filters={"seq": batch.seq}, from_block=conn.start_block, to_block="latest"
+    )
+    roots = {HexBytes(event["args"]["root"]).to_0x_hex() for event in events}
+    if roots == {batch.root}:
+        event = events[-1]
+        _mark_posted(batch, tx_hash=event["transactionHash"].to_0x_hex(), block_number=event["blockNumber"])
+        return batch
+    message = f"The chain holds batch {batch.seq} with root(s) {sorted(roots) or 'unknown'}, not {batch.root}."
+    settlement_alert_open(batch, SettlementAlert.Kind.CHAIN_MISMATCH, message, {"chain_roots": sorted(roots)})
+    raise ChainMismatch(message)
+
+
+def _send(conn: ChainConnection, batch: SettlementBatch) -> SettlementBatch:
+    w3, operator = conn.w3, conn.operator
+    batch.attempts += 1
+    confirmed_nonce = w3.eth.get_transaction_count(operator.address, "latest")
+    replacing = batch.nonce is not None and batch.nonce >= confirmed_nonce and bool(batch.tx_hash)
+    nonce = batch.nonce if replacing else w3.eth.get_transaction_count(operator.address, "pending")
+    call = conn.settlement.functions.postBatch(batch.seq, HexBytes(batch.root), HexBytes("0x" + batch.data_id))
+    try:
+        params = call.build_transaction({"from": operator.address, "nonce": nonce})
+    except ContractLogicError as error:
+        _record_failure(batch, f"postBatch would revert: {_revert_reason(conn, error)}")
+        raise BatchPostFailed(f"Posting batch {batch.seq} would revert; it will be retried.") from error
+    if replacing:
+        for fee in ("maxFeePerGas", "maxPriorityFeePerGas", "gasPrice"):
+            if fee in params:
+                params[fee] = int(params[fee]) * _REPLACEMENT_FEE_FACTOR
+    signed = operator.sign_transaction(params)
+    _record_sent(batch, tx_hash=HexBytes(signed.hash).to_0x_hex(), nonce=nonce)
+    try:
+        w3.eth.send_raw_transaction(signed.raw_transaction)
+    except Web3RPCError as error:
+        _record_failure(batch, f"the node refused postBatch: {error}")
+        raise BatchPostFailed(f"The node refused batch {batch.seq}'s transaction; it will be retried.") from error
+    return _await_receipt(conn, batch)
+
+
+def _await_receipt(conn: ChainConnection, batch: SettlementBatch) -> SettlementBatch:
+    try:
+        receipt = conn.w3.eth.wait_for_transaction_receipt(
+            batch.tx_hash, timeout=settings.CHAIN_RECEIPT_TIMEOUT_SECONDS
+        )
+    except TimeExhausted as error:
+        _record_failure(batch, f"transaction {batch.tx_hash} not mined in {settings.CHAIN_RECEIPT_TIMEOUT_SECONDS}s")
+        raise BatchPostPending(
+            f"Batch {batch.seq}'s transaction is not mined yet; it will be checked again."
+        ) from error
+    if receipt["status"] != 1:
+        _record_failure(batch, f"transaction {batch.tx_hash} reverted")
+        raise BatchPostFailed(f"Batch {batch.seq}'s transaction reverted; it will be retried.")
+    _mark_posted(batch, tx_hash=batch.tx_hash, block_number=receipt["blockNumber"])
+    return batch
+
+
+def _revert_reason(conn: ChainConnection, error: ContractLogicError) -> str:
+    try:
+        name, args = decode_custom_error(conn.settlement.abi, error)
+    except ValueError:
+        return str(error)
+    return f"{name}{args}"
+
+
+def _record_sent(batch: SettlementBatch, *, tx_hash: str, nonce: int) -> None:
+    """Commit the transaction hash and nonce before sending, so a crash after sending leaves them behind."""
+    batch.status = SettlementBatch.Status.SENT
+    batch.tx_hash = tx_hash
+    batch.nonce = nonce
+    batch.sent_at = timezone.now()
+    with transaction.atomic():
+        batch.save(update_fields=["status", "tx_hash", "nonce", "attempts", "sent_at"])
+
+
+def _record_failure(batch: SettlementBatch, error: str, *, alert: bool = True) -> None:
+    batch.last_error = error[:2000]
+    with transaction.atomic():
+        batch.save(update_fields=["last_error", "attempts"])
+        if alert:
+            settlement_alert_open(
+                batch, SettlementAlert.Kind.POST_FAILED, f"Batch {batch.seq}: {error}", {"attempts": batch.attempts}
+            )
+    logger.warning("settlement: batch %s: %s", batch.seq, error)
+
+
+def _mark_posted(batch: SettlementBatch, *, tx_hash: str, block_number: int) -> None:
+    now = timezone.now()
+    batch.status = SettlementBatch.Status.POSTED
+    batch.tx_hash = tx_hash
+    batch.block_number = block_number
+    batch.posted_at = now
+    batch.last_error = ""
+    with transaction.atomic():
+        batch.save(update_fields=["status", "tx_hash", "block_number", "posted_at", "last_error"])
+        SettlementAlert.objects.filter(batch=batch, resolved_at__isnull=True).update(resolved_at=now)
+    logger.info("settlement: batch %s posted in %s (block %s)", batch.seq, tx_hash, block_number)
+
+
+def settlement_alert_open(batch: SettlementBatch | None, kind: str, message: str, detail: dict) -> SettlementAlert:
+    """Open an alert, or refresh the open one of the same kind for the same batch."""
+    with transaction.atomic():
+        alert = (
+            SettlementAlert.objects.select_for_update()
+            .filter(batch=batch, kind=kind, resolved_at__isnull=True)
+            .order_by("pk")
+            .first()
+        )
+        if alert is None:
+            return SettlementAlert.objects.create(
+                batch=batch, kind=kind, message=message, detail={**detail, "occurrences": 1}
+            )
+        alert.message = message
+        alert.detail = {**detail, "occurrences": int(alert.detail.get("occurrences", 1)) + 1}
+        alert.save(update_fields=["message", "detail"])
+        return alert

@@ -1,0 +1,213 @@
+"""Settlement reads for the API: batches, their DA data, proofs, claimable amounts, deposits and stake."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections import defaultdict
+from typing import Any
+
+from django.db.models import Max, Q, QuerySet, Sum
+from web3 import Web3
+
+from ledger.currencies import from_base_units
+from ledger.merkle import StandardMerkleTree
+from ledger.models import (
+    AccountKind,
+    BatchData,
+    ChainClaim,
+    ChainDeposit,
+    Entry,
+    PayoutAllocation,
+    SettlementAlert,
+    SettlementBatch,
+    StakeEvent,
+)
+from ledger.settlement.batches import LEAF_TYPES
+from ledger.settlement.connection import CHAIN_DOWN_ERRORS, chain_confirmations, chain_connection_get
+from ledger.settlement.errors import (
+    BatchDataNotFound,
+    BatchNotFound,
+    InvalidAddress,
+    InvalidDataHash,
+    NoPostedBatch,
+    WalletNotYours,
+)
+from marketplace.models import Wallet
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def chain_info() -> dict[str, Any]:
+    """Describe the settlement chain this deployment talks to."""
+    conn = chain_connection_get()
+    try:
+        chain_id = conn.chain_id
+    except CHAIN_DOWN_ERRORS:
+        chain_id = None
+    return {
+        "mode": "embedded" if conn.embedded else "rpc",
+        "label": conn.label,
+        "chain_id": chain_id,
+        "settlement": conn.settlement.address,
+        "tokens": {"USDC": conn.usdc.address, "JCT": conn.jct.address},
+        "confirmations": chain_confirmations(conn),
+    }
+
+
+def batch_list() -> QuerySet[SettlementBatch]:
+    """Return every settlement batch, newest first."""
+    return SettlementBatch.objects.order_by("-seq")
+
+
+def batch_get(*, seq: int) -> SettlementBatch:
+    """Return batch ``seq`` or raise BatchNotFound."""
+    batch = SettlementBatch.objects.filter(seq=seq).first()
+    if batch is None:
+        raise BatchNotFound(f"There is no settlement batch {seq}.")
+    return batch
+
+
+def batch_data_get(*, sha256: str) -> BatchData:
+    """Return the DA copy whose SHA-256 is ``sha256`` (64 lowercase hex digits, optional 0x)."""
+    digest = sha256.lower().removeprefix("0x")
+    if not _SHA256.fullmatch(digest):
+        raise InvalidDataHash(f"{sha256!r} is not a SHA-256 digest; use a batch's data_hash (64 hex digits).")
+    data = BatchData.objects.filter(sha256=digest).first()
+    if data is None:
+        raise BatchDataNotFound(f"No batch data has SHA-256 {digest}.")
+    return data
+
+
+def alert_list() -> QuerySet[SettlementAlert]:
+    """Return settlement alerts, open ones first, newest first."""
+    return SettlementAlert.objects.select_related("batch").order_by("-resolved_at", "-created_at", "-pk")
+
+
+@functools.lru_cache(maxsize=4)
+def _tree(sha256: str) -> tuple[dict[str, Any], StandardMerkleTree, dict[tuple[str, str], int]]:
+    """Parse a batch's DA copy and build its tree once per process (batches are immutable)."""
+    content = json.loads(BatchData.objects.get(sha256=sha256).content)
+    tree = StandardMerkleTree.of(content["leaves"], LEAF_TYPES)
+    index = {(token, account): position for position, (token, account, _) in enumerate(content["leaves"])}
+    return content, tree, index
+
+
+def _user_addresses(*, user_id: int, address: str | None) -> list[str]:
+    """Return the caller's addresses (linked wallets and past payout addresses), or just ``address`` if theirs."""
+    owned = set(Wallet.objects.filter(user_id=user_id).values_list("address", flat=True))
+    owned |= set(PayoutAllocation.objects.filter(user_id=user_id).values_list("address", flat=True))
+    if address is None:
+        return sorted(owned)
+    if not isinstance(address, str) or not Web3.is_address(address):
+        raise InvalidAddress(f"{address!r} is not an EVM address; send 0x followed by 40 hex digits.")
+    checksummed = Web3.to_checksum_address(address)
+    if checksummed not in owned:
+        raise WalletNotYours(f"{checksummed} is not one of your wallets; link it first under /api/v1/wallets/.")
+    return [checksummed]
+
+
+def _latest_posted() -> SettlementBatch:
+    batch = SettlementBatch.objects.filter(status=SettlementBatch.Status.POSTED).order_by("-seq").first()
+    if batch is None:
+        raise NoPostedBatch("No settlement batch has been posted on chain yet; earnings become claimable after one.")
+    return batch
+
+
+def _recorded_claimed(token: str, account: str) -> int:
+    top = ChainClaim.objects.filter(token=token, account=account).aggregate(top=Max("cumulative"))["top"]
+    return int(top or 0)
+
+
+def _leaf_rows(*, user_id: int, address: str | None, with_proofs: bool) -> dict[str, Any]:
+    batch = _latest_posted()
+    content, tree, index = _tree(batch.data_id)
+    currency_of = {token: currency for currency, token in content["tokens"].items()}
+    conn = chain_connection_get() if with_proofs else None
+    rows = []
+    for account in _user_addresses(user_id=user_id, address=address):
+        for token, currency in sorted(currency_of.items(), key=lambda item: item[1], reverse=True):
+            position = index.get((token, account))
+            if position is None:
+                continue
+            cumulative = int(content["leaves"][position][2])
+            claimed, source = _recorded_claimed(token, account), "recorded"
+            if conn is not None:
+                try:
+                    claimed, source = conn.settlement.functions.claimed(token, account).call(), "chain"
+                except CHAIN_DOWN_ERRORS:
+                    pass
+            row = {
+                "currency": currency,
+                "token": token,
+                "account": account,
+                "cumulative_amount": str(cumulative),
+                "claimed_amount": str(claimed),
+                "claimable_amount": str(max(cumulative - claimed, 0)),
+                "claimable": from_base_units(max(cumulative - claimed, 0), currency),
+                "claimed_source": source,
+            }
+            if with_proofs:
+                row["proof"] = tree.get_proof(position)
+            rows.append(row)
+    return {"batch": {"seq": batch.seq, "root": batch.root, "data_hash": "0x" + batch.data_id}, "leaves": rows}
+
+
+def proofs_for_user(*, user_id: int, address: str | None = None) -> dict[str, Any]:
+    """Return the caller's leaves in the latest posted batch with Merkle proofs and on-chain claimed amounts."""
+    return _leaf_rows(user_id=user_id, address=address, with_proofs=True)
+
+
+def claimable_for_user(*, user_id: int) -> dict[str, Any]:
+    """Return what the caller can claim now and what it earned that no posted batch carries yet."""
+    try:
+        result = _leaf_rows(user_id=user_id, address=None, with_proofs=False)
+    except NoPostedBatch:
+        result = {"batch": None, "leaves": []}
+    earned = dict(
+        Entry.objects.filter(account__owner_id=user_id, account__kind=AccountKind.EARNINGS, amount__gt=0)
+        .values_list("currency")
+        .annotate(total=Sum("amount"))
+    )
+    published: dict[str, int] = defaultdict(int)
+    for row in result["leaves"]:
+        published[row["currency"]] += int(row["cumulative_amount"])
+    result["unpublished"] = [
+        {"currency": currency, "amount": str(max(int(total) - published[currency], 0))}
+        for currency, total in sorted(earned.items())
+    ]
+    return result
+
+
+def deposits_for_user(*, user_id: int) -> QuerySet[ChainDeposit]:
+    """Return deposits credited to the caller or sent from one of their wallets, newest first."""
+    addresses = Wallet.objects.filter(user_id=user_id).values("address")
+    return ChainDeposit.objects.filter(Q(user_id=user_id) | Q(from_address__in=addresses)).order_by(
+        "-block_number", "-log_index"
+    )
+
+
+def stake_for_user(*, user_id: int) -> list[dict[str, Any]]:
+    """Return the recorded JCT stake of each of the caller's wallets: staked, pending unstake, unlock time."""
+    rows = []
+    for address in Wallet.objects.filter(user_id=user_id).order_by("pk").values_list("address", flat=True):
+        totals = dict(StakeEvent.objects.filter(account=address).values_list("kind").annotate(total=Sum("amount")))
+        staked_in = int(totals.get(StakeEvent.Kind.STAKED, 0))
+        requested = int(totals.get(StakeEvent.Kind.UNSTAKE_REQUESTED, 0))
+        withdrawn = int(totals.get(StakeEvent.Kind.WITHDRAWN, 0))
+        pending = requested - withdrawn
+        last_request = (
+            StakeEvent.objects.filter(account=address, kind=StakeEvent.Kind.UNSTAKE_REQUESTED)
+            .order_by("-block_number", "-log_index")
+            .first()
+        )
+        rows.append(
+            {
+                "account": address,
+                "staked_amount": str(staked_in - requested),
+                "pending_unstake_amount": str(pending),
+                "unlock_at": last_request.unlock_at if pending and last_request else None,
+            }
+        )
+    return rows

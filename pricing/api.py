@@ -1,0 +1,141 @@
+"""Market API: pools with supply, demand and last prices; stored rounds; price estimates. Public reads."""
+
+import django_filters
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ledger.currencies import from_base_units, to_base_units
+from ledger.errors import InvalidAmount
+from pricing.models import MarketRound
+from pricing.selectors import pool_markets
+from pricing.services import price_estimate
+
+# An estimate probes the engine with at most this many vGPUs (the largest rental the API accepts).
+MAX_ESTIMATE_UNITS = 1_024
+
+
+class PoolMarketSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    architecture = serializers.CharField()
+    memory_gib = serializers.IntegerField()
+    vgpus_total = serializers.IntegerField()
+    vgpus_free = serializers.IntegerField()
+    vgpus_busy = serializers.IntegerField()
+    demand_units = serializers.IntegerField(help_text="vGPUs asked for by bids waiting for a round.")
+    last_round_id = serializers.IntegerField(allow_null=True)
+    last_round_at = serializers.DateTimeField(allow_null=True)
+    last_buyer_price = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
+    last_provider_price = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
+
+
+class PoolList(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=PoolMarketSerializer(many=True), summary="Pools: supply, demand, last clearing prices")
+    def get(self, request):
+        return Response(PoolMarketSerializer(pool_markets(), many=True).data)
+
+
+class RoundSerializer(serializers.ModelSerializer):
+    pool = serializers.CharField(source="pool.name")
+
+    class Meta:
+        model = MarketRound
+        fields = [
+            "id",
+            "pool",
+            "created_at",
+            "digest",
+            "bids_count",
+            "asks_count",
+            "units_traded",
+            "buyer_payments_per_hour",
+            "provider_payments_per_hour",
+            "budget_per_hour",
+        ]
+
+
+class RoundDetailSerializer(RoundSerializer):
+    class Meta(RoundSerializer.Meta):
+        fields = [*RoundSerializer.Meta.fields, "inputs", "outputs"]
+
+
+class RoundFilter(django_filters.FilterSet):
+    pool = django_filters.CharFilter(field_name="pool__name")
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+
+    class Meta:
+        model = MarketRound
+        fields = ["pool", "since"]
+
+
+class RoundList(generics.ListAPIView):
+    permission_classes = [AllowAny]
+    serializer_class = RoundSerializer
+    filterset_class = RoundFilter
+    queryset = MarketRound.objects.select_related("pool").order_by("-created_at", "-pk")
+
+
+class RoundDetail(generics.RetrieveAPIView):
+    """A stored round with the engine's exact inputs and outputs: pipe `inputs` into `python -m pricing.pvcg`."""
+
+    permission_classes = [AllowAny]
+    serializer_class = RoundDetailSerializer
+    queryset = MarketRound.objects.select_related("pool")
+    lookup_url_kwarg = "round_id"
+
+
+class EstimateQuery(serializers.Serializer):
+    pool = serializers.CharField(max_length=40)
+    units = serializers.IntegerField(min_value=1, max_value=MAX_ESTIMATE_UNITS)
+    max_price = serializers.CharField(max_length=30, help_text="USDC per vGPU-hour, e.g. 1.10")
+
+    def validate_max_price(self, value):
+        try:
+            return to_base_units(value, "USDC", allow_zero=True)
+        except InvalidAmount as exc:
+            raise serializers.ValidationError(exc.message) from None
+
+
+class EstimateSerializer(serializers.Serializer):
+    would_win = serializers.BooleanField()
+    price_per_vgpu_hour = serializers.CharField(help_text="What you would pay per vGPU-hour (VCG price).")
+    payment_per_hour = serializers.CharField(help_text="For all the vGPUs, USDC per hour.")
+    free_units = serializers.IntegerField()
+    waiting_units = serializers.IntegerField()
+
+
+class PriceEstimate(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("pool", str, required=True),
+            OpenApiParameter("units", int, required=True),
+            OpenApiParameter("max_price", str, required=True, description="USDC per vGPU-hour"),
+        ],
+        responses=EstimateSerializer,
+        summary="What a rental would pay if the round ran now (nothing is reserved)",
+    )
+    def get(self, request):
+        query = EstimateQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        estimate = price_estimate(
+            pool_name=query.validated_data["pool"],
+            units=query.validated_data["units"],
+            max_price_per_hour=query.validated_data["max_price"],
+        )
+        return Response(
+            EstimateSerializer(
+                {
+                    "would_win": estimate.would_win,
+                    "price_per_vgpu_hour": str(estimate.price_per_vgpu_hour),
+                    "payment_per_hour": from_base_units(estimate.payment_per_hour, "USDC"),
+                    "free_units": estimate.free_units,
+                    "waiting_units": estimate.waiting_units,
+                }
+            ).data
+        )

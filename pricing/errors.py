@@ -1,0 +1,15 @@
+"""Pricing errors."""
+
+from janction.errors import NotFound, ValidationFailed
+
+
+class UnknownPool(NotFound):
+    code = "unknown_pool"
+
+
+class InvalidBid(ValidationFailed):
+    code = "invalid_bid"
+
+
+class RoundNotFound(NotFound):
+    code = "round_not_found"

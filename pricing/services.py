@@ -1,0 +1,238 @@
+"""Pricing writes: bids, market rounds (engine + placement) and price estimates."""
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from nodes.models import Node, NodeState, Pool, VGpu, VGpuState
+from nodes.services import vgpu_transition
+from pricing.errors import InvalidBid, UnknownPool
+from pricing.models import Allocation, Bid, BidState, MarketRound, RoundAward
+from pricing.placement import plan_placements
+from pricing.pvcg import Ask, Result, clear, result_to_json
+from pricing.pvcg import Bid as EngineBid
+from pricing.signals import bid_allocated
+
+logger = logging.getLogger(__name__)
+
+MICRO = Decimal(1_000_000)
+
+
+def to_price(base_units: int) -> Decimal:
+    """Return USDC base units as a Decimal amount (what the engine takes)."""
+    return Decimal(base_units) / MICRO
+
+
+def from_price(amount: Decimal) -> int:
+    """Return an engine amount (exact to six decimals) as USDC base units."""
+    scaled = amount * MICRO
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{amount} is not a whole number of USDC base units")
+    return int(scaled)
+
+
+def canonical_digest(inputs: dict, outputs: dict) -> str:
+    """Return the SHA-256 of the canonical JSON of a round's inputs and outputs."""
+    payload = json.dumps({"inputs": inputs, "outputs": outputs}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def bid_submit(
+    *, owner, pool_name: str, units: int, max_price_per_hour: int, reference: str, deadline: datetime | None = None
+) -> Bid:
+    """Queue a bid for the next rounds of its pool."""
+    pool = Pool.objects.filter(name=pool_name).first()
+    if pool is None:
+        raise UnknownPool(f"There is no pool named {pool_name!r}; see /api/v1/pools/ for the pools on offer.")
+    if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+        raise InvalidBid("A bid needs a positive whole number of vGPUs.")
+    if isinstance(max_price_per_hour, bool) or not isinstance(max_price_per_hour, int) or max_price_per_hour < 0:
+        raise InvalidBid("A bid's max price is a non-negative number of USDC base units per vGPU-hour.")
+    deadline = deadline or timezone.now() + timedelta(seconds=settings.PRICING_BID_DEADLINE_SECONDS)
+    return Bid.objects.create(
+        owner=owner,
+        pool=pool,
+        units=units,
+        max_price_per_hour=max_price_per_hour,
+        reference=reference,
+        deadline=deadline,
+    )
+
+
+def bid_cancel(*, bid_id: int) -> bool:
+    """Withdraw a pending bid; return whether it was still pending."""
+    return bool(Bid.objects.filter(pk=bid_id, state=BidState.PENDING).update(state=BidState.CANCELLED))
+
+
+@dataclass(frozen=True)
+class OrderBook:
+    asks: list[Ask]
+    bids: list[EngineBid]
+    nodes: dict[str, Node]
+    free_vgpus: dict[str, list[VGpu]]
+
+
+def _order_book(pool: Pool, bids: list[Bid], *, lock: bool) -> OrderBook:
+    """Build the engine's market from the pool's online, unpaused nodes and their free vGPUs."""
+    vgpus = VGpu.objects.filter(
+        pool=pool,
+        state=VGpuState.FREE,
+        node__state=NodeState.ONLINE,
+        node__ask_paused=False,
+        node__deleted_at__isnull=True,
+    ).select_related("node")
+    if lock:
+        vgpus = vgpus.select_for_update(of=("self",))
+    free: dict[str, list[VGpu]] = {}
+    nodes: dict[str, Node] = {}
+    for vgpu in vgpus.order_by("node_id", "local_id"):
+        ask_id = f"node-{vgpu.node_id}"
+        free.setdefault(ask_id, []).append(vgpu)
+        nodes[ask_id] = vgpu.node
+    asks = [Ask(ask_id, len(free[ask_id]), to_price(nodes[ask_id].reserve_price_per_hour)) for ask_id in free]
+    engine_bids = [EngineBid(f"bid-{bid.pk}", bid.units, to_price(bid.max_price_per_hour)) for bid in bids]
+    return OrderBook(asks=asks, bids=engine_bids, nodes=nodes, free_vgpus=free)
+
+
+def _max_cost() -> Decimal:
+    return Decimal(settings.PRICING_MAX_RESERVE_PRICE)
+
+
+def _inputs_json(book: OrderBook, max_cost: Decimal) -> dict:
+    return {
+        "asks": [{"id": a.id, "units": a.units, "cost": str(a.cost)} for a in book.asks],
+        "bids": [{"id": b.id, "units": b.units, "value": str(b.value)} for b in book.bids],
+        "max_cost": str(max_cost),
+    }
+
+
+def market_round_run(*, pool_id: int) -> MarketRound | None:
+    """Clear one round of a pool: price the waiting bids against the free vGPUs and reserve the winners'.
+
+    Rounds of one pool are serialised by a row lock on the pool; the free vGPUs and pending bids are
+    locked too, so a vGPU is never sold twice even when two workers run a round at once.
+    Returns None when there was nothing to clear.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        pool = Pool.objects.select_for_update().filter(pk=pool_id).first()
+        if pool is None:
+            return None
+        Bid.objects.filter(pool=pool, state=BidState.PENDING, deadline__lte=now).update(state=BidState.EXPIRED)
+        bids = list(
+            Bid.objects.select_for_update(skip_locked=True)
+            .filter(pool=pool, state=BidState.PENDING)
+            .order_by("created_at", "pk")[: settings.PRICING_MAX_BIDS_PER_ROUND]
+        )
+        if not bids:
+            return None
+        book = _order_book(pool, bids, lock=True)
+        max_cost = _max_cost()
+        # Nodes priced above the ceiling cannot trade (the API refuses such prices; this guards old rows).
+        book = OrderBook(
+            asks=[a for a in book.asks if a.cost <= max_cost],
+            bids=book.bids,
+            nodes=book.nodes,
+            free_vgpus=book.free_vgpus,
+        )
+        result = clear(book.asks, book.bids, max_cost=max_cost)
+        inputs = _inputs_json(book, max_cost)
+        outputs = result_to_json(result)
+        market_round = MarketRound.objects.create(
+            pool=pool,
+            inputs=inputs,
+            outputs=outputs,
+            digest=canonical_digest(inputs, outputs),
+            bids_count=len(book.bids),
+            asks_count=len(book.asks),
+            units_traded=sum(a.units_sold for a in result.asks),
+            buyer_payments_per_hour=sum(from_price(b.payment) for b in result.bids),
+            provider_payments_per_hour=sum(from_price(a.payment) for a in result.asks),
+            budget_per_hour=from_price(result.budget),
+        )
+        won = _allocate(market_round, result, book, {f"bid-{b.pk}": b for b in bids})
+        for bid_id in won:
+            transaction.on_commit(
+                lambda bid_id=bid_id: bid_allocated.send(sender=Bid, bid_id=bid_id, round_id=market_round.pk)
+            )
+    logger.info("round %s of %s: %s bids, %s won", market_round.pk, pool.name, len(bids), len(won))
+    return market_round
+
+
+def _allocate(market_round: MarketRound, result: Result, book: OrderBook, bids: dict[str, Bid]) -> list[int]:
+    """Store awards, reserve concrete vGPUs for every winner, mark the bids won; return the won bid ids."""
+    awards = {}
+    for ask in result.asks:
+        if ask.units_sold == 0:
+            continue
+        node = book.nodes[ask.id]
+        awards[ask.id] = RoundAward.objects.create(
+            round=market_round,
+            node=node,
+            units_sold=ask.units_sold,
+            reserve_price_per_hour=node.reserve_price_per_hour,
+            vcg_payment_per_hour=from_price(ask.vcg_payment),
+            adjustment_per_hour=from_price(ask.adjustment),
+            payment_per_hour=from_price(ask.payment),
+        )
+    winners = [(b.id, bids[b.id].units) for b in result.bids if b.won]
+    plan = plan_placements(winners, {ask_id: award.units_sold for ask_id, award in awards.items()})
+    payments = {b.id: from_price(b.payment) for b in result.bids}
+    free = {ask_id: list(vgpus) for ask_id, vgpus in book.free_vgpus.items()}
+    won = []
+    for bid_key, parts in plan.items():
+        bid = bids[bid_key]
+        for ask_id, units in parts:
+            taken, free[ask_id] = free[ask_id][:units], free[ask_id][units:]
+            vgpu_transition(vgpus=taken, to_state=VGpuState.RESERVED, holder=f"bid:{bid.pk}")
+            allocation = Allocation.objects.create(
+                round=market_round, bid=bid, award=awards[ask_id], node=book.nodes[ask_id], units=units
+            )
+            allocation.vgpus.set(taken)
+        bid.state = BidState.WON
+        bid.round = market_round
+        bid.payment_per_hour = payments[bid_key]
+        bid.save(update_fields=["state", "round", "payment_per_hour"])
+        won.append(bid.pk)
+    return won
+
+
+def market_rounds_due() -> list[int]:
+    """Return the ids of pools with bids waiting."""
+    return list(Bid.objects.filter(state=BidState.PENDING).values_list("pool_id", flat=True).distinct().order_by())
+
+
+@dataclass(frozen=True)
+class Estimate:
+    would_win: bool
+    payment_per_hour: int  # for all units, USDC base units
+    price_per_vgpu_hour: Decimal
+    free_units: int
+    waiting_units: int
+
+
+def price_estimate(*, pool_name: str, units: int, max_price_per_hour: int) -> Estimate:
+    """Clear the current order book plus a hypothetical bid, without locking or storing anything."""
+    pool = Pool.objects.filter(name=pool_name).first()
+    if pool is None:
+        raise UnknownPool(f"There is no pool named {pool_name!r}; see /api/v1/pools/ for the pools on offer.")
+    waiting = list(Bid.objects.filter(pool=pool, state=BidState.PENDING, deadline__gt=timezone.now()))
+    book = _order_book(pool, waiting, lock=False)
+    probe = EngineBid("estimate", units, to_price(max_price_per_hour))
+    max_cost = _max_cost()
+    result = clear([a for a in book.asks if a.cost <= max_cost], [*book.bids, probe], max_cost=max_cost)
+    outcome = next(b for b in result.bids if b.id == "estimate")
+    return Estimate(
+        would_win=outcome.won,
+        payment_per_hour=from_price(outcome.payment),
+        price_per_vgpu_hour=(outcome.payment / units).quantize(Decimal("0.000001")),
+        free_units=sum(a.units for a in book.asks),
+        waiting_units=sum(b.units for b in book.bids),
+    )

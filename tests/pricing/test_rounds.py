@@ -1,0 +1,177 @@
+"""Market rounds on the database: allocation, stored and recomputable rounds, concurrency, the API."""
+
+import json
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections
+from django.utils import timezone
+
+from nodes.models import NodeState, VGpu, VGpuState
+from nodes.services import node_transition
+from pricing.models import Allocation, Bid, BidState, MarketRound
+from pricing.services import bid_submit, canonical_digest, market_round_run
+from pricing.signals import bid_allocated
+from tests.factories import UserFactory, online_node
+
+USDC = 1_000_000  # base units per USDC
+
+
+@pytest.fixture
+def provider(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def buyer(db):
+    return UserFactory()
+
+
+def submit(buyer, units, price, ref, pool="ada-12g", **kw):
+    return bid_submit(owner=buyer, pool_name=pool, units=units, max_price_per_hour=price, reference=ref, **kw)
+
+
+@pytest.mark.django_db
+def test_round_allocates_winners_to_concrete_vgpus_and_stores_everything(provider, buyer):
+    cheap = online_node(provider, name="cheap", vgpus=2, price=400_000)
+    dear = online_node(provider, name="dear", vgpus=4, price=900_000)
+    win = submit(buyer, 2, 1_100_000, "r1")
+    lose = submit(buyer, 1, 300_000, "r2")  # below every reserve price
+
+    market_round = market_round_run(pool_id=cheap.vgpus.first().pool_id)
+
+    win.refresh_from_db()
+    lose.refresh_from_db()
+    assert win.state == BidState.WON and win.round == market_round
+    assert lose.state == BidState.PENDING  # waits for a later round
+    # Clarke pivot: without the winner nothing trades, so it pays the cheapest units' cost: 2 x 0.40.
+    assert win.payment_per_hour == 800_000
+    allocation = Allocation.objects.get(bid=win)
+    assert allocation.node == cheap and allocation.units == 2
+    reserved = list(VGpu.objects.filter(state=VGpuState.RESERVED).values_list("holder", "node_id"))
+    assert reserved == [(f"bid:{win.pk}", cheap.pk)] * 2
+    assert set(dear.vgpus.values_list("state", flat=True)) == {VGpuState.FREE}
+    award = market_round.awards.get()
+    assert (award.node, award.units_sold) == (cheap, 2)
+    # VCG for the provider: its cost 0.80 plus S* - S*-i = (2.20 - 0.80) - (2.20 - 1.80) = 1.00.
+    assert award.vcg_payment_per_hour == 1_800_000
+    assert market_round.outputs["bids"][f"bid-{win.pk}"] == {"won": True, "payment": "0.80"}
+    assert market_round.digest == canonical_digest(market_round.inputs, market_round.outputs)
+    assert market_round.budget_per_hour == win.payment_per_hour - award.payment_per_hour
+
+
+@pytest.mark.django_db
+def test_a_stored_round_recomputes_to_the_same_hash_with_the_command_line_engine(provider, buyer):
+    for i in range(3):
+        online_node(provider, name=f"n{i}", vgpus=4, price=300_000 + 100_000 * i)
+    for i in range(6):
+        submit(buyer, 1 + i % 3, 500_000 + 150_000 * i, f"r{i}")
+    market_round = market_round_run(pool_id=VGpu.objects.first().pool_id)
+
+    engine = subprocess.run(
+        [sys.executable, "-m", "pricing.pvcg"],
+        input=json.dumps(market_round.inputs),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    recomputed = json.loads(engine.stdout)
+    assert canonical_digest(market_round.inputs, recomputed) == market_round.digest
+    assert market_round.units_traded > 0
+
+
+@pytest.mark.django_db
+def test_paused_offline_and_deleted_nodes_sell_nothing(provider, buyer):
+    paused = online_node(provider, name="paused", vgpus=2)
+    paused.ask_paused = True
+    paused.save(update_fields=["ask_paused"])
+    offline = online_node(provider, name="offline", vgpus=2)
+    node_transition(node=offline, to_state=NodeState.OFFLINE, reason="lost")
+    submit(buyer, 1, 5 * USDC, "r1")
+    market_round = market_round_run(pool_id=paused.vgpus.first().pool_id)
+    assert market_round.asks_count == 0
+    assert market_round.units_traded == 0
+    assert Bid.objects.get().state == BidState.PENDING
+
+
+@pytest.mark.django_db
+def test_bids_past_their_deadline_expire_and_an_empty_pool_has_no_round(provider, buyer):
+    node = online_node(provider, vgpus=1)
+    submit(buyer, 1, USDC, "old", deadline=timezone.now() - timedelta(seconds=1))
+    assert market_round_run(pool_id=node.vgpus.first().pool_id) is None
+    assert Bid.objects.get().state == BidState.EXPIRED
+    assert not MarketRound.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bid_allocated_is_sent_after_commit(provider, buyer):
+    node = online_node(provider, vgpus=1)
+    bid = submit(buyer, 1, USDC, "r1")
+    received = []
+
+    def receiver(sender, bid_id, round_id, **kwargs):
+        received.append((bid_id, round_id))
+
+    bid_allocated.connect(receiver, weak=False)
+    try:
+        market_round = market_round_run(pool_id=node.vgpus.first().pool_id)
+    finally:
+        bid_allocated.disconnect(receiver)
+    assert received == [(bid.pk, market_round.pk)]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL row locks")
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_rounds_never_place_a_vgpu_twice():
+    provider, buyer = UserFactory(), UserFactory()
+    pool_id = None
+    for i in range(4):
+        pool_id = online_node(provider, name=f"n{i}", vgpus=4, price=100_000 * (i + 1)).vgpus.first().pool_id
+    for i in range(40):
+        submit(buyer, 1 + i % 4, 500_000 + 37_000 * i, f"r{i}")
+
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def run():
+        try:
+            barrier.wait()
+            for _ in range(3):
+                market_round_run(pool_id=pool_id)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    placed = list(Allocation.vgpus.through.objects.values_list("vgpu_id", flat=True))
+    assert len(placed) == len(set(placed)) == 16  # every vGPU sold, none twice
+    holders = dict(VGpu.objects.values_list("pk", "holder"))
+    for allocation in Allocation.objects.prefetch_related("vgpus"):
+        assert len(allocation.vgpus.all()) == allocation.units
+        assert {holders[v.pk] for v in allocation.vgpus.all()} == {f"bid:{allocation.bid_id}"}
+    for bid in Bid.objects.filter(state=BidState.WON):
+        assert sum(a.units for a in bid.allocations.all()) == bid.units
+    assert MarketRound.objects.filter(units_traded__gt=0).exists()
+
+
+@pytest.mark.django_db
+def test_round_task_runs_a_round_for_every_pool_with_bids(provider, buyer, celery_eager):
+    from pricing.tasks import market_rounds_tick
+
+    online_node(provider, vgpus=2, price=100_000)
+    online_node(provider, name="h", vgpus=1, price=100_000, pool_name="hopper-20g")
+    submit(buyer, 1, USDC, "a")
+    submit(buyer, 1, USDC, "b", pool="hopper-20g")
+    assert market_rounds_tick.apply().get() == 2
+    assert set(MarketRound.objects.values_list("pool__name", flat=True)) == {"ada-12g", "hopper-20g"}
+    assert Bid.objects.filter(state=BidState.WON).count() == 2
