@@ -1,0 +1,103 @@
+"""Entry point: `python -m agent --gateway HOST:PORT --state-dir DIR ...`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+
+from agent.client import AgentClient, EnrollmentError, enroll
+from agent.config import AgentConfig, parse_config
+from agent.identity import load_private_key, mutual_tls_credentials
+from agent.nvml import FakeGpuBackend, GpuBackend, NvmlBackend, NvmlUnavailable
+from agent.runtime import RuntimeUnavailable, make_runtime
+from agent.session import AgentSession
+from agent.slicing import SlicingError, plan_node
+from agent.state import StateStore
+from agent.usage import UsageMeter
+
+log = logging.getLogger("agent")
+
+EXIT_ENVIRONMENT = 1
+EXIT_USAGE = 2
+
+
+def run(config: AgentConfig) -> int:
+    """Start the agent with validated settings; return the process exit status."""
+    store = StateStore(config.state_dir)
+    state = store.load()
+    runtime = make_runtime(
+        config.runtime,
+        hidden_paths=(str(config.state_dir),),
+        docker_socket=config.docker_socket,
+        oci_runtime=config.oci_runtime,
+    )
+    try:
+        runtime.check_available()
+        backend: GpuBackend = (
+            FakeGpuBackend(config.fake_gpus, seed=state.fake_seed) if config.fake_gpus else NvmlBackend()
+        )
+    except (RuntimeUnavailable, NvmlUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    try:
+        plan = plan_node(backend.gpus(), config.slicing)
+    except SlicingError as exc:
+        print(f"error: --slices: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    hostname = socket.gethostname()
+    if not store.enrolled:
+        try:
+            enroll(
+                store=store,
+                state=state,
+                gateway=config.gateway,
+                token=config.enroll_token,
+                ca_pem=config.ca_cert,
+                hostname=hostname,
+            )
+        except EnrollmentError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ENVIRONMENT
+    trusted = store.ca_path.read_bytes() + (b"\n" + config.ca_cert if config.ca_cert else b"")
+    credentials = mutual_tls_credentials(
+        key_pem=store.key_path.read_bytes(), certificate_pem=store.cert_path.read_bytes(), trusted_ca_pem=trusted
+    )
+    meter = UsageMeter(load_private_key(store.key_path), interval_ms=config.usage_interval * 1000)
+    session = AgentSession(
+        store=store,
+        state=state,
+        backend=backend,
+        plan=plan,
+        runtime=runtime,
+        meter=meter,
+        hostname=hostname,
+        heartbeat_interval=config.heartbeat_interval,
+    )
+    session.recover()
+    client = AgentClient(session=session, address=state.connect_address or config.gateway, credentials=credentials)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: client.shutdown())
+    log.info(
+        "agent for node %s: %d GPU(s), %d vGPU(s), runtime %s%s",
+        state.node_id,
+        len(backend.gpus()),
+        len(plan),
+        runtime.name,
+        " (fake GPUs)" if backend.fake else "",
+    )
+    client.run()
+    backend.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags and run the agent."""
+    config = parse_config(argv)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Command-line flags of `python -m agent`, validated into an AgentConfig."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent import __version__
+from agent.identity import load_certificate_pem
+from agent.nvml.fake import FakeGpuSpecError, GpuModel, known_model_names, parse_fake_gpu_spec
+from agent.runtime import RUNTIME_NAMES
+from agent.slicing import Slicing, SlicingError, parse_slicing
+from agent.state import StateStore
+from agent.usage import DEFAULT_INTERVAL_SECONDS
+
+ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
+TOKEN_ENV = "JANCTION_ENROLL_TOKEN"  # noqa: S105 - the variable's name, not a token
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Validated settings of one agent process."""
+
+    gateway: str
+    state_dir: Path
+    enroll_token: str
+    fake_gpus: list[GpuModel] | None
+    runtime: str
+    slicing: Slicing
+    usage_interval: int
+    heartbeat_interval: int
+    ca_cert: bytes | None
+    docker_socket: str | None
+    oci_runtime: str | None
+    log_level: str
+
+
+def gateway_address(value: str) -> str:
+    """Return a validated HOST:PORT."""
+    match = ADDRESS.match(value.strip())
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port from 1 to 65535, got {value!r}")
+    return value.strip()
+
+
+def _bounded_int(low: int, high: int):
+    def parse(value: str) -> int:
+        if not value.strip().isdigit() or not low <= int(value) <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {value!r}")
+        return int(value)
+
+    return parse
+
+
+def _fake_gpus(value: str) -> list[GpuModel]:
+    try:
+        return parse_fake_gpu_spec(value)
+    except FakeGpuSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _slicing(value: str) -> Slicing:
+    try:
+        return parse_slicing(value)
+    except SlicingError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _certificate(value: str) -> bytes:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value} is not a file")
+    data = path.read_bytes()
+    try:
+        load_certificate_pem(data)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value}: {exc}") from exc
+    return data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m agent",
+        description="Janction provider agent: offers this host's GPUs as vGPUs and runs placements.",
+    )
+    parser.add_argument("--version", action="version", version=f"janction-agent {__version__}")
+    parser.add_argument("--gateway", required=True, type=gateway_address, help="gateway address, HOST:PORT")
+    parser.add_argument("--state-dir", required=True, type=Path, help="directory for the node key and state")
+    parser.add_argument(
+        "--enroll-token",
+        default=os.environ.get(TOKEN_ENV, ""),
+        help=f"one-time enrollment token (or set {TOKEN_ENV}); needed until the node is enrolled",
+    )
+    parser.add_argument(
+        "--fake-gpus",
+        type=_fake_gpus,
+        help=f'declare fake GPUs instead of using NVML, e.g. "RTX 4090:2,A100-80GB:1"; models: '
+        f"{', '.join(known_model_names())}",
+    )
+    parser.add_argument("--runtime", choices=RUNTIME_NAMES, default="podman", help="how to run workloads")
+    parser.add_argument(
+        "--slices", type=_slicing, default=1, help="vGPUs per GPU: 1, 2 or 4, or a MIG profile such as 1g.10gb"
+    )
+    parser.add_argument(
+        "--usage-interval",
+        type=_bounded_int(1, 3600),
+        default=DEFAULT_INTERVAL_SECONDS,
+        help="seconds between usage reports",
+    )
+    parser.add_argument("--heartbeat-interval", type=_bounded_int(1, 300), default=5, help="seconds between heartbeats")
+    parser.add_argument("--ca-cert", type=_certificate, help="PEM CA that signed the gateway's TLS certificate")
+    parser.add_argument("--docker-socket", help="Docker Engine socket (with --runtime docker)")
+    parser.add_argument("--oci-runtime", default="runc", help="OCI runtime podman uses (with --runtime podman)")
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> AgentConfig:
+    """Parse and validate the flags; print a message and exit with status 2 on bad input."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    state_dir: Path = args.state_dir
+    if state_dir.exists() and not state_dir.is_dir():
+        parser.error(f"--state-dir: {state_dir} exists and is not a directory")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--state-dir: cannot create {state_dir}: {exc.strerror}")
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        parser.error(f"--state-dir: {state_dir} is not writable")
+    if not StateStore(state_dir).enrolled and not args.enroll_token.strip():
+        parser.error("this node is not enrolled yet: pass --enroll-token with the token from the provider dashboard")
+    if args.docker_socket and args.runtime != "docker":
+        parser.error("--docker-socket only applies to --runtime docker")
+    return AgentConfig(
+        gateway=args.gateway,
+        state_dir=state_dir,
+        enroll_token=args.enroll_token.strip(),
+        fake_gpus=args.fake_gpus,
+        runtime=args.runtime,
+        slicing=args.slices,
+        usage_interval=args.usage_interval,
+        heartbeat_interval=args.heartbeat_interval,
+        ca_cert=args.ca_cert,
+        docker_socket=args.docker_socket,
+        oci_runtime=args.oci_runtime or None,
+        log_level=args.log_level,
+    )

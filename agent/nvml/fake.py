@@ -1,0 +1,178 @@
+"""Declared fake GPUs (--fake-gpus) for hosts without NVIDIA hardware."""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from dataclasses import dataclass
+
+from agent.nvml.base import GpuBackend, GpuInfo, GpuTelemetry, MigProfile, architecture_for
+
+MIB = 1024 * 1024
+FAKE_DRIVER_VERSION = "550.54.15"
+FAKE_CUDA_VERSION = "12.4"
+MAX_FAKE_GPUS = 16
+UUID_NAMESPACE = uuid.UUID("5b0f7c1e-6a43-4c3e-9f0a-3f1d7b8e2a10")
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    """A GPU model the fake backend can imitate."""
+
+    key: str
+    name: str
+    memory_mib: int
+    compute_capability: tuple[int, int]
+    tdp_watts: int
+    mig_profiles: tuple[MigProfile, ...] = ()
+
+
+def _mig(*profiles: tuple[str, int, int, int]) -> tuple[MigProfile, ...]:
+    return tuple(MigProfile(name, mib * MIB, slices, count) for name, mib, slices, count in profiles)
+
+
+A100_40_MIG = _mig(
+    ("1g.5gb", 4864, 1, 7),
+    ("2g.10gb", 9856, 2, 3),
+    ("3g.20gb", 19968, 3, 2),
+    ("4g.20gb", 19968, 4, 1),
+    ("7g.40gb", 40192, 7, 1),
+)
+A100_80_MIG = _mig(
+    ("1g.10gb", 9728, 1, 7),
+    ("2g.20gb", 19968, 2, 3),
+    ("3g.40gb", 40192, 3, 2),
+    ("4g.40gb", 40192, 4, 1),
+    ("7g.80gb", 80384, 7, 1),
+)
+H100_80_MIG = _mig(
+    ("1g.10gb", 9856, 1, 7),
+    ("1g.20gb", 19968, 1, 4),
+    ("2g.20gb", 19968, 2, 3),
+    ("3g.40gb", 40192, 3, 2),
+    ("4g.40gb", 40192, 4, 1),
+    ("7g.80gb", 80384, 7, 1),
+)
+H200_MIG = _mig(
+    ("1g.18gb", 16384, 1, 7),
+    ("1g.35gb", 32768, 1, 4),
+    ("2g.35gb", 32768, 2, 3),
+    ("3g.71gb", 69632, 3, 2),
+    ("4g.71gb", 69632, 4, 1),
+    ("7g.141gb", 143360, 7, 1),
+)
+
+KNOWN_MODELS: tuple[GpuModel, ...] = (
+    GpuModel("T4", "Tesla T4", 15360, (7, 5), 70),
+    GpuModel("V100-32GB", "Tesla V100-SXM2-32GB", 32768, (7, 0), 300),
+    GpuModel("RTX 3090", "NVIDIA GeForce RTX 3090", 24576, (8, 6), 350),
+    GpuModel("A10", "NVIDIA A10", 23028, (8, 6), 150),
+    GpuModel("A100-40GB", "NVIDIA A100-SXM4-40GB", 40960, (8, 0), 400, A100_40_MIG),
+    GpuModel("A100-80GB", "NVIDIA A100-SXM4-80GB", 81920, (8, 0), 400, A100_80_MIG),
+    GpuModel("RTX 4080", "NVIDIA GeForce RTX 4080", 16376, (8, 9), 320),
+    GpuModel("RTX 4090", "NVIDIA GeForce RTX 4090", 24564, (8, 9), 450),
+    GpuModel("L4", "NVIDIA L4", 23034, (8, 9), 72),
+    GpuModel("L40S", "NVIDIA L40S", 46068, (8, 9), 350),
+    GpuModel("H100-80GB", "NVIDIA H100 80GB HBM3", 81559, (9, 0), 700, H100_80_MIG),
+    GpuModel("H200", "NVIDIA H200", 143771, (9, 0), 700, H200_MIG),
+    GpuModel("RTX 5090", "NVIDIA GeForce RTX 5090", 32607, (12, 0), 575),
+)
+
+
+class FakeGpuSpecError(ValueError):
+    """A --fake-gpus value that cannot be parsed."""
+
+
+def _normalise(model: str) -> str:
+    return re.sub(r"[\s_-]+", "", model).lower()
+
+
+_MODELS_BY_KEY = {_normalise(model.key): model for model in KNOWN_MODELS}
+
+
+def known_model_names() -> list[str]:
+    """Return the model names --fake-gpus accepts."""
+    return [model.key for model in KNOWN_MODELS]
+
+
+def parse_fake_gpu_spec(spec: str) -> list[GpuModel]:
+    """Parse "RTX 4090:2,A100-80GB:1" into one model entry per GPU."""
+    models: list[GpuModel] = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            raise FakeGpuSpecError(f"empty entry in {spec!r}; expected MODEL[:COUNT] separated by commas")
+        name, _, count_text = item.partition(":")
+        model = _MODELS_BY_KEY.get(_normalise(name))
+        if model is None:
+            raise FakeGpuSpecError(
+                f"unknown GPU model {name.strip()!r}; known models: {', '.join(known_model_names())}"
+            )
+        count_text = count_text.strip() or "1"
+        if not count_text.isdigit() or int(count_text) < 1:
+            raise FakeGpuSpecError(f"count for {model.key} must be a positive integer, got {count_text!r}")
+        models.extend([model] * int(count_text))
+    if len(models) > MAX_FAKE_GPUS:
+        raise FakeGpuSpecError(f"at most {MAX_FAKE_GPUS} fake GPUs per host, got {len(models)}")
+    return models
+
+
+def fake_gpu_uuid(seed: str, index: int, model: GpuModel) -> str:
+    """Return the deterministic UUID of fake GPU `index` of a node seeded with `seed`."""
+    return f"GPU-{uuid.uuid5(UUID_NAMESPACE, f'{seed}/{index}/{model.key}')}"
+
+
+class FakeGpuBackend(GpuBackend):
+    """GPUs declared on the command line; every record is flagged fake."""
+
+    fake = True
+
+    def __init__(self, models: list[GpuModel], *, seed: str) -> None:
+        self._models = models
+        self._gpus = [
+            GpuInfo(
+                index=index,
+                uuid=fake_gpu_uuid(seed, index, model),
+                name=model.name,
+                memory_bytes=model.memory_mib * MIB,
+                compute_capability=model.compute_capability,
+                architecture=architecture_for(model.compute_capability),
+                driver_version=FAKE_DRIVER_VERSION,
+                cuda_version=FAKE_CUDA_VERSION,
+                mig_capable=bool(model.mig_profiles),
+                mig_enabled=False,
+                mig_profiles=model.mig_profiles,
+                fake=True,
+            )
+            for index, model in enumerate(models)
+        ]
+        self._rngs = [random.Random(gpu.uuid) for gpu in self._gpus]
+        self._load = [rng.uniform(0, 30) for rng in self._rngs]
+
+    def gpus(self) -> list[GpuInfo]:
+        """Return the declared GPUs."""
+        return list(self._gpus)
+
+    def telemetry(self) -> list[GpuTelemetry]:
+        """Return readings that wander like a lightly used GPU's."""
+        samples = []
+        for index, (gpu, model, rng) in enumerate(zip(self._gpus, self._models, self._rngs, strict=True)):
+            load = min(100.0, max(0.0, self._load[index] + rng.uniform(-8, 8)))
+            self._load[index] = load
+            idle_watts = model.tdp_watts * 0.12
+            samples.append(
+                GpuTelemetry(
+                    index=gpu.index,
+                    uuid=gpu.uuid,
+                    utilization_percent=round(load),
+                    memory_used_bytes=int(gpu.memory_bytes * (0.02 + load / 250)),
+                    temperature_celsius=round(32 + load * 0.45 + rng.uniform(-1, 1)),
+                    power_milliwatts=int((idle_watts + (model.tdp_watts - idle_watts) * load / 100) * 1000),
+                    fake=True,
+                )
+            )
+        return samples
+
+    def close(self) -> None:
+        """Release nothing: declared GPUs hold no resources."""

@@ -1,0 +1,342 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PlacementState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLACEMENT_STATE_UNSPECIFIED: _ClassVar[PlacementState]
+    PLACEMENT_STATE_STARTING: _ClassVar[PlacementState]
+    PLACEMENT_STATE_RUNNING: _ClassVar[PlacementState]
+    PLACEMENT_STATE_EXITED: _ClassVar[PlacementState]
+    PLACEMENT_STATE_FAILED: _ClassVar[PlacementState]
+
+class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOG_STREAM_UNSPECIFIED: _ClassVar[LogStream]
+    LOG_STREAM_STDOUT: _ClassVar[LogStream]
+    LOG_STREAM_STDERR: _ClassVar[LogStream]
+PLACEMENT_STATE_UNSPECIFIED: PlacementState
+PLACEMENT_STATE_STARTING: PlacementState
+PLACEMENT_STATE_RUNNING: PlacementState
+PLACEMENT_STATE_EXITED: PlacementState
+PLACEMENT_STATE_FAILED: PlacementState
+LOG_STREAM_UNSPECIFIED: LogStream
+LOG_STREAM_STDOUT: LogStream
+LOG_STREAM_STDERR: LogStream
+
+class EnrollRequest(_message.Message):
+    __slots__ = ("enrollment_token", "csr_pem", "hostname")
+    ENROLLMENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    enrollment_token: str
+    csr_pem: str
+    hostname: str
+    def __init__(self, enrollment_token: _Optional[str] = ..., csr_pem: _Optional[str] = ..., hostname: _Optional[str] = ...) -> None: ...
+
+class EnrollResponse(_message.Message):
+    __slots__ = ("certificate_pem", "ca_certificate_pem", "node_id", "connect_address")
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONNECT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    certificate_pem: str
+    ca_certificate_pem: str
+    node_id: str
+    connect_address: str
+    def __init__(self, certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., node_id: _Optional[str] = ..., connect_address: _Optional[str] = ...) -> None: ...
+
+class AgentMessage(_message.Message):
+    __slots__ = ("hello", "heartbeat", "placement_status", "log_chunk", "usage_report")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    LOG_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    USAGE_REPORT_FIELD_NUMBER: _ClassVar[int]
+    hello: Hello
+    heartbeat: Heartbeat
+    placement_status: PlacementStatus
+    log_chunk: LogChunk
+    usage_report: UsageReport
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., placement_status: _Optional[_Union[PlacementStatus, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., usage_report: _Optional[_Union[UsageReport, _Mapping]] = ...) -> None: ...
+
+class ControlMessage(_message.Message):
+    __slots__ = ("start_placement", "stop_placement", "drain", "ping", "usage_ack")
+    START_PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    STOP_PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    USAGE_ACK_FIELD_NUMBER: _ClassVar[int]
+    start_placement: StartPlacement
+    stop_placement: StopPlacement
+    drain: Drain
+    ping: Ping
+    usage_ack: UsageAck
+    def __init__(self, start_placement: _Optional[_Union[StartPlacement, _Mapping]] = ..., stop_placement: _Optional[_Union[StopPlacement, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., usage_ack: _Optional[_Union[UsageAck, _Mapping]] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("agent_version", "runtime", "hostname", "gpus", "vgpus", "placements", "network_unsupported")
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    VGPUS_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_UNSUPPORTED_FIELD_NUMBER: _ClassVar[int]
+    agent_version: str
+    runtime: str
+    hostname: str
+    gpus: _containers.RepeatedCompositeFieldContainer[Gpu]
+    vgpus: _containers.RepeatedCompositeFieldContainer[VGpu]
+    placements: _containers.RepeatedCompositeFieldContainer[RunningPlacement]
+    network_unsupported: bool
+    def __init__(self, agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., vgpus: _Optional[_Iterable[_Union[VGpu, _Mapping]]] = ..., placements: _Optional[_Iterable[_Union[RunningPlacement, _Mapping]]] = ..., network_unsupported: _Optional[bool] = ...) -> None: ...
+
+class Gpu(_message.Message):
+    __slots__ = ("index", "uuid", "name", "memory_bytes", "compute_capability", "architecture", "driver_version", "cuda_version", "mig_capable", "mig_enabled", "fake", "mig_profiles")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CUDA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MIG_CAPABLE_FIELD_NUMBER: _ClassVar[int]
+    MIG_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    FAKE_FIELD_NUMBER: _ClassVar[int]
+    MIG_PROFILES_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    uuid: str
+    name: str
+    memory_bytes: int
+    compute_capability: str
+    architecture: str
+    driver_version: str
+    cuda_version: str
+    mig_capable: bool
+    mig_enabled: bool
+    fake: bool
+    mig_profiles: _containers.RepeatedCompositeFieldContainer[MigProfile]
+    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., name: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., compute_capability: _Optional[str] = ..., architecture: _Optional[str] = ..., driver_version: _Optional[str] = ..., cuda_version: _Optional[str] = ..., mig_capable: _Optional[bool] = ..., mig_enabled: _Optional[bool] = ..., fake: _Optional[bool] = ..., mig_profiles: _Optional[_Iterable[_Union[MigProfile, _Mapping]]] = ...) -> None: ...
+
+class MigProfile(_message.Message):
+    __slots__ = ("name", "memory_bytes", "slice_count", "max_instances")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SLICE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    memory_bytes: int
+    slice_count: int
+    max_instances: int
+    def __init__(self, name: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., slice_count: _Optional[int] = ..., max_instances: _Optional[int] = ...) -> None: ...
+
+class VGpu(_message.Message):
+    __slots__ = ("local_id", "gpu_uuid", "memory_bytes", "compute_share_percent", "pool", "enforcement_env", "enforcement", "mig_device_uuid", "fake")
+    class EnforcementEnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    LOCAL_ID_FIELD_NUMBER: _ClassVar[int]
+    GPU_UUID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SHARE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    ENFORCEMENT_ENV_FIELD_NUMBER: _ClassVar[int]
+    ENFORCEMENT_FIELD_NUMBER: _ClassVar[int]
+    MIG_DEVICE_UUID_FIELD_NUMBER: _ClassVar[int]
+    FAKE_FIELD_NUMBER: _ClassVar[int]
+    local_id: str
+    gpu_uuid: str
+    memory_bytes: int
+    compute_share_percent: int
+    pool: str
+    enforcement_env: _containers.ScalarMap[str, str]
+    enforcement: str
+    mig_device_uuid: str
+    fake: bool
+    def __init__(self, local_id: _Optional[str] = ..., gpu_uuid: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., compute_share_percent: _Optional[int] = ..., pool: _Optional[str] = ..., enforcement_env: _Optional[_Mapping[str, str]] = ..., enforcement: _Optional[str] = ..., mig_device_uuid: _Optional[str] = ..., fake: _Optional[bool] = ...) -> None: ...
+
+class RunningPlacement(_message.Message):
+    __slots__ = ("placement_id", "state", "vgpu_local_ids", "started_at_ms", "last_usage_seq", "last_log_seq")
+    PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    VGPU_LOCAL_IDS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_USAGE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
+    placement_id: str
+    state: PlacementState
+    vgpu_local_ids: _containers.RepeatedScalarFieldContainer[str]
+    started_at_ms: int
+    last_usage_seq: int
+    last_log_seq: int
+    def __init__(self, placement_id: _Optional[str] = ..., state: _Optional[_Union[PlacementState, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., started_at_ms: _Optional[int] = ..., last_usage_seq: _Optional[int] = ..., last_log_seq: _Optional[int] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("sent_at_ms", "gpus", "ping_nonce", "draining", "running_placements")
+    SENT_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    PING_NONCE_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
+    sent_at_ms: int
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuSample]
+    ping_nonce: int
+    draining: bool
+    running_placements: int
+    def __init__(self, sent_at_ms: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[GpuSample, _Mapping]]] = ..., ping_nonce: _Optional[int] = ..., draining: _Optional[bool] = ..., running_placements: _Optional[int] = ...) -> None: ...
+
+class GpuSample(_message.Message):
+    __slots__ = ("index", "uuid", "utilization_percent", "memory_used_bytes", "temperature_celsius", "power_milliwatts", "compute_processes", "fake")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    POWER_MILLIWATTS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    FAKE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    uuid: str
+    utilization_percent: int
+    memory_used_bytes: int
+    temperature_celsius: int
+    power_milliwatts: int
+    compute_processes: int
+    fake: bool
+    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., utilization_percent: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., temperature_celsius: _Optional[int] = ..., power_milliwatts: _Optional[int] = ..., compute_processes: _Optional[int] = ..., fake: _Optional[bool] = ...) -> None: ...
+
+class PlacementStatus(_message.Message):
+    __slots__ = ("placement_id", "state", "exit_code", "message", "at_ms")
+    PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    placement_id: str
+    state: PlacementState
+    exit_code: int
+    message: str
+    at_ms: int
+    def __init__(self, placement_id: _Optional[str] = ..., state: _Optional[_Union[PlacementState, str]] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., at_ms: _Optional[int] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("placement_id", "seq", "stream", "lines")
+    PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    placement_id: str
+    seq: int
+    stream: LogStream
+    lines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, placement_id: _Optional[str] = ..., seq: _Optional[int] = ..., stream: _Optional[_Union[LogStream, str]] = ..., lines: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UsageReport(_message.Message):
+    __slots__ = ("placement_id", "seq", "interval_start_ms", "interval_end_ms", "vgpu_count", "vgpu_milliseconds", "signature")
+    PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_START_MS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_END_MS_FIELD_NUMBER: _ClassVar[int]
+    VGPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VGPU_MILLISECONDS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    placement_id: str
+    seq: int
+    interval_start_ms: int
+    interval_end_ms: int
+    vgpu_count: int
+    vgpu_milliseconds: int
+    signature: bytes
+    def __init__(self, placement_id: _Optional[str] = ..., seq: _Optional[int] = ..., interval_start_ms: _Optional[int] = ..., interval_end_ms: _Optional[int] = ..., vgpu_count: _Optional[int] = ..., vgpu_milliseconds: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class StartPlacement(_message.Message):
+    __slots__ = ("placement_id", "image", "command", "env", "vgpu_local_ids", "memory_limit_bytes", "cpu_millicores", "pids_limit", "network_allowed", "ports", "peers")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    VGPU_LOCAL_IDS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLICORES_FIELD_NUMBER: _ClassVar[int]
+    PIDS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    placement_id: str
+    image: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.ScalarMap[str, str]
+    vgpu_local_ids: _containers.RepeatedScalarFieldContainer[str]
+    memory_limit_bytes: int
+    cpu_millicores: int
+    pids_limit: int
+    network_allowed: bool
+    ports: _containers.RepeatedCompositeFieldContainer[PortMapping]
+    peers: _containers.RepeatedCompositeFieldContainer[Peer]
+    def __init__(self, placement_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., memory_limit_bytes: _Optional[int] = ..., cpu_millicores: _Optional[int] = ..., pids_limit: _Optional[int] = ..., network_allowed: _Optional[bool] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
+
+class PortMapping(_message.Message):
+    __slots__ = ("container_port", "host_port", "protocol")
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    HOST_PORT_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    container_port: int
+    host_port: int
+    protocol: str
+    def __init__(self, container_port: _Optional[int] = ..., host_port: _Optional[int] = ..., protocol: _Optional[str] = ...) -> None: ...
+
+class Peer(_message.Message):
+    __slots__ = ("placement_id", "address", "port")
+    PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    placement_id: str
+    address: str
+    port: int
+    def __init__(self, placement_id: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
+
+class StopPlacement(_message.Message):
+    __slots__ = ("placement_id", "grace_seconds")
+    PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    placement_id: str
+    grace_seconds: int
+    def __init__(self, placement_id: _Optional[str] = ..., grace_seconds: _Optional[int] = ...) -> None: ...
+
+class Drain(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class Ping(_message.Message):
+    __slots__ = ("nonce",)
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    nonce: int
+    def __init__(self, nonce: _Optional[int] = ...) -> None: ...
+
+class UsageAck(_message.Message):
+    __slots__ = ("placement_id", "seq")
+    PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    placement_id: str
+    seq: int
+    def __init__(self, placement_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,53 @@
+"""Container runtimes behind one interface: podman, docker (Engine API) and the bubblewrap sandbox."""
+
+from agent.runtime.base import (
+    LogLine,
+    PlacementSpec,
+    PortSpec,
+    Runtime,
+    RuntimeEvents,
+    RuntimeUnavailable,
+    StateChange,
+    WorkloadInfo,
+    WorkloadState,
+)
+from agent.runtime.docker import DockerRuntime
+from agent.runtime.podman import PodmanRuntime
+from agent.runtime.sandbox import SandboxRuntime
+
+RUNTIME_NAMES = ("podman", "docker", "sandbox")
+
+
+def make_runtime(
+    name: str,
+    *,
+    hidden_paths: tuple[str, ...] = (),
+    docker_socket: str | None = None,
+    oci_runtime: str | None = "runc",
+) -> Runtime:
+    """Return the runtime called `name`."""
+    if name == "podman":
+        return PodmanRuntime(oci_runtime=oci_runtime)
+    if name == "docker":
+        return DockerRuntime(socket_path=docker_socket) if docker_socket else DockerRuntime()
+    if name == "sandbox":
+        return SandboxRuntime(hidden_paths=hidden_paths)
+    raise ValueError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIME_NAMES)}")
+
+
+__all__ = [
+    "RUNTIME_NAMES",
+    "DockerRuntime",
+    "LogLine",
+    "PlacementSpec",
+    "PodmanRuntime",
+    "PortSpec",
+    "Runtime",
+    "RuntimeEvents",
+    "RuntimeUnavailable",
+    "SandboxRuntime",
+    "StateChange",
+    "WorkloadInfo",
+    "WorkloadState",
+    "make_runtime",
+]

@@ -1,0 +1,241 @@
+"""Podman runtime: one rootful, locked-down container per placement, driven through the podman CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+
+from agent.runtime.base import (
+    CONTAINER_TMP,
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_TMPFS_BYTES,
+    LABEL_MANAGED,
+    LABEL_PLACEMENT,
+    MPS_PIPE_DIRECTORY,
+    UNPRIVILEGED_USER,
+    PlacementSpec,
+    Runtime,
+    RuntimeEvents,
+    RuntimeUnavailable,
+    StateChange,
+    WorkloadInfo,
+    WorkloadState,
+    container_name,
+    container_ulimits,
+    pump_lines,
+    start_thread,
+)
+from agent.runtime.logs import TimestampedLogForwarder, cursor_ns, format_timestamp_ns, timestamp_ms
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_SECONDS = 1800
+COMMAND_TIMEOUT_SECONDS = 60
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def env_file_text(env: dict[str, str]) -> str:
+    """Return the --env-file contents for env; values may not contain newlines."""
+    for key, value in env.items():
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"environment variable {key} contains a newline")
+    return "".join(f"{key}={value}\n" for key, value in env.items())
+
+
+class PodmanRuntime(Runtime):
+    """Containers through the podman CLI (`--runtime runc` by default)."""
+
+    name = "podman"
+
+    def __init__(
+        self,
+        *,
+        binary: str = "podman",
+        oci_runtime: str | None = "runc",
+        tmpfs_bytes: int = DEFAULT_TMPFS_BYTES,
+        mps_pipe_directory: str = MPS_PIPE_DIRECTORY,
+    ) -> None:
+        self._binary = binary
+        self._oci_runtime = oci_runtime
+        self._tmpfs_bytes = tmpfs_bytes
+        self._mps_pipe_directory = mps_pipe_directory
+
+    def _command(self, *args: str) -> list[str]:
+        runtime = ["--runtime", self._oci_runtime] if self._oci_runtime else []
+        return [self._binary, *runtime, *args]
+
+    def _run(self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self._command(*args), capture_output=True, text=True, timeout=timeout, check=False)
+
+    def check_available(self) -> None:
+        """Raise RuntimeUnavailable unless podman runs."""
+        if shutil.which(self._binary) is None:
+            raise RuntimeUnavailable(
+                f"{self._binary} is not installed; install podman and runc (apt-get install podman runc) "
+                "or use --runtime sandbox"
+            )
+        result = self._run("info", "--format", "{{.Host.OCIRuntime.Name}}")
+        if result.returncode != 0:
+            raise RuntimeUnavailable(f"podman does not work here: {result.stderr.strip()[-500:]}")
+
+    def run_arguments(self, spec: PlacementSpec, env_file: str) -> list[str]:
+        """Return the `podman run` arguments (after the global flags) for a placement."""
+        args = [
+            "run",
+            "--detach",
+            "--init",
+            "--name",
+            spec.container_name,
+            "--label",
+            f"{LABEL_PLACEMENT}={spec.placement_id}",
+            "--label",
+            f"{LABEL_MANAGED}=true",
+            "--user",
+            UNPRIVILEGED_USER,
+            "--read-only",
+            "--tmpfs",
+            f"{CONTAINER_TMP}:rw,nosuid,nodev,notmpcopyup,size={self._tmpfs_bytes},mode=1777",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--memory",
+            str(spec.memory_limit_bytes),
+            "--memory-swap",
+            str(spec.memory_limit_bytes),
+            "--pids-limit",
+            str(spec.pids_limit),
+            "--env-file",
+            env_file,
+        ]
+        for name, limit in container_ulimits():
+            args += ["--ulimit", f"{name}={limit}:{limit}"]
+        if spec.cpu_millicores:
+            args += ["--cpus", f"{spec.cpu_millicores / 1000:g}"]
+        if spec.network_allowed:
+            for port in spec.ports:
+                host = f"{port.host_port}:" if port.host_port else ""
+                args += ["--publish", f"{host}{port.container_port}/{port.protocol}"]
+        else:
+            args += ["--network", "none"]
+        if not spec.gpu.fake:
+            for uuid in spec.gpu.device_uuids:
+                args += ["--device", f"nvidia.com/gpu={uuid}"]
+            if spec.gpu.uses_mps:
+                pipe = self._mps_pipe_directory
+                args += ["--ipc", "host", "--volume", f"{pipe}:{pipe}", "--env", f"CUDA_MPS_PIPE_DIRECTORY={pipe}"]
+        return [*args, spec.image, *spec.command]
+
+    def start(self, spec: PlacementSpec, events: RuntimeEvents) -> None:
+        """Create and start the container in the background, then follow it."""
+        start_thread(self._start_and_follow, spec, events, name=f"podman-{spec.placement_id}")
+
+    def _start_and_follow(self, spec: PlacementSpec, events: RuntimeEvents) -> None:
+        self._run("rm", "--force", "--ignore", spec.container_name)
+        try:
+            env_text = env_file_text({**spec.env, **spec.gpu.env})
+        except ValueError as exc:
+            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, _now_ms(), message=str(exc)))
+            return
+        with tempfile.NamedTemporaryFile("w", prefix="janction-env-", suffix=".env") as env_file:
+            env_file.write(env_text)
+            env_file.flush()
+            try:
+                result = self._run(*self.run_arguments(spec, env_file.name), timeout=START_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                result = subprocess.CompletedProcess([], 1, "", "podman run timed out")
+        if result.returncode != 0:
+            self._run("rm", "--force", "--ignore", spec.container_name)
+            message = result.stderr.strip()[-1000:] or f"podman run exited with {result.returncode}"
+            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, _now_ms(), message=message))
+            return
+        info = self._inspect(spec.container_name) or {}
+        started = timestamp_ms(info.get("State", {}).get("StartedAt", "")) or _now_ms()
+        events.on_state(StateChange(spec.placement_id, WorkloadState.RUNNING, started))
+        self._follow(spec.placement_id, events, "")
+
+    def _follow(self, placement_id: str, events: RuntimeEvents, cursor: str) -> None:
+        name = container_name(placement_id)
+        since = ["--since", format_timestamp_ns(cursor_ns(cursor))] if cursor else []
+        forwarder = TimestampedLogForwarder(placement_id, events, cursor)
+        process = subprocess.Popen(
+            self._command("logs", "--follow", "--timestamps", *since, name),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        readers = [
+            start_thread(pump_lines, pipe, lambda raw, stream=stream: forwarder.forward(stream, raw), name=stream)
+            for stream, pipe in (("stdout", process.stdout), ("stderr", process.stderr))
+        ]
+        for reader in readers:
+            reader.join()
+        process.wait()
+        self._report_exit(placement_id, events)
+
+    def _report_exit(self, placement_id: str, events: RuntimeEvents) -> None:
+        name = container_name(placement_id)
+        waited = self._run("wait", name, timeout=None)
+        info = self._inspect(name)
+        if waited.returncode != 0 or info is None:
+            message = f"container {name} disappeared: {waited.stderr.strip()[-500:]}"
+            events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=message))
+            return
+        state = info.get("State", {})
+        exit_code = int(state.get("ExitCode", waited.stdout.strip() or -1))
+        finished = timestamp_ms(state.get("FinishedAt", "")) or _now_ms()
+        events.on_state(StateChange(placement_id, WorkloadState.EXITED, finished, exit_code=exit_code))
+
+    def _inspect(self, name: str) -> dict | None:
+        result = self._run("container", "inspect", name)
+        if result.returncode != 0:
+            return None
+        data = json.loads(result.stdout or "[]")
+        return data[0] if data else None
+
+    def stop(self, placement_id: str, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> None:
+        """Stop the container in the background; its follower reports the exit."""
+        start_thread(
+            self._run,
+            "stop",
+            "--time",
+            str(grace_seconds),
+            container_name(placement_id),
+            name=f"podman-stop-{placement_id}",
+        )
+
+    def list_workloads(self) -> list[WorkloadInfo]:
+        """Return the agent's containers, running or exited, found by label."""
+        result = self._run("ps", "--all", "--filter", f"label={LABEL_MANAGED}=true", "--format", "json")
+        if result.returncode != 0:
+            raise RuntimeUnavailable(f"podman ps failed: {result.stderr.strip()[-500:]}")
+        workloads = []
+        for entry in json.loads(result.stdout or "[]"):
+            placement_id = (entry.get("Labels") or {}).get(LABEL_PLACEMENT)
+            if not placement_id:
+                continue
+            running = entry.get("State") == "running"
+            workloads.append(
+                WorkloadInfo(
+                    placement_id=placement_id,
+                    running=running,
+                    exit_code=None if running else int(entry.get("ExitCode", -1)),
+                    finished_at_ms=0 if running else max(0, int(entry.get("ExitedAt", 0))) * 1000,
+                )
+            )
+        return workloads
+
+    def attach(self, placement_id: str, events: RuntimeEvents, log_cursor: str = "") -> None:
+        """Follow a container that outlived an agent restart."""
+        start_thread(self._follow, placement_id, events, log_cursor, name=f"podman-attach-{placement_id}")
+
+    def remove(self, placement_id: str) -> None:
+        """Delete the placement's container."""
+        self._run("rm", "--force", "--ignore", container_name(placement_id))

@@ -1,0 +1,211 @@
+"""Sandbox runtime: bubblewrap (`bwrap`) on the host's read-only root, for hosts without a container engine.
+
+The image is recorded but never pulled: the command runs with the host's own binaries. The
+workload gets a private /tmp, no network, a fresh PID namespace, no capabilities, uid 65534,
+an address-space limit (prlimit --as) for its memory limit, and dies with the agent. Home
+directories, /root, /run, /var, the agent's state directory and working directory are hidden.
+It is meant for development and the embedded default, not for renting out a machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from agent.runtime.base import (
+    CONTAINER_TMP,
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_TMPFS_BYTES,
+    LogLine,
+    PlacementSpec,
+    Runtime,
+    RuntimeEvents,
+    RuntimeUnavailable,
+    StateChange,
+    WorkloadInfo,
+    WorkloadState,
+    pump_lines,
+    start_thread,
+)
+
+NOBODY = 65534
+HIDDEN_PATHS = ("/home", "/root", "/run", "/var", "/mnt", "/media", "/srv")
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SandboxRuntime(Runtime):
+    """Workloads as bubblewrap sandboxes that are children of the agent."""
+
+    name = "sandbox"
+    supports_network = False
+
+    def __init__(
+        self,
+        *,
+        hidden_paths: tuple[str, ...] = (),
+        binary: str = "bwrap",
+        tmpfs_bytes: int = DEFAULT_TMPFS_BYTES,
+    ) -> None:
+        self._binary = binary
+        self._tmpfs_bytes = tmpfs_bytes
+        paths = {Path(path).resolve() for path in (*HIDDEN_PATHS, *hidden_paths, os.getcwd())} - {Path("/")}
+        self._hidden = tuple(
+            str(path)
+            for path in sorted(paths)
+            if not any(path != other and path.is_relative_to(other) for other in paths)
+        )
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping: set[str] = set()
+        self._lock = threading.Lock()
+
+    def check_available(self) -> None:
+        """Raise RuntimeUnavailable unless bwrap, prlimit and setpriv can start a sandbox."""
+        for tool in (self._binary, "prlimit", "setpriv"):
+            if shutil.which(tool) is None:
+                raise RuntimeUnavailable(
+                    f"{tool} is not installed; install it (apt-get install bubblewrap util-linux) "
+                    "or use --runtime podman"
+                )
+        probe = subprocess.run(
+            [*self._drop_root(), *self._bwrap_arguments(), "--", "true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if probe.returncode != 0:
+            raise RuntimeUnavailable(
+                f"bwrap cannot create a sandbox here ({probe.stderr.strip()[-300:]}); unprivileged user "
+                "namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1)"
+            )
+
+    def _bwrap_arguments(self) -> list[str]:
+        args = [self._binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        for path in self._hidden:
+            if self._needs_hiding(path):
+                args += ["--tmpfs", path]
+        args += ["--size", str(self._tmpfs_bytes), "--tmpfs", CONTAINER_TMP, "--chdir", CONTAINER_TMP]
+        args += ["--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+        args += ["--cap-drop", "ALL", "--die-with-parent", "--new-session", "--hostname", "janction-sandbox"]
+        return args
+
+    @staticmethod
+    def _needs_hiding(path: str) -> bool:
+        """Return whether the sandbox could see `path` (a directory outside /tmp) unless it is hidden.
+
+        Run as nobody (the agent is root), the sandbox cannot reach a directory behind one that others
+        may not enter, and bwrap could not mount over it either.
+        """
+        location = Path(path)
+        if not location.is_dir() or location.is_relative_to(CONTAINER_TMP):
+            return False
+        if os.geteuid() != 0:
+            return True
+        return all(parent.stat().st_mode & stat.S_IXOTH for parent in (location, *location.parents))
+
+    @staticmethod
+    def _drop_root() -> list[str]:
+        """Return a prefix that runs bwrap as nobody when the agent is root, so the sandbox owns nothing.
+
+        setpriv (not Popen's user=) keeps subprocess on its vfork path: a plain fork() in a process
+        with gRPC threads can crash the child.
+        """
+        if os.geteuid() == 0:
+            return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
+        return []
+
+    def command_line(self, spec: PlacementSpec) -> list[str]:
+        """Return the full command line that runs a placement."""
+        limit = ["prlimit", f"--as={spec.memory_limit_bytes}", "--"]
+        return [*self._drop_root(), *limit, *self._bwrap_arguments(), "--", *spec.command]
+
+    def start(self, spec: PlacementSpec, events: RuntimeEvents) -> None:
+        """Start the sandbox and follow it in the background."""
+        start_thread(self._start_and_follow, spec, events, name=f"sandbox-{spec.placement_id}")
+
+    def _start_and_follow(self, spec: PlacementSpec, events: RuntimeEvents) -> None:
+        placement_id = spec.placement_id
+        if not spec.command:
+            message = "the sandbox runtime runs a command on the host and cannot run an image's default command"
+            events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=message))
+            return
+        if spec.network_allowed:
+            message = "the sandbox runtime has no network; run this node with --runtime podman or docker"
+            events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=message))
+            return
+        env = {"PATH": SANDBOX_PATH, "HOME": CONTAINER_TMP, **spec.env, **spec.gpu.env}
+        try:
+            process = subprocess.Popen(
+                self.command_line(spec),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=str(exc)))
+            return
+        with self._lock:
+            self._processes[placement_id] = process
+        events.on_state(StateChange(placement_id, WorkloadState.RUNNING, _now_ms()))
+        assert process.stdout is not None and process.stderr is not None
+        readers = [
+            start_thread(
+                pump_lines,
+                pipe,
+                lambda text, stream=stream: events.on_log(LogLine(placement_id, stream, text)),
+                name=f"sandbox-{stream}",
+            )
+            for stream, pipe in (("stdout", process.stdout), ("stderr", process.stderr))
+        ]
+        for reader in readers:
+            reader.join()
+        code = process.wait()
+        with self._lock:
+            self._processes.pop(placement_id, None)
+            self._stopping.discard(placement_id)
+        exit_code = 128 - code if code < 0 else code
+        events.on_state(StateChange(placement_id, WorkloadState.EXITED, _now_ms(), exit_code=exit_code))
+
+    def stop(self, placement_id: str, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> None:
+        """Terminate the sandbox (its workload dies with it), killing it after the grace period."""
+        with self._lock:
+            process = self._processes.get(placement_id)
+            if process is None or placement_id in self._stopping:
+                return
+            self._stopping.add(placement_id)
+        start_thread(self._terminate, process, grace_seconds, name=f"sandbox-stop-{placement_id}")
+
+    @staticmethod
+    def _terminate(process: subprocess.Popen[bytes], grace_seconds: int) -> None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+
+    def list_workloads(self) -> list[WorkloadInfo]:
+        """Return the sandboxes this agent process started and still runs."""
+        with self._lock:
+            return [WorkloadInfo(placement_id, running=True) for placement_id in self._processes]
+
+    def attach(self, placement_id: str, events: RuntimeEvents, log_cursor: str = "") -> None:
+        """Fail: a sandbox dies with the agent, so there is nothing to re-attach to."""
+        message = "the sandbox ended when the agent stopped (sandboxes do not outlive the agent)"
+        events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=message))
+
+    def remove(self, placement_id: str) -> None:
+        """Forget nothing: an exited sandbox leaves nothing behind."""

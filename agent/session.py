@@ -1,0 +1,351 @@
+"""The agent's message handling, independent of the transport so it can be tested without a server.
+
+The session owns the placement records. Control messages and runtime events change them;
+what the gateway should hear goes to the current connection's outbox. Status changes and
+usage reports are persisted first, so after a reconnect (or an agent restart) `on_connected`
+can re-send every final status and every usage report the gateway has not acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from agent import __version__
+from agent.messages import (
+    InvalidPlacement,
+    gpu_message,
+    heartbeat_message,
+    log_messages,
+    placement_spec,
+    running_placement_message,
+    status_message,
+    usage_message,
+    validate_placement_id,
+    vgpu_message,
+)
+from agent.nvml.base import GpuBackend
+from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.runtime.base import DEFAULT_GRACE_SECONDS, LogLine, Runtime, StateChange, WorkloadState
+from agent.slicing import SlicingError, VGpuPlan, container_gpu_settings
+from agent.state import AgentState, PlacementRecord, StateStore
+from agent.usage import UsageMeter
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED_LINES = 10_000
+SAVE_INTERVAL_SECONDS = 2.0
+Outbox = queue.Queue[pb.AgentMessage | None]
+
+
+class AgentSession:
+    """Handles control messages and runtime events for one node."""
+
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        state: AgentState,
+        backend: GpuBackend,
+        plan: list[VGpuPlan],
+        runtime: Runtime,
+        meter: UsageMeter,
+        hostname: str,
+        heartbeat_interval: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._state = state
+        self._backend = backend
+        self._gpus = backend.gpus()
+        self._plan = {vgpu.local_id: vgpu for vgpu in plan}
+        self._runtime = runtime
+        self._meter = meter
+        self._hostname = hostname
+        self._heartbeat_interval = heartbeat_interval
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._outbox: Outbox = queue.Queue()
+        self._connected = False
+        self._draining = False
+        self._lines: dict[str, list[tuple[int, str, str]]] = {}
+        self._final_sent: set[str] = set()
+        self._last_heartbeat = 0.0
+        self._last_save = 0.0
+        self._dirty = False
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    @property
+    def placements(self) -> dict[str, PlacementRecord]:
+        """Return the live placement records by id."""
+        return self._state.placements
+
+    # -- connection life-cycle -------------------------------------------------------------
+
+    def on_connected(self) -> tuple[list[pb.AgentMessage], Outbox]:
+        """Return the messages that open a stream (Hello first) and the outbox for the rest."""
+        with self._lock:
+            self._outbox = queue.Queue()
+            self._connected = True
+            now = self._now_ms()
+            initial = [self.hello_message()]
+            for record in self._state.placements.values():
+                if WorkloadState(record.state).finished:
+                    initial.append(status_message(record, record.ended_at_ms or now))
+                    self._final_sent.add(record.placement_id)
+                initial.extend(usage_message(report) for report in record.pending_usage)
+            for placement_id, lines in self._lines.items():
+                initial.extend(log_messages(placement_id, lines))
+            self._lines.clear()
+            self._prune()
+            return initial, self._outbox
+
+    def on_disconnected(self) -> None:
+        """Stop sending; status and usage are kept for the next connection."""
+        with self._lock:
+            self._connected = False
+            self._outbox.put(None)
+
+    def _send(self, message: pb.AgentMessage) -> None:
+        if self._connected:
+            self._outbox.put(message)
+
+    def hello_message(self) -> pb.AgentMessage:
+        """Return the Hello describing this node and what it still runs."""
+        with self._lock:
+            live = [r for r in self._state.placements.values() if not WorkloadState(r.state).finished]
+            return pb.AgentMessage(
+                hello=pb.Hello(
+                    agent_version=__version__,
+                    runtime=self._runtime.name,
+                    hostname=self._hostname,
+                    gpus=[gpu_message(gpu) for gpu in self._gpus],
+                    vgpus=[vgpu_message(vgpu) for vgpu in self._plan.values()],
+                    placements=[running_placement_message(record) for record in live],
+                    network_unsupported=not self._runtime.supports_network,
+                )
+            )
+
+    # -- control messages ------------------------------------------------------------------
+
+    def handle(self, message: pb.ControlMessage) -> None:
+        """Act on one control message from the gateway."""
+        kind = message.WhichOneof("payload")
+        if kind == "start_placement":
+            self._start(message.start_placement)
+        elif kind == "stop_placement":
+            self._stop(message.stop_placement)
+        elif kind == "drain":
+            self._drain(message.drain)
+        elif kind == "ping":
+            self._send(self._heartbeat(message.ping.nonce))
+        elif kind == "usage_ack":
+            self._acknowledge(message.usage_ack)
+        else:
+            log.warning("ignoring an empty or unknown control message")
+
+    def _start(self, start: pb.StartPlacement) -> None:
+        placement_id = start.placement_id
+        with self._lock:
+            existing = self._state.placements.get(placement_id)
+            if existing is not None:
+                self._send(status_message(existing, self._now_ms()))
+                return
+            try:
+                validate_placement_id(placement_id)
+                if self._draining:
+                    raise InvalidPlacement("this node is draining and accepts no new placements")
+                spec = placement_spec(start, container_gpu_settings(self._claim(list(start.vgpu_local_ids))))
+            except (InvalidPlacement, SlicingError) as exc:
+                log.warning("refusing placement %r: %s", placement_id, exc)
+                refused = PlacementRecord(placement_id, start.image, list(start.vgpu_local_ids), "failed")
+                refused.message = str(exc)
+                self._send(status_message(refused, self._now_ms()))
+                return
+            record = PlacementRecord(placement_id, start.image, list(start.vgpu_local_ids))
+            self._state.placements[placement_id] = record
+            self._save()
+            self._send(status_message(record, self._now_ms()))
+        log.info("starting placement %s (%s) on %s", placement_id, start.image, ", ".join(start.vgpu_local_ids))
+        self._runtime.start(spec, self)
+
+    def _claim(self, local_ids: list[str]) -> list[VGpuPlan]:
+        if not local_ids:
+            raise InvalidPlacement("a placement needs at least one vGPU")
+        unknown = [local_id for local_id in local_ids if local_id not in self._plan]
+        if unknown:
+            raise InvalidPlacement(f"unknown vGPU ids: {', '.join(unknown)}")
+        busy = {
+            local_id
+            for record in self._state.placements.values()
+            if not WorkloadState(record.state).finished
+            for local_id in record.vgpu_local_ids
+        }
+        taken = [local_id for local_id in local_ids if local_id in busy]
+        if taken:
+            raise InvalidPlacement(f"vGPUs already in use: {', '.join(taken)}")
+        return [self._plan[local_id] for local_id in local_ids]
+
+    def _stop(self, stop: pb.StopPlacement) -> None:
+        with self._lock:
+            record = self._state.placements.get(stop.placement_id)
+            if record is None:
+                unknown = PlacementRecord(stop.placement_id, "", [], "failed")
+                unknown.message = "this node does not run the placement"
+                self._send(status_message(unknown, self._now_ms()))
+                return
+            if WorkloadState(record.state).finished:
+                self._send(status_message(record, record.ended_at_ms))
+                return
+            record.stop_requested = True
+            self._save()
+        self._runtime.stop(stop.placement_id, stop.grace_seconds or DEFAULT_GRACE_SECONDS)
+
+    def _drain(self, drain: pb.Drain) -> None:
+        log.info("draining: %s", drain.reason or "requested by the gateway")
+        with self._lock:
+            self._draining = True
+        self._send(self._heartbeat(0))
+
+    def _acknowledge(self, ack: pb.UsageAck) -> None:
+        with self._lock:
+            record = self._state.placements.get(ack.placement_id)
+            if record is not None and self._meter.acknowledge(record, ack.seq):
+                self._prune()
+                self._save()
+
+    # -- runtime events --------------------------------------------------------------------
+
+    def on_log(self, line: LogLine) -> None:
+        """Number a workload's log line and queue it for the next flush."""
+        with self._lock:
+            record = self._state.placements.get(line.placement_id)
+            if record is None:
+                return
+            record.log_seq += 1
+            if line.cursor:
+                record.log_cursor = line.cursor
+            self._dirty = True
+            lines = self._lines.setdefault(line.placement_id, [])
+            lines.append((record.log_seq, line.stream, line.text))
+            if len(lines) > MAX_BUFFERED_LINES:
+                del lines[0]
+
+    def on_state(self, change: StateChange) -> None:
+        """Record a workload's transition and report it (with its last usage when it ended)."""
+        remove, report = False, None
+        with self._lock:
+            record = self._state.placements.get(change.placement_id)
+            if record is None or WorkloadState(record.state).finished:
+                return
+            record.state = change.state.value
+            if change.state == WorkloadState.RUNNING:
+                record.started_at_ms = record.started_at_ms or change.at_ms
+                if record.stop_requested:
+                    self._runtime.stop(record.placement_id)
+            elif change.state.finished:
+                self._flush_logs(record.placement_id)
+                record.exit_code = change.exit_code
+                record.ended_at_ms = max(change.at_ms, record.usage_end_ms, record.started_at_ms)
+                record.message = change.message or ("stopped on request" if record.stop_requested else "")
+                report = self._meter.next_report(record, self._now_ms())
+                remove = True
+            self._save()
+            if report is not None:
+                self._send(usage_message(report))
+            self._send(status_message(record, record.ended_at_ms or change.at_ms))
+            if change.state.finished and self._connected:
+                self._final_sent.add(record.placement_id)
+                self._prune()
+        log.info("placement %s is %s %s", change.placement_id, change.state.value, change.message)
+        if remove:
+            self._runtime.remove(change.placement_id)
+
+    # -- periodic work ---------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Flush logs, issue due usage reports (saved before they are sent), send a due heartbeat."""
+        now = self._clock()
+        with self._lock:
+            if self._connected:
+                for placement_id in list(self._lines):
+                    self._flush_logs(placement_id)
+            reports = [self._meter.next_report(record, int(now * 1000)) for record in self._state.placements.values()]
+            reports = [report for report in reports if report is not None]
+            if reports or (self._dirty and now - self._last_save >= SAVE_INTERVAL_SECONDS):
+                self._save()
+            for report in reports:
+                self._send(usage_message(report))
+            heartbeat_due = self._connected and now - self._last_heartbeat >= self._heartbeat_interval
+        if heartbeat_due:
+            self._send(self._heartbeat(0))
+
+    def _flush_logs(self, placement_id: str) -> None:
+        if self._connected:
+            for message in log_messages(placement_id, self._lines.pop(placement_id, [])):
+                self._outbox.put(message)
+
+    def _heartbeat(self, nonce: int) -> pb.AgentMessage:
+        samples = self._backend.telemetry()
+        with self._lock:
+            self._last_heartbeat = self._clock()
+            running = sum(1 for r in self._state.placements.values() if r.state == WorkloadState.RUNNING)
+            return heartbeat_message(
+                samples, at_ms=self._now_ms(), ping_nonce=nonce, draining=self._draining, running=running
+            )
+
+    def _save(self) -> None:
+        self._store.save(self._state)
+        self._dirty = False
+        self._last_save = self._clock()
+
+    def _prune(self) -> None:
+        """Forget finished placements whose final status went out and whose usage is acknowledged."""
+        for placement_id in [
+            placement_id
+            for placement_id, record in self._state.placements.items()
+            if WorkloadState(record.state).finished and not record.pending_usage and placement_id in self._final_sent
+        ]:
+            del self._state.placements[placement_id]
+            self._final_sent.discard(placement_id)
+            self._dirty = True
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Re-attach to workloads that outlived an agent restart; settle the ones that did not."""
+        workloads = {workload.placement_id: workload for workload in self._runtime.list_workloads()}
+        with self._lock:
+            live = [r for r in self._state.placements.values() if not WorkloadState(r.state).finished]
+            settled = {r.placement_id for r in self._state.placements.values() if WorkloadState(r.state).finished}
+            unknown = workloads.keys() - self._state.placements.keys()
+        for placement_id in settled & {pid for pid, workload in workloads.items() if not workload.running}:
+            self._runtime.remove(placement_id)
+        for record in live:
+            workload = workloads.get(record.placement_id)
+            if workload is not None and workload.running:
+                with self._lock:
+                    record.state = WorkloadState.RUNNING.value
+                    record.started_at_ms = record.started_at_ms or self._now_ms()
+                    self._save()
+                log.info("re-attaching to placement %s", record.placement_id)
+                self._runtime.attach(record.placement_id, self, record.log_cursor)
+            elif workload is not None:
+                at = workload.finished_at_ms or self._now_ms()
+                self.on_state(StateChange(record.placement_id, WorkloadState.EXITED, at, workload.exit_code))
+            else:
+                message = "the workload was gone when the agent restarted"
+                at = record.usage_end_ms or record.started_at_ms or self._now_ms()
+                self.on_state(StateChange(record.placement_id, WorkloadState.FAILED, at, message=message))
+        for placement_id in unknown:
+            log.warning("the runtime holds workload %s that this agent's state does not know", placement_id)
+
+    def close(self) -> None:
+        """Save the state one last time."""
+        with self._lock:
+            self._save()
