@@ -151,3 +151,89 @@ class VGpu(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node_id}/{self.local_id} ({self.pool_id})"
+
+
+class NodePlacement(models.Model):
+    """A placement the platform sent to a node, with what the node last reported about it.
+
+    A row exists from the moment `node_send` queues its StartPlacement: it is how the gateway
+    knows which node owns a placement id. The rentals code reads it; the gateway writes it.
+    """
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="placements")
+    placement_id = models.CharField(max_length=128, unique=True)
+    # "requested" until the agent reports; then the agent's state: starting, running, exited, failed.
+    state = models.CharField(max_length=12, default="requested")
+    vgpu_local_ids = models.JSONField(default=list)
+    exit_code = models.IntegerField(null=True, blank=True)
+    message = models.CharField(max_length=500, blank=True)
+    started_at_ms = models.BigIntegerField(default=0)
+    # Highest usage and log sequence numbers the agent said it generated (from Hello).
+    last_usage_seq = models.PositiveBigIntegerField(default=0)
+    last_log_seq = models.PositiveBigIntegerField(default=0)
+    reported_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.placement_id} on {self.node_id} ({self.state})"
+
+
+class PlacementLogLine(models.Model):
+    """One numbered log line of a placement (numbers are shared by stdout and stderr)."""
+
+    placement = models.ForeignKey(NodePlacement, on_delete=models.CASCADE, related_name="log_lines")
+    seq = models.PositiveBigIntegerField()
+    stream = models.CharField(max_length=6)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["placement", "seq"]
+        constraints = [models.UniqueConstraint(fields=["placement", "seq"], name="nodes_log_line_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.placement_id}#{self.seq} {self.stream}"
+
+
+class UsageReport(models.Model):
+    """A usage report whose signature by the node key was verified, stored once per (placement, seq)."""
+
+    placement = models.ForeignKey(NodePlacement, on_delete=models.PROTECT, related_name="usage_reports")
+    seq = models.PositiveBigIntegerField()
+    interval_start_ms = models.BigIntegerField()
+    interval_end_ms = models.BigIntegerField()
+    vgpu_count = models.PositiveIntegerField()
+    vgpu_milliseconds = models.PositiveBigIntegerField()
+    # DER ECDSA-SHA256 signature over agent.signing.canonical_usage_bytes: evidence for disputes.
+    signature = models.BinaryField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["placement", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["placement", "seq"], name="nodes_usage_report_unique_seq"),
+            models.CheckConstraint(
+                condition=Q(interval_end_ms__gt=models.F("interval_start_ms")), name="nodes_usage_report_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"usage {self.placement_id}#{self.seq}"
+
+
+class NodeCommand(models.Model):
+    """Outbox of control messages for a node; the gateway holding the node's stream delivers them in order."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="commands")
+    # The ControlMessage in protobuf's JSON mapping, e.g. {"stopPlacement": {"placementId": "p-1"}}.
+    message = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [
+            models.Index(fields=["node", "id"], condition=Q(delivered_at__isnull=True), name="nodes_command_pending")
+        ]
+
+    def __str__(self) -> str:
+        return f"command {self.pk} for node {self.node_id}"

@@ -1,0 +1,143 @@
+"""Translations between the agent protocol's messages and the inputs of nodes.services."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import json_format
+
+from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from nodes.services import (
+    GpuReport,
+    GpuSampleReport,
+    HelloReport,
+    LogChunkReport,
+    NodeHeartbeat,
+    PlacementStatusReport,
+    RunningPlacementReport,
+    UsageReportIn,
+    VGpuReport,
+)
+
+PLACEMENT_STATES = {
+    pb.PLACEMENT_STATE_STARTING: "starting",
+    pb.PLACEMENT_STATE_RUNNING: "running",
+    pb.PLACEMENT_STATE_EXITED: "exited",
+    pb.PLACEMENT_STATE_FAILED: "failed",
+}
+LOG_STREAMS = {pb.LOG_STREAM_STDOUT: "stdout", pb.LOG_STREAM_STDERR: "stderr"}
+
+
+def hello_report(hello: pb.Hello) -> HelloReport:
+    """Return the service input of a Hello."""
+    return HelloReport(
+        agent_version=hello.agent_version,
+        runtime=hello.runtime,
+        hostname=hello.hostname,
+        network_unsupported=hello.network_unsupported,
+        gpus=[
+            GpuReport(
+                index=gpu.index,
+                uuid=gpu.uuid,
+                name=gpu.name,
+                memory_bytes=gpu.memory_bytes,
+                compute_capability=gpu.compute_capability,
+                architecture=gpu.architecture,
+                driver_version=gpu.driver_version,
+                cuda_version=gpu.cuda_version,
+                mig_capable=gpu.mig_capable,
+                mig_enabled=gpu.mig_enabled,
+                fake=gpu.fake,
+            )
+            for gpu in hello.gpus
+        ],
+        vgpus=[
+            VGpuReport(
+                local_id=vgpu.local_id,
+                gpu_uuid=vgpu.gpu_uuid,
+                memory_bytes=vgpu.memory_bytes,
+                compute_share_percent=vgpu.compute_share_percent,
+                pool=vgpu.pool,
+                enforcement=vgpu.enforcement,
+                enforcement_env=dict(vgpu.enforcement_env),
+                mig_device_uuid=vgpu.mig_device_uuid,
+                fake=vgpu.fake,
+            )
+            for vgpu in hello.vgpus
+        ],
+        placements=[
+            RunningPlacementReport(
+                placement_id=placement.placement_id,
+                state=PLACEMENT_STATES.get(placement.state, "starting"),
+                vgpu_local_ids=list(placement.vgpu_local_ids),
+                started_at_ms=placement.started_at_ms,
+                last_usage_seq=placement.last_usage_seq,
+                last_log_seq=placement.last_log_seq,
+            )
+            for placement in hello.placements
+        ],
+    )
+
+
+def node_heartbeat(*, node_id: int, gpu_ids: dict[int, int], heartbeat: pb.Heartbeat, at: datetime) -> NodeHeartbeat:
+    """Return a buffered heartbeat, keeping samples of the GPUs the node's Hello declared."""
+    return NodeHeartbeat(
+        node_id=node_id,
+        received_at=at,
+        gpu_samples={
+            gpu_ids[sample.index]: GpuSampleReport(
+                index=sample.index,
+                utilization_percent=sample.utilization_percent,
+                memory_used_bytes=sample.memory_used_bytes,
+                temperature_celsius=sample.temperature_celsius,
+                power_milliwatts=sample.power_milliwatts,
+                compute_processes=sample.compute_processes,
+            )
+            for sample in heartbeat.gpus
+            if sample.index in gpu_ids
+        },
+    )
+
+
+def placement_status_report(status: pb.PlacementStatus) -> PlacementStatusReport:
+    """Return the service input of a PlacementStatus."""
+    return PlacementStatusReport(
+        placement_id=status.placement_id,
+        state=PLACEMENT_STATES.get(status.state, "failed"),
+        exit_code=status.exit_code if status.HasField("exit_code") else None,
+        message=status.message,
+        at_ms=status.at_ms,
+    )
+
+
+def log_chunk_report(chunk: pb.LogChunk) -> LogChunkReport:
+    """Return the service input of a LogChunk."""
+    return LogChunkReport(
+        placement_id=chunk.placement_id,
+        seq=chunk.seq,
+        stream=LOG_STREAMS.get(chunk.stream, ""),
+        lines=list(chunk.lines),
+    )
+
+
+def usage_report_in(report: pb.UsageReport) -> UsageReportIn:
+    """Return the service input of a UsageReport."""
+    return UsageReportIn(
+        placement_id=report.placement_id,
+        seq=report.seq,
+        interval_start_ms=report.interval_start_ms,
+        interval_end_ms=report.interval_end_ms,
+        vgpu_count=report.vgpu_count,
+        vgpu_milliseconds=report.vgpu_milliseconds,
+        signature=report.signature,
+    )
+
+
+def control_message(stored: dict) -> pb.ControlMessage:
+    """Return the ControlMessage of a queued NodeCommand."""
+    return json_format.ParseDict(stored, pb.ControlMessage())
+
+
+def usage_ack(report: pb.UsageReport) -> pb.ControlMessage:
+    """Return the acknowledgement of a stored usage report."""
+    return pb.ControlMessage(usage_ack=pb.UsageAck(placement_id=report.placement_id, seq=report.seq))

@@ -1,0 +1,179 @@
+"""Bootstrap of the agent gateway: TLS ports, health checking, background loops and graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from django.conf import settings
+from django.db import connections
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from agent.proto.gen.janction.agent.v1 import agent_pb2, agent_pb2_grpc
+from nodes.ca import platform_ca
+from nodes.gateway.core import CommandDispatcher, DbWorkers, HeartbeatBuffer
+from nodes.gateway.servicer import AgentGatewayServicer
+from nodes.services import node_mark_stale_offline
+
+log = logging.getLogger("nodes.gateway")
+
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name
+# Keepalive pings agents send (every 300 s, see agent/client.py) are welcome.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 60_000),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+
+def _host_of(address: str) -> str:
+    host = address.rsplit(":", 1)[0]
+    return host.strip("[]")
+
+
+@dataclass
+class GatewayConfig:
+    """Where the gateway listens and how often its loops run (defaults from settings)."""
+
+    listen: str
+    enroll_listen: str
+    connect_address: str = ""
+    flush_seconds: float = 2.0
+    poll_seconds: float = 0.25
+    offline_check_seconds: float = 10.0
+    max_streams: int = 1000
+    db_workers: int = 8
+
+    @classmethod
+    def from_settings(cls, *, listen: str | None = None, enroll_listen: str | None = None) -> GatewayConfig:
+        """Return the configuration of settings, with optional address overrides."""
+        return cls(
+            listen=listen or settings.AGENT_GATEWAY_LISTEN,
+            enroll_listen=enroll_listen or settings.AGENT_GATEWAY_ENROLL_LISTEN,
+            connect_address=settings.AGENT_GATEWAY_CONNECT_ADDRESS,
+            flush_seconds=settings.AGENT_HEARTBEAT_FLUSH_SECONDS,
+            poll_seconds=settings.AGENT_COMMAND_POLL_SECONDS,
+            offline_check_seconds=settings.NODE_OFFLINE_CHECK_INTERVAL_SECONDS,
+            max_streams=settings.AGENT_GATEWAY_MAX_STREAMS,
+            db_workers=settings.AGENT_GATEWAY_DB_WORKERS,
+        )
+
+
+class Gateway:
+    """The gRPC server with Connect on a mutual-TLS port and Enroll (and health) on a server-TLS port."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.heartbeats = HeartbeatBuffer()
+        self.dispatcher = CommandDispatcher()
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.db: DbWorkers | None = None
+        self.port = 0
+        self.enroll_port = 0
+        self.connect_address = config.connect_address
+        self._server: grpc.Server | None = None
+        self._stop = threading.Event()
+        self._loops: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Bind both ports, start serving and start the background loops."""
+        ca = platform_ca()
+        names = [
+            "localhost",
+            "127.0.0.1",
+            _host_of(self.config.listen),
+            _host_of(self.config.enroll_listen),
+            _host_of(settings.AGENT_GATEWAY_PUBLIC_ADDRESS),
+            *settings.AGENT_GATEWAY_TLS_NAMES,
+        ]
+        key_pem, certificate_pem = ca.issue_server_certificate(names=[name for name in names if name])
+        pairs = [(key_pem, certificate_pem)]
+        # One worker per open stream (its sender) plus room for Enroll and health calls.
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.config.max_streams + 16, thread_name_prefix="gateway-rpc"),
+            options=SERVER_OPTIONS,
+            maximum_concurrent_rpcs=self.config.max_streams + 8,
+        )
+        self.db = DbWorkers(self.config.db_workers)
+        agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        mutual = grpc.ssl_server_credentials(
+            pairs, root_certificates=ca.certificate_pem.encode(), require_client_auth=True
+        )
+        self.port = server.add_secure_port(self.config.listen, mutual)
+        self.enroll_port = server.add_secure_port(self.config.enroll_listen, grpc.ssl_server_credentials(pairs))
+        if not self.connect_address:
+            self.connect_address = f":{self.port}"
+        server.start()
+        self._server = server
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        self._loops = [
+            threading.Thread(target=self._maintenance_loop, name="gateway-maintenance", daemon=True),
+            threading.Thread(target=self._dispatch_loop, name="gateway-dispatch", daemon=True),
+        ]
+        for loop in self._loops:
+            loop.start()
+        log.info("agent gateway: Connect (mutual TLS) on port %s, Enroll (TLS) on port %s", self.port, self.enroll_port)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, end the streams, stop within `grace` seconds and flush buffered heartbeats."""
+        if self._server is None:
+            return
+        self.health.enter_graceful_shutdown()
+        stopped = self._server.stop(grace)  # refuses new calls at once
+        self.dispatcher.close_all()  # ends open streams cleanly; the agents reconnect with backoff
+        stopped.wait()
+        self._stop.set()
+        for loop in self._loops:
+            loop.join(timeout=30)
+        self._flush()
+        self._mark_delivered()
+        if self.db is not None:
+            self.db.stop()
+        connections.close_all()
+        self._server = None
+        log.info("agent gateway stopped")
+
+    def wait(self) -> None:
+        """Block until the server stops."""
+        if self._server is not None:
+            self._server.wait_for_termination()
+
+    def _flush(self) -> None:
+        try:
+            self.heartbeats.flush()
+        except Exception:
+            log.exception("flushing heartbeats failed; retrying at the next flush")
+
+    def _mark_delivered(self) -> None:
+        try:
+            self.dispatcher.poll()
+        except Exception:
+            log.exception("command delivery failed; retrying")
+
+    def _maintenance_loop(self) -> None:
+        """Flush heartbeats every flush interval; move silent nodes offline every check interval."""
+        next_check = time.monotonic() + self.config.offline_check_seconds
+        try:
+            while not self._stop.wait(self.config.flush_seconds):
+                self._flush()
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + self.config.offline_check_seconds
+                    try:
+                        node_mark_stale_offline()
+                    except Exception:
+                        log.exception("the offline sweep failed")
+        finally:
+            connections.close_all()
+
+    def _dispatch_loop(self) -> None:
+        try:
+            while not self._stop.wait(self.config.poll_seconds):
+                self._mark_delivered()
+        finally:
+            connections.close_all()
