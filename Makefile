@@ -37,7 +37,7 @@ run: deps
 	mkdir -p var
 	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py migrate --noinput
 	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py seed_demo
-	env -u DATABASE_URL -u REDIS_URL DJANGO_DEBUG=1 $(VENV)/bin/daphne -b $(HOST) -p $(PORT) janction.asgi:application
+	env -u DATABASE_URL -u REDIS_URL DJANGO_DEBUG=1 $(PY) manage.py run_embedded --host $(HOST) --port $(PORT)
 
 ## test: install what the tests need, lint, check migrations, run pytest on PostgreSQL and Redis
 test: deps-dev system-deps js-deps

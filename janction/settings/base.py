@@ -95,4 +95,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("JANCTION_LOG_LEVEL", "INFO")},
+    # One line per periodic task run is noise; failures still log at ERROR.
+    "loggers": {"celery.app.trace": {"level": "WARNING"}},
 }
