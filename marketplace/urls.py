@@ -8,4 +8,6 @@ urlpatterns = [
     path("settings/api-keys/", views.api_keys, name="api-keys-page"),
     path("settings/api-keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api-key-revoke-page"),
     path("settings/wallets/", views.wallets, name="wallets-page"),
+    path("nodes/", views.nodes_page, name="nodes-page"),
+    path("market/", views.market_page, name="market-page"),
 ]

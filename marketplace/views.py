@@ -60,3 +60,36 @@ def api_key_revoke_view(request, key_id: int):
 @login_required
 def wallets(request):
     return render(request, "marketplace/wallets.html", {"wallets": Wallet.objects.filter(user=request.user)})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def nodes_page(request):
+    """A provider's nodes, with a form that creates one and shows its enrollment command once."""
+    from nodes.selectors import nodes_for_owner
+    from nodes.services import node_create
+
+    ticket = None
+    if request.method == "POST":
+        name = request.POST.get("name", "").strip()
+        if not name or len(name) > 80:
+            messages.error(request, "Give the node a name of 1 to 80 characters.")
+        else:
+            try:
+                ticket = node_create(owner=request.user, name=name)
+            except ApplicationError as exc:
+                messages.error(request, exc.message)
+    nodes = [
+        {"node": node, "price": from_base_units(node.reserve_price_per_hour, "USDC")}
+        for node in nodes_for_owner(owner=request.user)
+    ]
+    return render(request, "marketplace/nodes.html", {"nodes": nodes, "ticket": ticket})
+
+
+def market_page(request):
+    """The public market: every pool's supply, demand and last prices, and the latest rounds."""
+    from pricing.models import MarketRound
+    from pricing.selectors import pool_markets
+
+    rounds = MarketRound.objects.select_related("pool").order_by("-created_at", "-pk")[:20]
+    return render(request, "marketplace/market.html", {"pools": pool_markets(), "rounds": rounds})

@@ -54,5 +54,7 @@ def online_node(owner, *, name: str = "rig", vgpus: int = 2, price: int = 0, poo
             enforcement="mps" if vgpus > 1 else "whole",
             fake=True,
         )
+    node.has_fake_gpus = True
+    node.save(update_fields=["has_fake_gpus"])
     node_transition(node=node, to_state=NodeState.ONLINE, reason="test fixture")
     return node

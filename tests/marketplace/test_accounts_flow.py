@@ -96,7 +96,7 @@ def test_openapi_schema_and_docs_are_served_without_a_cdn(client: Client):
 def test_pages_render(client: Client, owner):
     assert client.get("/").status_code == 200
     client.force_login(owner)
-    for url in ["/dashboard/", "/settings/api-keys/", "/settings/wallets/"]:
+    for url in ["/dashboard/", "/settings/api-keys/", "/settings/wallets/", "/nodes/", "/market/"]:
         assert client.get(url).status_code == 200, url
 
 
