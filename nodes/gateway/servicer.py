@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nodes.gateway")
 
-# How often an idle stream's sender checks whether the RPC is still alive.
-IDLE_CHECK_SECONDS = 0.5
+# A safety net only: closing a session (also on RPC termination, via add_callback) wakes its sender at once.
+IDLE_CHECK_SECONDS = 5.0
 # ApplicationError codes that mean "we know who you are, and no".
 REFUSED_CODES = {"node_deleted", "node_quarantined"}
 
