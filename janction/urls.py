@@ -9,6 +9,7 @@ api_v1 = [
     path("ledger/", include("ledger.urls")),
     path("", include("nodes.urls")),
     path("", include("pricing.urls")),
+    path("", include("marketplace.rentals.urls")),
     path("settlement/", include("ledger.settlement_urls")),
 ]
 

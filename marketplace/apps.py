@@ -6,4 +6,4 @@ class MarketplaceConfig(AppConfig):
     verbose_name = "Marketplace"
 
     def ready(self) -> None:
-        from marketplace import signals  # noqa: F401
+        from marketplace import receivers, signals  # noqa: F401

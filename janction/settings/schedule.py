@@ -3,10 +3,13 @@
 from .chain import CHAIN_WATCH_INTERVAL_SECONDS, SETTLEMENT_BATCH_INTERVAL_SECONDS
 from .nodes import NODE_OFFLINE_CHECK_INTERVAL_SECONDS
 from .pricing import PRICING_ROUND_INTERVAL_SECONDS
+from .rentals import RENTALS_METERING_INTERVAL_SECONDS, RENTALS_SYNC_INTERVAL_SECONDS
 
 CELERY_BEAT_SCHEDULE = {
     "market-rounds": {"task": "pricing.market_rounds_tick", "schedule": PRICING_ROUND_INTERVAL_SECONDS},
     "node-offline-sweep": {"task": "nodes.node_mark_stale_offline", "schedule": NODE_OFFLINE_CHECK_INTERVAL_SECONDS},
     "settlement-batch": {"task": "ledger.settlement_batch_run", "schedule": SETTLEMENT_BATCH_INTERVAL_SECONDS},
     "chain-watch": {"task": "ledger.chain_watch_scan", "schedule": CHAIN_WATCH_INTERVAL_SECONDS},
+    "rentals-sync": {"task": "rentals.placements_sync", "schedule": RENTALS_SYNC_INTERVAL_SECONDS},
+    "rentals-metering": {"task": "rentals.metering_run", "schedule": RENTALS_METERING_INTERVAL_SECONDS},
 }

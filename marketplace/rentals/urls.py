@@ -1,0 +1,11 @@
+from django.urls import path
+
+from marketplace.rentals import api
+
+urlpatterns = [
+    path("rentals/", api.RentalList.as_view(), name="rentals"),
+    path("rentals/<int:rental_id>/", api.RentalDetail.as_view(), name="rental-detail"),
+    path("rentals/<int:rental_id>/cancel/", api.RentalCancel.as_view(), name="rental-cancel"),
+    path("rentals/<int:rental_id>/logs/", api.RentalLogs.as_view(), name="rental-logs"),
+    path("rentals/<int:rental_id>/logs/download/", api.RentalLogsDownload.as_view(), name="rental-logs-download"),
+]
