@@ -17,13 +17,16 @@ import reprlib
 import sys
 from collections.abc import Sequence
 
-from eth_abi import encode
-from eth_utils import is_checksum_address, keccak
+from Crypto.Hash import keccak as _keccak_hash
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _UINT = re.compile(r"uint([1-9][0-9]{0,2})")
 _DECIMAL = re.compile(r"[0-9]+")
 _SUPPORTED_TYPES = "address, uint8 ... uint256"
+# EIP-55 as bit masks: the high bit of each of an address's 40 nibbles, and letters mapped to that bit.
+_HIGH_BITS = int("8" * 40, 16)
+_UPPER_LETTERS = str.maketrans("0123456789ABCDEFabcdef", "0000000000888888000000")
+_LOWER_LETTERS = str.maketrans("0123456789abcdef", "0000000000888888")
 
 
 class MerkleInputError(ValueError):
@@ -44,6 +47,7 @@ class StandardMerkleTree:
         self.values = values
         self._nodes = nodes
         self._tree_indices = tree_indices
+        self._hex_nodes: list[str] | None = None
 
     @classmethod
     def of(cls, values: Sequence[Sequence[object]], types: Sequence[str]) -> StandardMerkleTree:
@@ -55,7 +59,8 @@ class StandardMerkleTree:
             _check_type(type_name, f"types[{position}]")
         if not values:
             raise MerkleInputError("values: expected at least one leaf")
-        leaves = [_leaf_hash(types, value, f"values[{index}]") for index, value in enumerate(values)]
+        checked: dict[str, bytes] = {}
+        leaves = [_leaf_hash(types, value, f"values[{index}]", checked) for index, value in enumerate(values)]
         node_count = 2 * len(leaves) - 1
         nodes = [b""] * node_count
         tree_indices = [0] * len(leaves)
@@ -79,17 +84,19 @@ class StandardMerkleTree:
         """Return the sibling hashes from the leaf of ``values[index]`` up to the root."""
         if not 0 <= index < len(self.values):
             raise IndexError(f"leaf index {index} out of range for {len(self.values)} leaves")
+        if self._hex_nodes is None:
+            self._hex_nodes = [_hex(node) for node in self._nodes]
+        hex_nodes = self._hex_nodes
         tree_index = self._tree_indices[index]
         proof = []
         while tree_index > 0:
-            sibling = tree_index + 1 if tree_index % 2 else tree_index - 1
-            proof.append(_hex(self._nodes[sibling]))
+            proof.append(hex_nodes[tree_index + 1 if tree_index % 2 else tree_index - 1])
             tree_index = (tree_index - 1) // 2
         return proof
 
     def leaf_hash(self, value: Sequence[object]) -> str:
         """Return the leaf hash of ``value`` encoded with this tree's types."""
-        return _hex(_leaf_hash(self.types, value, "value"))
+        return _hex(_leaf_hash(self.types, value, "value", {}))
 
 
 def verify(root: str | bytes, leaf: str | bytes, proof: Sequence[str | bytes]) -> bool:
@@ -100,16 +107,22 @@ def verify(root: str | bytes, leaf: str | bytes, proof: Sequence[str | bytes]) -
     return node == _to_bytes(root)
 
 
-def _leaf_hash(types: tuple[str, ...], value: Sequence[object], where: str) -> bytes:
+def _leaf_hash(types: tuple[str, ...], value: Sequence[object], where: str, checked: dict[str, bytes]) -> bytes:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         raise MerkleInputError(f"{where}: expected a list of {len(types)} items, got {reprlib.repr(value)}")
     if len(value) != len(types):
         raise MerkleInputError(f"{where}: expected {len(types)} items ({', '.join(types)}), got {len(value)}")
-    encodable = [
-        _encodable(type_name, item, f"{where}[{position}]")
+    # abi.encode of static types (address, uintN) is one 32-byte big-endian word per value.
+    encoded = b"".join(
+        _word(type_name, item, f"{where}[{position}]", checked)
         for position, (type_name, item) in enumerate(zip(types, value, strict=True))
-    ]
-    return keccak(keccak(encode(types, encodable)))
+    )
+    return keccak(keccak(encoded))
+
+
+def keccak(data: bytes) -> bytes:
+    """Return the Keccak-256 digest of ``data`` (the EVM's keccak256, not NIST SHA3-256)."""
+    return _keccak_hash.new(digest_bits=256, data=data).digest()
 
 
 def _check_type(type_name: object, where: str) -> None:
@@ -120,13 +133,19 @@ def _check_type(type_name: object, where: str) -> None:
         raise MerkleInputError(f"{where}: unsupported type {reprlib.repr(type_name)} (supported: {_SUPPORTED_TYPES})")
 
 
-def _encodable(type_name: str, item: object, where: str) -> object:
+def _word(type_name: str, item: object, where: str, checked: dict[str, bytes]) -> bytes:
+    """Return ``item`` ABI-encoded as ``type_name``: one 32-byte word; ``checked`` caches validated addresses."""
     if type_name == "address":
+        if isinstance(item, str) and item in checked:
+            return checked[item]
         if not isinstance(item, str) or not _ADDRESS.fullmatch(item):
             raise MerkleInputError(f"{where}: invalid address {reprlib.repr(item)}")
-        if item[2:] not in (item[2:].lower(), item[2:].upper()) and not is_checksum_address(item):
+        digits = item[2:]
+        lower = digits.lower()
+        if digits not in (lower, digits.upper()) and not _checksum_valid(digits, lower):
             raise MerkleInputError(f"{where}: address {item} has a bad checksum")
-        return item.lower()
+        word = checked[item] = bytes(12) + bytes.fromhex(lower)
+        return word
     bits = int(type_name[4:])
     if isinstance(item, str) and _DECIMAL.fullmatch(item):
         number = int(item)
@@ -138,7 +157,13 @@ def _encodable(type_name: str, item: object, where: str) -> object:
         )
     if not 0 <= number < 2**bits:
         raise MerkleInputError(f"{where}: {number} is out of range for {type_name}")
-    return number
+    return number.to_bytes(32, "big")
+
+
+def _checksum_valid(digits: str, lower: str) -> bool:
+    """Tell whether mixed-case hex ``digits`` capitalise exactly the letters EIP-55 does (nibble of hash >= 8)."""
+    hash_bits = int.from_bytes(keccak(lower.encode("ascii"))[:20], "big") & _HIGH_BITS
+    return int(digits.translate(_UPPER_LETTERS), 16) == hash_bits & int(lower.translate(_LOWER_LETTERS), 16)
 
 
 def _hash_pair(a: bytes, b: bytes) -> bytes:

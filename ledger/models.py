@@ -315,3 +315,64 @@ class StakeEvent(ChainLog):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} JCT by {self.account}"
+
+
+# --- Proof of Contribution -----------------------------------------------------------------------
+
+# Scores are integer micro-points: one delivered vGPU-hour at weight 1 is 1,000,000.
+_WEIGHT = {"max_digits": 12, "decimal_places": 6}
+
+
+class ContributionEpoch(models.Model):
+    """One scored Proof-of-Contribution epoch [start, end) and the JCT it emitted."""
+
+    start = models.DateTimeField(unique=True)
+    end = models.DateTimeField()
+    # JCT base units: what the settings offered, and what went out (0 when nobody contributed).
+    emission = models.DecimalField(**BASE_UNITS)
+    distributed = models.DecimalField(**BASE_UNITS)
+    total_score = models.DecimalField(**BASE_UNITS)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-start"]
+        constraints = [
+            models.CheckConstraint(condition=Q(end__gt=models.F("start")), name="ledger_poc_epoch_positive"),
+            models.CheckConstraint(
+                condition=Q(distributed__gte=0) & Q(distributed__lte=models.F("emission")),
+                name="ledger_poc_epoch_distributed_bounded",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"epoch {self.start:%Y-%m-%d %H:%M} ({self.distributed} JCT base units)"
+
+
+class ContributionScore(models.Model):
+    """A provider's score in one epoch, with every input it was computed from, and its JCT reward."""
+
+    epoch = models.ForeignKey(ContributionEpoch, on_delete=models.CASCADE, related_name="scores")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="contribution_scores")
+    vgpu_milliseconds = models.PositiveBigIntegerField()
+    reputation_weight = models.DecimalField(**_WEIGHT)
+    stake = models.DecimalField(**BASE_UNITS)
+    stake_weight = models.DecimalField(**_WEIGHT)
+    rounds_traded = models.PositiveIntegerField()
+    # Sum over those rounds of S* - S*_-i, in USDC base units per hour.
+    marginal_surplus = models.BigIntegerField()
+    score = models.DecimalField(**BASE_UNITS)
+    reward = models.DecimalField(**BASE_UNITS)
+    ledger_idempotency_key = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["epoch", "-score", "user"]
+        constraints = [
+            models.UniqueConstraint(fields=["epoch", "user"], name="ledger_poc_score_unique_user"),
+            models.CheckConstraint(
+                condition=Q(score__gt=0) & Q(reward__gte=0) & Q(marginal_surplus__gte=0),
+                name="ledger_poc_score_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id}: {self.score} points, {self.reward} JCT base units"

@@ -44,3 +44,19 @@ def chain_watch_scan_task() -> dict:
         "events": result.events,
         "credited": result.credited,
     }
+
+
+@shared_task(
+    name="ledger.contribution_epoch_run",
+    autoretry_for=(OperationalError,),
+    retry_backoff=60,
+    retry_backoff_max=900,
+    retry_jitter=True,
+    max_retries=5,
+    acks_late=True,
+)
+def contribution_epoch_run_task() -> list[str]:
+    """Score every finished Proof-of-Contribution epoch not yet scored; return their start times."""
+    from ledger.contribution import contribution_epoch_run
+
+    return [epoch.start.isoformat() for epoch in contribution_epoch_run()]

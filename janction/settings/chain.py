@@ -41,3 +41,12 @@ if CHAIN_RPC_URL:
         raise ImproperlyConfigured(
             f"CHAIN_RPC_URL is set, so {', '.join(_missing)} must be set too (run `manage.py chain_deploy`)."
         )
+
+# Proof of Contribution (docs/proof-of-contribution.md): epochs of POC_EPOCH_SECONDS aligned to the Unix epoch
+# (default: UTC days), each emitting POC_EMISSION_JCT (a decimal string of whole JCT) pro rata by score.
+POC_EPOCH_SECONDS = env_int("POC_EPOCH_SECONDS", 86_400)
+POC_EMISSION_JCT = env_str("POC_EMISSION_JCT", "1000")
+# Score points per USDC/hour of leave-one-out marginal surplus (one delivered vGPU-hour is one point).
+POC_SURPLUS_POINTS_PER_USDC = env_str("POC_SURPLUS_POINTS_PER_USDC", "1")
+# Seconds after an epoch ends before it is scored, so that late usage reports still count.
+POC_GRACE_SECONDS = env_int("POC_GRACE_SECONDS", 900)

@@ -1,0 +1,285 @@
+"""Settlement batches at 10,000 and 100,000 accounts: build time, and gas of postBatch and claim on Hardhat.
+
+Run: DATABASE_URL=postgres://... .venv/bin/python -m benchmarks.settlement_bench
+Needs node_modules (npx hardhat) and PostgreSQL. Prints:
+
+- the pure part (ledger/merkle.py: tree over N leaves plus every proof), median of several runs;
+- the full build from ledger rows: `settlement_batch_prepare` (cumulative sums per account, payout
+  allocations, tree, DA copy) for N accounts that are all new, then every proof from the stored DA copy;
+- gas of `postBatch` for the batches of both sizes (posted by `settlement_batch_run` to a Hardhat node)
+  and of `claim` with proofs from the 100,000-account tree. Goals: 100,000 accounts in under 10 s,
+  `claim` under 100,000 gas, `postBatch` independent of the number of accounts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from benchmarks._django import ROOT, setup_bench_database
+
+SIZES = (10_000, 100_000)
+PURE_REPEATS = 3
+POSTING_CHUNK = 5_000
+CLAIMS = 5
+HARDHAT_STARTUP_TIMEOUT_SECONDS = 60
+# ledger.settlement.batches.LEAF_TYPES, repeated so the pure part runs before Django is set up.
+LEAF_TYPES = ("address", "address", "uint256")
+
+
+def main() -> None:
+    from eth_utils import to_checksum_address
+
+    print("Pure part: ledger.merkle.StandardMerkleTree.of + get_proof for every leaf")
+    rng = random.Random(7)
+    token = to_checksum_address("0x" + "11" * 20)
+    for size in SIZES:
+        values = [[token, to_checksum_address(rng.randbytes(20)), str(rng.randrange(1, 10**12))] for _ in range(size)]
+        tree_runs, proof_runs = [], []
+        for _ in range(PURE_REPEATS):
+            tree_s, proofs_s, depth = _tree_and_proofs(values)
+            tree_runs.append(tree_s)
+            proof_runs.append(proofs_s)
+        total = [a + b for a, b in zip(tree_runs, proof_runs, strict=True)]
+        print(
+            f"  {size:>7,} leaves: tree median {statistics.median(tree_runs):6.2f} s, all proofs "
+            f"{statistics.median(proof_runs):5.2f} s, total {statistics.median(total):6.2f} s "
+            f"(runs: {_fmt(total)}); max proof depth {depth}"
+        )
+    teardown = setup_bench_database("janction_settlement_bench")
+    try:
+        with hardhat() as w3:
+            run_full(w3)
+    finally:
+        teardown()
+
+
+def _tree_and_proofs(values: list[list[str]]) -> tuple[float, float, int]:
+    from ledger.merkle import StandardMerkleTree
+
+    start = time.perf_counter()
+    tree = StandardMerkleTree.of(values, LEAF_TYPES)
+    built = time.perf_counter()
+    proofs = [tree.get_proof(index) for index in range(len(tree))]
+    done = time.perf_counter()
+    return built - start, done - built, max(len(proof) for proof in proofs)
+
+
+@contextmanager
+def hardhat() -> Iterator[object]:
+    """Run `npx hardhat node` on a free loopback port for the duration of the block; yield a Web3 for it."""
+    from web3 import Web3
+
+    from tests.contracts.conftest import _free_loopback_port, _stop_process_group
+
+    port = _free_loopback_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            ["npx", "hardhat", "node", "--hostname", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "HARDHAT_DISABLE_TELEMETRY_PROMPT": "true"},
+        )
+        try:
+            w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 60}))
+            deadline = time.monotonic() + HARDHAT_STARTUP_TIMEOUT_SECONDS
+            while not w3.is_connected():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise SystemExit(f"hardhat node did not start:\n{log.read().decode(errors='replace')[-2000:]}")
+                time.sleep(0.2)
+            yield w3
+        finally:
+            _stop_process_group(process)
+
+
+def run_full(w3) -> None:
+    from django.conf import settings
+
+    from ledger.chain.artifacts import SETTLEMENT_CONTRACT, USDC_CONTRACT
+    from ledger.chain.client import contract_at, deploy_all, send
+    from tests.contracts.conftest import funded_account
+
+    admin, operator = funded_account(w3, "admin"), funded_account(w3, "operator")
+    addresses = deploy_all(w3, admin, operator=operator.address)
+    settings.CHAIN_RPC_URL = w3.provider.endpoint_uri
+    settings.CHAIN_OPERATOR_KEY = operator.key.to_0x_hex()
+    settings.CHAIN_SETTLEMENT_ADDRESS = addresses.settlement
+    settings.CHAIN_USDC_ADDRESS = addresses.usdc
+    settings.CHAIN_JCT_ADDRESS = addresses.jct
+    settings.CHAIN_RECEIPT_TIMEOUT_SECONDS = 60
+    settlement = contract_at(w3, SETTLEMENT_CONTRACT, addresses.settlement)
+    usdc = contract_at(w3, USDC_CONTRACT, addresses.usdc)
+
+    # Batch 1 (one account) first, so that both measured posts overwrite non-zero storage alike.
+    _populate(0, 1)
+    _settle(w3)
+    print("Full build from ledger rows (PostgreSQL) and gas on a Hardhat node")
+    done = 1
+    gas = {}
+    for size in SIZES:
+        started = time.perf_counter()
+        _populate(done, size - done)
+        populate_s = time.perf_counter() - started
+        batch, prepare_s, post_gas = _settle(w3)
+        proofs_s, depth = _proofs_from_da(batch)
+        gas[size] = post_gas
+        print(
+            f"  {batch.leaf_count:>7,} accounts: settlement_batch_prepare {prepare_s:6.2f} s "
+            f"+ all proofs from the DA copy {proofs_s:5.2f} s = {prepare_s + proofs_s:6.2f} s "
+            f"({size - done:,} accounts new since the last batch; their ledger rows took {populate_s:.1f} s)"
+        )
+        print(f"           postBatch gas {post_gas:,} (seq {batch.seq}); max proof depth {depth}")
+        done = size
+    # A steady-state batch: 1% of the 100,000 accounts earned again since the last batch.
+    _populate(1, SIZES[-1] // 100, again="again")
+    batch, prepare_s, post_gas = _settle(w3)
+    proofs_s, _ = _proofs_from_da(batch)
+    print(
+        f"  {batch.leaf_count:>7,} accounts, 1% changed: settlement_batch_prepare {prepare_s:6.2f} s "
+        f"+ all proofs {proofs_s:5.2f} s; postBatch gas {post_gas:,} (seq {batch.seq})"
+    )
+    claim_gas, depths, users = _claims(w3, batch, settlement, usdc, send, admin, operator)
+    print(
+        f"  claim gas, first claim of an account (fresh storage slot and token balance), {CLAIMS} proofs from "
+        f"the {batch.leaf_count:,}-leaf tree: median {statistics.median(claim_gas):,.0f} "
+        f"(runs: {', '.join(f'{g:,}' for g in claim_gas)}; proof depths {depths})"
+    )
+    for number in users:
+        _populate(number, 1, again="claim")
+    batch, _, _ = _settle(w3)
+    claim_gas, depths, _ = _claims(w3, batch, settlement, usdc, send, admin, operator, numbers=users)
+    print(
+        f"  claim gas, later claim of the same accounts after they earned more: median "
+        f"{statistics.median(claim_gas):,.0f} (runs: {', '.join(f'{g:,}' for g in claim_gas)}; proof depths {depths})"
+    )
+    spread = max(gas.values()) - min(gas.values())
+    # Calldata costs 4 gas per zero byte and 16 per non-zero byte: root and dataHash are 64 bytes.
+    verdict = "independent of the number of accounts" if spread <= 64 * 12 else "GROWS with the number of accounts"
+    print(
+        "goals: 100,000 accounts in under 10 s; claim under 100,000 gas; postBatch constant. "
+        f"postBatch gas {', '.join(f'{g:,}' for g in gas.values())}: {verdict} "
+        f"(differs by {spread} gas = zero vs non-zero calldata bytes in the random root and data hash)"
+    )
+
+
+def _populate(first: int, count: int, *, again: str = "") -> None:
+    """Give users first .. first+count-1 a wallet and one USDC credit to their earnings (creating them unless again)."""
+    from django.contrib.auth import get_user_model
+    from eth_utils import keccak, to_checksum_address
+
+    from ledger.models import Account, AccountKind
+    from ledger.services import Leg, Posting, ledger_post_bulk
+    from marketplace.models import Wallet
+
+    user_model = get_user_model()
+    numbers = range(first, first + count)
+    if again:
+        ids = list(user_model.objects.filter(username__in=[f"bench{n}" for n in numbers]).values_list("pk", flat=True))
+    else:
+        users = user_model.objects.bulk_create(
+            [user_model(username=f"bench{n}", email=f"bench{n}@example.test", password="!") for n in numbers],
+            batch_size=5_000,
+        )
+        ids = [user.pk for user in users]
+        Wallet.objects.bulk_create(
+            [
+                Wallet(user_id=pk, address=to_checksum_address(keccak(text=f"bench-wallet-{n}")[:20]), chain_id=31337)
+                for pk, n in zip(ids, numbers, strict=True)
+            ],
+            batch_size=5_000,
+        )
+        Account.objects.bulk_create(
+            [Account(owner_id=pk, kind=AccountKind.EARNINGS, currency="USDC") for pk in ids], batch_size=5_000
+        )
+    tag = again or "first"
+    for offset in range(0, len(ids), POSTING_CHUNK):
+        ledger_post_bulk(
+            [
+                Posting(
+                    kind="transfer",
+                    currency="USDC",
+                    idempotency_key=f"bench-{tag}-{pk}",
+                    legs=(Leg(None, AccountKind.MARKET, -(1_000 + pk)), Leg(pk, AccountKind.EARNINGS, 1_000 + pk)),
+                )
+                for pk in ids[offset : offset + POSTING_CHUNK]
+            ]
+        )
+
+
+def _settle(w3):
+    """Prepare the next batch (timed), post it, and return it with the prepare time and postBatch gas."""
+    from ledger.settlement.batches import settlement_batch_post, settlement_batch_prepare
+
+    start = time.perf_counter()
+    batch = settlement_batch_prepare()
+    prepare_s = time.perf_counter() - start
+    batch = settlement_batch_post(batch_id=batch.pk)
+    return batch, prepare_s, w3.eth.get_transaction_receipt(batch.tx_hash)["gasUsed"]
+
+
+def _proofs_from_da(batch) -> tuple[float, int]:
+    from ledger.merkle import StandardMerkleTree
+
+    start = time.perf_counter()
+    tree = StandardMerkleTree.of(json.loads(batch.data.content)["leaves"], LEAF_TYPES)
+    proofs = [tree.get_proof(index) for index in range(len(tree))]
+    assert tree.root == batch.root
+    return time.perf_counter() - start, max(len(proof) for proof in proofs)
+
+
+def _claims(w3, batch, settlement, usdc, send, admin, operator, numbers=None) -> tuple[list[int], list[int], list]:
+    """Claim CLAIMS random leaves of ``batch`` (or those of bench users ``numbers``), sent by the operator.
+
+    Return the gas of each claim, its proof depth, and the bench user numbers whose leaves were claimed.
+    """
+    from django.contrib.auth import get_user_model
+
+    from ledger.merkle import StandardMerkleTree
+    from marketplace.models import Wallet
+
+    leaves = json.loads(batch.data.content)["leaves"]
+    tree = StandardMerkleTree.of(leaves, LEAF_TYPES)
+    position = {leaf[1]: index for index, leaf in enumerate(leaves)}
+    if numbers is None:
+        chosen = random.Random(11).sample(range(1, len(leaves)), CLAIMS)
+        numbers = [
+            int(username.removeprefix("bench"))
+            for username in get_user_model()
+            .objects.filter(wallets__address__in=[leaves[i][1] for i in chosen])
+            .values_list("username", flat=True)
+        ]
+    wallets = dict(
+        Wallet.objects.filter(user__username__in=[f"bench{n}" for n in numbers]).values_list(
+            "user__username", "address"
+        )
+    )
+    send(w3, admin, usdc.functions.mint(settlement.address, sum(int(leaf[2]) for leaf in leaves)))
+    gas, depths = [], []
+    for number in numbers:
+        index = position[wallets[f"bench{number}"]]
+        token, account, amount = leaves[index]
+        proof = tree.get_proof(index)
+        before = settlement.functions.claimed(token, account).call()
+        receipt = send(w3, operator, settlement.functions.claim(token, account, int(amount), proof))
+        assert settlement.functions.claimed(token, account).call() == int(amount) > before
+        gas.append(receipt["gasUsed"])
+        depths.append(len(proof))
+    return gas, depths, numbers
+
+
+def _fmt(values) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+if __name__ == "__main__":
+    main()
