@@ -13,6 +13,7 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -133,7 +134,14 @@ def _prepare_locked(conn: ChainConnection) -> SettlementBatch | None:
         return None
     high_water = _ledger_high_water_mark()
     with transaction.atomic():
-        previous = SettlementBatch.objects.select_for_update().select_related("data").order_by("-seq").first()
+        # The previous DA copy's content is not needed (only its hash, the batch's data_id): leave it unread.
+        previous = (
+            SettlementBatch.objects.select_for_update()
+            .select_related("data")
+            .defer("data__content")
+            .order_by("-seq")
+            .first()
+        )
         low_water = previous.last_transaction_id if previous else 0
         leaves = _allocate(high_water=high_water, tokens=token_addresses(conn))
         if not leaves:
@@ -184,7 +192,11 @@ def _prepare_locked(conn: ChainConnection) -> SettlementBatch | None:
 
 
 def _allocate(*, high_water: int, tokens: dict[str, str]) -> list[list[str]]:
-    """Bring each user's payout allocations up to their cumulative earnings and return the sorted leaves."""
+    """Bring each user's payout allocations up to their cumulative earnings and return the sorted leaves.
+
+    One aggregate query for what each user earned, one read of every allocation (locked), then at most
+    one INSERT for the new allocations and one UPDATE for the raised ones, whatever the number of users.
+    """
     earned = (
         Entry.objects.filter(
             account__kind=AccountKind.EARNINGS,
@@ -195,32 +207,89 @@ def _allocate(*, high_water: int, tokens: dict[str, str]) -> list[list[str]]:
         .values_list("account__owner_id", "currency")
         .annotate(total=Sum("amount"))
     )
-    primary: dict[int, str] = {}
+    # A user's payout address is their first wallet still linked (lowest id); checksummed only when used.
+    first_wallet: dict[int, str] = {}
     for user_id, address in Wallet.objects.order_by("user_id", "pk").values_list("user_id", "address"):
-        primary.setdefault(user_id, to_checksum_address(address))
-    allocations: dict[tuple[int, str], dict[str, PayoutAllocation]] = defaultdict(dict)
-    for allocation in PayoutAllocation.objects.select_for_update().order_by("pk"):
-        allocations[(allocation.user_id, allocation.currency)][allocation.address] = allocation
+        if user_id not in first_wallet:
+            first_wallet[user_id] = address
+    # (user, currency) -> {address: cumulative}, and the row id of each allocation.
+    held_by: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
+    row_id: dict[tuple[int, str, str], int] = {}
+    for pk, user_id, currency, address, cumulative in (
+        PayoutAllocation.objects.select_for_update()
+        .order_by("pk")
+        .values_list("pk", "user_id", "currency", "address", "cumulative")
+    ):
+        held_by[(user_id, currency)][address] = int(cumulative)
+        row_id[(user_id, currency, address)] = pk
+    created: list[tuple[int, str, str, int]] = []
+    raised: list[tuple[int, int]] = []
     for user_id, currency, total in earned:
-        address = primary.get(user_id)
-        if address is None:
+        raw = first_wallet.get(user_id)
+        if raw is None:
             continue  # carried over: the amount is published once the user links a wallet
-        held = allocations[(user_id, currency)]
-        elsewhere = sum(int(a.cumulative) for addr, a in held.items() if addr != address)
-        target = int(total) - elsewhere
+        held = held_by[(user_id, currency)]
+        # Every allocation's address was written as to_checksum_address(...), which maps its own output to
+        # itself: a wallet address equal to one of them needs no second keccak (most users, batch after batch).
+        address = raw if raw in held else to_checksum_address(raw)
         current = held.get(address)
+        elsewhere = sum(held.values()) - (current or 0)
+        target = int(total) - elsewhere
         if current is None and target > 0:
-            held[address] = PayoutAllocation.objects.create(
-                user_id=user_id, currency=currency, address=address, cumulative=target
-            )
-        elif current is not None and target > int(current.cumulative):
-            current.cumulative = target
-            current.save(update_fields=["cumulative", "updated_at"])
+            held[address] = target
+            created.append((user_id, currency, address, target))
+        elif current is not None and target > current:
+            held[address] = target
+            raised.append((row_id[(user_id, currency, address)], target))
+    _allocations_write(created, raised)
     amounts: dict[tuple[str, str], int] = defaultdict(int)
-    for (_, currency), held in allocations.items():
-        for address, allocation in held.items():
-            amounts[(tokens[currency], address)] += int(allocation.cumulative)
+    for (_, currency), held in held_by.items():
+        token = tokens[currency]
+        for address, cumulative in held.items():
+            amounts[(token, address)] += cumulative
     return [[token, account, str(amount)] for (token, account), amount in sorted(amounts.items()) if amount > 0]
+
+
+def _allocations_write(created: list[tuple[int, str, str, int]], raised: list[tuple[int, int]]) -> None:
+    """Insert the new allocations and raise the changed ones: one statement each on PostgreSQL."""
+    now = timezone.now()
+    if connection.vendor != "postgresql":
+        PayoutAllocation.objects.bulk_create(
+            [
+                PayoutAllocation(user_id=user_id, currency=currency, address=address, cumulative=cumulative)
+                for user_id, currency, address, cumulative in created
+            ],
+            batch_size=1000,
+        )
+        PayoutAllocation.objects.bulk_update(
+            [PayoutAllocation(pk=pk, cumulative=cumulative, updated_at=now) for pk, cumulative in sorted(raised)],
+            ["cumulative", "updated_at"],
+            batch_size=1000,
+        )
+        return
+    table = PayoutAllocation._meta.db_table
+    with connection.cursor() as cursor:
+        if created:
+            cursor.execute(
+                f"INSERT INTO {table} (user_id, currency, address, cumulative, updated_at) "  # noqa: S608
+                "SELECT v.user_id, v.currency, v.address, v.cumulative, %s "
+                "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::numeric[]) "
+                "AS v(user_id, currency, address, cumulative)",
+                [
+                    now,
+                    [row[0] for row in created],
+                    [row[1] for row in created],
+                    [row[2] for row in created],
+                    [Decimal(row[3]) for row in created],
+                ],
+            )
+        if raised:
+            raised.sort()
+            cursor.execute(
+                f"UPDATE {table} AS t SET cumulative = v.cumulative, updated_at = %s "  # noqa: S608
+                "FROM unnest(%s::bigint[], %s::numeric[]) AS v(id, cumulative) WHERE t.id = v.id",
+                [now, [pk for pk, _ in raised], [Decimal(cumulative) for _, cumulative in raised]],
+            )
 
 
 # --- Posting -----------------------------------------------------------------------------------------
