@@ -1,6 +1,7 @@
 from django.urls import path
 
 from marketplace import views
+from marketplace.rentals import views as rental_views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -10,4 +11,7 @@ urlpatterns = [
     path("settings/wallets/", views.wallets, name="wallets-page"),
     path("nodes/", views.nodes_page, name="nodes-page"),
     path("market/", views.market_page, name="market-page"),
+    path("rentals/", rental_views.rentals_page, name="rentals-page"),
+    path("rentals/<int:rental_id>/", rental_views.rental_page, name="rental-page"),
+    path("rentals/<int:rental_id>/cancel/", rental_views.rental_cancel_page, name="rental-cancel-page"),
 ]

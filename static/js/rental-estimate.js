@@ -1,0 +1,39 @@
+// The rent form: ask /api/v1/price-estimate/ what the chosen pool would cost now, and send the form only once.
+(function () {
+  const form = document.getElementById("rent-form");
+  if (!form) return;
+  const button = document.getElementById("estimate-button");
+  const output = document.getElementById("estimate");
+  const trim = (decimal) => (decimal.includes(".") ? decimal.replace(/0+$/, "").replace(/\.$/, "") : decimal);
+
+  button.addEventListener("click", async () => {
+    const query = new URLSearchParams({
+      pool: form.elements.pool.value,
+      units: form.elements.vgpus.value,
+      max_price: form.elements.max_price.value,
+    });
+    output.textContent = "Estimating…";
+    try {
+      const response = await fetch(button.dataset.url + "?" + query, { headers: { Accept: "application/json" } });
+      const body = await response.json();
+      if (!response.ok) {
+        output.textContent = body.message || "No estimate: check the pool, vGPUs and max price.";
+      } else if (body.would_win) {
+        output.textContent =
+          "If the round ran now: " + trim(body.price_per_vgpu_hour) + " USDC per vGPU-hour (" +
+          body.free_units + " vGPUs free, " + body.waiting_units + " asked for).";
+      } else {
+        output.textContent =
+          "At this max price the rental would not win now (" + body.free_units + " vGPUs free, " +
+          body.waiting_units + " asked for); it waits for a later round or its deadline.";
+      }
+    } catch (error) {
+      output.textContent = "No estimate right now; you can still rent.";
+    }
+  });
+
+  // The server takes each form token once; this spares the second request of a double click.
+  form.addEventListener("submit", () => {
+    document.getElementById("rent-submit").disabled = true;
+  });
+})();
