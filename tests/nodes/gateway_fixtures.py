@@ -106,9 +106,18 @@ def mutual_stub(gateway: Gateway, store: StateStore) -> tuple[grpc.Channel, Agen
 
 
 class AgentProcess:
-    """`python -m agent` with fake GPUs and the sandbox runtime, as a child process."""
+    """`python -m agent` with fake GPUs (the sandbox runtime unless told otherwise), as a child process."""
 
-    def __init__(self, *, gateway: Gateway, token: str, state_dir: Path, gpus: str = "RTX 4090:1", slices: int = 2):
+    def __init__(
+        self,
+        *,
+        gateway: Gateway,
+        token: str,
+        state_dir: Path,
+        gpus: str = "RTX 4090:1",
+        slices: int = 2,
+        runtime: str = "sandbox",
+    ):
         self.log_path = state_dir.parent / f"{state_dir.name}.log"
         ca_path = state_dir.parent / "gateway-ca.pem"
         ca_path.write_bytes(gateway_ca_pem())
@@ -127,7 +136,7 @@ class AgentProcess:
             "--slices",
             str(slices),
             "--runtime",
-            "sandbox",
+            runtime,
             "--heartbeat-interval",
             "1",
             "--usage-interval",

@@ -40,49 +40,13 @@ pytestmark = pytest.mark.slow
 TEST_IMAGE = os.environ.get("JANCTION_TEST_IMAGE", "localhost/janction-test-busybox:latest")
 
 
-class RuntimeAgent(AgentProcess):
-    """The agent process of the gateway fixtures, with a choice of runtime."""
-
-    def __init__(self, *, gateway, token: str, state_dir, gpus: str, slices: int, runtime: str):
-        self.log_path = state_dir.parent / f"{state_dir.name}.log"
-        ca_path = state_dir.parent / "gateway-ca.pem"
-        from tests.nodes.gateway_fixtures import gateway_ca_pem
-
-        ca_path.write_bytes(gateway_ca_pem())
-        command = [
-            sys.executable,
-            "-m",
-            "agent",
-            "--gateway",
-            f"127.0.0.1:{gateway.enroll_port}",
-            "--state-dir",
-            str(state_dir),
-            "--enroll-token",
-            token,
-            "--fake-gpus",
-            gpus,
-            "--slices",
-            str(slices),
-            "--runtime",
-            runtime,
-            "--heartbeat-interval",
-            "1",
-            "--usage-interval",
-            "1",
-            "--ca-cert",
-            str(ca_path),
-        ]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-
-
 @pytest.fixture
 def start_runtime_agent(tmp_path):
     """Return a function that starts agents with a given runtime; they are stopped after the test."""
-    started: list[RuntimeAgent] = []
+    started: list[AgentProcess] = []
 
     def start(gateway, token: str, *, name: str, runtime: str, gpus: str = "RTX 4090:1", slices: int = 1):
-        agent = RuntimeAgent(
+        agent = AgentProcess(
             gateway=gateway, token=token, state_dir=tmp_path / name, gpus=gpus, slices=slices, runtime=runtime
         )
         started.append(agent)
