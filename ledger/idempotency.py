@@ -97,3 +97,12 @@ def _claim(request, key: str, request_hash: str) -> tuple[IdempotencyRecord | No
         f"A request with this {HEADER} is still being processed; retry after it finishes.",
         code="idempotency_request_in_flight",
     )
+
+
+def idempotency_records_purge(*, older_than: timedelta) -> int:
+    """Delete completed Idempotency-Key records older than `older_than`; return how many went."""
+    cutoff = timezone.now() - older_than
+    deleted, _ = IdempotencyRecord.objects.filter(
+        state=IdempotencyRecord.State.COMPLETED, completed_at__lt=cutoff
+    ).delete()
+    return deleted

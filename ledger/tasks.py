@@ -1,8 +1,12 @@
 """Celery tasks of the ledger: settlement batches and the chain watcher (thin wrappers over services)."""
 
+from datetime import timedelta
+
 from celery import shared_task
+from django.conf import settings
 from django.db import OperationalError
 
+from ledger.idempotency import idempotency_records_purge
 from ledger.settlement.batches import settlement_batch_run
 from ledger.settlement.errors import BatchPostFailed, BatchPostPending, ChainUnavailable
 from ledger.watcher import chain_watch_scan
@@ -60,3 +64,9 @@ def contribution_epoch_run_task() -> list[str]:
     from ledger.contribution import contribution_epoch_run
 
     return [epoch.start.isoformat() for epoch in contribution_epoch_run()]
+
+
+@shared_task(name="ledger.idempotency_records_purge")
+def idempotency_records_purge_task() -> int:
+    """Forget completed Idempotency-Key responses past their retention; return how many were deleted."""
+    return idempotency_records_purge(older_than=timedelta(hours=settings.JANCTION_IDEMPOTENCY_TTL_HOURS))

@@ -15,3 +15,6 @@ JANCTION_FAUCET_MAX_UNITS = env_int("JANCTION_FAUCET_MAX_UNITS", 10_000)
 # Nodes: how long an enrollment token lives, and where providers' agents dial the gateway.
 NODE_ENROLLMENT_TOKEN_TTL_SECONDS = env_int("NODE_ENROLLMENT_TOKEN_TTL_SECONDS", 24 * 3600)
 AGENT_GATEWAY_PUBLIC_ADDRESS = env_str("AGENT_GATEWAY_PUBLIC_ADDRESS", "127.0.0.1:50051")
+
+# Completed Idempotency-Key responses are replayed for this long, then purged (hourly).
+JANCTION_IDEMPOTENCY_TTL_HOURS = env_int("JANCTION_IDEMPOTENCY_TTL_HOURS", 24)

@@ -9,6 +9,7 @@ CELERY_BEAT_SCHEDULE = {
     "market-rounds": {"task": "pricing.market_rounds_tick", "schedule": PRICING_ROUND_INTERVAL_SECONDS},
     "node-offline-sweep": {"task": "nodes.node_mark_stale_offline", "schedule": NODE_OFFLINE_CHECK_INTERVAL_SECONDS},
     "settlement-batch": {"task": "ledger.settlement_batch_run", "schedule": SETTLEMENT_BATCH_INTERVAL_SECONDS},
+    "idempotency-purge": {"task": "ledger.idempotency_records_purge", "schedule": 3600},
     "chain-watch": {"task": "ledger.chain_watch_scan", "schedule": CHAIN_WATCH_INTERVAL_SECONDS},
     "rentals-sync": {"task": "rentals.placements_sync", "schedule": RENTALS_SYNC_INTERVAL_SECONDS},
     "rentals-metering": {"task": "rentals.metering_run", "schedule": RENTALS_METERING_INTERVAL_SECONDS},

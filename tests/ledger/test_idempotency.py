@@ -102,3 +102,21 @@ def test_concurrent_duplicates_post_exactly_once(embedded):
     assert len(bodies) == 1  # every success is the same transaction (first response or its replay)
     assert Transaction.objects.count() == 1
     assert user.ledger_accounts.get(kind="available", currency="USDC").balance == 10_000_000
+
+
+@pytest.mark.django_db
+def test_completed_records_past_their_retention_are_purged(owner_client, owner, embedded, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ledger.tasks import idempotency_records_purge_task
+
+    settings.JANCTION_IDEMPOTENCY_TTL_HOURS = 24
+    old, fresh = str(uuid.uuid4()), str(uuid.uuid4())
+    post(owner_client, BODY, old)
+    post(owner_client, BODY, fresh)
+    IdempotencyRecord.objects.filter(key=old).update(completed_at=timezone.now() - timedelta(hours=25))
+    IdempotencyRecord.objects.create(user=owner, key="in-flight-key", method="POST", path=URL, request_hash="x")
+    assert idempotency_records_purge_task.apply().get() == 1
+    assert set(IdempotencyRecord.objects.values_list("key", flat=True)) == {fresh, "in-flight-key"}
