@@ -13,14 +13,15 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DJANGO
 
 .PHONY: run test lint format migrate proto bench deps deps-dev system-deps js-deps clean
 
-$(VENV)/.installed: requirements.txt
+# The marketplace and the demo agent that `make run` starts share one virtualenv.
+$(VENV)/.installed: requirements.txt agent/requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet -r requirements.txt -r agent/requirements.txt
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt agent/requirements.txt
-	$(PIP) install --quiet -r requirements-dev.txt -r agent/requirements.txt
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PIP) install --quiet -r requirements-dev.txt
 	touch $@
 
 deps: $(VENV)/.installed
