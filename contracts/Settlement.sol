@@ -83,8 +83,12 @@ contract Settlement is AccessControl, Pausable, ReentrancyGuardTransient {
         uint256 alreadyClaimed = claimed[token][account];
         if (cumulativeAmount <= alreadyClaimed) revert NothingToClaim(token, account);
         uint256 amount = cumulativeAmount - alreadyClaimed;
-        uint256 available = _claimableBalance(token);
-        if (amount > available) revert InsufficientLiquidity(token, amount, available);
+        if (token == address(stakeToken)) {
+            // Stakers' JCT is not the payout pool: only what exceeds the total stake can be claimed.
+            // (Other tokens need no check: the transfer itself reverts when the contract holds too little.)
+            uint256 available = _unstakedBalance();
+            if (amount > available) revert InsufficientLiquidity(token, amount, available);
+        }
         claimed[token][account] = cumulativeAmount;
         emit Claimed(token, account, amount, cumulativeAmount);
         IERC20(token).safeTransfer(account, amount);
@@ -157,9 +161,8 @@ contract Settlement is AccessControl, Pausable, ReentrancyGuardTransient {
     }
 
     /// @dev Balance of `token` that claims may pay out: everything except staked JCT.
-    function _claimableBalance(address token) private view returns (uint256) {
-        uint256 balance = IERC20(token).balanceOf(address(this));
-        if (token != address(stakeToken)) return balance;
+    function _unstakedBalance() private view returns (uint256) {
+        uint256 balance = stakeToken.balanceOf(address(this));
         return balance > totalStaked ? balance - totalStaked : 0;
     }
 }
