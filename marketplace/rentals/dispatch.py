@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from ledger.errors import InsufficientFunds
@@ -28,6 +28,7 @@ from marketplace.rentals.services import (
     rental_release,
     rental_settle,
     rental_transition,
+    stops_send,
 )
 from nodes.models import NodePlacement, NodeState, PlacementLogLine, VGpu, VGpuState
 from nodes.services import node_send, vgpu_transition
@@ -193,6 +194,30 @@ def rentals_sync() -> int:
     for rental_id in sorted(due):
         moved += rental_observe(rental_id=rental_id)
     return moved
+
+
+def orphans_stop() -> int:
+    """Stop workloads an agent still runs for placements that were already settled; return how many.
+
+    A node that was lost has its placements settled at once; if it comes back with a container that
+    survived the disconnect, its Hello reports it running again. Nobody pays for it, so it is stopped.
+    Reports older than the settle grace period are ignored, so a placement the agent never confirms
+    stopping is not asked forever.
+    """
+    recent = timezone.now() - timedelta(seconds=settings.RENTALS_SETTLE_GRACE_SECONDS)
+    orphans = list(
+        RentalPlacement.objects.filter(
+            settled_at__isnull=False,
+            node_placement__state__in=["starting", "running"],
+            node_placement__reported_at__gt=F("settled_at"),
+            node_placement__reported_at__gte=recent,
+            node__state__in=[NodeState.ONLINE, NodeState.DRAINING],
+        ).values_list("node_id", "placement_id")
+    )
+    for node_id, placement_id in orphans:
+        logger.info("stopping placement %s on node %s: it was settled while the node was lost", placement_id, node_id)
+    stops_send(orphans)
+    return len(orphans)
 
 
 def rental_observe(*, rental_id: int) -> int:

@@ -394,10 +394,11 @@ def placements_stop(*, rental: Rental, placements: list[RentalPlacement], bill_u
     if undispatched:
         placements_settle(rental=rental, placements=undispatched)
     if to_stop:
-        transaction.on_commit(lambda: _stops_send(to_stop))
+        transaction.on_commit(lambda: stops_send(to_stop))
 
 
-def _stops_send(stops: list[tuple[int, str]]) -> None:
+def stops_send(stops: list[tuple[int, str]]) -> None:
+    """Send StopPlacement for each (node id, placement id); a node that cannot be reached is skipped."""
     for node_id, placement_id in stops:
         try:
             node_send(node_id=node_id, message={"stop_placement": {"placement_id": placement_id}})

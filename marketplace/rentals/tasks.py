@@ -2,18 +2,19 @@
 
 from celery import shared_task
 
-from marketplace.rentals.dispatch import rental_logs_stream, rentals_sync
+from marketplace.rentals.dispatch import orphans_stop, rental_logs_stream, rentals_sync
 from marketplace.rentals.metering import metering_run
 from marketplace.rentals.services import rental_expire_unmatched
 
 
 @shared_task(name="rentals.placements_sync")
 def placements_sync() -> dict:
-    """Stream new log lines, apply placement reports, expire unmatched rentals; return counts."""
+    """Stream new log lines, apply placement reports, expire unmatched rentals, stop orphans; return counts."""
     logs = rental_logs_stream()
     moved = rentals_sync()
     expired = rental_expire_unmatched()
-    return {"log_lines": logs, "rentals_moved": moved, "expired": len(expired)}
+    orphans = orphans_stop()
+    return {"log_lines": logs, "rentals_moved": moved, "expired": len(expired), "orphans_stopped": orphans}
 
 
 @shared_task(name="rentals.metering_run")

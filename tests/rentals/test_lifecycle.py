@@ -281,3 +281,30 @@ def test_someone_elses_rental_cannot_be_cancelled(buyer, node):
         rental_cancel(owner=UserFactory(), rental_id=rental.pk)
     rental.refresh_from_db()
     assert rental.state == RentalState.PENDING
+
+
+def test_a_lost_node_that_comes_back_is_told_to_stop_the_settled_workload(buyer, node):
+    from marketplace.rentals.dispatch import orphans_stop
+    from nodes.models import NodePlacement
+
+    rental, placement = _running(buyer, node)
+    node_transition(node=node, to_state=NodeState.OFFLINE, reason="test: no heartbeat")
+    sync()
+    placement.refresh_from_db()
+    assert placement.settled_at is not None
+    assert orphans_stop() == 0  # the node is still offline: nothing to tell it
+
+    # It reconnects; its Hello says the container survived and still runs.
+    node_transition(node=node, to_state=NodeState.ONLINE, reason="test: back")
+    NodePlacement.objects.filter(pk=placement.node_placement_id).update(state="running", reported_at=timezone.now())
+    before = NodeCommand.objects.filter(node=node).count()
+    assert orphans_stop() == 1
+    command = NodeCommand.objects.filter(node=node).order_by("-pk").first()
+    assert NodeCommand.objects.filter(node=node).count() == before + 1
+    assert "stop" in str(command.message).lower() and placement.placement_id in str(command.message)
+
+    # Once the agent reports the workload exited, it is left alone; the buyer was never charged for it.
+    report_state(placement, "exited", exit_code=143)
+    assert orphans_stop() == 0
+    rental.refresh_from_db()
+    assert rental.charged == placement.buyer_charged
