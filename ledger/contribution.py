@@ -17,11 +17,11 @@ from decimal import ROUND_DOWN, Decimal, localcontext
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from janction.errors import Conflict
 from ledger.currencies import DECIMALS, Currency, to_base_units
+from ledger.fields import ExactSum
 from ledger.models import AccountKind, ContributionEpoch, ContributionScore, StakeEvent, TransactionKind
 from ledger.services import Leg, Posting, ledger_post_bulk
 
@@ -158,7 +158,7 @@ def _stakes(user_ids: set[int], end: datetime) -> dict[int, int]:
     totals = (
         StakeEvent.objects.filter(account__in=owner_of, created_at__lt=end)
         .values_list("account", "kind")
-        .annotate(total=Sum("amount"))
+        .annotate(total=ExactSum("amount"))
     )
     for account, kind, total in totals:
         if kind == StakeEvent.Kind.STAKED:

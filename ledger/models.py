@@ -5,9 +5,7 @@ from django.db import models
 from django.db.models import Q
 
 from ledger.currencies import Currency
-
-# numeric(78, 0): holds any uint256, so JCT's 18 decimals never overflow a column.
-BASE_UNITS = {"max_digits": 78, "decimal_places": 0}
+from ledger.fields import BaseUnitsField
 
 
 class AccountKind(models.TextChoices):
@@ -32,7 +30,7 @@ class Account(models.Model):
     )
     kind = models.CharField(max_length=20, choices=AccountKind.choices)
     currency = models.CharField(max_length=8, choices=Currency.choices)
-    balance = models.DecimalField(default=0, **BASE_UNITS)
+    balance = BaseUnitsField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -89,7 +87,7 @@ class Entry(models.Model):
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
     currency = models.CharField(max_length=8, choices=Currency.choices)
-    amount = models.DecimalField(**BASE_UNITS)
+    amount = BaseUnitsField()
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
@@ -189,7 +187,7 @@ class PayoutAllocation(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payout_allocations")
     currency = models.CharField(max_length=8, choices=Currency.choices)
     address = models.CharField(**_ADDRESS)
-    cumulative = models.DecimalField(**BASE_UNITS)
+    cumulative = BaseUnitsField()
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -253,7 +251,7 @@ class ChainDeposit(ChainLog):
     token = models.CharField(**_ADDRESS)
     currency = models.CharField(max_length=8, choices=Currency.choices, blank=True)
     from_address = models.CharField(**_ADDRESS)
-    amount = models.DecimalField(**BASE_UNITS)
+    amount = BaseUnitsField()
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="chain_deposits"
     )
@@ -277,8 +275,8 @@ class ChainClaim(ChainLog):
     token = models.CharField(**_ADDRESS)
     currency = models.CharField(max_length=8, choices=Currency.choices, blank=True)
     account = models.CharField(**_ADDRESS)
-    amount = models.DecimalField(**BASE_UNITS)
-    cumulative = models.DecimalField(**BASE_UNITS)
+    amount = BaseUnitsField()
+    cumulative = BaseUnitsField()
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="chain_claims"
     )
@@ -305,7 +303,7 @@ class StakeEvent(ChainLog):
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     account = models.CharField(**_ADDRESS)
-    amount = models.DecimalField(**BASE_UNITS)
+    amount = BaseUnitsField()
     unlock_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -329,9 +327,9 @@ class ContributionEpoch(models.Model):
     start = models.DateTimeField(unique=True)
     end = models.DateTimeField()
     # JCT base units: what the settings offered, and what went out (0 when nobody contributed).
-    emission = models.DecimalField(**BASE_UNITS)
-    distributed = models.DecimalField(**BASE_UNITS)
-    total_score = models.DecimalField(**BASE_UNITS)
+    emission = BaseUnitsField()
+    distributed = BaseUnitsField()
+    total_score = BaseUnitsField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -355,13 +353,13 @@ class ContributionScore(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="contribution_scores")
     vgpu_milliseconds = models.PositiveBigIntegerField()
     reputation_weight = models.DecimalField(**_WEIGHT)
-    stake = models.DecimalField(**BASE_UNITS)
+    stake = BaseUnitsField()
     stake_weight = models.DecimalField(**_WEIGHT)
     rounds_traded = models.PositiveIntegerField()
     # Sum over those rounds of S* - S*_-i, in USDC base units per hour.
     marginal_surplus = models.BigIntegerField()
-    score = models.DecimalField(**BASE_UNITS)
-    reward = models.DecimalField(**BASE_UNITS)
+    score = BaseUnitsField()
+    reward = BaseUnitsField()
     ledger_idempotency_key = models.CharField(max_length=200, blank=True)
 
     class Meta:

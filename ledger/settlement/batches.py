@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Sum
+from django.db.models import Max
 from django.utils import timezone
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
@@ -27,6 +27,7 @@ from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFou
 from ledger.chain.client import decode_custom_error
 from ledger.chain.node import ChainConnection
 from ledger.currencies import Currency
+from ledger.fields import ExactSum
 from ledger.merkle import StandardMerkleTree
 from ledger.models import (
     AccountKind,
@@ -205,7 +206,7 @@ def _allocate(*, high_water: int, tokens: dict[str, str]) -> list[list[str]]:
             transaction_id__lte=high_water,
         )
         .values_list("account__owner_id", "currency")
-        .annotate(total=Sum("amount"))
+        .annotate(total=ExactSum("amount"))
     )
     # A user's payout address is their first wallet still linked (lowest id); checksummed only when used.
     first_wallet: dict[int, str] = {}

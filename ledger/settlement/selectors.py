@@ -8,10 +8,11 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from django.db.models import Max, Q, QuerySet, Sum
+from django.db.models import Q, QuerySet
 from web3 import Web3
 
 from ledger.currencies import from_base_units
+from ledger.fields import ExactSum
 from ledger.merkle import StandardMerkleTree
 from ledger.models import (
     AccountKind,
@@ -116,8 +117,9 @@ def _latest_posted() -> SettlementBatch:
 
 
 def _recorded_claimed(token: str, account: str) -> int:
-    top = ChainClaim.objects.filter(token=token, account=account).aggregate(top=Max("cumulative"))["top"]
-    return int(top or 0)
+    # In Python: on SQLite the column is decimal text, which MAX would compare as text.
+    claims = ChainClaim.objects.filter(token=token, account=account).values_list("cumulative", flat=True)
+    return max(claims, default=0)
 
 
 def _leaf_rows(*, user_id: int, address: str | None, with_proofs: bool) -> dict[str, Any]:
@@ -168,7 +170,7 @@ def claimable_for_user(*, user_id: int) -> dict[str, Any]:
     earned = dict(
         Entry.objects.filter(account__owner_id=user_id, account__kind=AccountKind.EARNINGS, amount__gt=0)
         .values_list("currency")
-        .annotate(total=Sum("amount"))
+        .annotate(total=ExactSum("amount"))
     )
     published: dict[str, int] = defaultdict(int)
     for row in result["leaves"]:
@@ -192,7 +194,7 @@ def stake_for_user(*, user_id: int) -> list[dict[str, Any]]:
     """Return the recorded JCT stake of each of the caller's wallets: staked, pending unstake, unlock time."""
     rows = []
     for address in Wallet.objects.filter(user_id=user_id).order_by("pk").values_list("address", flat=True):
-        totals = dict(StakeEvent.objects.filter(account=address).values_list("kind").annotate(total=Sum("amount")))
+        totals = dict(StakeEvent.objects.filter(account=address).values_list("kind").annotate(total=ExactSum("amount")))
         staked_in = int(totals.get(StakeEvent.Kind.STAKED, 0))
         requested = int(totals.get(StakeEvent.Kind.UNSTAKE_REQUESTED, 0))
         withdrawn = int(totals.get(StakeEvent.Kind.WITHDRAWN, 0))
