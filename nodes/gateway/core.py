@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -31,13 +32,21 @@ class DbWorkers:
         for thread in self._threads:
             thread.start()
 
-    def run(self, function: Callable[..., Any], **kwargs: Any) -> Any:
-        """Run function(**kwargs) on a database worker and return its result (or raise its error)."""
+    def submit(self, function: Callable[..., Any], **kwargs: Any) -> Future:
+        """Queue function(**kwargs) for a database worker and return the future of its result."""
         if self._stopped:
             raise RuntimeError("the gateway is stopping")
         future: Future = Future()
         self._jobs.put((function, kwargs, future))
-        return future.result()
+        return future
+
+    def run(self, function: Callable[..., Any], **kwargs: Any) -> Any:
+        """Run function(**kwargs) on a database worker and return its result (or raise its error)."""
+        return self.submit(function, **kwargs).result()
+
+    async def arun(self, function: Callable[..., Any], **kwargs: Any) -> Any:
+        """Await function(**kwargs) run on a database worker, without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(function, **kwargs))
 
     def _work(self) -> None:
         try:
@@ -96,25 +105,36 @@ class HeartbeatBuffer:
 
 
 class StreamSession:
-    """One open Connect stream: the node it belongs to and what to send it."""
+    """One open Connect stream: the node it belongs to and what to send it.
 
-    def __init__(self, *, node_id: int, gpu_ids: dict[int, int]) -> None:
+    The stream's handler runs on the gateway's event loop and awaits `outbox`; `send` and `close` may be
+    called from any thread (the dispatcher's poll runs on its own), so they hand items to the loop.
+    """
+
+    def __init__(self, *, node_id: int, gpu_ids: dict[int, int], loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.node_id = node_id
         self.gpu_ids = gpu_ids
+        self._loop = loop or asyncio.get_running_loop()
         # (NodeCommand id or None, message); None ends the stream.
-        self.outbox: queue.Queue[tuple[int | None, pb.ControlMessage] | None] = queue.Queue()
+        self.outbox: asyncio.Queue[tuple[int | None, pb.ControlMessage] | None] = asyncio.Queue()
         self.routed: set[int] = set()
         self.closed = threading.Event()
 
+    def _put(self, item: tuple[int | None, pb.ControlMessage] | None) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+        except RuntimeError:
+            pass  # the event loop is closed: the stream is gone, and what was not delivered is sent again later
+
     def send(self, message: pb.ControlMessage, command_id: int | None = None) -> None:
-        """Queue a message for the stream."""
-        self.outbox.put((command_id, message))
+        """Queue a message for the stream (thread-safe)."""
+        self._put((command_id, message))
 
     def close(self) -> None:
-        """End the stream's response side."""
+        """End the stream's response side (thread-safe)."""
         if not self.closed.is_set():
             self.closed.set()
-            self.outbox.put(None)
+            self._put(None)
 
 
 class CommandDispatcher:

@@ -1,11 +1,16 @@
-"""Bootstrap of the agent gateway: TLS ports, health checking, background loops and graceful stop."""
+"""Bootstrap of the agent gateway: TLS ports, health checking, background loops and graceful stop.
+
+The gRPC server is a `grpc.aio` server on one asyncio event loop, run by its own thread behind a
+synchronous facade (`start`, `stop`, `wait`), so management commands and tests drive it from plain
+threads. Database work never runs on the loop: it goes to the `DbWorkers` threads.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
@@ -70,12 +75,14 @@ class Gateway:
         self.config = config
         self.heartbeats = HeartbeatBuffer()
         self.dispatcher = CommandDispatcher()
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.health: health.aio.HealthServicer | None = None
         self.db: DbWorkers | None = None
         self.port = 0
         self.enroll_port = 0
         self.connect_address = config.connect_address
-        self._server: grpc.Server | None = None
+        self._server: grpc.aio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._loops: list[threading.Thread] = []
 
@@ -92,26 +99,23 @@ class Gateway:
         ]
         key_pem, certificate_pem = ca.issue_server_certificate(names=[name for name in names if name])
         pairs = [(key_pem, certificate_pem)]
-        # One worker per open stream (its sender) plus room for Enroll and health calls.
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.config.max_streams + 16, thread_name_prefix="gateway-rpc"),
-            options=SERVER_OPTIONS,
-            maximum_concurrent_rpcs=self.config.max_streams + 8,
-        )
-        self.db = DbWorkers(self.config.db_workers)
-        agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(self), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         mutual = grpc.ssl_server_credentials(
             pairs, root_certificates=ca.certificate_pem.encode(), require_client_auth=True
         )
-        self.port = server.add_secure_port(self.config.listen, mutual)
-        self.enroll_port = server.add_secure_port(self.config.enroll_listen, grpc.ssl_server_credentials(pairs))
+        server_tls = grpc.ssl_server_credentials(pairs)
+        self.db = DbWorkers(self.config.db_workers)
+        self._stop.clear()
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._run_event_loop, name="gateway-aio", daemon=True)
+        self._loop_thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._serve(mutual, server_tls), self._loop).result()
+        except BaseException:
+            self._end_event_loop()
+            self.db.stop()
+            raise
         if not self.connect_address:
             self.connect_address = f":{self.port}"
-        server.start()
-        self._server = server
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self._loops = [
             threading.Thread(target=self._maintenance_loop, name="gateway-maintenance", daemon=True),
             threading.Thread(target=self._dispatch_loop, name="gateway-dispatch", daemon=True),
@@ -120,29 +124,69 @@ class Gateway:
             loop.start()
         log.info("agent gateway: Connect (mutual TLS) on port %s, Enroll (TLS) on port %s", self.port, self.enroll_port)
 
+    async def _serve(self, mutual: grpc.ServerCredentials, server_tls: grpc.ServerCredentials) -> None:
+        """Create, bind and start the aio server on the gateway's event loop."""
+        server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=self.config.max_streams + 8)
+        self.health = health.aio.HealthServicer()
+        agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        self.port = server.add_secure_port(self.config.listen, mutual)
+        self.enroll_port = server.add_secure_port(self.config.enroll_listen, server_tls)
+        await server.start()
+        self._server = server
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+
+    def _run_event_loop(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def _end_event_loop(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout=30)
+
     def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, end the streams, stop within `grace` seconds and flush buffered heartbeats."""
         if self._server is None:
             return
-        self.health.enter_graceful_shutdown()
-        stopped = self._server.stop(grace)  # refuses new calls at once
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop_serving(grace), self._loop).result()
+        finally:
+            self._stop.set()
+            for loop in self._loops:
+                loop.join(timeout=30)
+            self._flush()
+            self._mark_delivered()
+            if self.db is not None:
+                self.db.stop()
+            connections.close_all()
+            self._server = None
+            self._end_event_loop()
+            log.info("agent gateway stopped")
+
+    async def _stop_serving(self, grace: float | None) -> None:
+        await self.health.enter_graceful_shutdown()
+        stopping = asyncio.ensure_future(self._server.stop(grace))
+        await asyncio.sleep(0)  # the server refuses new calls from here on
         self.dispatcher.close_all()  # ends open streams cleanly; the agents reconnect with backoff
-        stopped.wait()
-        self._stop.set()
-        for loop in self._loops:
-            loop.join(timeout=30)
-        self._flush()
-        self._mark_delivered()
-        if self.db is not None:
-            self.db.stop()
-        connections.close_all()
-        self._server = None
-        log.info("agent gateway stopped")
+        await stopping
 
     def wait(self) -> None:
         """Block until the server stops."""
-        if self._server is not None:
-            self._server.wait_for_termination()
+        thread = self._loop_thread
+        if self._server is not None and thread is not None:
+            thread.join()
 
     def _flush(self) -> None:
         try:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nodes.gateway")
 
-# A safety net only: closing a session (also on RPC termination, via add_callback) wakes its sender at once.
-IDLE_CHECK_SECONDS = 5.0
 # ApplicationError codes that mean "we know who you are, and no".
 REFUSED_CODES = {"node_deleted", "node_quarantined"}
 
@@ -47,20 +44,20 @@ def _status_for(error: ApplicationError) -> grpc.StatusCode:
 
 
 class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
-    """Enroll and Connect; every database call runs on the gateway's database workers."""
+    """Enroll and Connect on the gateway's event loop; every database call runs on its database workers."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
-    def Enroll(self, request: pb.EnrollRequest, context: grpc.ServicerContext) -> pb.EnrollResponse:
+    async def Enroll(self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext) -> pb.EnrollResponse:
         """Exchange a one-time token and a CSR for a client certificate."""
         try:
-            enrollment = self._gateway.db.run(
+            enrollment = await self._gateway.db.arun(
                 node_enroll, token=request.enrollment_token, csr_pem=request.csr_pem, hostname=request.hostname
             )
         except ApplicationError as error:
             log.warning("enrollment refused (%s) from %s: %s", error.code, context.peer(), error.message)
-            context.abort(_status_for(error), error.message)
+            await context.abort(_status_for(error), error.message)
         return pb.EnrollResponse(
             certificate_pem=enrollment.certificate_pem,
             ca_certificate_pem=enrollment.ca_certificate_pem,
@@ -68,64 +65,66 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
             connect_address=self._gateway.connect_address,
         )
 
-    def Connect(
-        self, request_iterator: Iterator[pb.AgentMessage], context: grpc.ServicerContext
-    ) -> Iterator[pb.ControlMessage]:
-        """Identify the node from its certificate, take its Hello, then stream both ways."""
+    async def Connect(
+        self, request_iterator: AsyncIterator[pb.AgentMessage], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Identify the node from its certificate, take its Hello, then stream both ways.
+
+        Messages are read with `context.read()` by a reader task and written with `context.write()` by
+        this coroutine; a command counts as delivered once gRPC has taken it.
+        """
         certificates = context.auth_context().get("x509_pem_cert", [])
         if not certificates:
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "Connect needs the client certificate issued at enrollment (mutual TLS on the connect port).",
             )
+        db = self._gateway.db
         try:
-            node = self._gateway.db.run(node_authenticate, certificate_pem=certificates[0])
+            node = await db.arun(node_authenticate, certificate_pem=certificates[0])
         except ApplicationError as error:
             log.warning("refused a stream (%s) from %s: %s", error.code, context.peer(), error.message)
-            context.abort(_status_for(error), error.message)
-        first = next(request_iterator, None)
-        if first is None or first.WhichOneof("payload") != "hello":
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "The first message on a stream must be Hello.")
+            await context.abort(_status_for(error), error.message)
+        first = await context.read()
+        if first is grpc.aio.EOF or first.WhichOneof("payload") != "hello":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "The first message on a stream must be Hello.")
         try:
-            gpu_ids = self._gateway.db.run(node_hello, node_id=node.pk, hello=convert.hello_report(first.hello))
+            gpu_ids = await db.arun(node_hello, node_id=node.pk, hello=convert.hello_report(first.hello))
         except ApplicationError as error:
-            context.abort(_status_for(error), error.message)
+            await context.abort(_status_for(error), error.message)
         session = StreamSession(node_id=node.pk, gpu_ids=gpu_ids)
-        context.add_callback(session.close)
-        self._gateway.dispatcher.register(session)
+        dispatcher = self._gateway.dispatcher
+        dispatcher.register(session)
         log.info("node %s connected from %s", node.pk, context.peer())
-        reader = threading.Thread(
-            target=self._read, args=(session, request_iterator), name=f"gateway-read-{node.pk}", daemon=True
-        )
-        reader.start()
+        reader = asyncio.create_task(self._read(session, context), name=f"gateway-read-{node.pk}")
         try:
-            while context.is_active() and not session.closed.is_set():
-                try:
-                    item = session.outbox.get(timeout=IDLE_CHECK_SECONDS)
-                except queue.Empty:
-                    continue
-                if item is None:
-                    break
+            while (item := await session.outbox.get()) is not None:
                 command_id, message = item
-                yield message
+                await context.write(message)
                 if command_id is not None:
-                    self._gateway.dispatcher.delivered(command_id)
+                    dispatcher.delivered(command_id)
         finally:
-            self._gateway.dispatcher.unregister(session)
+            session.close()
+            dispatcher.unregister(session)
+            if not reader.done():
+                reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
             log.info("node %s disconnected", node.pk)
 
-    def _read(self, session: StreamSession, request_iterator: Iterator[pb.AgentMessage]) -> None:
+    async def _read(self, session: StreamSession, context: grpc.aio.ServicerContext) -> None:
         try:
-            for message in request_iterator:
-                self._handle(session, message)
-        except grpc.RpcError:
+            while (message := await context.read()) is not grpc.aio.EOF:
+                await self._handle(session, message)
+        except asyncio.CancelledError:
+            raise
+        except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
             pass  # the stream was cancelled or the server is stopping
         except Exception:
             log.exception("node %s: stream reader failed", session.node_id)
         finally:
             session.close()
 
-    def _handle(self, session: StreamSession, message: pb.AgentMessage) -> None:
+    async def _handle(self, session: StreamSession, message: pb.AgentMessage) -> None:
         kind = message.WhichOneof("payload")
         node_id, db = session.node_id, self._gateway.db
         try:
@@ -136,15 +135,17 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
                     )
                 )
             elif kind == "usage_report":
-                db.run(usage_report_record, node_id=node_id, report=convert.usage_report_in(message.usage_report))
+                report = convert.usage_report_in(message.usage_report)
+                await db.arun(usage_report_record, node_id=node_id, report=report)
                 session.send(convert.usage_ack(message.usage_report))
             elif kind == "placement_status":
                 status = convert.placement_status_report(message.placement_status)
-                db.run(placement_status_record, node_id=node_id, status=status)
+                await db.arun(placement_status_record, node_id=node_id, status=status)
             elif kind == "log_chunk":
-                db.run(placement_logs_append, node_id=node_id, chunk=convert.log_chunk_report(message.log_chunk))
+                chunk = convert.log_chunk_report(message.log_chunk)
+                await db.arun(placement_logs_append, node_id=node_id, chunk=chunk)
             elif kind == "hello":
-                session.gpu_ids = db.run(node_hello, node_id=node_id, hello=convert.hello_report(message.hello))
+                session.gpu_ids = await db.arun(node_hello, node_id=node_id, hello=convert.hello_report(message.hello))
             else:
                 log.warning("node %s sent an empty or unknown message; ignored", node_id)
         except ApplicationError as error:
