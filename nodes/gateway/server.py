@@ -8,6 +8,7 @@ threads. Database work never runs on the loop: it goes to the `DbWorkers` thread
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -26,6 +27,8 @@ from nodes.services import node_mark_stale_offline
 
 log = logging.getLogger("nodes.gateway")
 
+# Collections of the middle generation between two full (generation 2) collections; CPython's default is 10.
+FULL_COLLECTION_THRESHOLD = 100
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name
 # Keepalive pings agents send (every 300 s, see agent/client.py) are welcome.
 SERVER_OPTIONS = [
@@ -122,6 +125,12 @@ class Gateway:
         ]
         for loop in self._loops:
             loop.start()
+        # Everything loaded so far (Django, gRPC, the app) lives as long as the process: keep it out of the
+        # cyclic collector, so full collections (which hold the GIL and stall the event loop) stay short,
+        # and run them less often: with thousands of streams each one pauses every stream for a while.
+        gc.freeze()
+        young, middle, old = gc.get_threshold()
+        gc.set_threshold(young, middle, max(old, FULL_COLLECTION_THRESHOLD))
         log.info("agent gateway: Connect (mutual TLS) on port %s, Enroll (TLS) on port %s", self.port, self.enroll_port)
 
     async def _serve(self, mutual: grpc.ServerCredentials, server_tls: grpc.ServerCredentials) -> None:
