@@ -1,6 +1,6 @@
 """Ledger errors."""
 
-from janction.errors import ApplicationError, Conflict, NotFound, Unprocessable, ValidationFailed
+from janction.errors import ApplicationError, NotFound, Unprocessable, ValidationFailed
 
 
 class UnknownCurrency(ValidationFailed):
@@ -25,12 +25,5 @@ class IdempotencyKeyReused(Unprocessable):
     code = "idempotency_key_reused"
 
 
-class AccountNotFound(NotFound):
-    code = "account_not_found"
-
-
 class FaucetDisabled(NotFound):
     code = "faucet_disabled"
-
-
-__all__ = ["Conflict"]

@@ -1,6 +1,6 @@
 """Node errors."""
 
-from janction.errors import ApplicationError, Conflict, NotFound, ValidationFailed
+from janction.errors import ApplicationError, Conflict, NotFound
 
 
 class NodeNotFound(NotFound):
@@ -22,7 +22,3 @@ class NodeBusy(Conflict):
 class EnrollmentRefused(ApplicationError):
     code = "enrollment_refused"
     status = 403
-
-
-class InvalidPrice(ValidationFailed):
-    code = "invalid_price"

@@ -9,7 +9,3 @@ class UnknownPool(NotFound):
 
 class InvalidBid(ValidationFailed):
     code = "invalid_bid"
-
-
-class RoundNotFound(NotFound):
-    code = "round_not_found"

@@ -51,9 +51,5 @@ class InvalidAddress(ValidationFailed):
     code = "invalid_address"
 
 
-class WalletNotYours(NotFound):
-    code = "wallet_not_found"
-
-
 class InvalidDataHash(ValidationFailed):
     code = "invalid_data_hash"

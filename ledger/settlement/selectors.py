@@ -33,8 +33,8 @@ from ledger.settlement.errors import (
     InvalidAddress,
     InvalidDataHash,
     NoPostedBatch,
-    WalletNotYours,
 )
+from marketplace.errors import WalletNotFound
 from marketplace.models import Wallet
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -105,7 +105,7 @@ def _user_addresses(*, user_id: int, address: str | None) -> list[str]:
         raise InvalidAddress(f"{address!r} is not an EVM address; send 0x followed by 40 hex digits.")
     checksummed = Web3.to_checksum_address(address)
     if checksummed not in owned:
-        raise WalletNotYours(f"{checksummed} is not one of your wallets; link it first under /api/v1/wallets/.")
+        raise WalletNotFound(f"{checksummed} is not one of your wallets; link it first under /api/v1/wallets/.")
     return [checksummed]
 
 
