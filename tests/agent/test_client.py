@@ -6,6 +6,7 @@ import itertools
 import random
 import stat
 import threading
+import time
 
 import grpc
 import pytest
@@ -169,6 +170,10 @@ def test_client_runs_a_placement_and_survives_a_gateway_restart(tmp_path, gatewa
         assert [(p.placement_id, p.state) for p in rehello.placements] == [("p-1", pb.PLACEMENT_STATE_RUNNING)]
         exited = gateway.wait_for(_status("p-1", pb.PLACEMENT_STATE_EXITED), timeout=20).placement_status
         assert exited.HasField("exit_code") and exited.exit_code == 0
+        # The last usage report is acked a moment after the exit status: give it time before shutting down.
+        deadline = time.monotonic() + 10
+        while session.placements and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         client.shutdown()
         thread.join(timeout=10)
