@@ -77,8 +77,9 @@ def run(config: AgentConfig) -> int:
     )
     session.recover()
     client = AgentClient(session=session, address=state.connect_address or config.gateway, credentials=credentials)
+    # The first SIGTERM or SIGINT stops workloads gracefully and says goodbye; a second one stops at once.
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: client.shutdown())
+        signal.signal(signum, lambda *_: client.stop_gracefully())
     log.info(
         "agent for node %s: %d GPU(s), %d vGPU(s), runtime %s%s",
         state.node_id,

@@ -14,15 +14,24 @@ import grpc
 from agent.identity import build_csr_pem, generate_private_key, load_certificate_pem, load_private_key, private_key_pem
 from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.proto.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
+from agent.runtime.base import DEFAULT_GRACE_SECONDS
 from agent.session import AgentSession, Outbox
 from agent.state import AgentState, StateStore
 
 log = logging.getLogger(__name__)
 
 ENROLL_TIMEOUT_SECONDS = 30
-ENROLL_ATTEMPTS = 5
+ENROLL_ATTEMPTS = 8
 STABLE_CONNECTION_SECONDS = 30
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# A gateway that is down, overloaded or shedding load is waited out with backoff; anything else is final.
+RETRYABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+)
+# How long a stopping agent waits for the acknowledgement of its last usage reports, then for the stream to end.
+GOODBYE_ACK_SECONDS = 5.0
 # Keepalive no more often than gRPC servers accept by default (grpc.http2.min_ping_interval_without_data_ms).
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 300_000),
@@ -141,6 +150,7 @@ class AgentClient:
         self._backoff = backoff or Backoff()
         self._tick_interval = tick_interval
         self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._lock = threading.RLock()  # shutdown() may run in a signal handler on the locking thread
         self._call: grpc.Future | None = None
 
@@ -165,6 +175,30 @@ class AgentClient:
         with self._lock:
             if self._call is not None:
                 self._call.cancel()
+
+    def stop_gracefully(self, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> None:
+        """Begin a graceful stop (SIGTERM): workloads get TERM, grace, KILL; a second call stops at once."""
+        if self._stopping.is_set():
+            self.shutdown()
+            return
+        self._stopping.set()
+        threading.Thread(target=self._stop_gracefully, args=(grace_seconds,), name="agent-stop", daemon=True).start()
+
+    def _stop_gracefully(self, grace_seconds: int) -> None:
+        try:
+            self._session.shutdown_workloads(grace_seconds)
+            deadline = time.monotonic() + GOODBYE_ACK_SECONDS
+            while self._session.unacknowledged_usage() and time.monotonic() < deadline and self._call is not None:
+                time.sleep(0.05)
+            self._stop.set()  # no reconnect once Goodbye is out
+            if self._session.say_goodbye("the provider's agent is shutting down"):
+                deadline = time.monotonic() + GOODBYE_ACK_SECONDS
+                while self._call is not None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        except Exception:
+            log.exception("graceful stop failed; stopping at once")
+        finally:
+            self.shutdown()
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self._tick_interval):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from agent.nvml.base import GpuInfo, GpuTelemetry
 from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.runtime.base import (
+    DEFAULT_CPU_MILLICORES,
     DEFAULT_MEMORY_BYTES,
     DEFAULT_PIDS_LIMIT,
     PlacementSpec,
@@ -15,21 +14,16 @@ from agent.runtime.base import (
 )
 from agent.slicing import ContainerGpuSettings, VGpuPlan
 from agent.state import PlacementRecord, UsageRecord
+from agent.validation import validate_start
 
 STATE_TO_PROTO = {
     WorkloadState.STARTING: pb.PLACEMENT_STATE_STARTING,
     WorkloadState.RUNNING: pb.PLACEMENT_STATE_RUNNING,
     WorkloadState.EXITED: pb.PLACEMENT_STATE_EXITED,
     WorkloadState.FAILED: pb.PLACEMENT_STATE_FAILED,
+    WorkloadState.LOST: pb.PLACEMENT_STATE_LOST,
 }
 STREAM_TO_PROTO = {"stdout": pb.LOG_STREAM_STDOUT, "stderr": pb.LOG_STREAM_STDERR}
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RESERVED_ENV_PREFIXES = ("JANCTION_", "CUDA_MPS_", "NVIDIA_VISIBLE_DEVICES")
-MAX_PLACEMENT_ID_LENGTH = 128
-
-
-class InvalidPlacement(ValueError):
-    """A StartPlacement the agent refuses."""
 
 
 def gpu_message(gpu: GpuInfo) -> pb.Gpu:
@@ -92,6 +86,7 @@ def status_message(record: PlacementRecord, at_ms: int) -> pb.AgentMessage:
         state=STATE_TO_PROTO[WorkloadState(record.state)],
         message=record.message,
         at_ms=at_ms,
+        limits_not_enforced=record.limits_not_enforced,
     )
     if record.exit_code is not None:
         status.exit_code = record.exit_code
@@ -155,27 +150,9 @@ def heartbeat_message(
     )
 
 
-def validate_placement_id(placement_id: str) -> None:
-    """Raise InvalidPlacement unless the id is short and printable."""
-    if not placement_id or len(placement_id) > MAX_PLACEMENT_ID_LENGTH or not placement_id.isprintable():
-        raise InvalidPlacement(f"placement ids must be 1 to {MAX_PLACEMENT_ID_LENGTH} printable characters")
-
-
 def placement_spec(start: pb.StartPlacement, gpu: ContainerGpuSettings) -> PlacementSpec:
-    """Return the runtime spec of a StartPlacement, validating what the buyer controls."""
-    validate_placement_id(start.placement_id)
-    if not start.image.strip():
-        raise InvalidPlacement("the placement has no image")
-    for name in start.env:
-        if not ENV_NAME.match(name):
-            raise InvalidPlacement(f"invalid environment variable name {name!r}")
-        if name.startswith(RESERVED_ENV_PREFIXES):
-            raise InvalidPlacement(f"environment variable {name} is reserved for the platform")
-    protocols = {port.protocol or "tcp" for port in start.ports}
-    if not protocols <= {"tcp", "udp"}:
-        raise InvalidPlacement(f"port protocols must be tcp or udp, got {', '.join(sorted(protocols))}")
-    if any(not 0 < port.container_port < 65536 or port.host_port > 65535 for port in start.ports):
-        raise InvalidPlacement("ports must be between 1 and 65535")
+    """Return the runtime spec of a StartPlacement, validating every field (see agent.validation)."""
+    validate_start(start)
     env = dict(start.env)
     env["JANCTION_PLACEMENT_ID"] = start.placement_id
     if start.peers:
@@ -187,7 +164,7 @@ def placement_spec(start: pb.StartPlacement, gpu: ContainerGpuSettings) -> Place
         env=env,
         gpu=gpu,
         memory_limit_bytes=start.memory_limit_bytes or DEFAULT_MEMORY_BYTES,
-        cpu_millicores=start.cpu_millicores,
+        cpu_millicores=start.cpu_millicores or DEFAULT_CPU_MILLICORES,
         pids_limit=start.pids_limit or DEFAULT_PIDS_LIMIT,
         network_allowed=start.network_allowed,
         ports=tuple(PortSpec(port.container_port, port.host_port, port.protocol or "tcp") for port in start.ports),

@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 from agent import __version__
 from agent.messages import (
-    InvalidPlacement,
     gpu_message,
     heartbeat_message,
     log_messages,
@@ -24,7 +23,6 @@ from agent.messages import (
     running_placement_message,
     status_message,
     usage_message,
-    validate_placement_id,
     vgpu_message,
 )
 from agent.nvml.base import GpuBackend
@@ -33,10 +31,12 @@ from agent.runtime.base import DEFAULT_GRACE_SECONDS, LogLine, Runtime, StateCha
 from agent.slicing import SlicingError, VGpuPlan, container_gpu_settings
 from agent.state import AgentState, PlacementRecord, StateStore
 from agent.usage import UsageMeter
+from agent.validation import ExpiredCommand, InvalidPlacement, validate_placement_id, validate_start
 
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED_LINES = 10_000
+SHUTDOWN_MESSAGE = "the provider's agent shut down"
 SAVE_INTERVAL_SECONDS = 2.0
 Outbox = queue.Queue[pb.AgentMessage | None]
 
@@ -71,6 +71,7 @@ class AgentSession:
         self._outbox: Outbox = queue.Queue()
         self._connected = False
         self._draining = False
+        self._shutting_down = False
         self._lines: dict[str, list[tuple[int, str, str]]] = {}
         self._final_sent: set[str] = set()
         self._last_heartbeat = 0.0
@@ -158,12 +159,15 @@ class AgentSession:
                 return
             try:
                 validate_placement_id(placement_id)
-                if self._draining:
+                validate_start(start, self._now_ms())
+                if self._draining or self._shutting_down:
                     raise InvalidPlacement("this node is draining and accepts no new placements")
                 spec = placement_spec(start, container_gpu_settings(self._claim(list(start.vgpu_local_ids))))
             except (InvalidPlacement, SlicingError) as exc:
                 log.warning("refusing placement %r: %s", placement_id, exc)
-                refused = PlacementRecord(placement_id, start.image, list(start.vgpu_local_ids), "failed")
+                # An expired command is nobody's fault in the workload: report it lost, not failed.
+                state = WorkloadState.LOST if isinstance(exc, ExpiredCommand) else WorkloadState.FAILED
+                refused = PlacementRecord(placement_id, start.image[:255], list(start.vgpu_local_ids)[:64], state.value)
                 refused.message = str(exc)
                 self._send(status_message(refused, self._now_ms()))
                 return
@@ -171,7 +175,13 @@ class AgentSession:
             self._state.placements[placement_id] = record
             self._save()
             self._send(status_message(record, self._now_ms()))
-        log.info("starting placement %s (%s) on %s", placement_id, start.image, ", ".join(start.vgpu_local_ids))
+        log.info(
+            "starting placement %s (%s) on %s, issued for %s",
+            placement_id,
+            start.image,
+            ", ".join(start.vgpu_local_ids),
+            start.issued_for_state or "an unstated rental state",
+        )
         self._runtime.start(spec, self)
 
     def _claim(self, local_ids: list[str]) -> list[VGpuPlan]:
@@ -243,10 +253,15 @@ class AgentSession:
             record = self._state.placements.get(change.placement_id)
             if record is None or WorkloadState(record.state).finished:
                 return
+            if change.state.finished and self._shutting_down and not record.stop_requested:
+                change = StateChange(
+                    change.placement_id, WorkloadState.LOST, change.at_ms, change.exit_code, SHUTDOWN_MESSAGE
+                )
             record.state = change.state.value
             if change.state == WorkloadState.RUNNING:
                 record.started_at_ms = record.started_at_ms or change.at_ms
-                if record.stop_requested:
+                record.limits_not_enforced = change.limits_not_enforced
+                if record.stop_requested or self._shutting_down:
                     self._runtime.stop(record.placement_id)
             elif change.state.finished:
                 self._flush_logs(record.placement_id)
@@ -339,11 +354,46 @@ class AgentSession:
                 at = workload.finished_at_ms or self._now_ms()
                 self.on_state(StateChange(record.placement_id, WorkloadState.EXITED, at, workload.exit_code))
             else:
+                # The agent (or its host) went away under the workload: the provider's failure, not the buyer's.
                 message = "the workload was gone when the agent restarted"
                 at = record.usage_end_ms or record.started_at_ms or self._now_ms()
-                self.on_state(StateChange(record.placement_id, WorkloadState.FAILED, at, message=message))
+                self.on_state(StateChange(record.placement_id, WorkloadState.LOST, at, message=message))
         for placement_id in unknown:
             log.warning("the runtime holds workload %s that this agent's state does not know", placement_id)
+
+    def shutdown_workloads(self, grace_seconds: int = DEFAULT_GRACE_SECONDS, *, timeout: float | None = None) -> bool:
+        """Stop every workload (SIGTERM, grace, SIGKILL), reporting each as lost; return whether all ended.
+
+        Each final status and last usage report goes to the outbox as its workload ends.
+        """
+        with self._lock:
+            self._shutting_down = True
+            live = [r.placement_id for r in self._state.placements.values() if not WorkloadState(r.state).finished]
+        for placement_id in live:
+            log.info("stopping placement %s: the agent is shutting down", placement_id)
+            self._runtime.stop(placement_id, grace_seconds)
+        deadline = time.monotonic() + (grace_seconds + 10 if timeout is None else timeout)
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(WorkloadState(self._state.placements[p].state).finished for p in live if p in self.placements):
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def unacknowledged_usage(self) -> int:
+        """Return how many usage reports still wait for the gateway's acknowledgement."""
+        with self._lock:
+            return sum(len(record.pending_usage) for record in self._state.placements.values())
+
+    def say_goodbye(self, reason: str) -> bool:
+        """Queue Goodbye as the stream's last message and end it; return whether a stream was open."""
+        with self._lock:
+            if not self._connected:
+                return False
+            self._outbox.put(pb.AgentMessage(goodbye=pb.Goodbye(reason=reason[:200])))
+            self._connected = False
+            self._outbox.put(None)
+            return True
 
     def close(self) -> None:
         """Save the state one last time."""

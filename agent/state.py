@@ -57,6 +57,7 @@ class PlacementRecord:
     log_seq: int = 0
     log_cursor: str = ""
     stop_requested: bool = False
+    limits_not_enforced: str = ""
     pending_usage: list[UsageRecord] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ class UsageMeter:
         if record.started_at_ms == 0:
             return None
         start = max(record.usage_end_ms, record.started_at_ms)
-        if record.state in ("exited", "failed"):
+        if record.state in ("exited", "failed", "lost"):
             end = record.ended_at_ms
         elif record.state == "running" and now_ms - start >= self.interval_ms:
             end = now_ms

@@ -20,6 +20,8 @@ LABEL_MANAGED = "io.janction.managed"
 CONTAINER_PREFIX = "janction-"
 DEFAULT_MEMORY_BYTES = 2 * 1024**3
 DEFAULT_PIDS_LIMIT = 512
+# Two cores when the platform sends no CPU limit: a workload never gets the whole host by default.
+DEFAULT_CPU_MILLICORES = 2000
 DEFAULT_TMPFS_BYTES = 256 * 1024**2
 DEFAULT_GRACE_SECONDS = 10
 MAX_LINE_BYTES = 16 * 1024
@@ -35,11 +37,13 @@ class WorkloadState(enum.StrEnum):
     RUNNING = "running"
     EXITED = "exited"
     FAILED = "failed"
+    # Gone for a reason on the provider's side (the agent restarted or shut down under it), not the workload's.
+    LOST = "lost"
 
     @property
     def finished(self) -> bool:
         """Return whether the workload will not run again."""
-        return self in (WorkloadState.EXITED, WorkloadState.FAILED)
+        return self in (WorkloadState.EXITED, WorkloadState.FAILED, WorkloadState.LOST)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -65,7 +69,7 @@ class PlacementSpec:
     env: dict[str, str]
     gpu: ContainerGpuSettings
     memory_limit_bytes: int = DEFAULT_MEMORY_BYTES
-    cpu_millicores: int = 0
+    cpu_millicores: int = DEFAULT_CPU_MILLICORES
     pids_limit: int = DEFAULT_PIDS_LIMIT
     network_allowed: bool = False
     ports: tuple[PortSpec, ...] = ()
@@ -101,6 +105,8 @@ class StateChange:
     at_ms: int
     exit_code: int | None = None
     message: str = ""
+    # With RUNNING: which limits the runtime could not enforce and why; empty when all are enforced.
+    limits_not_enforced: str = ""
 
 
 @dataclass(frozen=True)

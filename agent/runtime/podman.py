@@ -131,7 +131,8 @@ class PodmanRuntime(Runtime):
             if spec.gpu.uses_mps:
                 pipe = self._mps_pipe_directory
                 args += ["--ipc", "host", "--volume", f"{pipe}:{pipe}", "--env", f"CUDA_MPS_PIPE_DIRECTORY={pipe}"]
-        return [*args, spec.image, *spec.command]
+        # "--" ends the options: whatever the image reference says, podman reads it as the image.
+        return [*args, "--", spec.image, *spec.command]
 
     def start(self, spec: PlacementSpec, events: RuntimeEvents) -> None:
         """Create and start the container in the background, then follow it."""

@@ -2,8 +2,12 @@
 
 The image is recorded but never pulled: the command runs with the host's own binaries. The
 workload gets a private /tmp, no network, a fresh PID namespace, no capabilities, uid 65534,
-an address-space limit (prlimit --as) for its memory limit, and dies with the agent. Home
-directories, /root, /run, /var, the agent's state directory and working directory are hidden.
+an address-space limit (prlimit --as) per process, and dies with the agent. Home directories,
+/root, /run, /var, the agent's state directory and working directory are hidden.
+
+When the agent runs as root, the whole workload also gets its own cgroups with its pids, memory
+and CPU limits (see agent.runtime.cgroups). Where it cannot create them, the workload still runs
+and its RUNNING state carries a "limits not enforced" note that the platform shows to the buyer.
 It is meant for development and the embedded default, not for renting out a machine.
 """
 
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from agent.runtime.base import (
     CONTAINER_TMP,
+    DEFAULT_CPU_MILLICORES,
     DEFAULT_GRACE_SECONDS,
     DEFAULT_TMPFS_BYTES,
     LogLine,
@@ -33,6 +38,7 @@ from agent.runtime.base import (
     pump_lines,
     start_thread,
 )
+from agent.runtime.cgroups import CgroupLimiter, CgroupUnavailable, WorkloadGroups, entry_command
 
 NOBODY = 65534
 HIDDEN_PATHS = ("/home", "/root", "/run", "/var", "/mnt", "/media", "/srv")
@@ -55,8 +61,10 @@ class SandboxRuntime(Runtime):
         hidden_paths: tuple[str, ...] = (),
         binary: str = "bwrap",
         tmpfs_bytes: int = DEFAULT_TMPFS_BYTES,
+        limiter: CgroupLimiter | None = None,
     ) -> None:
         self._binary = binary
+        self._limiter = limiter or CgroupLimiter()
         self._tmpfs_bytes = tmpfs_bytes
         paths = {Path(path).resolve() for path in (*HIDDEN_PATHS, *hidden_paths, os.getcwd())} - {Path("/")}
         self._hidden = tuple(
@@ -65,6 +73,7 @@ class SandboxRuntime(Runtime):
             if not any(path != other and path.is_relative_to(other) for other in paths)
         )
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._groups: dict[str, WorkloadGroups] = {}
         self._stopping: set[str] = set()
         self._lock = threading.Lock()
 
@@ -88,6 +97,7 @@ class SandboxRuntime(Runtime):
                 f"bwrap cannot create a sandbox here ({probe.stderr.strip()[-300:]}); unprivileged user "
                 "namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1)"
             )
+        self._limiter.remove_stale()
 
     def _bwrap_arguments(self) -> list[str]:
         args = [self._binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
@@ -124,10 +134,28 @@ class SandboxRuntime(Runtime):
             return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
         return []
 
-    def command_line(self, spec: PlacementSpec) -> list[str]:
-        """Return the full command line that runs a placement."""
+    def command_line(self, spec: PlacementSpec, groups: WorkloadGroups | None = None) -> list[str]:
+        """Return the full command line that runs a placement (entering its cgroups first, as root)."""
+        enter = entry_command(groups.procs_files()) if groups is not None else []
         limit = ["prlimit", f"--as={spec.memory_limit_bytes}", "--"]
-        return [*self._drop_root(), *limit, *self._bwrap_arguments(), "--", *spec.command]
+        return [*enter, *self._drop_root(), *limit, *self._bwrap_arguments(), "--", *spec.command]
+
+    def _limits(self, spec: PlacementSpec) -> tuple[WorkloadGroups | None, str]:
+        """Return the workload's cgroups, or None and the "limits not enforced" note saying why."""
+        try:
+            groups = self._limiter.create(
+                spec.container_name,
+                pids_limit=spec.pids_limit,
+                memory_bytes=spec.memory_limit_bytes,
+                cpu_millicores=spec.cpu_millicores or DEFAULT_CPU_MILLICORES,
+            )
+        except CgroupUnavailable as exc:
+            note = (
+                f"pids, total memory and CPU limits are not enforced ({exc}); "
+                "only a per-process address-space limit applies"
+            )
+            return None, note
+        return groups, ""
 
     def start(self, spec: PlacementSpec, events: RuntimeEvents) -> None:
         """Start the sandbox and follow it in the background."""
@@ -144,9 +172,10 @@ class SandboxRuntime(Runtime):
             events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=message))
             return
         env = {"PATH": SANDBOX_PATH, "HOME": CONTAINER_TMP, **spec.env, **spec.gpu.env}
+        groups, note = self._limits(spec)
         try:
             process = subprocess.Popen(
-                self.command_line(spec),
+                self.command_line(spec, groups),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -154,11 +183,15 @@ class SandboxRuntime(Runtime):
                 start_new_session=True,
             )
         except OSError as exc:
+            if groups is not None:
+                groups.remove()
             events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=str(exc)))
             return
         with self._lock:
             self._processes[placement_id] = process
-        events.on_state(StateChange(placement_id, WorkloadState.RUNNING, _now_ms()))
+            if groups is not None:
+                self._groups[placement_id] = groups
+        events.on_state(StateChange(placement_id, WorkloadState.RUNNING, _now_ms(), limits_not_enforced=note))
         assert process.stdout is not None and process.stderr is not None
         readers = [
             start_thread(
@@ -172,8 +205,11 @@ class SandboxRuntime(Runtime):
         for reader in readers:
             reader.join()
         code = process.wait()
+        if groups is not None:
+            groups.remove()
         with self._lock:
             self._processes.pop(placement_id, None)
+            self._groups.pop(placement_id, None)
             self._stopping.discard(placement_id)
         exit_code = 128 - code if code < 0 else code
         events.on_state(StateChange(placement_id, WorkloadState.EXITED, _now_ms(), exit_code=exit_code))
@@ -185,17 +221,40 @@ class SandboxRuntime(Runtime):
             if process is None or placement_id in self._stopping:
                 return
             self._stopping.add(placement_id)
-        start_thread(self._terminate, process, grace_seconds, name=f"sandbox-stop-{placement_id}")
+            groups = self._groups.get(placement_id)
+        start_thread(self._terminate, process, groups, grace_seconds, name=f"sandbox-stop-{placement_id}")
 
     @staticmethod
-    def _terminate(process: subprocess.Popen[bytes], grace_seconds: int) -> None:
+    def _terminate(process: subprocess.Popen[bytes], groups: WorkloadGroups | None, grace_seconds: int) -> None:
+        """Send SIGTERM to the workload's processes, then SIGKILL to all of them after the grace period.
+
+        bwrap itself does not pass SIGTERM on, and its init in the new PID namespace ignores it, so TERM
+        goes to every process below bwrap; bwrap ends when the workload does.
+        """
+        for pid in _descendants(process.pid):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         try:
-            os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=grace_seconds)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            for pid in _descendants(process.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if groups is not None:
+                groups.signal_all(signal.SIGKILL)
+
+    def limits_description(self) -> str:
+        """Return how the sandbox enforces whole-workload limits here, for the agent's start-up log."""
+        described = self._limiter.describe()
+        return f"cgroups ({described})" if described else "per-process limits only"
 
     def list_workloads(self) -> list[WorkloadInfo]:
         """Return the sandboxes this agent process started and still runs."""
@@ -205,7 +264,29 @@ class SandboxRuntime(Runtime):
     def attach(self, placement_id: str, events: RuntimeEvents, log_cursor: str = "") -> None:
         """Fail: a sandbox dies with the agent, so there is nothing to re-attach to."""
         message = "the sandbox ended when the agent stopped (sandboxes do not outlive the agent)"
-        events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=message))
+        events.on_state(StateChange(placement_id, WorkloadState.LOST, _now_ms(), message=message))
 
     def remove(self, placement_id: str) -> None:
         """Forget nothing: an exited sandbox leaves nothing behind."""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Return every descendant of a process, parents before children (read from /proc)."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.append(child)
+                    pending.append(child)
+    return found

@@ -138,3 +138,15 @@ def test_a_restarted_agent_finds_and_follows_its_container_by_label(runtime, tes
         runtime.remove(placement_id)
     assert finished.exit_code == 0
     assert "two" in second.texts() and "zero" not in second.texts()
+
+
+@pytest.mark.parametrize("image", ["--user=0", "--volume=/:/host"])
+def test_a_flag_as_image_is_never_read_as_a_flag_even_without_validation(runtime, test_image, request, image):
+    """The runtime is handed the image directly (the session's validation bypassed): nothing runs."""
+    placement_id = _placement_id(request, f"flag-{image[2:6]}")
+    events = Recorder()
+    runtime.start(PlacementSpec(placement_id, image, (test_image, "id", "-u"), {}, FAKE_GPU), events)
+    finished = events.wait_finished()
+    assert finished.state == WorkloadState.FAILED
+    assert "reference" in finished.message.lower() or "invalid" in finished.message.lower(), finished.message
+    assert events.texts() == [], "no container ran"

@@ -101,4 +101,4 @@ def test_sandboxes_do_not_survive_the_agent():
     assert runtime.list_workloads() == []
     events = Recorder()
     runtime.attach("gone", events)
-    assert events.changes[0].state == WorkloadState.FAILED
+    assert events.changes[0].state == WorkloadState.LOST

@@ -14,6 +14,7 @@ class PlacementState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PLACEMENT_STATE_RUNNING: _ClassVar[PlacementState]
     PLACEMENT_STATE_EXITED: _ClassVar[PlacementState]
     PLACEMENT_STATE_FAILED: _ClassVar[PlacementState]
+    PLACEMENT_STATE_LOST: _ClassVar[PlacementState]
 
 class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -25,6 +26,7 @@ PLACEMENT_STATE_STARTING: PlacementState
 PLACEMENT_STATE_RUNNING: PlacementState
 PLACEMENT_STATE_EXITED: PlacementState
 PLACEMENT_STATE_FAILED: PlacementState
+PLACEMENT_STATE_LOST: PlacementState
 LOG_STREAM_UNSPECIFIED: LogStream
 LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream
@@ -52,18 +54,20 @@ class EnrollResponse(_message.Message):
     def __init__(self, certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., node_id: _Optional[str] = ..., connect_address: _Optional[str] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "placement_status", "log_chunk", "usage_report")
+    __slots__ = ("hello", "heartbeat", "placement_status", "log_chunk", "usage_report", "goodbye")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_STATUS_FIELD_NUMBER: _ClassVar[int]
     LOG_CHUNK_FIELD_NUMBER: _ClassVar[int]
     USAGE_REPORT_FIELD_NUMBER: _ClassVar[int]
+    GOODBYE_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     placement_status: PlacementStatus
     log_chunk: LogChunk
     usage_report: UsageReport
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., placement_status: _Optional[_Union[PlacementStatus, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., usage_report: _Optional[_Union[UsageReport, _Mapping]] = ...) -> None: ...
+    goodbye: Goodbye
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., placement_status: _Optional[_Union[PlacementStatus, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., usage_report: _Optional[_Union[UsageReport, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
     __slots__ = ("start_placement", "stop_placement", "drain", "ping", "usage_ack")
@@ -217,18 +221,20 @@ class GpuSample(_message.Message):
     def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., utilization_percent: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., temperature_celsius: _Optional[int] = ..., power_milliwatts: _Optional[int] = ..., compute_processes: _Optional[int] = ..., fake: _Optional[bool] = ...) -> None: ...
 
 class PlacementStatus(_message.Message):
-    __slots__ = ("placement_id", "state", "exit_code", "message", "at_ms")
+    __slots__ = ("placement_id", "state", "exit_code", "message", "at_ms", "limits_not_enforced")
     PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     AT_MS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_NOT_ENFORCED_FIELD_NUMBER: _ClassVar[int]
     placement_id: str
     state: PlacementState
     exit_code: int
     message: str
     at_ms: int
-    def __init__(self, placement_id: _Optional[str] = ..., state: _Optional[_Union[PlacementState, str]] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., at_ms: _Optional[int] = ...) -> None: ...
+    limits_not_enforced: str
+    def __init__(self, placement_id: _Optional[str] = ..., state: _Optional[_Union[PlacementState, str]] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., at_ms: _Optional[int] = ..., limits_not_enforced: _Optional[str] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("placement_id", "seq", "stream", "lines")
@@ -261,7 +267,7 @@ class UsageReport(_message.Message):
     def __init__(self, placement_id: _Optional[str] = ..., seq: _Optional[int] = ..., interval_start_ms: _Optional[int] = ..., interval_end_ms: _Optional[int] = ..., vgpu_count: _Optional[int] = ..., vgpu_milliseconds: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class StartPlacement(_message.Message):
-    __slots__ = ("placement_id", "image", "command", "env", "vgpu_local_ids", "memory_limit_bytes", "cpu_millicores", "pids_limit", "network_allowed", "ports", "peers")
+    __slots__ = ("placement_id", "image", "command", "env", "vgpu_local_ids", "memory_limit_bytes", "cpu_millicores", "pids_limit", "network_allowed", "ports", "peers", "expires_at_ms", "issued_for_state")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +286,8 @@ class StartPlacement(_message.Message):
     NETWORK_ALLOWED_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_FOR_STATE_FIELD_NUMBER: _ClassVar[int]
     placement_id: str
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -291,7 +299,9 @@ class StartPlacement(_message.Message):
     network_allowed: bool
     ports: _containers.RepeatedCompositeFieldContainer[PortMapping]
     peers: _containers.RepeatedCompositeFieldContainer[Peer]
-    def __init__(self, placement_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., memory_limit_bytes: _Optional[int] = ..., cpu_millicores: _Optional[int] = ..., pids_limit: _Optional[int] = ..., network_allowed: _Optional[bool] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
+    expires_at_ms: int
+    issued_for_state: str
+    def __init__(self, placement_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., memory_limit_bytes: _Optional[int] = ..., cpu_millicores: _Optional[int] = ..., pids_limit: _Optional[int] = ..., network_allowed: _Optional[bool] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., expires_at_ms: _Optional[int] = ..., issued_for_state: _Optional[str] = ...) -> None: ...
 
 class PortMapping(_message.Message):
     __slots__ = ("container_port", "host_port", "protocol")
@@ -320,6 +330,12 @@ class StopPlacement(_message.Message):
     placement_id: str
     grace_seconds: int
     def __init__(self, placement_id: _Optional[str] = ..., grace_seconds: _Optional[int] = ...) -> None: ...
+
+class Goodbye(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class Drain(_message.Message):
     __slots__ = ("reason",)
