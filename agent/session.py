@@ -31,7 +31,13 @@ from agent.runtime.base import DEFAULT_GRACE_SECONDS, LogLine, Runtime, StateCha
 from agent.slicing import SlicingError, VGpuPlan, container_gpu_settings
 from agent.state import AgentState, PlacementRecord, StateStore
 from agent.usage import UsageMeter
-from agent.validation import ExpiredCommand, InvalidPlacement, validate_placement_id, validate_start
+from agent.validation import (
+    ExpiredCommand,
+    InvalidPlacement,
+    NodeCannotRun,
+    validate_placement_id,
+    validate_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +167,13 @@ class AgentSession:
                 validate_placement_id(placement_id)
                 validate_start(start, self._now_ms())
                 if self._draining or self._shutting_down:
-                    raise InvalidPlacement("this node is draining and accepts no new placements")
+                    raise NodeCannotRun("this node is draining and accepts no new placements")
                 spec = placement_spec(start, container_gpu_settings(self._claim(list(start.vgpu_local_ids))))
             except (InvalidPlacement, SlicingError) as exc:
                 log.warning("refusing placement %r: %s", placement_id, exc)
-                # An expired command is nobody's fault in the workload: report it lost, not failed.
-                state = WorkloadState.LOST if isinstance(exc, ExpiredCommand) else WorkloadState.FAILED
+                # An expired command or a node that cannot take a sound one is not the workload's fault: lost.
+                provider_side = isinstance(exc, (ExpiredCommand, NodeCannotRun))
+                state = WorkloadState.LOST if provider_side else WorkloadState.FAILED
                 refused = PlacementRecord(placement_id, start.image[:255], list(start.vgpu_local_ids)[:64], state.value)
                 refused.message = str(exc)
                 self._send(status_message(refused, self._now_ms()))
@@ -189,7 +196,7 @@ class AgentSession:
             raise InvalidPlacement("a placement needs at least one vGPU")
         unknown = [local_id for local_id in local_ids if local_id not in self._plan]
         if unknown:
-            raise InvalidPlacement(f"unknown vGPU ids: {', '.join(unknown)}")
+            raise NodeCannotRun(f"unknown vGPU ids: {', '.join(unknown)}")
         busy = {
             local_id
             for record in self._state.placements.values()
@@ -198,7 +205,7 @@ class AgentSession:
         }
         taken = [local_id for local_id in local_ids if local_id in busy]
         if taken:
-            raise InvalidPlacement(f"vGPUs already in use: {', '.join(taken)}")
+            raise NodeCannotRun(f"vGPUs already in use: {', '.join(taken)}")
         return [self._plan[local_id] for local_id in local_ids]
 
     def _stop(self, stop: pb.StopPlacement) -> None:

@@ -47,6 +47,10 @@ class InvalidPlacement(ValueError):
     """A StartPlacement the agent refuses."""
 
 
+class NodeCannotRun(InvalidPlacement):
+    """A sound StartPlacement this node cannot take (draining, vGPUs busy or gone): not the buyer's fault."""
+
+
 class ExpiredCommand(InvalidPlacement):
     """A StartPlacement that arrived after its expiry: the platform may already have settled the placement."""
 

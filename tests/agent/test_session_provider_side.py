@@ -45,6 +45,15 @@ def test_an_expired_start_is_not_started_and_is_reported_lost_not_failed(tmp_pat
     assert [spec.placement_id for spec in runtime.started] == ["p-2"]
 
 
+def test_a_start_for_vgpus_this_node_does_not_offer_is_the_provider_side_not_the_buyer(tmp_path):
+    runtime = FakeRuntime()
+    session = build_session(tmp_path, runtime, clock=lambda: NOW)
+    _, outbox = session.on_connected()
+    session.handle(start_message("p-1", ["x"], vgpus=("9:9",)))
+    (status,) = of_kind(drain(outbox), "placement_status")
+    assert (status.state, status.message) == (pb.PLACEMENT_STATE_LOST, "unknown vGPU ids: 9:9")
+
+
 def test_limits_the_runtime_could_not_enforce_are_reported_with_the_running_status(tmp_path):
     runtime = FakeRuntime()
     session = build_session(tmp_path, runtime, clock=lambda: NOW)
