@@ -173,6 +173,8 @@ class NodePlacement(models.Model):
     last_log_seq = models.PositiveBigIntegerField(default=0)
     reported_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Non-empty when the agent runs the workload without enforcing all its limits, saying which and why.
+    limits_not_enforced = models.CharField(max_length=300, blank=True)
 
     def __str__(self) -> str:
         return f"{self.placement_id} on {self.node_id} ({self.state})"
@@ -228,6 +230,10 @@ class NodeCommand(models.Model):
     message = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # Not delivered after this moment (a StartPlacement's expires_at_ms); null: no expiry.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Dropped undelivered: it expired, or the placement it starts was settled first.
+    cancelled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["pk"]

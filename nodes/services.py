@@ -4,7 +4,7 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from django.conf import settings
@@ -196,7 +196,7 @@ def vgpu_transition(*, vgpus: list[VGpu], to_state: str, holder: str = "") -> No
 # -- Agent-facing services (called by the gateway in nodes/gateway/, and node_send by everyone) --------------
 
 AGENT_LOG = logging.getLogger("nodes.agent")
-PLACEMENT_FINAL_STATES = frozenset({"exited", "failed"})
+PLACEMENT_FINAL_STATES = frozenset({"exited", "failed", "lost"})
 LOG_STREAMS = frozenset({"stdout", "stderr"})
 
 
@@ -281,6 +281,7 @@ class PlacementStatusReport:
     exit_code: int | None
     message: str
     at_ms: int
+    limits_not_enforced: str = ""
 
 
 @dataclass(frozen=True)
@@ -565,7 +566,11 @@ def placement_status_record(*, node_id: int, status: PlacementStatusReport) -> N
         placement.exit_code = status.exit_code
         placement.message = status.message[:500]
         placement.reported_at = timezone.now()
-        placement.save(update_fields=["state", "exit_code", "message", "reported_at"])
+        fields = ["state", "exit_code", "message", "reported_at"]
+        if status.state == "running":
+            placement.limits_not_enforced = status.limits_not_enforced[:300]
+            fields.append("limits_not_enforced")
+        placement.save(update_fields=fields)
     return placement
 
 
@@ -680,7 +685,16 @@ def node_send(*, node_id: int, message) -> NodeCommand:
                 raise ValidationFailed(
                     f"Node {node_id} was never sent placement {placement_id!r}.", code="placement_not_on_node"
                 )
-        return NodeCommand.objects.create(node=node, message=body)
+        return NodeCommand.objects.create(node=node, message=body, expires_at=_command_expiry(body))
+
+
+def _command_expiry(body: dict) -> datetime | None:
+    """Return when a StartPlacement expires (its expires_at_ms; int64 is a string in protobuf's JSON)."""
+    try:
+        expires_ms = int((body.get("start_placement") or {}).get("expires_at_ms") or 0)
+    except (TypeError, ValueError):
+        return None
+    return datetime.fromtimestamp(expires_ms / 1000, tz=UTC) if 0 < expires_ms < 2**53 else None
 
 
 def _placement_claim(*, node: Node, start: dict) -> NodePlacement:

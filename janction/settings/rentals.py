@@ -19,3 +19,9 @@ RENTALS_SYNC_INTERVAL_SECONDS = env_int("RENTALS_SYNC_INTERVAL_SECONDS", 2)
 RENTALS_METERING_INTERVAL_SECONDS = env_int("RENTALS_METERING_INTERVAL_SECONDS", 5)
 # A stopped placement whose agent never confirms is settled (no more charges) after this long.
 RENTALS_SETTLE_GRACE_SECONDS = env_int("RENTALS_SETTLE_GRACE_SECONDS", 60)
+# A StartPlacement not delivered within this long is dropped, and a placement whose agent has not reported on it
+# this long (plus RENTALS_START_REPORT_GRACE_SECONDS) after dispatch is lost (the provider's failure, requeued).
+RENTALS_START_COMMAND_TTL_SECONDS = env_int("RENTALS_START_COMMAND_TTL_SECONDS", 120)
+RENTALS_START_REPORT_GRACE_SECONDS = env_int("RENTALS_START_REPORT_GRACE_SECONDS", 30)
+# CPU quota every placement gets per vGPU, in thousandths of a core (never unlimited).
+RENTALS_CPU_MILLICORES_PER_VGPU = env_int("RENTALS_CPU_MILLICORES_PER_VGPU", 4000)

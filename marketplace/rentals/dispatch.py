@@ -30,6 +30,7 @@ from marketplace.rentals.services import (
     rental_transition,
     stops_send,
 )
+from nodes.commands import placement_commands_cancel
 from nodes.models import NodePlacement, NodeState, PlacementLogLine, VGpu, VGpuState
 from nodes.services import node_send, vgpu_transition
 from pricing.models import Allocation, Bid, BidState
@@ -103,15 +104,20 @@ def _vgpus_release(node_id: int, local_ids: list[str], holder: str) -> None:
 
 
 def _start_message(rental: Rental, placement: RentalPlacement, peers: list[RentalPlacement]) -> dict:
+    """Return the StartPlacement of a placement: with a CPU quota, an expiry and the state it was issued for."""
     port = rental.ports[0] if rental.ports else settings.RENTALS_PEER_PORT
+    expires = timezone.now() + timedelta(seconds=settings.RENTALS_START_COMMAND_TTL_SECONDS)
     start = {
         "placement_id": placement.placement_id,
         "image": rental.image,
         "command": rental.command,
         "env": rental.env,
         "vgpu_local_ids": placement.vgpu_local_ids,
+        "cpu_millicores": settings.RENTALS_CPU_MILLICORES_PER_VGPU * max(1, len(placement.vgpu_local_ids)),
         "network_allowed": bool(rental.ports) or len(peers) > 1,
         "ports": [{"container_port": p, "protocol": "tcp"} for p in rental.ports],
+        "expires_at_ms": int(expires.timestamp() * 1000),
+        "issued_for_state": rental.state,
     }
     if len(peers) > 1:
         start["peers"] = [
@@ -191,6 +197,11 @@ def rentals_sync() -> int:
         if lost or changed or over or stale or state in TERMINAL_STATES:
             due.add(rental_id)
     due |= set(Rental.objects.filter(state__in=TERMINAL_STATES, settled_at__isnull=True).values_list("pk", flat=True))
+    due |= set(
+        RentalPlacement.objects.filter(
+            settled_at__isnull=True, node_placement__state="requested", dispatched_at__lt=now - _start_deadline()
+        ).values_list("rental_id", flat=True)
+    )
     for rental_id in sorted(due):
         moved += rental_observe(rental_id=rental_id)
     return moved
@@ -237,6 +248,10 @@ def rental_observe(*, rental_id: int) -> int:
         if ended:
             placements_settle(rental=rental, placements=ended)
             changed = True
+        if rental.state in TERMINAL_STATES or ended:
+            # A start still queued for a node (it was offline, the gateway down) must never run a settled placement.
+            cancel = placements if rental.state in TERMINAL_STATES else ended
+            placement_commands_cancel(placement_ids=[p.placement_id for p in cancel])
         if rental_settle(rental=rental):
             changed = True
     return int(changed)
@@ -260,6 +275,8 @@ def _observe(rental: Rental, placements: list[RentalPlacement]) -> bool:
             continue
         if placement.node.state in LOST_NODE_STATES or placement.node.deleted_at is not None:
             observed = "lost"
+        elif _start_never_arrived(placement):
+            observed = "lost"
         elif node_placement is not None:
             observed = node_placement.state
         if observed != placement.observed_state:
@@ -279,7 +296,7 @@ def _observe(rental: Rental, placements: list[RentalPlacement]) -> bool:
     states = [p.observed_state for p in current]
     if "lost" in states:
         lost = next(p for p in current if p.observed_state == "lost")
-        _interrupt(rental, current, reason=f"Node {lost.node_id} was lost")
+        _interrupt(rental, current, reason=_lost_reason(lost))
         return True
     failed = next((p for p in current if p.observed_state == "failed"), None)
     if failed is not None:
@@ -305,6 +322,31 @@ def _observe(rental: Rental, placements: list[RentalPlacement]) -> bool:
         _end(rental, current, RentalState.COMPLETED, "Max duration reached")
         return True
     return changed
+
+
+def _lost_reason(placement: RentalPlacement) -> str:
+    """Say why a placement was lost; every cause is on the provider's side, none is the buyer's."""
+    reported = placement.node_placement
+    if reported is not None and reported.state == "lost":
+        return f"The provider's agent lost the workload: {reported.message}"[:300]
+    if _start_never_arrived(placement):
+        return f"Node {placement.node_id} never confirmed the start in time"
+    return f"Node {placement.node_id} was lost"
+
+
+def _start_deadline() -> timedelta:
+    return timedelta(seconds=settings.RENTALS_START_COMMAND_TTL_SECONDS + settings.RENTALS_START_REPORT_GRACE_SECONDS)
+
+
+def _start_never_arrived(placement: RentalPlacement) -> bool:
+    """Return whether the agent never reported on a start whose command has expired: the provider's loss."""
+    node_placement = placement.node_placement
+    return (
+        node_placement is not None
+        and node_placement.state == "requested"
+        and placement.dispatched_at is not None
+        and timezone.now() - placement.dispatched_at > _start_deadline()
+    )
 
 
 def _vgpus_busy(placement: RentalPlacement) -> None:
@@ -334,6 +376,7 @@ def _interrupt(rental: Rental, placements: list[RentalPlacement], *, reason: str
     rental_transition(rental=rental, to_state=RentalState.INTERRUPTED, reason=reason)
     lost = [p for p in placements if p.observed_state == "lost"]
     placements_settle(rental=rental, placements=lost)
+    placement_commands_cancel(placement_ids=[p.placement_id for p in lost])
     placements_stop(rental=rental, placements=[p for p in placements if p not in lost], bill_until_ms=now_ms)
     rental.used_ms += max((p.metered_run_ms for p in placements), default=0)
     rental.save(update_fields=["used_ms"])

@@ -24,6 +24,7 @@ PLACEMENT_STATES = {
     pb.PLACEMENT_STATE_RUNNING: "running",
     pb.PLACEMENT_STATE_EXITED: "exited",
     pb.PLACEMENT_STATE_FAILED: "failed",
+    pb.PLACEMENT_STATE_LOST: "lost",
 }
 LOG_STREAMS = {pb.LOG_STREAM_STDOUT: "stdout", pb.LOG_STREAM_STDERR: "stderr"}
 
@@ -107,6 +108,7 @@ def placement_status_report(status: pb.PlacementStatus) -> PlacementStatusReport
         exit_code=status.exit_code if status.HasField("exit_code") else None,
         message=status.message,
         at_ms=status.at_ms,
+        limits_not_enforced=status.limits_not_enforced,
     )
 
 

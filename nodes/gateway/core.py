@@ -13,8 +13,8 @@ from typing import Any
 from django.db import close_old_connections, connections
 
 from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from nodes.commands import node_commands_pending
 from nodes.gateway.convert import control_message
-from nodes.models import NodeCommand
 from nodes.services import NodeHeartbeat, node_commands_mark_delivered, node_heartbeats_apply
 
 log = logging.getLogger("nodes.gateway")
@@ -85,6 +85,11 @@ class HeartbeatBuffer:
         with self._lock:
             self._pending[heartbeat.node_id] = heartbeat
             self.received += 1
+
+    def discard(self, node_id: int) -> None:
+        """Forget a node's buffered heartbeat (its agent said goodbye: it must not bring the node back)."""
+        with self._lock:
+            self._pending.pop(node_id, None)
 
     def flush(self) -> int:
         """Write the buffered heartbeats; on failure keep them for the next flush. Return how many nodes."""
@@ -194,11 +199,7 @@ class CommandDispatcher:
                 session.routed -= done
         if not sessions:
             return 0
-        pending = (
-            NodeCommand.objects.filter(node_id__in=list(sessions), delivered_at__isnull=True)
-            .order_by("pk")
-            .values_list("pk", "node_id", "message")[:MAX_COMMANDS_PER_POLL]
-        )
+        pending = node_commands_pending(node_ids=list(sessions), limit=MAX_COMMANDS_PER_POLL)
         routed = 0
         for command_id, node_id, message in pending:
             session = sessions[node_id]

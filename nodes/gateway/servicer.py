@@ -13,6 +13,7 @@ from django.utils import timezone
 from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.proto.gen.janction.agent.v1 import agent_pb2_grpc
 from janction.errors import ApplicationError
+from nodes.commands import node_goodbye
 from nodes.gateway import convert
 from nodes.gateway.core import StreamSession
 from nodes.services import (
@@ -144,6 +145,10 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
             elif kind == "log_chunk":
                 chunk = convert.log_chunk_report(message.log_chunk)
                 await db.arun(placement_logs_append, node_id=node_id, chunk=chunk)
+            elif kind == "goodbye":
+                self._gateway.heartbeats.discard(node_id)
+                await db.arun(node_goodbye, node_id=node_id, reason=message.goodbye.reason)
+                session.close()
             elif kind == "hello":
                 session.gpu_ids = await db.arun(node_hello, node_id=node_id, hello=convert.hello_report(message.hello))
             else:
