@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from nodes.models import Gpu, Node, NodeEvent, Pool, VGpu
+from nodes.models import Gpu, Node, NodeEvent, NodePlacement, Pool, VGpu
 
 
 class GpuInline(admin.TabularInline):
@@ -35,3 +35,26 @@ class NodeAdmin(admin.ModelAdmin):
 @admin.register(Pool)
 class PoolAdmin(admin.ModelAdmin):
     list_display = ["name", "architecture", "memory_gib", "created_at"]
+
+
+class LimitsEnforcedFilter(admin.SimpleListFilter):
+    title = "limits"
+    parameter_name = "limits"
+
+    def lookups(self, request, model_admin):
+        return [("not_enforced", "Not enforced"), ("enforced", "Enforced")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "not_enforced":
+            return queryset.exclude(limits_not_enforced="")
+        if self.value() == "enforced":
+            return queryset.filter(limits_not_enforced="")
+        return queryset
+
+
+@admin.register(NodePlacement)
+class NodePlacementAdmin(admin.ModelAdmin):
+    list_display = ["placement_id", "node", "state", "exit_code", "limits_not_enforced", "reported_at"]
+    list_filter = ["state", LimitsEnforcedFilter]
+    search_fields = ["placement_id", "node__name"]
+    readonly_fields = [field.name for field in NodePlacement._meta.fields]

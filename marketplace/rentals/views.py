@@ -162,7 +162,7 @@ def rental_page(request, rental_id: int):
         "events": rental.events.all(),
         "placements": [
             {"placement": placement, "charged": _usdc(placement.buyer_charged)}
-            for placement in rental.placements.select_related("node").order_by("pk")
+            for placement in rental.placements.select_related("node", "node_placement").order_by("pk")
         ],
         "lines": rental_log_lines(rental=rental),
         "state_labels": dict(RentalState.choices),
