@@ -3,14 +3,15 @@
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from marketplace.models import RentalPlacement, RentalState
 from marketplace.rentals.metering import owed
 from marketplace.rentals.services import rental_cancel
 from nodes.commands import node_commands_pending
-from nodes.models import NodeCommand
-from tests.factories import online_node
+from nodes.models import NodeCommand, NodePlacement
+from tests.factories import UserFactory, online_node
 from tests.rentals.conftest import USDC, balance, ledger_total, report_state, report_usage, run_round, submit, sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -109,3 +110,23 @@ def test_an_expired_command_is_dropped_when_the_gateway_picks_commands_up(buyer,
     assert node_commands_pending(node_ids=[node.pk], limit=100) == []
     command.refresh_from_db()
     assert command.cancelled_at is not None and command.delivered_at is None
+
+
+def test_limits_not_enforced_is_shown_on_the_rental_page_and_in_the_admin(buyer, node, client):
+    rental = run_round(submit(buyer))
+    placement = rental.placements.get()
+    note = "pids, total memory and CPU limits are not enforced (the agent is not root)"
+    NodePlacement.objects.filter(pk=placement.node_placement_id).update(state="running", limits_not_enforced=note)
+    client.force_login(buyer)
+    page = client.get(reverse("rental-page", args=[rental.pk])).content.decode()
+    assert "LIMITS NOT ENFORCED" in page and note in page
+
+    enforced = run_round(submit(buyer))
+    page = client.get(reverse("rental-page", args=[enforced.pk])).content.decode()
+    assert "LIMITS NOT ENFORCED" not in page
+
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    listing = client.get(reverse("admin:nodes_nodeplacement_changelist"), {"limits": "not_enforced"}).content.decode()
+    assert placement.placement_id in listing and note in listing
+    assert enforced.placements.get().placement_id not in listing
