@@ -5,16 +5,18 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
 
-from agent.client import Backoff, enroll
+from agent.client import AgentClient, Backoff, enroll
+from agent.identity import mutual_tls_credentials
 from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.state import StateStore
 from tests.agent.conftest import REPO, requires_bwrap
 from tests.agent.gateway import ENROLL_TOKEN, FakeGateway
-from tests.agent.support import start_message
+from tests.agent.support import FakeRuntime, build_session, start_message
 
 
 class OverloadedGateway(FakeGateway):
@@ -91,3 +93,47 @@ def test_sigterm_stops_workloads_gracefully_reports_them_lost_with_usage_and_say
     kinds = [message.WhichOneof("payload") for message in gateway.received]
     assert kinds[-1] == "goodbye", kinds
     assert kinds.index("usage_report") < kinds.index("goodbye")
+
+
+class FullGateway(FakeGateway):
+    """Refuses the first few Connect streams with RESOURCE_EXHAUSTED, as a gateway out of stream slots does."""
+
+    def __init__(self, pki, *, refusals: int) -> None:
+        super().__init__(pki)
+        self.refusals = refusals
+        self.connect_calls = 0
+
+    def Connect(self, request_iterator, context):
+        """Refuse while full, then serve the stream."""
+        self.connect_calls += 1
+        if self.connect_calls <= self.refusals:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many concurrent streams")
+        yield from super().Connect(request_iterator, context)
+
+
+def test_the_stream_is_retried_after_resource_exhausted_until_the_gateway_has_room(tmp_path, pki):
+    gateway = FullGateway(pki, refusals=3)
+    gateway.start()
+    client = None
+    try:
+        store = StateStore(tmp_path / "state")
+        enroll(store=store, state=store.load(), gateway=f"localhost:{gateway.enroll_port}", token=ENROLL_TOKEN,
+               ca_pem=pki.ca_pem, hostname="test-host")  # fmt: skip
+        credentials = mutual_tls_credentials(
+            key_pem=store.key_path.read_bytes(), certificate_pem=store.cert_path.read_bytes(), trusted_ca_pem=pki.ca_pem
+        )
+        session = build_session(store.directory, FakeRuntime())
+        client = AgentClient(
+            session=session,
+            address=store.load().connect_address,
+            credentials=credentials,
+            backoff=Backoff(base=0.02, cap=0.1),
+        )
+        thread = threading.Thread(target=client.run, daemon=True)
+        thread.start()
+        gateway.wait_for(_kind("hello"), timeout=20)
+        assert gateway.connect_calls == 4 and thread.is_alive()
+    finally:
+        if client is not None:
+            client.shutdown()
+        gateway.stop()
