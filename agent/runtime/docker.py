@@ -218,8 +218,9 @@ class DockerRuntime(Runtime):
             waited = self._call("POST", f"/containers/{name}/wait", timeout=None)
             state = self._call("GET", f"/containers/{name}/json")["State"]
         except (OSError, DockerApiError) as exc:
+            # Removed under the workload on the host: the provider's side, not the workload's.
             message = f"container {name} disappeared: {exc}"
-            events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=message))
+            events.on_state(StateChange(placement_id, WorkloadState.LOST, _now_ms(), message=message))
             return
         exit_code = int(state.get("ExitCode", waited.get("StatusCode", -1)))
         finished = timestamp_ms(state.get("FinishedAt", "")) or _now_ms()

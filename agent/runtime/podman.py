@@ -186,8 +186,9 @@ class PodmanRuntime(Runtime):
         waited = self._run("wait", name, timeout=None)
         info = self._inspect(name)
         if waited.returncode != 0 or info is None:
+            # Removed under the workload on the host: the provider's side, not the workload's.
             message = f"container {name} disappeared: {waited.stderr.strip()[-500:]}"
-            events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=message))
+            events.on_state(StateChange(placement_id, WorkloadState.LOST, _now_ms(), message=message))
             return
         state = info.get("State", {})
         exit_code = int(state.get("ExitCode", waited.stdout.strip() or -1))

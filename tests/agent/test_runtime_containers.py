@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from agent.runtime.base import PlacementSpec, WorkloadState
+from agent.runtime.base import PlacementSpec, WorkloadState, container_name
 from agent.runtime.docker import DockerRuntime
 from agent.runtime.podman import PodmanRuntime
 from agent.slicing import ContainerGpuSettings
@@ -150,3 +152,13 @@ def test_a_flag_as_image_is_never_read_as_a_flag_even_without_validation(runtime
     assert finished.state == WorkloadState.FAILED
     assert "reference" in finished.message.lower() or "invalid" in finished.message.lower(), finished.message
     assert events.texts() == [], "no container ran"
+
+
+def test_a_container_removed_under_the_workload_is_lost_not_failed(runtime, test_image, request):
+    placement_id = _placement_id(request, "removed")
+    events = Recorder()
+    runtime.start(_spec(placement_id, test_image, "echo up; sleep 600"), events)
+    events.wait(lambda r: "up" in r.texts())
+    subprocess.run(["podman", "rm", "--force", "--time", "0", container_name(placement_id)], check=True, timeout=60)
+    finished = events.wait_finished()
+    assert finished.state == WorkloadState.LOST and "disappeared" in finished.message, finished
