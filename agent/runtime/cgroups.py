@@ -203,8 +203,29 @@ class CgroupLimiter:
             for directory in (hierarchy.own_directory, parent):
                 enabled = set((directory / "cgroup.subtree_control").read_text().split())
                 if hierarchy.controller not in enabled:
-                    _write(directory / "cgroup.subtree_control", f"+{hierarchy.controller}")
+                    try:
+                        _write(directory / "cgroup.subtree_control", f"+{hierarchy.controller}")
+                    except OSError as exc:
+                        if exc.errno != errno.EBUSY or directory != hierarchy.own_directory:
+                            raise
+                        self._vacate(directory)
+                        _write(directory / "cgroup.subtree_control", f"+{hierarchy.controller}")
         return parent
+
+    @staticmethod
+    def _vacate(directory: Path) -> None:
+        """Move the processes of the agent's own v2 group into a leaf `agent` group below it.
+
+        v2 refuses to delegate controllers from a group that holds processes (a service's own group
+        usually holds the agent), so the agent steps down into a leaf first, as container engines do.
+        """
+        leaf = directory / "agent"
+        leaf.mkdir(exist_ok=True)
+        for pid in sorted(_pids_of(directory)):
+            try:
+                _write(leaf / "cgroup.procs", str(pid))
+            except ProcessLookupError:
+                continue
 
     def create(self, name: str, *, pids_limit: int, memory_bytes: int, cpu_millicores: int) -> WorkloadGroups:
         """Create the workload's groups with its limits; raise CgroupUnavailable (leaving nothing) when it cannot."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
+from agent.runtime import cgroups
 from agent.runtime.base import PlacementSpec, WorkloadState
 from agent.runtime.cgroups import CgroupLimiter, find_hierarchies
 from agent.runtime.sandbox import SandboxRuntime
@@ -93,6 +95,35 @@ def test_v2_limits_are_written_into_the_unified_files(tmp_path):
     assert (directory / "memory.max").read_text() == str(GIB)
     assert (directory / "cpu.max").read_text() == "150000 100000"
     assert groups.procs_files() == [str(directory / "cgroup.procs")]
+
+
+def test_on_v2_the_agent_steps_into_a_leaf_when_its_own_group_holds_processes(tmp_path, monkeypatch):
+    own = tmp_path / "agent.service"
+    own.mkdir()
+    (own / "cgroup.controllers").write_text("cpu memory pids\n")
+    (own / "cgroup.subtree_control").write_text("")
+    (own / "cgroup.procs").write_text("101\n102\n")
+    (own / "janction").mkdir()
+    (own / "janction" / "cgroup.subtree_control").write_text("")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(f"30 23 0:26 / {tmp_path} rw - cgroup2 cgroup2 rw\n")
+    proc_cgroup = tmp_path / "cgroup"
+    proc_cgroup.write_text("0::/agent.service\n")
+    moved: list[str] = []
+    real_write = cgroups._write
+
+    def write(path, value):
+        if path == own / "cgroup.subtree_control" and not moved:
+            raise OSError(errno.EBUSY, "Device or resource busy", str(path))
+        if path == own / "agent" / "cgroup.procs":
+            moved.append(value)
+        real_write(path, value)
+
+    monkeypatch.setattr(cgroups, "_write", write)
+    limiter = CgroupLimiter(mountinfo_path=str(mountinfo), proc_cgroup_path=str(proc_cgroup))
+    limiter.create("p", pids_limit=100, memory_bytes=GIB, cpu_millicores=1000)
+    assert moved == ["101", "102"]
+    assert (own / "cgroup.subtree_control").read_text() == "+cpu"
 
 
 @requires_bwrap
