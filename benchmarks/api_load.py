@@ -1,0 +1,289 @@
+"""Load test of the web tier: real mode as the README starts it (`make serve`) against one daphne process.
+
+Run: DATABASE_URL=postgres://... REDIS_URL=redis://... .venv/bin/python -m benchmarks.api_load
+(or `make bench`). On a throwaway database it seeds a provider with an online node and funded buyers with
+API keys, then for each server in turn runs CLIENTS concurrent clients for DURATION seconds from this one
+asyncio process (aiohttp, keep-alive): GET /api/v1/pools/, GET /api/v1/rentals/ and POST /api/v1/rentals/
+with an Idempotency-Key (each client is its own buyer; each server gets fresh buyers). It prints, per
+server: requests/s, p50/p99 of reads and of writes, errors (any non-2xx or transport failure), the most
+PostgreSQL connections the server held (pg_stat_activity, sampled every 100 ms) against its bound
+(processes x DATABASE_POOL_MAX_SIZE), and this process's CPU share; then the ratio of requests/s.
+Both servers run with the same settings (DATABASE_POOL=1, DJANGO_DEBUG off) on the same database.
+
+Goals (issue 12): 0 errors; p99 < 500 ms for reads and < 1 s for writes; connections <= pool x processes;
+at least 3x the single daphne's requests/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import aiohttp
+import psycopg
+
+from benchmarks._django import ROOT, setup_bench_database
+
+CLIENTS = int(os.environ.get("API_LOAD_CLIENTS", 50))
+DURATION = float(os.environ.get("API_LOAD_SECONDS", 30))
+# Each server is loaded in SLICES turns of DURATION / SLICES seconds, alternating with the others, so that
+# background load on a shared machine falls on all of them alike; each turn starts with WARMUP seconds unmeasured.
+SLICES = int(os.environ.get("API_LOAD_SLICES", 3))
+WARMUP = 2.0
+ASGI = "janction.asgi:application"
+POOL_MAX = int(os.environ.get("DATABASE_POOL_MAX_SIZE", 8))
+# Shares of the mix: reads of the public pools, reads of the caller's rentals, rental submissions.
+MIX = (("pools", 0.4), ("rentals", 0.3), ("submit", 0.3))
+RENTAL = {
+    "pool": "ada-12g",
+    "vgpus": 1,
+    "max_price_per_hour": "1.00",
+    "max_duration_seconds": 600,
+    "image": "docker.io/library/busybox:latest",
+    "command": ["sh", "-c", "echo hello"],
+}
+
+
+@dataclass
+class Result:
+    name: str
+    processes: int
+    reads: list[float] = field(default_factory=list)
+    writes: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    max_connections: int = 0
+
+    @property
+    def rate(self) -> float:
+        return (len(self.reads) + len(self.writes)) / self.seconds
+
+
+def _seed(count: int) -> list[str]:
+    """Create a provider with an online node and ``count`` funded buyers; return their API keys."""
+    from django.db import connections
+
+    from ledger.services import ledger_deposit
+    from marketplace.services import api_key_create
+    from tests.factories import UserFactory, online_node
+
+    online_node(UserFactory(), name="bench-rig", vgpus=8, price=500_000)
+    keys = []
+    for _ in range(count):
+        buyer = UserFactory()
+        ledger_deposit(user_id=buyer.pk, currency="USDC", amount=10**12, idempotency_key=f"bench-{buyer.pk}")
+        keys.append(api_key_create(user=buyer, name="load")[1])
+    connections.close_all()
+    return keys
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{command[0]} exited: {process.stderr.read().decode()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"{command} did not start listening in time")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _sample_connections(dsn: str, application_name: str, stop: threading.Event, result: Result) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while not stop.is_set():
+            (count,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application_name]
+            ).fetchone()
+            result.max_connections = max(result.max_connections, count)
+            time.sleep(0.1)
+
+
+async def _client(session, base: str, key: str, until: float, measure_from: float, result: Result, rng) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    names, weights = zip(*MIX, strict=True)
+    loop = asyncio.get_running_loop()
+    while (started := loop.time()) < until:
+        op = rng.choices(names, weights)[0]
+        try:
+            if op == "submit":
+                request = session.post(
+                    base + "/api/v1/rentals/", json=RENTAL, headers={**headers, "Idempotency-Key": str(uuid.uuid4())}
+                )
+            else:
+                request = session.get(
+                    base + ("/api/v1/pools/" if op == "pools" else "/api/v1/rentals/"), headers=headers
+                )
+            async with request as response:
+                await response.read()
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError) as error:
+            status = type(error).__name__
+        elapsed = loop.time() - started
+        if started < measure_from:
+            continue
+        if isinstance(status, int) and 200 <= status < 300:
+            (result.writes if op == "submit" else result.reads).append(elapsed)
+        else:
+            label = f"{op} {status}"
+            result.errors[label] = result.errors.get(label, 0) + 1
+
+
+async def _load(base: str, keys: list[str], result: Result, seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    measure_from = loop.time() + WARMUP
+    until = measure_from + seconds
+    connector = aiohttp.TCPConnector(limit=len(keys))
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        await asyncio.gather(
+            *(_client(session, base, key, until, measure_from, result, random.Random(i)) for i, key in enumerate(keys))
+        )
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    result.seconds += seconds
+    result.cpu_seconds += (after.ru_utime - cpu.ru_utime) + (after.ru_stime - cpu.ru_stime)
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    processes: int
+    env: dict[str, str]
+    port: int
+    keys: list[str]
+    result: Result | None = None
+    process: subprocess.Popen | None = None
+
+
+def _run_all(servers: list[Server], dsn: str) -> list[Result]:
+    """Start every server, then load them in turn, SLICES times each, so background load hits all alike."""
+    stop = threading.Event()
+    samplers = []
+    try:
+        for server in servers:
+            server.result = Result(name=server.name, processes=server.processes)
+            server.process = _start(server.command, server.env, server.port)
+            sampler = threading.Thread(
+                target=_sample_connections,
+                args=(dsn, server.env["DATABASE_APPLICATION_NAME"], stop, server.result),
+                daemon=True,
+            )
+            sampler.start()
+            samplers.append(sampler)
+        for index in range(SLICES):
+            for server in servers:
+                print(f"  slice {index + 1}/{SLICES}: {server.name}", flush=True)
+                asyncio.run(_load(f"http://127.0.0.1:{server.port}", server.keys, server.result, DURATION / SLICES))
+    finally:
+        stop.set()
+        for sampler in samplers:
+            sampler.join()
+        for server in servers:
+            if server.process is not None:
+                _stop(server.process)
+    return [server.result for server in servers]
+
+
+def _ms(values: list[float], q: float) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.0f}"
+
+
+def _report(results: list[Result]) -> None:
+    print(
+        f"\n{CLIENTS} clients, {DURATION:.0f} s measured per server in {SLICES} alternating turns "
+        f"(each after {WARMUP:.0f} s unmeasured), mix {dict(MIX)}"
+    )
+    header = (
+        f"{'server':<34} {'req/s':>7} {'read p50/p99 ms':>16} {'write p50/p99 ms':>17} {'errors':>7} "
+        f"{'max PG conns (bound)':>21} {'load CPU':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        bound = r.processes * POOL_MAX
+        print(
+            f"{r.name:<34} {r.rate:>7.1f} {_ms(r.reads, 0.5) + '/' + _ms(r.reads, 0.99):>16} "
+            f"{_ms(r.writes, 0.5) + '/' + _ms(r.writes, 0.99):>17} {sum(r.errors.values()):>7} "
+            f"{f'{r.max_connections} ({bound})':>21} {100 * r.cpu_seconds / r.seconds:>8.0f}%"
+        )
+        if r.errors:
+            print(f"{'':<34} errors: {r.errors}")
+    baseline = results[0]
+    for r in results[1:]:
+        ratio = f"{r.rate / baseline.rate:.2f}x" if baseline.rate else "n/a"
+        print(f"{r.name}: {ratio} the requests/s of {baseline.name}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
+
+
+def main() -> None:
+    teardown = setup_bench_database("janction_api_bench")
+    try:
+        from django.conf import settings
+
+        db = settings.DATABASES["default"]
+        dsn = f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        workers = int(os.environ.get("WEB_WORKERS") or os.cpu_count() or 1)
+        plans = [
+            ("daphne, 1 process (baseline)", 1, lambda port: [sys.executable, "-m", "daphne", "-p", str(port), ASGI]),
+            (f"make serve: granian, {workers} workers", workers, lambda port: ["bash", "scripts/serve.sh"]),
+        ]
+        keys = _seed(CLIENTS * len(plans))
+        servers = []
+        for index, (name, processes, command) in enumerate(plans):
+            port = _free_port()
+            env = {
+                **os.environ,
+                "DATABASE_URL": dsn.replace("postgresql://", "postgres://"),
+                "DATABASE_POOL": "1",
+                "DATABASE_POOL_MAX_SIZE": str(POOL_MAX),
+                "DATABASE_APPLICATION_NAME": f"api-load-{index}",
+                "DJANGO_DEBUG": "0",
+                "PORT": str(port),
+                "WEB_WORKERS": str(workers),
+                "WEB_LOG_LEVEL": "warning",
+            }
+            servers.append(
+                Server(name, command(port), processes, env, port, keys[index * CLIENTS : (index + 1) * CLIENTS])
+            )
+        _report(_run_all(servers, dsn))
+    finally:
+        teardown()
+
+
+if __name__ == "__main__":
+    main()
