@@ -63,6 +63,8 @@ class Result:
     errors: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    server_cpu_seconds: float = 0.0
+    completed: int = 0  # every answered request, warm-up included (for the server CPU per request)
     max_connections: int = 0
 
     @property
@@ -86,6 +88,23 @@ def _seed(count: int) -> list[str]:
         keys.append(api_key_create(user=buyer, name="load")[1])
     connections.close_all()
     return keys
+
+
+def _process_tree_cpu(pid: int) -> float:
+    """Return the CPU seconds (user + system) used so far by a process and its descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            stat = open(f"/proc/{current}/stat").read()
+            children = open(f"/proc/{current}/task/{current}/children").read().split()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+        pending.extend(int(child) for child in children)
+    return total
 
 
 def _free_port() -> int:
@@ -150,6 +169,7 @@ async def _client(session, base: str, key: str, until: float, measure_from: floa
         except (TimeoutError, aiohttp.ClientError) as error:
             status = type(error).__name__
         elapsed = loop.time() - started
+        result.completed += 1
         if started < measure_from:
             continue
         if isinstance(status, int) and 200 <= status < 300:
@@ -204,8 +224,11 @@ def _run_all(servers: list[Server], dsn: str) -> list[Result]:
             samplers.append(sampler)
         for index in range(SLICES):
             for server in servers:
-                print(f"  slice {index + 1}/{SLICES}: {server.name}", flush=True)
+                print(f"  turn {index + 1}/{SLICES}: {server.name}", flush=True)
+                before = _process_tree_cpu(server.process.pid)
                 asyncio.run(_load(f"http://127.0.0.1:{server.port}", server.keys, server.result, DURATION / SLICES))
+                # Includes the warm-up, whose requests count in `completed`.
+                server.result.server_cpu_seconds += _process_tree_cpu(server.process.pid) - before
     finally:
         stop.set()
         for sampler in samplers:
@@ -223,31 +246,45 @@ def _ms(values: list[float], q: float) -> str:
     return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.0f}"
 
 
-def _report(results: list[Result]) -> None:
+def _report(results: list[Result], load_before: float) -> None:
     print(
         f"\n{CLIENTS} clients, {DURATION:.0f} s measured per server in {SLICES} alternating turns "
         f"(each after {WARMUP:.0f} s unmeasured), mix {dict(MIX)}"
     )
     header = (
-        f"{'server':<34} {'req/s':>7} {'read p50/p99 ms':>16} {'write p50/p99 ms':>17} {'errors':>7} "
-        f"{'max PG conns (bound)':>21} {'load CPU':>9}"
+        f"{'server':<32} {'req/s':>6} {'read p50/p99 ms':>16} {'write p50/p99 ms':>17} {'errors':>6} "
+        f"{'max PG conns (bound)':>20} {'server CPU ms/req':>17} {'server cores':>12} {'load CPU':>8}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         bound = r.processes * POOL_MAX
+        wall = r.seconds + SLICES * WARMUP
         print(
-            f"{r.name:<34} {r.rate:>7.1f} {_ms(r.reads, 0.5) + '/' + _ms(r.reads, 0.99):>16} "
-            f"{_ms(r.writes, 0.5) + '/' + _ms(r.writes, 0.99):>17} {sum(r.errors.values()):>7} "
-            f"{f'{r.max_connections} ({bound})':>21} {100 * r.cpu_seconds / r.seconds:>8.0f}%"
+            f"{r.name:<32} {r.rate:>6.1f} {_ms(r.reads, 0.5) + '/' + _ms(r.reads, 0.99):>16} "
+            f"{_ms(r.writes, 0.5) + '/' + _ms(r.writes, 0.99):>17} {sum(r.errors.values()):>6} "
+            f"{f'{r.max_connections} ({bound})':>20} {1000 * r.server_cpu_seconds / max(r.completed, 1):>17.1f} "
+            f"{r.server_cpu_seconds / wall:>12.2f} {100 * r.cpu_seconds / r.seconds:>7.0f}%"
         )
         if r.errors:
-            print(f"{'':<34} errors: {r.errors}")
+            print(f"{'':<32} errors: {r.errors}")
     baseline = results[0]
     for r in results[1:]:
         ratio = f"{r.rate / baseline.rate:.2f}x" if baseline.rate else "n/a"
-        print(f"{r.name}: {ratio} the requests/s of {baseline.name}")
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
+        print(f"{r.name}: {ratio} the requests/s of {baseline.name} (measured)")
+    # A projection, not a measurement: what each server could serve with a free core per Python process
+    # (one process runs Django on one core at a time), from the CPU it spent per request here.
+    for r in results:
+        per_request = r.server_cpu_seconds / max(r.completed, 1)
+        if per_request:
+            print(
+                f"{r.name}: {r.processes / per_request:.0f} req/s if each of its {r.processes} process(es) "
+                "had a core to itself (projected from its CPU per request)"
+            )
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load_before:.1f} before and "
+        f"{os.getloadavg()[0]:.1f} after (other work on the machine competes for the same cores)"
+    )
 
 
 def main() -> None:
@@ -280,7 +317,8 @@ def main() -> None:
             servers.append(
                 Server(name, command(port), processes, env, port, keys[index * CLIENTS : (index + 1) * CLIENTS])
             )
-        _report(_run_all(servers, dsn))
+        load_before = os.getloadavg()[0]
+        _report(_run_all(servers, dsn), load_before)
     finally:
         teardown()
 
