@@ -60,7 +60,7 @@ proto: deps-dev
 ## serve: real mode's web tier (granian workers, pooled PostgreSQL connections); needs DATABASE_URL etc.
 .PHONY: serve
 serve: deps
-	bash scripts/serve.sh
+	HOST=$(HOST) PORT=$(PORT) bash scripts/serve.sh
 
 ## bench: the benchmarks (slow; not part of the tests)
 bench: deps-dev
