@@ -239,11 +239,15 @@ def _run_all(servers: list[Server], dsn: str) -> list[Result]:
     return [server.result for server in servers]
 
 
-def _ms(values: list[float], q: float) -> str:
+def _quantile(values: list[float], q: float) -> float:
     if not values:
-        return "-"
+        return float("inf")
     ordered = sorted(values)
-    return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.0f}"
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _ms(values: list[float], q: float) -> str:
+    return f"{_quantile(values, q) * 1000:.0f}" if values else "-"
 
 
 def _report(results: list[Result], load_before: float) -> None:
@@ -281,6 +285,15 @@ def _report(results: list[Result], load_before: float) -> None:
                 f"{r.name}: {r.processes / per_request:.0f} req/s if each of its {r.processes} process(es) "
                 "had a core to itself (projected from its CPU per request)"
             )
+    real = results[-1]
+    checks = [
+        ("0 errors", not real.errors),
+        ("read p99 < 500 ms", _quantile(real.reads, 0.99) < 0.5),
+        ("write p99 < 1 s", _quantile(real.writes, 0.99) < 1.0),
+        ("connections <= pool x processes", real.max_connections <= real.processes * POOL_MAX),
+        (">= 3x the baseline's requests/s", bool(baseline.rate) and real.rate >= 3 * baseline.rate),
+    ]
+    print("goals for " + real.name + ": " + "; ".join(f"{goal}: {'met' if ok else 'NOT met'}" for goal, ok in checks))
     print(
         f"machine: {os.cpu_count()} CPUs, load average {load_before:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after (other work on the machine competes for the same cores)"
