@@ -105,6 +105,9 @@ def test_the_old_brute_force_recovers_deposits_from_unsalted_fingerprints_but_no
     assert not any(fingerprint in body.decode() for fingerprint in unsalted)
     assert [item[0] for item in items] == list(covered.order_by("pk").values_list("pk", flat=True))
     assert all(len(item) == 2 for item in items)
+    # The batch's commitment key appears nowhere public.
+    batches = anon_client.get(reverse("settlement-batches")).content.decode()
+    assert batch.commitment_key and batch.commitment_key not in body.decode() + batches
 
 
 def test_anyone_can_still_recompute_the_data_hash_and_the_root_from_the_public_record(settled, anon_client):
@@ -146,8 +149,9 @@ def test_nobody_else_gets_a_salt(settled, client_for, anon_client):
     counterparty_of_other = client_for(market.provider).get(reverse("settlement-transaction", args=[deposit.pk]))
     anonymous = anon_client.get(reverse("settlement-transaction", args=[deposit.pk]))
     missing = client_for(alice).get(reverse("settlement-transaction", args=[10**12]))
+    huge = client_for(alice).get(reverse("settlement-transaction", args=[10**30]))
 
-    for response in (stranger, counterparty_of_other, missing):
+    for response in (stranger, counterparty_of_other, missing, huge):
         assert response.status_code == 404 and response.json()["code"] == "transaction_not_settled"
     assert anonymous.status_code in (401, 403)
 
