@@ -57,10 +57,16 @@ format:
 proto: deps-dev
 	bash scripts/gen_proto.sh
 
+## serve: real mode's web tier (granian workers, pooled PostgreSQL connections); needs DATABASE_URL etc.
+.PHONY: serve
+serve: deps
+	HOST=$(HOST) PORT=$(PORT) bash scripts/serve.sh
+
 ## bench: the benchmarks (slow; not part of the tests)
 bench: deps-dev
 	$(TEST_ENV) $(PY) -m benchmarks.ledger_bench
 	$(PY) -m benchmarks.pvcg_bench
+	$(TEST_ENV) $(PY) -m benchmarks.api_load
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -155,6 +155,9 @@ class SettlementBatch(models.Model):
     seq = models.PositiveBigIntegerField(unique=True)
     root = models.CharField(**_HASH)
     data = models.ForeignKey(BatchData, on_delete=models.PROTECT, related_name="batches")
+    # Secret (hex) from which each covered transaction's commitment salt is derived; never published.
+    # Empty for batches of DA version 1, which published unsalted fingerprints.
+    commitment_key = models.CharField(max_length=64, blank=True, default="", editable=False)
     # Ledger transactions with first_transaction_id <= id <= last_transaction_id are this batch's.
     first_transaction_id = models.BigIntegerField()
     last_transaction_id = models.BigIntegerField()

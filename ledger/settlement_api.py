@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ledger.models import ChainDeposit, SettlementAlert, SettlementBatch
+from ledger.settlement.commitments import transaction_commitment_reveal
 from ledger.settlement.selectors import (
     alert_list,
     batch_data_get,
@@ -116,6 +117,15 @@ class BatchDataDetail(APIView):
     )
     def get(self, request, sha256: str):
         return HttpResponse(batch_data_get(sha256=sha256).content, content_type="application/json")
+
+
+class TransactionCommitment(APIView):
+    @extend_schema(
+        responses=OpenApiTypes.OBJECT,
+        summary="The salt and legs of one of your ledger transactions, to check its commitment in a batch's DA copy",
+    )
+    def get(self, request, transaction_id: int):
+        return Response(transaction_commitment_reveal(user_id=request.user.pk, transaction_id=transaction_id))
 
 
 class Proof(APIView):

@@ -7,6 +7,7 @@ urlpatterns = [
     path("batches/", api.BatchList.as_view(), name="settlement-batches"),
     path("batches/<int:seq>/", api.BatchDetail.as_view(), name="settlement-batch"),
     path("data/<str:sha256>/", api.BatchDataDetail.as_view(), name="settlement-data"),
+    path("transactions/<int:transaction_id>/", api.TransactionCommitment.as_view(), name="settlement-transaction"),
     path("proof/", api.Proof.as_view(), name="settlement-proof"),
     path("claimable/", api.Claimable.as_view(), name="settlement-claimable"),
     path("deposits/", api.DepositList.as_view(), name="settlement-deposits"),

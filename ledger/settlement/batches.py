@@ -38,6 +38,7 @@ from ledger.models import (
     SettlementBatch,
     Transaction,
 )
+from ledger.settlement.commitments import COMMITMENT_SCHEME, batch_commitments, commitment_key_new
 from ledger.settlement.connection import CHAIN_DOWN_ERRORS, chain_connection_get, settlement_lock
 from ledger.settlement.errors import (
     BatchPostFailed,
@@ -51,7 +52,8 @@ from marketplace.models import Wallet
 logger = logging.getLogger(__name__)
 
 LEAF_TYPES = ("address", "address", "uint256")
-DATA_VERSION = 1
+# 2: covered transactions are published as salted commitments (1 published unsalted fingerprints).
+DATA_VERSION = 2
 # Seconds a batch-preparing worker waits for in-flight ledger writes before giving up (and retrying).
 _LEDGER_LOCK_TIMEOUT = "10s"
 # Fee multiplier when re-sending a stuck batch transaction with the same nonce (replacement needs > +10%).
@@ -60,7 +62,7 @@ _REPLACEMENT_FEE_FACTOR = 2
 
 @dataclass(frozen=True)
 class BatchContent:
-    """What a batch publishes: its sorted leaves and the digest of each ledger transaction it covers."""
+    """What a batch publishes: its sorted leaves and a salted commitment to each ledger transaction it covers."""
 
     leaves: list[list[str]]
     transactions: list[list[Any]]
@@ -150,12 +152,15 @@ def _prepare_locked(conn: ChainConnection) -> SettlementBatch | None:
         tree = StandardMerkleTree.of(leaves, LEAF_TYPES)
         if previous is not None and previous.root == tree.root:
             return None
-        transactions = [
-            [pk, kind, fingerprint]
-            for pk, kind, fingerprint in Transaction.objects.filter(pk__gt=low_water, pk__lte=high_water)
-            .order_by("pk")
-            .values_list("pk", "kind", "fingerprint")
-        ]
+        commitment_key = commitment_key_new()
+        transactions = batch_commitments(
+            key=commitment_key,
+            rows=list(
+                Transaction.objects.filter(pk__gt=low_water, pk__lte=high_water)
+                .order_by("pk")
+                .values_list("pk", "fingerprint")
+            ),
+        )
         seq = (previous.seq if previous else 0) + 1
         content = canonical_json(
             {
@@ -170,7 +175,8 @@ def _prepare_locked(conn: ChainConnection) -> SettlementBatch | None:
                 "ledger_transactions": {
                     "after_id": low_water,
                     "through_id": high_water,
-                    "fields": ["id", "kind", "sha256_of_kind_and_legs"],
+                    "fields": ["id", "commitment"],
+                    "commitment": COMMITMENT_SCHEME,
                     "items": transactions,
                 },
             }
@@ -183,6 +189,7 @@ def _prepare_locked(conn: ChainConnection) -> SettlementBatch | None:
                     seq=seq,
                     root=tree.root,
                     data=data,
+                    commitment_key=commitment_key,
                     first_transaction_id=low_water + 1,
                     last_transaction_id=high_water,
                     transaction_count=len(transactions),

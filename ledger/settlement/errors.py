@@ -53,3 +53,7 @@ class InvalidAddress(ValidationFailed):
 
 class InvalidDataHash(ValidationFailed):
     code = "invalid_data_hash"
+
+
+class TransactionNotSettled(NotFound):
+    code = "transaction_not_settled"
