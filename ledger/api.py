@@ -7,8 +7,8 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger.currencies import Currency, from_base_units, to_base_units
-from ledger.errors import FaucetDisabled, InvalidAmount
+from ledger.currencies import AmountField, Currency, from_base_units, to_base_units
+from ledger.errors import FaucetDisabled
 from ledger.idempotency import idempotent
 from ledger.models import Account, Entry, TransactionKind
 from ledger.selectors import balances_for_user, entries_for_user
@@ -90,30 +90,15 @@ class EntryList(generics.ListAPIView):
         return entries_for_user(user_id=self.request.user.pk)
 
 
-class AmountField(serializers.Field):
-    """A decimal amount sent as a string (or an integer), never as a float."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, (str, int)):
-            raise serializers.ValidationError('Send the amount as a decimal string such as "25.5".')
-        return data
-
-    def to_representation(self, value):
-        return str(value)
-
-
 class FaucetSerializer(serializers.Serializer):
     currency = serializers.ChoiceField(choices=Currency.choices)
     amount = AmountField(help_text='Whole currency units as a decimal string, e.g. "100" or "2.5".')
 
     def validate(self, attrs):
-        try:
-            attrs["amount_base_units"] = to_base_units(attrs["amount"], attrs["currency"])
-        except InvalidAmount as exc:
-            raise serializers.ValidationError({"amount": exc.message}) from None
         limit = settings.JANCTION_FAUCET_MAX_UNITS
-        if attrs["amount_base_units"] > to_base_units(limit, attrs["currency"]):
+        if attrs["amount"] > to_base_units(limit, attrs["currency"]):
             raise serializers.ValidationError({"amount": f"The demo faucet gives at most {limit} per request."})
+        attrs["amount_base_units"] = attrs["amount"]
         return attrs
 
 

@@ -6,8 +6,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger.currencies import from_base_units, to_base_units
-from ledger.errors import InvalidAmount
+from ledger.currencies import AmountField, to_base_units
 from nodes.errors import NodeNotFound
 from nodes.models import Gpu, Node, VGpu
 from nodes.selectors import nodes_for_owner
@@ -22,23 +21,18 @@ from nodes.services import (
 )
 
 
-class PriceField(serializers.Field):
-    """A USDC price per vGPU-hour as a decimal string, stored as integer base units."""
+class PriceField(AmountField):
+    """A USDC price per vGPU-hour (ledger.currencies' amount rule), stored as integer base units."""
+
+    def __init__(self, **kwargs):
+        super().__init__(currency="USDC", allow_zero=True, **kwargs)
 
     def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, (str, int)):
-            raise serializers.ValidationError('Send the price as a decimal string such as "0.45".')
-        try:
-            value = to_base_units(data, "USDC", allow_zero=True)
-        except InvalidAmount as exc:
-            raise serializers.ValidationError(exc.message) from None
+        value = super().to_internal_value(data)
         ceiling = settings.PRICING_MAX_RESERVE_PRICE
         if value > to_base_units(ceiling, "USDC"):
             raise serializers.ValidationError(f"Reserve prices above {ceiling} USDC per vGPU-hour are refused.")
         return value
-
-    def to_representation(self, value):
-        return from_base_units(value, "USDC")
 
 
 class GpuSerializer(serializers.ModelSerializer):
@@ -101,7 +95,9 @@ class NodeSerializer(serializers.ModelSerializer):
 
 class NodeCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=80)
-    reserve_price = PriceField(required=False, default=0, help_text="USDC per vGPU-hour; default 0.")
+    reserve_price = PriceField(
+        required=False, default=0, help_text='USDC per vGPU-hour as a decimal string; default "0".'
+    )
 
 
 class NodeUpdateSerializer(serializers.Serializer):

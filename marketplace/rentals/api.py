@@ -2,12 +2,12 @@
 
 import django_filters
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger.currencies import from_base_units
+from ledger.currencies import AMOUNT_PATTERN, AMOUNT_RULE, from_base_units
 from ledger.idempotency import idempotent
 from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.errors import RentalInvalid
@@ -27,12 +27,17 @@ def _usdc(base_units: int) -> str:
     return from_base_units(base_units, "USDC")
 
 
+@extend_schema_field({"type": "string", "pattern": AMOUNT_PATTERN, "example": "1.25"})
+class RawAmountField(serializers.JSONField):
+    """The raw value of an amount, documented as ledger.currencies' decimal string; the service reads it."""
+
+
 class RentalSubmitSerializer(serializers.Serializer):
     """Raw values; the service checks each one and says what to change."""
 
     pool = serializers.JSONField(help_text='Pool name, e.g. "ada-12g".')
     vgpus = serializers.JSONField(help_text="Number of vGPUs (all on one or several nodes of the pool).")
-    max_price_per_hour = serializers.JSONField(help_text='Most you pay per vGPU-hour, USDC decimal string: "1.25".')
+    max_price_per_hour = RawAmountField(help_text='Most you pay per vGPU-hour, USDC decimal string: "1.25".')
     max_duration_seconds = serializers.JSONField(help_text="Longest run time; what is unused is refunded.")
     image = serializers.JSONField(help_text="OCI image reference, e.g. docker.io/library/python:3.12.")
     command = serializers.JSONField(required=False, default=list, help_text="List of strings.")
@@ -168,6 +173,11 @@ class RentalList(generics.ListAPIView):
         serializer = RentalSubmitSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        if not isinstance(data["max_price_per_hour"], str):
+            raise RentalInvalid(
+                f"Send max_price_per_hour (USDC per vGPU-hour) as {AMOUNT_RULE}.",
+                detail={"field": "max_price_per_hour"},
+            )
         rental = rental_submit(
             owner=request.user,
             pool_name=data["pool"],
