@@ -1,4 +1,12 @@
-"""REST API: DRF, filters, OpenAPI schema with self-hosted docs."""
+"""REST API: DRF, filters, OpenAPI schema with self-hosted docs, and the bounds on every request."""
+
+from .env import env_int
+
+# Every request body, on every endpoint, is refused with 413 past this size (janction/guards.py)...
+JANCTION_MAX_BODY_BYTES = env_int("JANCTION_MAX_BODY_BYTES", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = JANCTION_MAX_BODY_BYTES
+# ...and with 400 when it nests arrays/objects deeper than this, before any parser sees it.
+JANCTION_MAX_JSON_DEPTH = env_int("JANCTION_MAX_JSON_DEPTH", 32)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -11,6 +19,11 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "janction.api.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "janction.guards.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
