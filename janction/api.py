@@ -1,9 +1,13 @@
-"""Shared DRF pieces: the one exception handler and the pagination class."""
+"""Shared DRF pieces: the one exception handler, the pagination class and the date-time filter."""
 
 import logging
+from datetime import UTC
 
+import django_filters
+from django import forms
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
+from django_filters.fields import IsoDateTimeField
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -36,6 +40,25 @@ _MESSAGES = {
 class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
+
+
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time converted to UTC, so that any offset Python accepts is one PostgreSQL accepts."""
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise forms.ValidationError("This date-time is out of range; use one between years 1 and 9999.") from None
+
+
+class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """django-filter's ISO date-time filter, read into UTC (offsets past +-15:59 made PostgreSQL fail)."""
+
+    field_class = UtcIsoDateTimeField
 
 
 def exception_handler(exc, context):

@@ -7,6 +7,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from janction.api import IsoDateTimeFilter
 from ledger.currencies import AmountField, Currency, from_base_units, to_base_units
 from ledger.errors import FaucetDisabled
 from ledger.idempotency import idempotent
@@ -68,8 +69,8 @@ def _own_accounts(request):
 class EntryFilter(django_filters.FilterSet):
     currency = django_filters.ChoiceFilter(choices=Currency.choices)
     account = django_filters.ModelChoiceFilter(queryset=_own_accounts, help_text="One of your account ids.")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Entry

@@ -7,6 +7,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from janction.api import IsoDateTimeFilter
 from ledger.currencies import AMOUNT_PATTERN, AmountField, from_base_units
 from pricing.models import MarketRound
 from pricing.selectors import pool_markets
@@ -64,7 +65,7 @@ class RoundDetailSerializer(RoundSerializer):
 
 class RoundFilter(django_filters.FilterSet):
     pool = django_filters.CharFilter(field_name="pool__name")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    since = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
         model = MarketRound

@@ -7,6 +7,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from janction.api import IsoDateTimeFilter
 from ledger.currencies import AMOUNT_PATTERN, AMOUNT_RULE, from_base_units
 from ledger.idempotency import idempotent
 from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
@@ -145,8 +146,8 @@ class RentalDetailSerializer(RentalSerializer):
 class RentalFilter(django_filters.FilterSet):
     state = django_filters.MultipleChoiceFilter(choices=RentalState.choices)
     pool = django_filters.CharFilter(field_name="pool__name")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Rental

@@ -13,8 +13,9 @@ from tests.hardening.server import daphne_server
 
 
 def test_importing_the_urlconf_leaves_a_sane_recursion_limit():
-    import janction.urls  # noqa: F401  (imports web3, py_ecc and py-evm)
     import py_ecc  # noqa: F401
+
+    import janction.urls  # noqa: F401  (imports web3, py_ecc and py-evm)
 
     assert sys.getrecursionlimit() == RECURSION_LIMIT
     with pytest.raises(RecursionError):  # the C decoder gives up instead of overflowing the stack
