@@ -1,12 +1,15 @@
 """REST API: DRF, filters, OpenAPI schema with self-hosted docs, and the bounds on every request."""
 
-from .env import env_int
+from .env import env_bool, env_int
 
 # Every request body, on every endpoint, is refused with 413 past this size (janction/guards.py)...
 JANCTION_MAX_BODY_BYTES = env_int("JANCTION_MAX_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = JANCTION_MAX_BODY_BYTES
 # ...and with 400 when it nests arrays/objects deeper than this, before any parser sees it.
 JANCTION_MAX_JSON_DEPTH = env_int("JANCTION_MAX_JSON_DEPTH", 32)
+
+# Tests only: exit the process right after an Idempotency-Key request commits, before it answers.
+JANCTION_TEST_EXIT_AFTER_IDEMPOTENT_COMMIT = env_bool("JANCTION_TEST_EXIT_AFTER_IDEMPOTENT_COMMIT", False)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
