@@ -1,6 +1,7 @@
 """Shared DRF pieces: the one exception handler, the pagination class and the date-time filter."""
 
 import logging
+import math
 from datetime import UTC
 
 import django_filters
@@ -82,7 +83,7 @@ def exception_handler(exc, context):
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+        headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
     return Response({"code": code, "message": message, "detail": detail}, status=exc.status_code, headers=headers)
 
 

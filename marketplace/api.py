@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from janction.throttling import ApiKeyRateThrottle
 from marketplace.models import ApiKey, Profile, Region, Wallet
 from marketplace.services import (
     api_key_create,
@@ -109,7 +110,7 @@ class LinkRequestSerializer(serializers.Serializer):
 
 
 class WalletChallenge(APIView):
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ApiKeyRateThrottle, ScopedRateThrottle]
     throttle_scope = "siwe"
 
     @extend_schema(request=ChallengeRequestSerializer, responses={201: ChallengeSerializer}, summary="Get a SIWE nonce")

@@ -1,12 +1,19 @@
 """REST API: DRF, filters, OpenAPI schema with self-hosted docs, and the bounds on every request."""
 
-from .env import env_bool, env_int
+from .env import env_bool, env_int, env_str
 
 # Every request body, on every endpoint, is refused with 413 past this size (janction/guards.py)...
 JANCTION_MAX_BODY_BYTES = env_int("JANCTION_MAX_BODY_BYTES", 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = JANCTION_MAX_BODY_BYTES
 # ...and with 400 when it nests arrays/objects deeper than this, before any parser sees it.
 JANCTION_MAX_JSON_DEPTH = env_int("JANCTION_MAX_JSON_DEPTH", 32)
+
+# Rate limits (janction/throttling.py), kept in the cache so that every worker process shares them:
+# API requests per client address (checked before authentication) and per API key or signed-in user.
+JANCTION_RATE_LIMIT_IP = env_str("JANCTION_RATE_LIMIT_IP", "1200/min")
+JANCTION_RATE_LIMIT_KEY = env_str("JANCTION_RATE_LIMIT_KEY", "600/min")
+# Reverse proxies in front of the app that append to X-Forwarded-For (0: use the socket's address).
+JANCTION_TRUSTED_PROXIES = env_int("JANCTION_TRUSTED_PROXIES", 0)
 
 # Tests only: exit the process right after an Idempotency-Key request commits, before it answers.
 JANCTION_TEST_EXIT_AFTER_IDEMPOTENT_COMMIT = env_bool("JANCTION_TEST_EXIT_AFTER_IDEMPOTENT_COMMIT", False)
@@ -31,6 +38,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    "DEFAULT_THROTTLE_CLASSES": ["janction.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"siwe": "30/min"},
 }
 
