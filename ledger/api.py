@@ -2,12 +2,13 @@
 
 import django_filters
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from janction.api import IsoDateTimeFilter
+from janction.openapi import error_responses
 from ledger.currencies import AmountField, Currency, from_base_units, to_base_units
 from ledger.errors import FaucetDisabled
 from ledger.idempotency import idempotent
@@ -106,6 +107,20 @@ class FaucetSerializer(serializers.Serializer):
 class Faucet(APIView):
     @extend_schema(
         request=FaucetSerializer,
+        responses={
+            201: inline_serializer(
+                "FaucetDeposit",
+                {
+                    "demo": serializers.BooleanField(),
+                    "notice": serializers.CharField(),
+                    "transaction": serializers.IntegerField(),
+                    "currency": serializers.ChoiceField(choices=Currency.choices),
+                    "amount": serializers.CharField(help_text="Whole currency units, a decimal string."),
+                    "amount_base_units": serializers.CharField(help_text="Integer base units, as a string."),
+                },
+            ),
+            **error_responses(404),
+        },
         summary="Demo faucet (embedded default only)",
         description="Credits demo funds. Exists only in the embedded default; real mode answers 404.",
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=True)],

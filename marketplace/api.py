@@ -83,7 +83,7 @@ class ApiKeyList(APIView):
 
 
 class ApiKeyDetail(APIView):
-    @extend_schema(responses=ApiKeySerializer, summary="Revoke an API key")
+    @extend_schema(responses={200: ApiKeySerializer}, summary="Revoke an API key; the response is the revoked key")
     def delete(self, request, key_id: int):
         return Response(ApiKeySerializer(api_key_revoke(user=request.user, key_id=key_id)).data)
 

@@ -27,7 +27,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "janction.api.Pagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "janction.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "janction.api.exception_handler",
     "DEFAULT_PARSER_CLASSES": [
         "janction.guards.JSONParser",
@@ -44,7 +44,15 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Janction API",
-    "DESCRIPTION": "Rent vGPUs from independent providers. Authenticate with `Authorization: Bearer <API key>`.",
+    "DESCRIPTION": (
+        "Rent vGPUs from independent providers. Authenticate with `Authorization: Bearer <API key>` "
+        "(keys start with `jct_`; create them on the API keys page).\n\n"
+        "Amounts are decimal strings in whole currency units, plain ASCII digits with an optional fraction "
+        '(`"12"`, `"0.45"`); JSON numbers, signs, exponents and spaces are refused. They are also returned as '
+        "integer base units (USDC has 6 decimals, JCT 18).\n\n"
+        'Every error is `{"code", "message", "detail"}` with a 4xx status. Requests are rate limited per '
+        "address and per API key (429 with Retry-After); bodies are limited in size (413) and nesting depth (400)."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
