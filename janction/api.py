@@ -7,7 +7,8 @@ from datetime import UTC
 import django_filters
 from django import forms
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from django_filters.fields import IsoDateTimeField
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.pagination import PageNumberPagination
@@ -91,3 +92,22 @@ def _first_message(detail) -> str:
     while isinstance(detail, (list, dict)) and detail:
         detail = next(iter(detail.values())) if isinstance(detail, dict) else detail[0]
     return str(detail) if detail else "The request is invalid."
+
+
+def page_not_found(request, exception=None):
+    """Answer an unknown URL under /api/ with the JSON error body, and anything else with Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"code": "not_found", "message": "No such endpoint or object; see /api/docs/.", "detail": {}}, status=404
+        )
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """Answer a server error under /api/ with the JSON error body, and anything else with Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"code": "server_error", "message": "Something went wrong on our side; it has been logged.", "detail": {}},
+            status=500,
+        )
+    return defaults.server_error(request)

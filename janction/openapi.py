@@ -3,6 +3,7 @@
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
+from rest_framework.permissions import AllowAny, IsAuthenticated
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -52,6 +53,8 @@ class AutoSchema(SpectacularAutoSchema):
         statuses = {400, 401, 413, 429}
         if self.method in ("POST", "PUT", "PATCH", "DELETE"):
             statuses.add(403)  # browser sessions without a CSRF token
+        if any(cls not in (AllowAny, IsAuthenticated) for cls in getattr(self.view, "permission_classes", ())):
+            statuses.add(403)  # a role the caller may lack (operators only, ...)
         if self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None:
             statuses.add(415)
         if "{" in self.path or (self._is_list_view() and getattr(self.view, "pagination_class", None)):

@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from janction.openapi import error_responses
 from janction.throttling import ApiKeyRateThrottle
 from marketplace.models import ApiKey, Profile, Region, Wallet
 from marketplace.services import (
@@ -71,7 +72,8 @@ class ApiKeyList(APIView):
     @extend_schema(
         request=ApiKeyCreateSerializer,
         responses={
-            201: inline_serializer("ApiKeyCreated", {"key": serializers.CharField(), "api_key": ApiKeySerializer()})
+            201: inline_serializer("ApiKeyCreated", {"key": serializers.CharField(), "api_key": ApiKeySerializer()}),
+            **error_responses(409),
         },
         summary="Create an API key; the response is the only time the key is shown",
     )
@@ -126,7 +128,11 @@ class WalletList(APIView):
     def get(self, request):
         return Response(WalletSerializer(Wallet.objects.filter(user=request.user).order_by("pk"), many=True).data)
 
-    @extend_schema(request=LinkRequestSerializer, responses={201: WalletSerializer}, summary="Link a wallet")
+    @extend_schema(
+        request=LinkRequestSerializer,
+        responses={201: WalletSerializer, **error_responses(409)},
+        summary="Link a wallet",
+    )
     def post(self, request):
         serializer = LinkRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -6,6 +6,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from janction.openapi import error_responses
 from ledger.currencies import AmountField, to_base_units
 from nodes.errors import NodeNotFound
 from nodes.models import Gpu, Node, VGpu
@@ -143,7 +144,7 @@ class NodeList(APIView):
 
     @extend_schema(
         request=NodeCreateSerializer,
-        responses={201: EnrollmentSerializer},
+        responses={201: EnrollmentSerializer, **error_responses(409)},
         summary="Create a node and get its one-time enrollment token",
     )
     def post(self, request):
@@ -162,7 +163,11 @@ class NodeDetail(APIView):
     def get(self, request, node_id: int):
         return Response(NodeSerializer(_node(request, node_id)).data)
 
-    @extend_schema(request=NodeUpdateSerializer, responses=NodeSerializer, summary="Rename a node or change its ask")
+    @extend_schema(
+        request=NodeUpdateSerializer,
+        responses={200: NodeSerializer, **error_responses(409)},
+        summary="Rename a node or change its ask",
+    )
     def patch(self, request, node_id: int):
         serializer = NodeUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -179,27 +184,35 @@ class NodeDetail(APIView):
             )
         return Response(NodeSerializer(_node(request, node_id)).data)
 
-    @extend_schema(responses={204: None}, summary="Delete a node that runs nothing")
+    @extend_schema(responses={204: None, **error_responses(409)}, summary="Delete a node that runs nothing")
     def delete(self, request, node_id: int):
         node_delete(owner=request.user, node_id=node_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class NodeDrain(APIView):
-    @extend_schema(request=None, responses=NodeSerializer, summary="Stop selling this node's vGPUs")
+    @extend_schema(
+        request=None, responses={200: NodeSerializer, **error_responses(409)}, summary="Stop selling this node's vGPUs"
+    )
     def post(self, request, node_id: int):
         node_drain(owner=request.user, node_id=node_id)
         return Response(NodeSerializer(_node(request, node_id)).data)
 
 
 class NodeUndrain(APIView):
-    @extend_schema(request=None, responses=NodeSerializer, summary="Put a drained node back on sale")
+    @extend_schema(
+        request=None, responses={200: NodeSerializer, **error_responses(409)}, summary="Put a drained node back on sale"
+    )
     def post(self, request, node_id: int):
         node_undrain(owner=request.user, node_id=node_id)
         return Response(NodeSerializer(_node(request, node_id)).data)
 
 
 class NodeEnrollmentToken(APIView):
-    @extend_schema(request=None, responses={201: EnrollmentSerializer}, summary="Issue a new enrollment token")
+    @extend_schema(
+        request=None,
+        responses={201: EnrollmentSerializer, **error_responses(409)},
+        summary="Issue a new enrollment token",
+    )
     def post(self, request, node_id: int):
         return _ticket_response(node_token_regenerate(owner=request.user, node_id=node_id), status.HTTP_201_CREATED)

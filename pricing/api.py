@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from janction.api import IsoDateTimeFilter
+from janction.openapi import error_responses
 from ledger.currencies import AMOUNT_PATTERN, AmountField, from_base_units
 from pricing.models import MarketRound
 from pricing.selectors import pool_markets
@@ -116,7 +117,7 @@ class PriceEstimate(APIView):
                 description="USDC per vGPU-hour as a decimal string, e.g. 1.10",
             ),
         ],
-        responses=EstimateSerializer,
+        responses={200: EstimateSerializer, **error_responses(404)},
         summary="What a rental would pay if the round ran now (nothing is reserved)",
     )
     def get(self, request):

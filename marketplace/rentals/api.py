@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from janction.api import IsoDateTimeFilter
+from janction.openapi import error_responses
 from ledger.currencies import AMOUNT_PATTERN, AMOUNT_RULE, from_base_units
 from ledger.idempotency import idempotent
 from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
@@ -163,7 +164,7 @@ class RentalList(generics.ListAPIView):
 
     @extend_schema(
         request=RentalSubmitSerializer,
-        responses={201: RentalDetailSerializer},
+        responses={201: RentalDetailSerializer, **error_responses(402)},
         parameters=[IDEMPOTENCY],
         summary="Rent vGPUs: escrow the most it can cost and bid in the next round",
     )
