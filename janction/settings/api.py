@@ -15,6 +15,19 @@ JANCTION_RATE_LIMIT_KEY = env_str("JANCTION_RATE_LIMIT_KEY", "600/min")
 # Reverse proxies in front of the app that append to X-Forwarded-For (0: use the socket's address).
 JANCTION_TRUSTED_PROXIES = env_int("JANCTION_TRUSTED_PROXIES", 0)
 
+# Content-Security-Policy of HTML pages (janction/security.py); the API docs pages get the second one.
+JANCTION_CSP = env_str(
+    "JANCTION_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+)
+JANCTION_CSP_DOCS = env_str(
+    "JANCTION_CSP_DOCS",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'",
+)
+
 # Tests only: exit the process right after an Idempotency-Key request commits, before it answers.
 JANCTION_TEST_EXIT_AFTER_IDEMPOTENT_COMMIT = env_bool("JANCTION_TEST_EXIT_AFTER_IDEMPOTENT_COMMIT", False)
 
@@ -34,10 +47,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
-    ],
+    # JSON only: Swagger UI at /api/docs/ replaces the browsable API, whose inline script the CSP refuses.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_THROTTLE_CLASSES": ["janction.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"siwe": "30/min"},
 }
