@@ -70,4 +70,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One enum per choice set, named after it (the default names collide for every `state` field).
+    "ENUM_NAME_OVERRIDES": {
+        "RentalStateEnum": "marketplace.models.RentalState",
+        "NodeStateEnum": "nodes.models.NodeState",
+        "VGpuStateEnum": "nodes.models.VGpuState",
+    },
 }
