@@ -42,11 +42,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "janction.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "janction.api.exception_handler",
-    "DEFAULT_PARSER_CLASSES": [
-        "janction.guards.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON bodies only (415 otherwise), through the parser that also refuses NUL characters.
+    "DEFAULT_PARSER_CLASSES": ["janction.guards.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     # JSON only: Swagger UI at /api/docs/ replaces the browsable API, whose inline script the CSP refuses.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_THROTTLE_CLASSES": ["janction.throttling.ApiKeyRateThrottle"],
