@@ -16,16 +16,14 @@ JANCTION_RATE_LIMIT_KEY = env_str("JANCTION_RATE_LIMIT_KEY", "600/min")
 JANCTION_TRUSTED_PROXIES = env_int("JANCTION_TRUSTED_PROXIES", 0)
 
 # Content-Security-Policy of HTML pages (janction/security.py); the API docs pages get the second one.
-JANCTION_CSP = env_str(
-    "JANCTION_CSP",
+JANCTION_CSP = env_str("JANCTION_CSP") or (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-JANCTION_CSP_DOCS = env_str(
-    "JANCTION_CSP_DOCS",
+JANCTION_CSP_DOCS = env_str("JANCTION_CSP_DOCS") or (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'",
+    "form-action 'self'; frame-ancestors 'none'"
 )
 
 # Tests only: exit the process right after an Idempotency-Key request commits, before it answers.
