@@ -73,8 +73,6 @@ class RequestLimitsMiddleware:
         if int(declared) > limit:
             body = _too_large_body(limit)
             return _error(413, body["code"], body["message"], body["detail"])
-        if request.method in ("GET", "HEAD", "OPTIONS"):
-            return None
         depth = settings.JANCTION_MAX_JSON_DEPTH
         if json_depth_exceeds(request.body, depth):
             return _error(

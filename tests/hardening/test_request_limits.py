@@ -75,6 +75,14 @@ def test_nul_in_json_text_is_a_400(owner_client, path, body):
     assert "NUL" in response.json()["message"]
 
 
+def test_the_api_reads_json_bodies_only(owner_client):
+    response = owner_client.post(
+        "/api/v1/api-keys/", data="name=a%00b", content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+
+
 @pytest.mark.parametrize("path", ["/api/v1/rounds/?pool=ada%00", "/api/v1/rentals/?pool=%00", "/api/v1/pools/?x=%00"])
 def test_nul_in_the_query_string_is_a_400(owner_client, path):
     response = owner_client.get(path)
@@ -93,6 +101,9 @@ def test_deeply_nested_body_does_not_kill_daphne(transactional_db, owner, tmp_pa
             assert response.status_code == 400
             assert response.json()["code"] == "too_deeply_nested"
         response = requests.post(f"{base}/api/v1/api-keys/", data=b"{" * 2_000_000, headers=auth, timeout=30)
+        assert response.status_code == 413
+        chunks = (b"[" * 65536 for _ in range(40))  # 2.5 MiB without a Content-Length: cut off while it arrives
+        response = requests.post(f"{base}/api/v1/api-keys/", data=chunks, headers=auth, timeout=30)
         assert response.status_code == 413
         assert process.poll() is None
         assert requests.get(f"{base}/api/v1/pools/", timeout=30).status_code == 200
