@@ -2,7 +2,7 @@
 
 import django_filters
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -11,7 +11,7 @@ from janction.api import IsoDateTimeFilter
 from janction.openapi import error_responses
 from ledger.currencies import AmountField, Currency, from_base_units, to_base_units
 from ledger.errors import FaucetDisabled
-from ledger.idempotency import idempotent
+from ledger.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from ledger.models import Account, Entry, TransactionKind
 from ledger.selectors import balances_for_user, entries_for_user
 from ledger.services import ledger_deposit
@@ -123,7 +123,7 @@ class Faucet(APIView):
         },
         summary="Demo faucet (embedded default only)",
         description="Credits demo funds. Exists only in the embedded default; real mode answers 404.",
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=True)],
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     @idempotent
     def post(self, request):

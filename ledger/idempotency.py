@@ -19,6 +19,7 @@ from functools import wraps
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 
@@ -28,6 +29,14 @@ from ledger.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{8,255}$")
+# The header as an OpenAPI parameter, for @extend_schema(parameters=[...]) of every @idempotent view.
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    HEADER,
+    {"type": "string", "pattern": _KEY_PATTERN.pattern},
+    OpenApiParameter.HEADER,
+    required=True,
+    description="A fresh key (e.g. a UUID) per request; retries of the same request reuse it.",
+)
 
 
 def idempotent(view_method):

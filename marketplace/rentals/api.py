@@ -2,7 +2,7 @@
 
 import django_filters
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from janction.api import IsoDateTimeFilter
 from janction.openapi import error_responses
 from ledger.currencies import AMOUNT_PATTERN, AMOUNT_RULE, from_base_units
-from ledger.idempotency import idempotent
+from ledger.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.errors import RentalInvalid
 from marketplace.rentals.selectors import (
@@ -23,7 +23,7 @@ from marketplace.rentals.selectors import (
 from marketplace.rentals.services import rental_cancel, rental_submit
 from nodes.models import PlacementLogLine
 
-IDEMPOTENCY = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=True)
+IDEMPOTENCY = IDEMPOTENCY_KEY_PARAMETER
 
 
 def _usdc(base_units: int) -> str:

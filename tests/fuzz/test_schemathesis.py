@@ -20,6 +20,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from ledger.services import ledger_deposit
+from marketplace.rentals.services import rental_submit
 from marketplace.services import api_key_create
 from tests.factories import online_node
 
@@ -51,17 +53,34 @@ def _keep_the_test_connection():
 
 @pytest.fixture
 def api_key(owner, embedded):
-    online_node(owner, name="rig", vgpus=2, price=500_000)
     return api_key_create(user=owner, name="fuzzer")[1]
 
 
-def _fuzz(operation, headers):
+@pytest.fixture
+def real_ids(owner, api_key):
+    """Objects of the fuzzing user, so that some requests reach them rather than a 404."""
+    node = online_node(owner, name="rig", vgpus=2, price=500_000)
+    ledger_deposit(user_id=owner.pk, currency="USDC", amount=1_000_000_000, idempotency_key="fuzz-funds")
+    rental = rental_submit(
+        owner=owner,
+        pool_name="ada-12g",
+        vgpus=1,
+        max_price_per_hour="2",
+        max_duration_seconds=600,
+        image="docker.io/library/busybox:1.36",
+    )
+    spare_key, _ = api_key_create(user=owner, name="spare")
+    return {"node_id": node.pk, "rental_id": rental.pk, "key_id": spare_key.pk}
+
+
+def _fuzz(operation, headers, real_ids=None):
     strategy = st.one_of(
         operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
         operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
     )
+    own = {name: value for name, value in (real_ids or {}).items() if "{" + name + "}" in operation.path}
 
-    @given(case=strategy)
+    @given(case=strategy, use_own=st.booleans())
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
@@ -69,7 +88,9 @@ def _fuzz(operation, headers):
         derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
-    def run(case):
+    def run(case, use_own):
+        if own and use_own:
+            case.path_parameters = {**(case.path_parameters or {}), **own}
         response = case.call(headers=headers)
         case.validate_response(response, checks=CHECKS, headers=headers)
 
@@ -77,8 +98,8 @@ def _fuzz(operation, headers):
 
 
 @pytest.mark.parametrize("label", sorted(OPERATIONS))
-def test_with_an_api_key(db, api_key, label):
-    _fuzz(OPERATIONS[label], {"Authorization": f"Bearer {api_key}"})
+def test_with_an_api_key(db, api_key, real_ids, label):
+    _fuzz(OPERATIONS[label], {"Authorization": f"Bearer {api_key}"}, real_ids)
 
 
 @pytest.mark.parametrize("label", sorted(OPERATIONS))
