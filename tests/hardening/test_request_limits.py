@@ -1,6 +1,7 @@
 """Item 1 and 5 of the hardening issue: bounded bodies, bounded nesting, no NULs, a sane recursion limit."""
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -20,6 +21,25 @@ def test_importing_the_urlconf_leaves_a_sane_recursion_limit():
     assert sys.getrecursionlimit() == RECURSION_LIMIT
     with pytest.raises(RecursionError):  # the C decoder gives up instead of overflowing the stack
         json.loads("[" * (RECURSION_LIMIT * 2))
+
+
+def test_deep_json_in_a_worker_thread_raises_instead_of_killing_the_process():
+    """With py_ecc's limit of 100,000 this snippet segfaults (exit 139); after importing janction it raises."""
+    code = (
+        "import json, sys, threading\n"
+        "import janction, web3, py_ecc, eth\n"
+        "def parse():\n"
+        "    try:\n"
+        "        json.loads('[' * 99_000)\n"
+        "    except RecursionError:\n"
+        "        print('refused')\n"
+        "thread = threading.Thread(target=parse)\n"
+        "thread.start()\n"
+        "thread.join()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "refused"
 
 
 @pytest.mark.parametrize(
