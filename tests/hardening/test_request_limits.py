@@ -10,7 +10,7 @@ import requests
 from janction.guards import json_depth_exceeds
 from janction.recursion import RECURSION_LIMIT
 from marketplace.services import api_key_create
-from tests.hardening.server import daphne_server
+from tests.hardening.server import REPO, daphne_server
 
 
 def test_importing_the_urlconf_leaves_a_sane_recursion_limit():
@@ -37,7 +37,7 @@ def test_deep_json_in_a_worker_thread_raises_instead_of_killing_the_process():
         "thread.start()\n"
         "thread.join()\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "refused"
 
