@@ -65,3 +65,40 @@ def test_a_refused_request_is_recorded_without_any_effect(owner, owner_client):
     assert response["Idempotent-Replayed"] == "true"
     assert not Rental.objects.exists()
     assert not Transaction.objects.filter(kind=TransactionKind.HOLD).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_rentals_with_one_key_create_one_rental():
+    """Six threads send the same rental with the same key at once: one rental, one hold, the rest 409 or replay."""
+    import threading
+
+    from django.db import connections
+    from rest_framework.test import APIClient
+
+    provider, buyer = UserFactory(), UserFactory()
+    online_node(provider, name="rig", vgpus=2, price=500_000)
+    ledger_deposit(user_id=buyer.pk, currency="USDC", amount=100_000_000, idempotency_key="race-fund")
+    key = str(uuid.uuid4())
+    barrier = threading.Barrier(6)
+    results = []
+
+    def send():
+        client = APIClient()
+        client.force_authenticate(buyer)
+        barrier.wait()
+        try:
+            response = client.post("/api/v1/rentals/", RENTAL, format="json", HTTP_IDEMPOTENCY_KEY=key)
+            results.append((response.status_code, response.json()))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(results) == 6
+    assert {code for code, _ in results} <= {201, 409}
+    assert {body["id"] for code, body in results if code == 201} == {Rental.objects.get(owner=buyer).pk}
+    assert Transaction.objects.filter(kind=TransactionKind.HOLD).count() == 1
