@@ -88,13 +88,10 @@ def from_base_units(base_units: int, currency: str) -> str:
 class AmountField(serializers.Field):
     """An amount in whole units of `currency`, read by the one rule above into integer base units."""
 
-    def __init__(
-        self, *, currency: str | None = None, allow_zero: bool = False, maximum: str | int | None = None, **kw
-    ):
-        self.currency = currency
+    def __init__(self, *, currency: str | None = None, allow_zero: bool = False, **kwargs):
+        self.currency = currency  # None: read the `currency` field of the same request
         self.allow_zero = allow_zero
-        self.maximum = maximum
-        super().__init__(**kw)
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         currency = self.currency or self._sibling_currency()
@@ -104,8 +101,6 @@ class AmountField(serializers.Field):
             value = to_base_units(data, currency, allow_zero=self.allow_zero)
         except (InvalidAmount, UnknownCurrency) as exc:
             raise serializers.ValidationError(exc.message) from None
-        if self.maximum is not None and value > to_base_units(self.maximum, currency):
-            raise serializers.ValidationError(f"The most accepted here is {self.maximum} {currency}.")
         return value
 
     def to_representation(self, value):

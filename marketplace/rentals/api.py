@@ -23,8 +23,6 @@ from marketplace.rentals.selectors import (
 from marketplace.rentals.services import rental_cancel, rental_submit
 from nodes.models import PlacementLogLine
 
-IDEMPOTENCY = IDEMPOTENCY_KEY_PARAMETER
-
 
 def _usdc(base_units: int) -> str:
     return from_base_units(base_units, "USDC")
@@ -168,7 +166,7 @@ class RentalList(generics.ListAPIView):
     @extend_schema(
         request=RentalSubmitSerializer,
         responses={201: RentalDetailSerializer, **error_responses(402)},
-        parameters=[IDEMPOTENCY],
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
         summary="Rent vGPUs: escrow the most it can cost and bid in the next round",
     )
     @idempotent
@@ -208,7 +206,12 @@ class RentalDetail(APIView):
 
 
 class RentalCancel(APIView):
-    @extend_schema(request=None, responses=RentalDetailSerializer, parameters=[IDEMPOTENCY], summary="Cancel a rental")
+    @extend_schema(
+        request=None,
+        responses=RentalDetailSerializer,
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        summary="Cancel a rental",
+    )
     @idempotent
     def post(self, request, rental_id: int):
         rental_cancel(owner=request.user, rental_id=rental_id)
