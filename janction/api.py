@@ -1,9 +1,15 @@
-"""Shared DRF pieces: the one exception handler and the pagination class."""
+"""Shared DRF pieces: the one exception handler, the pagination class and the date-time filter."""
 
 import logging
+import math
+from datetime import UTC
 
+import django_filters
+from django import forms
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
+from django_filters.fields import IsoDateTimeField
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -38,6 +44,25 @@ class Pagination(PageNumberPagination):
     max_page_size = 500
 
 
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time converted to UTC, so that any offset Python accepts is one PostgreSQL accepts."""
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise forms.ValidationError("This date-time is out of range; use one between years 1 and 9999.") from None
+
+
+class IsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """django-filter's ISO date-time filter, read into UTC (offsets past +-15:59 made PostgreSQL fail)."""
+
+    field_class = UtcIsoDateTimeField
+
+
 def exception_handler(exc, context):
     """Render every API error as {"code", "message", "detail"}."""
     if isinstance(exc, ApplicationError):
@@ -59,7 +84,7 @@ def exception_handler(exc, context):
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+        headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
     return Response({"code": code, "message": message, "detail": detail}, status=exc.status_code, headers=headers)
 
 
@@ -67,3 +92,22 @@ def _first_message(detail) -> str:
     while isinstance(detail, (list, dict)) and detail:
         detail = next(iter(detail.values())) if isinstance(detail, dict) else detail[0]
     return str(detail) if detail else "The request is invalid."
+
+
+def page_not_found(request, exception=None):
+    """Answer an unknown URL under /api/ with the JSON error body, and anything else with Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"code": "not_found", "message": "No such endpoint or object; see /api/docs/.", "detail": {}}, status=404
+        )
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """Answer a server error under /api/ with the JSON error body, and anything else with Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"code": "server_error", "message": "Something went wrong on our side; it has been logged.", "detail": {}},
+            status=500,
+        )
+    return defaults.server_error(request)

@@ -2,14 +2,16 @@
 
 import django_filters
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger.currencies import Currency, from_base_units, to_base_units
-from ledger.errors import FaucetDisabled, InvalidAmount
-from ledger.idempotency import idempotent
+from janction.api import IsoDateTimeFilter
+from janction.openapi import error_responses
+from ledger.currencies import AmountField, Currency, from_base_units, to_base_units
+from ledger.errors import FaucetDisabled
+from ledger.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from ledger.models import Account, Entry, TransactionKind
 from ledger.selectors import balances_for_user, entries_for_user
 from ledger.services import ledger_deposit
@@ -68,8 +70,8 @@ def _own_accounts(request):
 class EntryFilter(django_filters.FilterSet):
     currency = django_filters.ChoiceFilter(choices=Currency.choices)
     account = django_filters.ModelChoiceFilter(queryset=_own_accounts, help_text="One of your account ids.")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Entry
@@ -90,39 +92,38 @@ class EntryList(generics.ListAPIView):
         return entries_for_user(user_id=self.request.user.pk)
 
 
-class AmountField(serializers.Field):
-    """A decimal amount sent as a string (or an integer), never as a float."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, (str, int)):
-            raise serializers.ValidationError('Send the amount as a decimal string such as "25.5".')
-        return data
-
-    def to_representation(self, value):
-        return str(value)
-
-
 class FaucetSerializer(serializers.Serializer):
     currency = serializers.ChoiceField(choices=Currency.choices)
     amount = AmountField(help_text='Whole currency units as a decimal string, e.g. "100" or "2.5".')
 
     def validate(self, attrs):
-        try:
-            attrs["amount_base_units"] = to_base_units(attrs["amount"], attrs["currency"])
-        except InvalidAmount as exc:
-            raise serializers.ValidationError({"amount": exc.message}) from None
         limit = settings.JANCTION_FAUCET_MAX_UNITS
-        if attrs["amount_base_units"] > to_base_units(limit, attrs["currency"]):
+        if attrs["amount"] > to_base_units(limit, attrs["currency"]):
             raise serializers.ValidationError({"amount": f"The demo faucet gives at most {limit} per request."})
+        attrs["amount_base_units"] = attrs["amount"]
         return attrs
 
 
 class Faucet(APIView):
     @extend_schema(
         request=FaucetSerializer,
+        responses={
+            201: inline_serializer(
+                "FaucetDeposit",
+                {
+                    "demo": serializers.BooleanField(),
+                    "notice": serializers.CharField(),
+                    "transaction": serializers.IntegerField(),
+                    "currency": serializers.ChoiceField(choices=Currency.choices),
+                    "amount": serializers.CharField(help_text="Whole currency units, a decimal string."),
+                    "amount_base_units": serializers.CharField(help_text="Integer base units, as a string."),
+                },
+            ),
+            **error_responses(404),
+        },
         summary="Demo faucet (embedded default only)",
         description="Credits demo funds. Exists only in the embedded default; real mode answers 404.",
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=True)],
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     @idempotent
     def post(self, request):

@@ -1,8 +1,17 @@
-"""Currencies and conversion between decimal amounts and integer base units."""
+"""Currencies and the one rule for amounts: plain ASCII decimal strings in whole units, exact base units inside.
 
-from decimal import Context, Decimal, InvalidOperation, localcontext
+Every amount the API reads (faucet, reserve prices, rental price caps, price estimates) goes through
+`to_base_units`, or through `AmountField` for serializers: a string of ASCII digits with an optional
+fraction (`"12"`, `"0.45"`). Bare JSON numbers are refused, because a float cannot say `0.1` exactly and
+an integer would be ambiguous between whole units and base units; so are signs, exponents, spaces,
+underscores and non-ASCII digits.
+"""
+
+import re
 
 from django.db import models
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
 
 from ledger.errors import InvalidAmount, UnknownCurrency
 
@@ -16,8 +25,14 @@ DECIMALS: dict[str, int] = {Currency.USDC: 6, Currency.JCT: 18}
 
 # Balances are numeric(78, 0) columns: anything below 10**60 base units fits with room for sums.
 MAX_BASE_UNITS = 10**60
-
-_EXACT = Context(prec=120)
+# The longest amount string read; longer ones are refused before any arithmetic.
+MAX_AMOUNT_CHARS = 100
+AMOUNT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+_AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
+AMOUNT_RULE = (
+    'a decimal string in whole currency units, ASCII digits with an optional fraction, e.g. "12" or "0.45" '
+    "(no sign, exponent, spaces, underscores or JSON numbers)"
+)
 
 
 def currency_decimals(currency: str) -> int:
@@ -29,24 +44,29 @@ def currency_decimals(currency: str) -> int:
         raise UnknownCurrency(f"Unknown currency {currency!r}; use one of: {known}.") from None
 
 
-def to_base_units(amount: str | int | Decimal, currency: str, *, allow_zero: bool = False) -> int:
-    """Convert a decimal amount in whole currency units to integer base units, exactly."""
+def to_base_units(amount: str | int, currency: str, *, allow_zero: bool = False) -> int:
+    """Convert an amount in whole currency units to integer base units, exactly.
+
+    `amount` is a plain ASCII decimal string (what clients send) or a Python int of whole units (settings).
+    """
     decimals = currency_decimals(currency)
-    if isinstance(amount, bool) or isinstance(amount, float):
-        raise InvalidAmount('Send amounts as decimal strings such as "12.50", not as JSON floats or booleans.')
-    try:
-        value = Decimal(str(amount).strip())
-    except InvalidOperation:
-        raise InvalidAmount(f'{amount!r} is not a decimal number; send a string such as "12.50".') from None
-    if not value.is_finite():
-        raise InvalidAmount("The amount must be a finite number.")
-    with localcontext(_EXACT):
-        scaled = value.scaleb(decimals)
-        if scaled != scaled.to_integral_value():
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        base = amount * 10**decimals
+    elif isinstance(amount, str):
+        match = _AMOUNT.fullmatch(amount) if len(amount) <= MAX_AMOUNT_CHARS else None
+        if match is None:
+            shown = amount if len(amount) <= 40 else amount[:40] + "..."
+            raise InvalidAmount(f"{shown!r} is not an amount; send {AMOUNT_RULE}.")
+        whole, fraction = match.group(1), (match.group(2) or "").rstrip("0")
+        if len(fraction) > decimals:
             raise InvalidAmount(
                 f"{currency} has {decimals} decimals; {amount} has more. Round it to {decimals} places."
             )
-        base = int(scaled)
+        if len(whole.lstrip("0")) > 60:
+            raise InvalidAmount("The amount is too large.")
+        base = int(whole) * 10**decimals + int(fraction.ljust(decimals, "0") or "0")
+    else:
+        raise InvalidAmount(f"Send the amount as {AMOUNT_RULE}.")
     if base >= MAX_BASE_UNITS:
         raise InvalidAmount("The amount is too large.")
     if base < 0 or (base == 0 and not allow_zero):
@@ -57,8 +77,37 @@ def to_base_units(amount: str | int | Decimal, currency: str, *, allow_zero: boo
 def from_base_units(base_units: int, currency: str) -> str:
     """Render integer base units as a plain decimal string in whole currency units."""
     decimals = currency_decimals(currency)
-    with localcontext(_EXACT):
-        text = format(Decimal(int(base_units)).scaleb(-decimals), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
+    base_units = int(base_units)
+    sign = "-" if base_units < 0 else ""
+    whole, fraction = divmod(abs(base_units), 10**decimals)
+    text = f"{whole}.{fraction:0{decimals}d}".rstrip("0").rstrip(".") if decimals else str(whole)
+    return sign + text
+
+
+@extend_schema_field({"type": "string", "pattern": AMOUNT_PATTERN, "maxLength": MAX_AMOUNT_CHARS, "example": "12.5"})
+class AmountField(serializers.Field):
+    """An amount in whole units of `currency`, read by the one rule above into integer base units."""
+
+    def __init__(self, *, currency: str | None = None, allow_zero: bool = False, **kwargs):
+        self.currency = currency  # None: read the `currency` field of the same request
+        self.allow_zero = allow_zero
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        currency = self.currency or self._sibling_currency()
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"Send the amount as {AMOUNT_RULE}.")
+        try:
+            value = to_base_units(data, currency, allow_zero=self.allow_zero)
+        except (InvalidAmount, UnknownCurrency) as exc:
+            raise serializers.ValidationError(exc.message) from None
+        return value
+
+    def to_representation(self, value):
+        return from_base_units(value, self.currency or "USDC")
+
+    def _sibling_currency(self) -> str:
+        currency = self.parent.initial_data.get("currency") if isinstance(self.parent.initial_data, dict) else None
+        if currency not in DECIMALS:
+            raise serializers.ValidationError("Name a valid currency to read the amount in.")
+        return currency

@@ -7,6 +7,7 @@ from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from janction.openapi import error_responses
 from ledger.models import ChainDeposit, SettlementAlert, SettlementBatch
 from ledger.settlement.commitments import transaction_commitment_reveal
 from ledger.settlement.selectors import (
@@ -131,7 +132,7 @@ class TransactionCommitment(APIView):
 class Proof(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("address", str, description="One of your wallets (default: all of them).")],
-        responses=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT, **error_responses(404)},
         summary="Your Merkle proofs in the latest posted batch, to call claim() with",
     )
     def get(self, request):

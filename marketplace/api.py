@@ -6,6 +6,8 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from janction.openapi import error_responses
+from janction.throttling import ApiKeyRateThrottle
 from marketplace.models import ApiKey, Profile, Region, Wallet
 from marketplace.services import (
     api_key_create,
@@ -70,7 +72,8 @@ class ApiKeyList(APIView):
     @extend_schema(
         request=ApiKeyCreateSerializer,
         responses={
-            201: inline_serializer("ApiKeyCreated", {"key": serializers.CharField(), "api_key": ApiKeySerializer()})
+            201: inline_serializer("ApiKeyCreated", {"key": serializers.CharField(), "api_key": ApiKeySerializer()}),
+            **error_responses(409),
         },
         summary="Create an API key; the response is the only time the key is shown",
     )
@@ -82,7 +85,7 @@ class ApiKeyList(APIView):
 
 
 class ApiKeyDetail(APIView):
-    @extend_schema(responses=ApiKeySerializer, summary="Revoke an API key")
+    @extend_schema(responses={200: ApiKeySerializer}, summary="Revoke an API key; the response is the revoked key")
     def delete(self, request, key_id: int):
         return Response(ApiKeySerializer(api_key_revoke(user=request.user, key_id=key_id)).data)
 
@@ -109,7 +112,7 @@ class LinkRequestSerializer(serializers.Serializer):
 
 
 class WalletChallenge(APIView):
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ApiKeyRateThrottle, ScopedRateThrottle]
     throttle_scope = "siwe"
 
     @extend_schema(request=ChallengeRequestSerializer, responses={201: ChallengeSerializer}, summary="Get a SIWE nonce")
@@ -125,7 +128,11 @@ class WalletList(APIView):
     def get(self, request):
         return Response(WalletSerializer(Wallet.objects.filter(user=request.user).order_by("pk"), many=True).data)
 
-    @extend_schema(request=LinkRequestSerializer, responses={201: WalletSerializer}, summary="Link a wallet")
+    @extend_schema(
+        request=LinkRequestSerializer,
+        responses={201: WalletSerializer, **error_responses(409)},
+        summary="Link a wallet",
+    )
     def post(self, request):
         serializer = LinkRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -1,5 +1,6 @@
 """DRF authentication with `Authorization: Bearer <API key>`."""
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from marketplace.services import api_key_authenticate
@@ -27,3 +28,18 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return self.keyword
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Document API keys in the OpenAPI schema as an HTTP Bearer scheme."""
+
+    target_class = ApiKeyAuthentication
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "jct_...",
+            "description": "An API key from the API keys page: `Authorization: Bearer jct_...`.",
+        }

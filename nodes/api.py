@@ -6,8 +6,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger.currencies import from_base_units, to_base_units
-from ledger.errors import InvalidAmount
+from janction.openapi import error_responses
+from ledger.currencies import AmountField, to_base_units
 from nodes.errors import NodeNotFound
 from nodes.models import Gpu, Node, VGpu
 from nodes.selectors import nodes_for_owner
@@ -22,23 +22,18 @@ from nodes.services import (
 )
 
 
-class PriceField(serializers.Field):
-    """A USDC price per vGPU-hour as a decimal string, stored as integer base units."""
+class PriceField(AmountField):
+    """A USDC price per vGPU-hour (ledger.currencies' amount rule), stored as integer base units."""
+
+    def __init__(self, **kwargs):
+        super().__init__(currency="USDC", allow_zero=True, **kwargs)
 
     def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, (str, int)):
-            raise serializers.ValidationError('Send the price as a decimal string such as "0.45".')
-        try:
-            value = to_base_units(data, "USDC", allow_zero=True)
-        except InvalidAmount as exc:
-            raise serializers.ValidationError(exc.message) from None
+        value = super().to_internal_value(data)
         ceiling = settings.PRICING_MAX_RESERVE_PRICE
         if value > to_base_units(ceiling, "USDC"):
             raise serializers.ValidationError(f"Reserve prices above {ceiling} USDC per vGPU-hour are refused.")
         return value
-
-    def to_representation(self, value):
-        return from_base_units(value, "USDC")
 
 
 class GpuSerializer(serializers.ModelSerializer):
@@ -101,7 +96,9 @@ class NodeSerializer(serializers.ModelSerializer):
 
 class NodeCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=80)
-    reserve_price = PriceField(required=False, default=0, help_text="USDC per vGPU-hour; default 0.")
+    reserve_price = PriceField(
+        required=False, default=0, help_text='USDC per vGPU-hour as a decimal string; default "0".'
+    )
 
 
 class NodeUpdateSerializer(serializers.Serializer):
@@ -147,7 +144,7 @@ class NodeList(APIView):
 
     @extend_schema(
         request=NodeCreateSerializer,
-        responses={201: EnrollmentSerializer},
+        responses={201: EnrollmentSerializer, **error_responses(409)},
         summary="Create a node and get its one-time enrollment token",
     )
     def post(self, request):
@@ -166,7 +163,11 @@ class NodeDetail(APIView):
     def get(self, request, node_id: int):
         return Response(NodeSerializer(_node(request, node_id)).data)
 
-    @extend_schema(request=NodeUpdateSerializer, responses=NodeSerializer, summary="Rename a node or change its ask")
+    @extend_schema(
+        request=NodeUpdateSerializer,
+        responses={200: NodeSerializer, **error_responses(409)},
+        summary="Rename a node or change its ask",
+    )
     def patch(self, request, node_id: int):
         serializer = NodeUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -183,27 +184,35 @@ class NodeDetail(APIView):
             )
         return Response(NodeSerializer(_node(request, node_id)).data)
 
-    @extend_schema(responses={204: None}, summary="Delete a node that runs nothing")
+    @extend_schema(responses={204: None, **error_responses(409)}, summary="Delete a node that runs nothing")
     def delete(self, request, node_id: int):
         node_delete(owner=request.user, node_id=node_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class NodeDrain(APIView):
-    @extend_schema(request=None, responses=NodeSerializer, summary="Stop selling this node's vGPUs")
+    @extend_schema(
+        request=None, responses={200: NodeSerializer, **error_responses(409)}, summary="Stop selling this node's vGPUs"
+    )
     def post(self, request, node_id: int):
         node_drain(owner=request.user, node_id=node_id)
         return Response(NodeSerializer(_node(request, node_id)).data)
 
 
 class NodeUndrain(APIView):
-    @extend_schema(request=None, responses=NodeSerializer, summary="Put a drained node back on sale")
+    @extend_schema(
+        request=None, responses={200: NodeSerializer, **error_responses(409)}, summary="Put a drained node back on sale"
+    )
     def post(self, request, node_id: int):
         node_undrain(owner=request.user, node_id=node_id)
         return Response(NodeSerializer(_node(request, node_id)).data)
 
 
 class NodeEnrollmentToken(APIView):
-    @extend_schema(request=None, responses={201: EnrollmentSerializer}, summary="Issue a new enrollment token")
+    @extend_schema(
+        request=None,
+        responses={201: EnrollmentSerializer, **error_responses(409)},
+        summary="Issue a new enrollment token",
+    )
     def post(self, request, node_id: int):
         return _ticket_response(node_token_regenerate(owner=request.user, node_id=node_id), status.HTTP_201_CREATED)

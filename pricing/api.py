@@ -7,8 +7,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger.currencies import from_base_units, to_base_units
-from ledger.errors import InvalidAmount
+from janction.api import IsoDateTimeFilter
+from janction.openapi import error_responses
+from ledger.currencies import AMOUNT_PATTERN, AmountField, from_base_units
 from pricing.models import MarketRound
 from pricing.selectors import pool_markets
 from pricing.services import price_estimate
@@ -65,7 +66,7 @@ class RoundDetailSerializer(RoundSerializer):
 
 class RoundFilter(django_filters.FilterSet):
     pool = django_filters.CharFilter(field_name="pool__name")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    since = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
         model = MarketRound
@@ -91,13 +92,7 @@ class RoundDetail(generics.RetrieveAPIView):
 class EstimateQuery(serializers.Serializer):
     pool = serializers.CharField(max_length=40)
     units = serializers.IntegerField(min_value=1, max_value=MAX_ESTIMATE_UNITS)
-    max_price = serializers.CharField(max_length=30, help_text="USDC per vGPU-hour, e.g. 1.10")
-
-    def validate_max_price(self, value):
-        try:
-            return to_base_units(value, "USDC", allow_zero=True)
-        except InvalidAmount as exc:
-            raise serializers.ValidationError(exc.message) from None
+    max_price = AmountField(currency="USDC", allow_zero=True, help_text="USDC per vGPU-hour, e.g. 1.10")
 
 
 class EstimateSerializer(serializers.Serializer):
@@ -115,9 +110,14 @@ class PriceEstimate(APIView):
         parameters=[
             OpenApiParameter("pool", str, required=True),
             OpenApiParameter("units", int, required=True),
-            OpenApiParameter("max_price", str, required=True, description="USDC per vGPU-hour"),
+            OpenApiParameter(
+                "max_price",
+                {"type": "string", "pattern": AMOUNT_PATTERN},
+                required=True,
+                description="USDC per vGPU-hour as a decimal string, e.g. 1.10",
+            ),
         ],
-        responses=EstimateSerializer,
+        responses={200: EstimateSerializer, **error_responses(404)},
         summary="What a rental would pay if the round ran now (nothing is reserved)",
     )
     def get(self, request):

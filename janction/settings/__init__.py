@@ -19,4 +19,5 @@ from .rentals import *  # noqa: F403
 
 # Last: the beat schedule reads the periods the modules above define.
 from .schedule import *  # noqa: F403
+from .security import *  # noqa: F403
 from .server import *  # noqa: F403

@@ -2,13 +2,15 @@
 
 import django_filters
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger.currencies import from_base_units
-from ledger.idempotency import idempotent
+from janction.api import IsoDateTimeFilter
+from janction.openapi import error_responses
+from ledger.currencies import AMOUNT_PATTERN, AMOUNT_RULE, from_base_units
+from ledger.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.errors import RentalInvalid
 from marketplace.rentals.selectors import (
@@ -19,12 +21,16 @@ from marketplace.rentals.selectors import (
     rentals_for_owner,
 )
 from marketplace.rentals.services import rental_cancel, rental_submit
-
-IDEMPOTENCY = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=True)
+from nodes.models import PlacementLogLine
 
 
 def _usdc(base_units: int) -> str:
     return from_base_units(base_units, "USDC")
+
+
+@extend_schema_field({"type": "string", "pattern": AMOUNT_PATTERN, "example": "1.25"})
+class RawAmountField(serializers.JSONField):
+    """The raw value of an amount, documented as ledger.currencies' decimal string; the service reads it."""
 
 
 class RentalSubmitSerializer(serializers.Serializer):
@@ -32,7 +38,7 @@ class RentalSubmitSerializer(serializers.Serializer):
 
     pool = serializers.JSONField(help_text='Pool name, e.g. "ada-12g".')
     vgpus = serializers.JSONField(help_text="Number of vGPUs (all on one or several nodes of the pool).")
-    max_price_per_hour = serializers.JSONField(help_text='Most you pay per vGPU-hour, USDC decimal string: "1.25".')
+    max_price_per_hour = RawAmountField(help_text='Most you pay per vGPU-hour, USDC decimal string: "1.25".')
     max_duration_seconds = serializers.JSONField(help_text="Longest run time; what is unused is refunded.")
     image = serializers.JSONField(help_text="OCI image reference, e.g. docker.io/library/python:3.12.")
     command = serializers.JSONField(required=False, default=list, help_text="List of strings.")
@@ -140,8 +146,8 @@ class RentalDetailSerializer(RentalSerializer):
 class RentalFilter(django_filters.FilterSet):
     state = django_filters.MultipleChoiceFilter(choices=RentalState.choices)
     pool = django_filters.CharFilter(field_name="pool__name")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Rental
@@ -153,12 +159,14 @@ class RentalList(generics.ListAPIView):
     filterset_class = RentalFilter
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no user
+            return Rental.objects.none()
         return rentals_for_owner(owner=self.request.user)
 
     @extend_schema(
         request=RentalSubmitSerializer,
-        responses={201: RentalDetailSerializer},
-        parameters=[IDEMPOTENCY],
+        responses={201: RentalDetailSerializer, **error_responses(402)},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
         summary="Rent vGPUs: escrow the most it can cost and bid in the next round",
     )
     @idempotent
@@ -168,6 +176,11 @@ class RentalList(generics.ListAPIView):
         serializer = RentalSubmitSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        if not isinstance(data["max_price_per_hour"], str):
+            raise RentalInvalid(
+                f"Send max_price_per_hour (USDC per vGPU-hour) as {AMOUNT_RULE}.",
+                detail={"field": "max_price_per_hour"},
+            )
         rental = rental_submit(
             owner=request.user,
             pool_name=data["pool"],
@@ -193,7 +206,12 @@ class RentalDetail(APIView):
 
 
 class RentalCancel(APIView):
-    @extend_schema(request=None, responses=RentalDetailSerializer, parameters=[IDEMPOTENCY], summary="Cancel a rental")
+    @extend_schema(
+        request=None,
+        responses=RentalDetailSerializer,
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        summary="Cancel a rental",
+    )
     @idempotent
     def post(self, request, rental_id: int):
         rental_cancel(owner=request.user, rental_id=rental_id)
@@ -211,6 +229,8 @@ class RentalLogs(generics.ListAPIView):
     serializer_class = LogLineSerializer
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no rental
+            return PlacementLogLine.objects.none()
         rental = rental_for_owner(owner=self.request.user, rental_id=self.kwargs["rental_id"])
         return rental_log_lines(rental=rental)
 

@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ledger.currencies import to_base_units
-from ledger.errors import InsufficientFunds
+from ledger.errors import InsufficientFunds, InvalidAmount
 from ledger.services import ledger_hold, ledger_release
 from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.errors import (
@@ -330,9 +330,8 @@ def _price(value) -> int:
     elif isinstance(value, str):
         try:
             base = to_base_units(value, CURRENCY, allow_zero=True)
-        except Exception as exc:
-            message = getattr(exc, "message", str(exc))
-            raise RentalInvalid(f"max_price_per_hour: {message}", detail={"field": "max_price_per_hour"}) from None
+        except InvalidAmount as exc:
+            raise RentalInvalid(f"max_price_per_hour: {exc.message}", detail={"field": "max_price_per_hour"}) from None
     else:
         raise RentalInvalid(
             'Send max_price_per_hour as a decimal string of USDC per vGPU-hour, e.g. "1.25".',

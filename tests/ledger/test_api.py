@@ -101,11 +101,13 @@ def test_faucet_refuses_anonymous_callers(anon_client, embedded):
 @pytest.mark.parametrize(
     ("body", "field", "hint"),
     [
-        ({"currency": "USDC", "amount": "-1"}, "amount", "greater than zero"),
+        ({"currency": "USDC", "amount": "-1"}, "amount", "not an amount"),
         ({"currency": "USDC", "amount": "0"}, "amount", "greater than zero"),
         ({"currency": "USDC", "amount": "0.0000001"}, "amount", "6 decimals"),
         ({"currency": "USDC", "amount": 1.5}, "amount", "decimal string"),
-        ({"currency": "USDC", "amount": "lots"}, "amount", "not a decimal"),
+        ({"currency": "USDC", "amount": "lots"}, "amount", "not an amount"),
+        ({"currency": "USDC", "amount": 1}, "amount", "decimal string"),
+        ({"currency": "USDC", "amount": "1e999999"}, "amount", "not an amount"),
         ({"currency": "DOGE", "amount": "1"}, "currency", "not a valid choice"),
         ({"currency": "USDC"}, "amount", "required"),
         ({"currency": "USDC", "amount": "1000000"}, "amount", "at most"),
