@@ -7,6 +7,7 @@ from datetime import UTC
 import django_filters
 from django import forms
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import OperationalError
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from django_filters.fields import IsoDateTimeField
@@ -67,6 +68,14 @@ def exception_handler(exc, context):
     """Render every API error as {"code", "message", "detail"}."""
     if isinstance(exc, ApplicationError):
         return Response({"code": exc.code, "message": exc.message, "detail": exc.detail}, status=exc.status)
+    if isinstance(exc, OperationalError):
+        # The database is away or the connection pool is exhausted (psycopg_pool.PoolTimeout): overload, not a bug.
+        logger.warning("database unavailable: %s", exc)
+        return Response(
+            {"code": "service_unavailable", "message": "The service is overloaded; retry shortly.", "detail": {}},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -122,7 +122,7 @@ class BatchDataDetail(APIView):
 
 class TransactionCommitment(APIView):
     @extend_schema(
-        responses=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT, **error_responses(404)},
         summary="The salt and legs of one of your ledger transactions, to check its commitment in a batch's DA copy",
     )
     def get(self, request, transaction_id: int):
