@@ -2,6 +2,8 @@
 
 import signal
 import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
@@ -37,12 +39,7 @@ class Command(BaseCommand):
         beat = BeatLoop(settings.CELERY_BEAT_SCHEDULE)
         beat.start()
         agent = None if no_agent else demo_agent_start(gateway=settings.AGENT_GATEWAY_ENROLL_LISTEN)
-        self.stdout.write(
-            self.style.SUCCESS(f"Janction (embedded demo) on http://{host}:{port}/")
-            + f"\n  agent gateway: enroll {settings.AGENT_GATEWAY_ENROLL_LISTEN}, "
-            + f"connect {settings.AGENT_GATEWAY_LISTEN}"
-            + ("" if agent is None else f"\n  demo agent (fake GPUs) pid {agent.pid}, log var/agent.log")
-        )
+        self.stdout.write(self._banner(port=port, agent=agent))
         try:
             Server(
                 application=application,
@@ -51,6 +48,29 @@ class Command(BaseCommand):
             ).run()
         finally:
             self._stop(agent, beat, gateway)
+
+    def _banner(self, *, port: int, agent: subprocess.Popen | None) -> str:
+        """Return what to open and what to try next, printed once the pieces are up."""
+        site = settings.JANCTION_SITE_URL
+        lines = [
+            self.style.SUCCESS(f"Janction (embedded demo) is serving {site}/"),
+            f"  Open       {site}/ and sign in as buyer@janction.localhost or provider@janction.localhost",
+            "             (passwords printed above, once; new ones: .venv/bin/python manage.py seed_demo "
+            "--reset-passwords)",
+            "  Try next   1. Dashboard: press 'Add 100 demo USDC' (demo money)",
+            "             2. Rentals: rent 1 vGPU of ada-12g; the page follows it live until it completes",
+            "             3. As the provider, My nodes: add a node and run the command it shows (a second agent)",
+            f"             4. API docs {site}/api/docs/, an API key on 'API keys', then the curls in README.md",
+            f"  Gateway    enroll {settings.AGENT_GATEWAY_ENROLL_LISTEN}, connect {settings.AGENT_GATEWAY_LISTEN}",
+        ]
+        if agent is not None:
+            lines.append(f"  Demo agent pid {agent.pid} (fake GPUs), log {Path(settings.VAR_DIR) / 'agent.log'}")
+        if urlsplit(site).port not in (port, None):
+            lines.append(
+                self.style.WARNING(f"  Note       JANCTION_SITE_URL ({site}) names another port than --port {port}")
+            )
+        lines.append("  Stop       Ctrl-C")
+        return "\n".join(lines)
 
     def _stop(self, agent: subprocess.Popen | None, beat: BeatLoop, gateway) -> None:
         if agent is not None and agent.poll() is None:
