@@ -203,6 +203,35 @@ def test_the_node_command_from_the_providers_page_enrolls_a_second_agent(site):
         agent.wait(timeout=30)
 
 
+def readme_api_loop() -> str:
+    """Return the README's "same loop through the API" shell block."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("The same loop through the API")
+    return re.search(r"```bash\n(.*?)```", readme[start:], re.S).group(1)
+
+
+def test_the_readme_api_loop_runs_as_written(site):
+    client = Browserless(site["base"])
+    client.log_in("buyer@janction.localhost", site["passwords"]["buyer@janction.localhost"])
+    client.get("/settings/api-keys/")
+    _, page = client.post("/settings/api-keys/", {"name": "readme"})
+    key = html.unescape(re.search(r'<code id="new-key-value">(.*?)</code>', page).group(1))
+    script = readme_api_loop()
+    # The two lines a reader edits: the address `make run` printed and their key. The rest runs verbatim.
+    script, edits = re.subn(r"^SITE=\S+", f"SITE={site['base']}", script, flags=re.M)
+    script, more = re.subn(r"^KEY=\S+", f"KEY={key}", script, flags=re.M)
+    assert edits == more == 1
+    result = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", script], env=site["env"], capture_output=True, text=True, timeout=150
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"demo":true' in result.stdout.replace(" ", "")
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"rental \d+", next(line for line in lines if line.startswith("rental ")))
+    assert "completed" in lines
+    assert "hello" in lines[-1]  # the logs
+
+
 def test_a_wrong_pin_is_refused_in_one_sentence_that_says_what_to_do(site):
     enroll = site["env"]["AGENT_GATEWAY_PUBLIC_ADDRESS"]
     result = subprocess.run(
@@ -269,7 +298,9 @@ def test_a_newcomer_walks_the_demo_in_chromium_and_every_page_is_styled(site, br
         expect(page.locator("#demo-actions .badge.demo")).to_have_text("DEMO")
         page.click("#demo-faucet")
         expect(page.locator(".messages")).to_contain_text("Credited 100 demo USDC")
-        expect(page.locator("#balances")).to_contain_text("100")
+        newest = page.locator("#entries tbody tr").first
+        expect(newest).to_contain_text("Demo faucet (not real money)")
+        expect(newest.locator("td").last).to_have_text("100")
         page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
 
         page.click("nav >> text=Wallets")
