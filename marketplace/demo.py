@@ -6,7 +6,7 @@ from django.conf import settings
 from eth_account import Account as EthAccount
 from eth_account.messages import encode_defunct
 
-from janction.errors import NotFound
+from janction.errors import Conflict, NotFound
 from ledger.currencies import to_base_units
 from ledger.models import TransactionKind
 from ledger.services import ledger_deposit
@@ -15,10 +15,16 @@ from marketplace.services import wallet_challenge_create, wallet_link
 
 DEMO_FAUCET_CURRENCY = "USDC"
 DEMO_FAUCET_AMOUNT = "100"
+# Each press links a new wallet; this many is plenty to try payouts and keeps a button from filling the table.
+DEMO_WALLETS_MAX = 3
 
 
 class DemoDisabled(NotFound):
     code = "demo_disabled"
+
+
+class DemoWalletLimit(Conflict):
+    code = "demo_wallet_limit"
 
 
 def _require_embedded() -> None:
@@ -45,6 +51,10 @@ def demo_faucet_credit(*, user, token: str) -> int:
 def demo_wallet_link(*, user) -> Wallet:
     """Link a fresh wallet through the real SIWE path, signed here with a key that is then thrown away."""
     _require_embedded()
+    if Wallet.objects.filter(user=user).count() >= DEMO_WALLETS_MAX:
+        raise DemoWalletLimit(
+            f"You already have {DEMO_WALLETS_MAX} linked wallets; unlink one (DELETE /api/v1/wallets/<id>/) first."
+        )
     account = EthAccount.create()
     challenge = wallet_challenge_create(user=user, address=account.address)
     signed = EthAccount.sign_message(encode_defunct(text=challenge.message), private_key=account.key)

@@ -129,6 +129,15 @@ def test_the_demo_wallet_button_links_a_wallet_through_the_siwe_check(embedded, 
     assert Wallet.objects.filter(user=user).count() == 2  # each press makes a new key
 
 
+def test_pressing_the_demo_wallet_button_again_and_again_stops_at_three(embedded, client, user):
+    for _ in range(3):
+        client.post("/demo/wallet/")
+    response = client.post("/demo/wallet/", follow=True)
+    assert "You already have 3 linked wallets; unlink one" in response.content.decode()
+    assert Wallet.objects.filter(user=user).count() == 3
+    assert SiweNonce.objects.filter(user=user).count() == 3  # the refused press issued no nonce
+
+
 def test_demo_buttons_are_labelled_as_demo(embedded, client):
     dashboard = client.get("/dashboard/").content.decode()
     assert 'class="badge demo">DEMO<' in dashboard and "not real" in dashboard
