@@ -32,9 +32,10 @@ if _site.scheme not in ("http", "https") or not _site.hostname or _site.path or 
         "e.g. http://127.0.0.1:8000 or https://janction.example"
     )
 JANCTION_SITE_ORIGIN = f"{_site.scheme}://{_site.netloc}"
+_site_host = f"[{_site.hostname}]" if ":" in _site.hostname else _site.hostname  # Django keeps IPv6 brackets
 
 ALLOWED_HOSTS = env_list(
-    "DJANGO_ALLOWED_HOSTS", list(dict.fromkeys(["127.0.0.1", "localhost", "testserver", _site.hostname]))
+    "DJANGO_ALLOWED_HOSTS", list(dict.fromkeys(["127.0.0.1", "localhost", "testserver", _site_host]))
 )
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [JANCTION_SITE_ORIGIN])
 

@@ -232,6 +232,12 @@ def test_siwe_and_allowed_hosts_follow_the_port_and_the_site_url():
     ]  # fmt: skip
 
 
+def test_an_ipv6_site_url_is_an_allowed_host_in_brackets():
+    domain, uri, hosts = _settings_in({"JANCTION_SITE_URL": "http://[::1]:8080"}).stdout.split()[:3]
+    assert (domain, uri) == ("[::1]:8080", "http://[::1]:8080")
+    assert hosts.split(",")[-1] == "[::1]"
+
+
 @pytest.mark.parametrize("url", ["ftp://janction.example", "janction.example:8000", "http://x.example/app", "http://"])
 def test_a_malformed_site_url_stops_the_start_with_what_to_write(url):
     result = _settings_in({"JANCTION_SITE_URL": url})
