@@ -2,6 +2,7 @@
 the node command's CA pin and the site address that SIWE and the allowed hosts follow."""
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -243,3 +244,30 @@ def test_a_malformed_site_url_stops_the_start_with_what_to_write(url):
     result = _settings_in({"JANCTION_SITE_URL": url})
     assert result.returncode != 0
     assert "must be scheme://host[:port] with no path" in result.stderr
+
+
+# --- a second `make run` -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["web", "enroll", "connect"])
+def test_a_taken_port_stops_run_embedded_at_once_with_what_to_do(embedded, which):
+    from django.core.management import CommandError, call_command
+
+    with socket.socket() as taken, socket.socket() as free_a, socket.socket() as free_b:
+        for sock in (taken, free_a, free_b):
+            sock.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = {"web": free_a.getsockname()[1], "enroll": free_b.getsockname()[1], "connect": 0}
+        free_a.close()
+        free_b.close()
+        ports[which] = taken.getsockname()[1]
+        if which != "connect":
+            with socket.socket() as spare:
+                spare.bind(("127.0.0.1", 0))
+                ports["connect"] = spare.getsockname()[1]
+        embedded.AGENT_GATEWAY_ENROLL_LISTEN = f"127.0.0.1:{ports['enroll']}"
+        embedded.AGENT_GATEWAY_LISTEN = f"127.0.0.1:{ports['connect']}"
+        with pytest.raises(CommandError, match="another `make run` may be running") as failure:
+            call_command("run_embedded", port=ports["web"], no_agent=True)
+    hint = {"web": "make run PORT=", "enroll": "AGENT_GATEWAY_ENROLL_LISTEN", "connect": "AGENT_GATEWAY_LISTEN"}
+    assert hint[which] in str(failure.value)

@@ -1,6 +1,7 @@
 """`manage.py run_embedded`: the whole marketplace in one command, on the embedded default."""
 
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +32,12 @@ class Command(BaseCommand):
             )
         if not 1 <= port <= 65535:
             raise CommandError(f"--port must be between 1 and 65535, got {port}.")
+        self._check_port_free(host, port, hint=f"start this one on another port: make run PORT={port + 1}")
+        for setting in ("AGENT_GATEWAY_ENROLL_LISTEN", "AGENT_GATEWAY_LISTEN"):
+            gateway_host, _, gateway_port = getattr(settings, setting).rpartition(":")
+            self._check_port_free(
+                gateway_host.strip("[]"), int(gateway_port), hint=f"set {setting} to a free HOST:PORT"
+            )
         from janction.asgi import application
         from nodes.gateway.server import Gateway, GatewayConfig
 
@@ -48,6 +55,23 @@ class Command(BaseCommand):
             ).run()
         finally:
             self._stop(agent, beat, gateway)
+
+    def _check_port_free(self, host: str, port: int, *, hint: str) -> None:
+        """Refuse to start when a port is taken, before anything starts (daphne only logs it, gRPC may hang)."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise CommandError(f"--host {host!r} is not an address this machine can listen on ({exc}).") from None
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise CommandError(
+                    f"Cannot listen on {host}:{port} ({exc.strerror}): another `make run` may be running; "
+                    f"stop it, or {hint}"
+                ) from None
 
     def _banner(self, *, port: int, agent: subprocess.Popen | None) -> str:
         """Return what to open and what to try next, printed once the pieces are up."""
