@@ -1,7 +1,5 @@
 """Browser pages for one's own account: the profile form and the embedded demo's faucet and wallet buttons."""
 
-import uuid
-
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -88,8 +86,3 @@ def demo_wallet_page(request):
             request, f"Linked demo wallet {wallet.address}. Its key was thrown away: it can receive, never sign."
         )
     return redirect("wallets-page")
-
-
-def form_token() -> str:
-    """Return a fresh token for a demo form (one credit per page view)."""
-    return str(uuid.uuid4())

@@ -35,7 +35,7 @@ def _require_embedded() -> None:
 def demo_faucet_credit(*, user, token: str) -> int:
     """Credit 100 demo USDC once per form token (a resubmitted form replays); return the base units credited."""
     _require_embedded()
-    uuid.UUID(token)  # ValueError for anything but the page's own token
+    token = str(uuid.UUID(token))  # ValueError for anything but a UUID; one spelling per token
     amount = to_base_units(DEMO_FAUCET_AMOUNT, DEMO_FAUCET_CURRENCY)
     ledger_deposit(
         user_id=user.pk,
