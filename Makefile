@@ -33,12 +33,10 @@ system-deps:
 js-deps: package.json package-lock.json
 	@if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci --no-audit --no-fund; fi
 
-## run: set everything up and start the marketplace on the embedded default at http://127.0.0.1:8000
+## run: set everything up and start the marketplace on the embedded default at http://$(HOST):$(PORT)
+# scripts/run-embedded.sh is the whole command after the install step; tests/test_make_run.py starts it as is.
 run: deps
-	mkdir -p var
-	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py migrate --noinput
-	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py seed_demo
-	env -u DATABASE_URL -u REDIS_URL DJANGO_DEBUG=1 $(PY) manage.py run_embedded --host $(HOST) --port $(PORT)
+	HOST=$(HOST) PORT=$(PORT) PY=$(PY) bash scripts/run-embedded.sh
 
 ## test: install what the tests need, lint, check migrations, run pytest on PostgreSQL and Redis
 test: deps-dev system-deps js-deps

@@ -55,6 +55,7 @@ def run(config: AgentConfig) -> int:
                 gateway=config.gateway,
                 token=config.enroll_token,
                 ca_pem=config.ca_cert,
+                ca_fingerprint=config.ca_fingerprint,
                 hostname=hostname,
             )
         except EnrollmentError as exc:

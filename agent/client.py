@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.identity import build_csr_pem, generate_private_key, load_certificate_pem, load_private_key, private_key_pem
+from agent.pinning import PinError, certificate_fingerprint, format_fingerprint, pinned_ca_pem
 from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.proto.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
 from agent.runtime.base import DEFAULT_GRACE_SECONDS
@@ -83,8 +85,17 @@ def enroll(
     ca_pem: bytes | None,
     hostname: str,
     backoff: Backoff | None = None,
+    ca_fingerprint: bytes | None = None,
 ) -> None:
-    """Enroll the node: create its key, send the CSR over TLS, store the certificate and CA."""
+    """Enroll the node: create its key, send the CSR over TLS, store the certificate and CA.
+
+    With `ca_fingerprint` (and no `ca_pem`) the gateway is trusted only through the CA with that fingerprint.
+    """
+    if ca_fingerprint is not None and ca_pem is None:
+        try:
+            ca_pem = pinned_ca_pem(gateway, ca_fingerprint)
+        except PinError as exc:
+            raise EnrollmentError(str(exc)) from exc
     if store.key_path.exists():
         key = load_private_key(store.key_path)
     else:
@@ -99,6 +110,12 @@ def enroll(
         raise EnrollmentError(f"the gateway returned an unusable certificate: {exc}") from exc
     if certificate.public_key() != key.public_key():
         raise EnrollmentError("the gateway returned a certificate for another key")
+    returned_ca = load_certificate_pem(response.ca_certificate_pem.encode())
+    if ca_fingerprint is not None and certificate_fingerprint(returned_ca.public_bytes(Encoding.DER)) != ca_fingerprint:
+        raise EnrollmentError(
+            f"the gateway returned a CA other than the pinned {format_fingerprint(ca_fingerprint)}: "
+            "do not use this gateway; ask the platform operator which CA it uses."
+        )
     store.write_secret(store.cert_path, response.certificate_pem.encode())
     store.write_secret(store.ca_path, response.ca_certificate_pem.encode())
     state.node_id = response.node_id
@@ -118,12 +135,37 @@ def _call_enroll(gateway: str, ca_pem: bytes | None, request: pb.EnrollRequest, 
                 return stub.Enroll(request, timeout=ENROLL_TIMEOUT_SECONDS)
             except grpc.RpcError as exc:
                 failure = f"enrollment at {gateway} failed: {exc.code().name}: {exc.details()}"
+                if tls_failure(exc.details() or ""):
+                    raise EnrollmentError(tls_failure_advice(gateway, pinned=ca_pem is not None)) from exc
                 if exc.code() not in RETRYABLE or attempt >= ENROLL_ATTEMPTS:
                     raise EnrollmentError(failure) from exc
                 delay = backoff.next_delay()
                 log.warning("%s; retrying in %.1fs", failure, delay)
                 time.sleep(delay)
                 attempt += 1
+
+
+_TLS_FAILURES = ("CERTIFICATE_VERIFY_FAILED", "Ssl handshake failed", "certificate verify failed", "Handshake failed")
+
+
+def tls_failure(details: str) -> bool:
+    """Return whether a gRPC error's details say the TLS handshake failed (retrying cannot help)."""
+    return any(marker.lower() in details.lower() for marker in _TLS_FAILURES)
+
+
+def tls_failure_advice(gateway: str, *, pinned: bool) -> str:
+    """Return one sentence that explains a TLS failure at enrollment and says what to do."""
+    if pinned:
+        return (
+            f"the gateway at {gateway} presented a certificate that does not match the CA this agent trusts "
+            "(TLS verification failed): check that --gateway names the host the gateway's certificate is for "
+            "(AGENT_GATEWAY_TLS_NAMES on the platform), or copy the command again from the provider page."
+        )
+    return (
+        f"the gateway at {gateway} presented a certificate this host does not trust (TLS verification failed): "
+        "run the command exactly as the provider page shows it, with its --ca-fingerprint (or pass --ca-cert "
+        "with the platform CA)."
+    )
 
 
 def _requests(initial: list[pb.AgentMessage], outbox: Outbox) -> Iterator[pb.AgentMessage]:

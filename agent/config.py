@@ -11,6 +11,7 @@ from pathlib import Path
 from agent import __version__
 from agent.identity import load_certificate_pem
 from agent.nvml.fake import FakeGpuSpecError, GpuModel, known_model_names, parse_fake_gpu_spec
+from agent.pinning import parse_fingerprint
 from agent.runtime import RUNTIME_NAMES
 from agent.slicing import Slicing, SlicingError, parse_slicing
 from agent.state import StateStore
@@ -36,6 +37,7 @@ class AgentConfig:
     docker_socket: str | None
     oci_runtime: str | None
     log_level: str
+    ca_fingerprint: bytes | None = None  # SHA-256 of the gateway's CA certificate (--ca-fingerprint)
 
 
 def gateway_address(value: str) -> str:
@@ -81,6 +83,13 @@ def _certificate(value: str) -> bytes:
     return data
 
 
+def _fingerprint(value: str) -> bytes:
+    try:
+        return parse_fingerprint(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     parser = argparse.ArgumentParser(
@@ -112,7 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between usage reports",
     )
     parser.add_argument("--heartbeat-interval", type=_bounded_int(1, 300), default=5, help="seconds between heartbeats")
-    parser.add_argument("--ca-cert", type=_certificate, help="PEM CA that signed the gateway's TLS certificate")
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument("--ca-cert", type=_certificate, help="PEM CA that signed the gateway's TLS certificate")
+    trust.add_argument(
+        "--ca-fingerprint",
+        type=_fingerprint,
+        help="sha256:<hex> of the platform CA (from the provider page's command): trust only the CA with this "
+        "fingerprint among those the gateway presents",
+    )
     parser.add_argument("--docker-socket", help="Docker Engine socket (with --runtime docker)")
     parser.add_argument("--oci-runtime", default="runc", help="OCI runtime podman uses (with --runtime podman)")
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
@@ -149,4 +165,5 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         docker_socket=args.docker_socket,
         oci_runtime=args.oci_runtime or None,
         log_level=args.log_level,
+        ca_fingerprint=args.ca_fingerprint,
     )

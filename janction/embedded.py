@@ -57,8 +57,8 @@ class BeatLoop:
                     close_old_connections()
 
 
-def demo_agent_command(*, token: str | None, gateway: str, state_dir: Path, ca_cert: Path) -> list[str]:
-    """Return the command line that starts the demo provider's agent."""
+def demo_agent_command(*, token: str | None, gateway: str, state_dir: Path, ca_fingerprint: str) -> list[str]:
+    """Return the command line that starts the demo provider's agent (pinning the CA as providers' agents do)."""
     command = [
         sys.executable,
         "-m",
@@ -67,8 +67,8 @@ def demo_agent_command(*, token: str | None, gateway: str, state_dir: Path, ca_c
         gateway,
         "--state-dir",
         str(state_dir),
-        "--ca-cert",
-        str(ca_cert),
+        "--ca-fingerprint",
+        ca_fingerprint,
         "--fake-gpus",
         DEMO_FAKE_GPUS,
         "--slices",
@@ -112,7 +112,7 @@ def demo_agent_start(*, gateway: str) -> subprocess.Popen | None:
     """Start the demo provider's agent as a child process (it never imports Django)."""
     from nodes.ca import platform_ca
 
-    platform_ca()  # creates the embedded CA on first use, so the agent can trust the gateway
+    ca = platform_ca()  # creates the embedded CA on first use, so the agent can trust the gateway
     state_dir = Path(settings.VAR_DIR) / "agent"
     token = demo_node_prepare(state_dir=state_dir)
     if shutil.which("bwrap") is None:
@@ -122,9 +122,7 @@ def demo_agent_start(*, gateway: str) -> subprocess.Popen | None:
         )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    command = demo_agent_command(
-        token=token, gateway=gateway, state_dir=state_dir, ca_cert=Path(settings.VAR_DIR) / "ca" / "ca.pem"
-    )
+    command = demo_agent_command(token=token, gateway=gateway, state_dir=state_dir, ca_fingerprint=ca.fingerprint)
     # The child keeps its own copy of the log descriptor; the parent's closes with this block.
     with open(Path(settings.VAR_DIR) / "agent.log", "ab") as log:
         return subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)

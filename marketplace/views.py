@@ -1,5 +1,7 @@
 """Browser pages: the landing page and the signed-in dashboard."""
 
+import uuid
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
@@ -26,7 +28,8 @@ def dashboard(request):
         {"entry": entry, "amount": from_base_units(int(entry.amount), entry.currency)}
         for entry in entries_for_user(user_id=request.user.pk)[:20]
     ]
-    return render(request, "marketplace/dashboard.html", {"balances": balances, "entries": entries})
+    context = {"balances": balances, "entries": entries, "faucet_token": uuid.uuid4()}
+    return render(request, "marketplace/dashboard.html", context)
 
 
 @login_required

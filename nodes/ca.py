@@ -67,6 +67,11 @@ class PlatformCa:
         """Return the CA certificate as PEM."""
         return _pem(self.certificate)
 
+    @property
+    def fingerprint(self) -> str:
+        """Return the CA certificate's SHA-256 as agents pin it: sha256:<lower-case hex>."""
+        return "sha256:" + self.certificate.fingerprint(hashes.SHA256()).hex()
+
     def _builder(self, subject: x509.Name, public_key, validity: datetime.timedelta) -> x509.CertificateBuilder:
         now = datetime.datetime.now(datetime.UTC)
         return (

@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from janction.errors import Conflict, ValidationFailed
+from nodes.ca import platform_ca
 from nodes.errors import EnrollmentRefused, InvalidNodeTransition, NodeBusy, NodeNameTaken, NodeNotFound
 from nodes.models import (
     Gpu,
@@ -59,10 +61,24 @@ def hash_enrollment_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _agent_command(token: str) -> str:
+logger = logging.getLogger(__name__)
+
+# The embedded demo's node command runs on the demo machine itself: from the checkout, with a declared fake GPU.
+DEMO_AGENT_FLAGS = '--fake-gpus "RTX 4090:1" --runtime sandbox'
+
+
+def _agent_command(node: Node, token: str) -> str:
+    """Return the shell command that enrolls and starts the agent, pinning the platform CA by fingerprint."""
+    try:
+        pin = f" --ca-fingerprint {platform_ca().fingerprint}"
+    except ImproperlyConfigured:
+        # No CA, no gateway: the agent could not enroll anywhere yet; the command is still the right shape.
+        logger.warning("no agent CA is configured, so the node command carries no --ca-fingerprint")
+        pin = ""
+    python, demo = (".venv/bin/python", f" {DEMO_AGENT_FLAGS}") if settings.JANCTION_EMBEDDED else ("python3", "")
     return (
-        f"python -m agent --gateway {settings.AGENT_GATEWAY_PUBLIC_ADDRESS} --enroll-token {token} "
-        f"--state-dir ~/.janction-agent"
+        f"{python} -m agent --gateway {settings.AGENT_GATEWAY_PUBLIC_ADDRESS}{pin} --enroll-token {token} "
+        f"--state-dir ~/.janction-agent/node-{node.pk}{demo}"
     )
 
 
@@ -82,7 +98,7 @@ def node_create(*, owner, name: str, reserve_price_per_hour: int = 0) -> Enrollm
             node.save()
     except IntegrityError:
         raise NodeNameTaken(f"You already have a node named {name!r}; pick another name.") from None
-    return EnrollmentTicket(node=node, token=token, command=_agent_command(token))
+    return EnrollmentTicket(node=node, token=token, command=_agent_command(node, token))
 
 
 def _owned_node_for_update(*, owner, node_id: int) -> Node:
@@ -100,7 +116,7 @@ def node_token_regenerate(*, owner, node_id: int) -> EnrollmentTicket:
             raise InvalidNodeTransition("This node is already enrolled; create a new node for another host.")
         token = _issue_token(node)
         node.save(update_fields=["enrollment_token_hash", "enrollment_expires_at"])
-    return EnrollmentTicket(node=node, token=token, command=_agent_command(token))
+    return EnrollmentTicket(node=node, token=token, command=_agent_command(node, token))
 
 
 def node_rename(*, owner, node_id: int, name: str) -> Node:

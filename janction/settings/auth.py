@@ -1,6 +1,8 @@
 """Accounts: django-allauth (e-mail log-in, mandatory verification, TOTP two-factor)."""
 
-from .base import DEBUG, VAR_DIR
+from urllib.parse import urlsplit
+
+from .base import DEBUG, JANCTION_SITE_URL, VAR_DIR
 from .env import env_int, env_str
 
 AUTHENTICATION_BACKENDS = [
@@ -20,7 +22,7 @@ ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_LOGOUT_ON_GET = False
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Janction] "
-ACCOUNT_DEFAULT_HTTP_PROTOCOL = env_str("JANCTION_HTTP_PROTOCOL", "http")
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = env_str("JANCTION_HTTP_PROTOCOL") or urlsplit(JANCTION_SITE_URL).scheme
 
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Janction"
@@ -41,11 +43,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-SESSION_COOKIE_SECURE = not DEBUG and env_str("JANCTION_HTTP_PROTOCOL", "http") == "https"
+SESSION_COOKIE_SECURE = not DEBUG and ACCOUNT_DEFAULT_HTTP_PROTOCOL == "https"
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
-# Sign-In-With-Ethereum wallet linking.
+# Sign-In-With-Ethereum wallet linking: the message names the site people opened (JANCTION_SITE_URL).
 SIWE_NONCE_TTL_SECONDS = env_int("SIWE_NONCE_TTL_SECONDS", 600)
-SIWE_DOMAIN = env_str("SIWE_DOMAIN", "127.0.0.1:8000")
-SIWE_URI = env_str("SIWE_URI", "http://127.0.0.1:8000")
+SIWE_DOMAIN = env_str("SIWE_DOMAIN") or urlsplit(JANCTION_SITE_URL).netloc
+SIWE_URI = env_str("SIWE_URI") or JANCTION_SITE_URL
 SIWE_CHAIN_ID = env_int("SIWE_CHAIN_ID", 31337)

@@ -1,6 +1,8 @@
 """Core Django settings: apps, middleware, templates, static files."""
 
+import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -20,8 +22,22 @@ if not SECRET_KEY:
     # Embedded default and tests only: an obviously-insecure development key.
     SECRET_KEY = "janction-embedded-insecure-development-key-do-not-use-in-production"  # noqa: S105
 
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
-CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", ["http://127.0.0.1:8000", "http://localhost:8000"])
+# The address people open: links in mail, the SIWE domain and URI, the allowed host. `make run` sets it from
+# HOST and PORT; without it, http://127.0.0.1:$PORT (8000 when PORT is unset).
+JANCTION_SITE_URL = (env_str("JANCTION_SITE_URL") or f"http://127.0.0.1:{env_str('PORT') or '8000'}").rstrip("/")
+_site = urlsplit(JANCTION_SITE_URL)
+if _site.scheme not in ("http", "https") or not _site.hostname or _site.path or _site.query:
+    raise ImproperlyConfigured(
+        f"JANCTION_SITE_URL={JANCTION_SITE_URL!r} must be scheme://host[:port] with no path, "
+        "e.g. http://127.0.0.1:8000 or https://janction.example"
+    )
+JANCTION_SITE_ORIGIN = f"{_site.scheme}://{_site.netloc}"
+_site_host = f"[{_site.hostname}]" if ":" in _site.hostname else _site.hostname  # Django keeps IPv6 brackets
+
+ALLOWED_HOSTS = env_list(
+    "DJANGO_ALLOWED_HOSTS", list(dict.fromkeys(["127.0.0.1", "localhost", "testserver", _site_host]))
+)
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [JANCTION_SITE_ORIGIN])
 
 INSTALLED_APPS = [
     "daphne",
@@ -51,6 +67,8 @@ MIDDLEWARE = [
     "janction.throttling.IpRateLimitMiddleware",
     "janction.guards.RequestLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files in every mode, as in production: hashed names from `collectstatic`, compressed, cached forever.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -88,7 +106,23 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# WhiteNoise serves static files in both modes. After `collectstatic` (which `make run` runs on every start, and
+# a deployment runs once per release) JANCTION_STATIC_COLLECTED=1 serves STATIC_ROOT's hashed, compressed copies
+# with far-future caching; without it (tests, a bare `manage.py`) WhiteNoise serves the source folders as they are.
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT") or str(VAR_DIR / "static"))
+JANCTION_STATIC_COLLECTED = env_bool("JANCTION_STATIC_COLLECTED", default=False)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if JANCTION_STATIC_COLLECTED
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not JANCTION_STATIC_COLLECTED
+if not JANCTION_STATIC_COLLECTED:
+    # WhiteNoise also looks in STATIC_ROOT and warns when nothing was ever collected there; that is expected here.
+    warnings.filterwarnings("ignore", message="No directory at")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

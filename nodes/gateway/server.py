@@ -101,7 +101,8 @@ class Gateway:
             *settings.AGENT_GATEWAY_TLS_NAMES,
         ]
         key_pem, certificate_pem = ca.issue_server_certificate(names=[name for name in names if name])
-        pairs = [(key_pem, certificate_pem)]
+        # The chain includes the CA, so an agent that pins the CA's fingerprint can find it (agent/pinning.py).
+        pairs = [(key_pem, certificate_pem + ca.certificate_pem.encode())]
         mutual = grpc.ssl_server_credentials(
             pairs, root_certificates=ca.certificate_pem.encode(), require_client_auth=True
         )

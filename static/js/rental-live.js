@@ -1,5 +1,6 @@
-// The live view of one rental: state badge, events and log lines pushed over /ws/rentals/<id>/.
-// The page is rendered complete by the server; this only adds what happens after, and reconnects with backoff.
+// The live view of one rental, over /ws/rentals/<id>/: the state badge and log lines come in the messages; on every
+// state change the server-rendered sections (request, money, placements, events) are fetched again and swapped in,
+// so each part of the page stays current without a reload. Reconnects with backoff.
 (function () {
   const root = document.getElementById("rental-live");
   if (!root) return;
@@ -8,9 +9,8 @@
   const status = document.getElementById("live-status");
   const log = document.getElementById("rental-log");
   const logEmpty = document.getElementById("log-empty");
-  const events = document.querySelector("#events tbody");
-  const cancelForm = document.getElementById("cancel-form");
-  const settled = document.getElementById("rental-settled");
+  let refreshing = null; // the section refresh in flight, if any
+  let again = false; // another refresh was asked for while one ran
   const labels = JSON.parse(document.getElementById("rental-state-labels").textContent);
   const terminal = new Set(JSON.parse(document.getElementById("rental-terminal-states").textContent));
   const seen = new Set(Array.from(log.children, (line) => line.dataset.key));
@@ -31,14 +31,9 @@
     badge.className = "badge rental-" + next;
     badge.textContent = labels[next] || next;
     if (why !== undefined) reason.textContent = why;
-    if (cancelForm && terminal.has(next)) cancelForm.remove();
-  };
-
-  const addEvent = (from, to, why, at) => {
-    const row = events.insertRow();
-    for (const text of [new Date(at).toISOString().slice(0, 19).replace("T", " "), from || "–", to, why]) {
-      row.insertCell().textContent = text;
-    }
+    if (terminal.has(next)) document.getElementById("cancel-form")?.remove();
+    // A flash such as "Rental 7 is submitted" describes the state the page was loaded in: drop it once that moves on.
+    document.querySelector("main > .messages")?.remove();
   };
 
   const addLines = (lines) => {
@@ -57,30 +52,50 @@
     if (follow) log.scrollTop = log.scrollHeight;
   };
 
-  const refreshMoney = () =>
-    fetch(root.dataset.apiUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then((response) => (response.ok ? response.json() : null))
-      .then((rental) => {
-        if (!rental) return;
-        for (const cell of document.querySelectorAll("[data-money]")) cell.textContent = rental[cell.dataset.money];
-        if (rental.settled_at) settled.textContent = rental.settled_at.slice(0, 19).replace("T", " ");
+  // Fetch this page again and swap in every section marked data-live-section (by id); one refresh at a time.
+  const refreshSections = () => {
+    if (refreshing) {
+      again = true;
+      return refreshing;
+    }
+    refreshing = fetch(window.location.pathname, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then((response) => (response.ok ? response.text() : null))
+      .then((html) => {
+        if (!html) return;
+        const fresh = new DOMParser().parseFromString(html, "text/html");
+        for (const section of document.querySelectorAll("[data-live-section]")) {
+          const next = fresh.getElementById(section.id);
+          if (next) section.replaceWith(document.importNode(next, true));
+        }
+        const freshRoot = fresh.getElementById("rental-live");
+        if (freshRoot && freshRoot.dataset.state !== state) setState(freshRoot.dataset.state);
       })
-      .catch(() => {}); // the numbers on the page stay; a reload shows the latest
+      .catch(() => {}) // the page keeps what it shows; the next change or a reload brings the rest
+      .finally(() => {
+        refreshing = null;
+        if (again) {
+          again = false;
+          refreshSections();
+        }
+      });
+    return refreshing;
+  };
 
   const handlers = {
     "rental.snapshot": (message) => {
+      // Whatever changed between the page load and this (re)connection is fetched once.
       if (message.state !== state) setState(message.state, message.reason);
       addLines(message.lines);
+      refreshSections();
     },
     "rental.state": (message) => {
-      addEvent(state, message.state, message.reason, message.at);
       setState(message.state, message.reason);
-      refreshMoney();
+      refreshSections();
     },
     "rental.logs": (message) => addLines(message.lines.map((line) => ({ placement: message.placement, ...line }))),
     "rental.settled": () => {
       done = true;
-      refreshMoney();
+      refreshSections();
     },
   };
 

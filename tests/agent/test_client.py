@@ -70,7 +70,7 @@ def test_enroll_refuses_a_gateway_signed_by_an_untrusted_ca(tmp_path, gateway):
     from tests.agent.pki import make_pki
 
     store = StateStore(tmp_path / "state")
-    with pytest.raises(EnrollmentError, match="UNAVAILABLE"):
+    with pytest.raises(EnrollmentError, match=r"does not match the CA this agent trusts \(TLS verification failed\)"):
         enroll(
             store=store,
             state=store.load(),

@@ -55,7 +55,7 @@ def test_create_returns_a_one_time_token_and_the_agent_command(owner_client, own
     token = body["enrollment_token"]
     assert token.startswith("jne_")
     assert f"--enroll-token {token}" in body["agent_command"]
-    assert "python -m agent --gateway" in body["agent_command"]
+    assert "python3 -m agent --gateway" in body["agent_command"]
     node = Node.objects.get(owner=owner)
     assert node.state == NodeState.PENDING
     assert node.enrollment_token_hash == hash_enrollment_token(token)

@@ -29,7 +29,7 @@ def test_provider_adds_a_node_and_sees_fake_gpus_labelled(page, tmp_path):
     page.fill("input[name=name]", "rig-2")
     page.click("text=Add a node")
     command = page.locator("#agent-command").inner_text()
-    assert command.startswith("python -m agent --gateway ") and "--enroll-token jne_" in command
+    assert command.startswith("python3 -m agent --gateway ") and "--enroll-token jne_" in command
     page.screenshot(path=str(tmp_path / "nodes.png"), full_page=True)
     page.reload()
     assert page.locator("#agent-command").count() == 0

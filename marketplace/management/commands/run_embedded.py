@@ -1,7 +1,10 @@
 """`manage.py run_embedded`: the whole marketplace in one command, on the embedded default."""
 
 import signal
+import socket
 import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
@@ -29,6 +32,12 @@ class Command(BaseCommand):
             )
         if not 1 <= port <= 65535:
             raise CommandError(f"--port must be between 1 and 65535, got {port}.")
+        self._check_port_free(host, port, hint=f"start this one on another port: make run PORT={port + 1}")
+        for setting in ("AGENT_GATEWAY_ENROLL_LISTEN", "AGENT_GATEWAY_LISTEN"):
+            gateway_host, _, gateway_port = getattr(settings, setting).rpartition(":")
+            self._check_port_free(
+                gateway_host.strip("[]"), int(gateway_port), hint=f"set {setting} to a free HOST:PORT"
+            )
         from janction.asgi import application
         from nodes.gateway.server import Gateway, GatewayConfig
 
@@ -37,12 +46,7 @@ class Command(BaseCommand):
         beat = BeatLoop(settings.CELERY_BEAT_SCHEDULE)
         beat.start()
         agent = None if no_agent else demo_agent_start(gateway=settings.AGENT_GATEWAY_ENROLL_LISTEN)
-        self.stdout.write(
-            self.style.SUCCESS(f"Janction (embedded demo) on http://{host}:{port}/")
-            + f"\n  agent gateway: enroll {settings.AGENT_GATEWAY_ENROLL_LISTEN}, "
-            + f"connect {settings.AGENT_GATEWAY_LISTEN}"
-            + ("" if agent is None else f"\n  demo agent (fake GPUs) pid {agent.pid}, log var/agent.log")
-        )
+        self.stdout.write(self._banner(port=port, agent=agent))
         try:
             Server(
                 application=application,
@@ -51,6 +55,46 @@ class Command(BaseCommand):
             ).run()
         finally:
             self._stop(agent, beat, gateway)
+
+    def _check_port_free(self, host: str, port: int, *, hint: str) -> None:
+        """Refuse to start when a port is taken, before anything starts (daphne only logs it, gRPC may hang)."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise CommandError(f"--host {host!r} is not an address this machine can listen on ({exc}).") from None
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise CommandError(
+                    f"Cannot listen on {host}:{port} ({exc.strerror}): another `make run` may be running; "
+                    f"stop it, or {hint}"
+                ) from None
+
+    def _banner(self, *, port: int, agent: subprocess.Popen | None) -> str:
+        """Return what to open and what to try next, printed once the pieces are up."""
+        site = settings.JANCTION_SITE_URL
+        lines = [
+            self.style.SUCCESS(f"Janction (embedded demo) is serving {site}/"),
+            f"  Open       {site}/ and sign in as buyer@janction.localhost or provider@janction.localhost",
+            "             (passwords printed above, once; new ones: .venv/bin/python manage.py seed_demo "
+            "--reset-passwords)",
+            "  Try next   1. Dashboard: press 'Add 100 demo USDC' (demo money)",
+            "             2. Rentals: rent 1 vGPU of ada-12g; the page follows it live until it completes",
+            "             3. As the provider, My nodes: add a node and run the command it shows (a second agent)",
+            f"             4. API docs {site}/api/docs/, an API key on 'API keys', then the curls in README.md",
+            f"  Gateway    enroll {settings.AGENT_GATEWAY_ENROLL_LISTEN}, connect {settings.AGENT_GATEWAY_LISTEN}",
+        ]
+        if agent is not None:
+            lines.append(f"  Demo agent pid {agent.pid} (fake GPUs), log {Path(settings.VAR_DIR) / 'agent.log'}")
+        if urlsplit(site).port not in (port, None):
+            lines.append(
+                self.style.WARNING(f"  Note       JANCTION_SITE_URL ({site}) names another port than --port {port}")
+            )
+        lines.append("  Stop       Ctrl-C")
+        return "\n".join(lines)
 
     def _stop(self, agent: subprocess.Popen | None, beat: BeatLoop, gateway) -> None:
         if agent is not None and agent.poll() is None:

@@ -1,0 +1,341 @@
+"""A newcomer's first minutes: `make run`'s own command serves a styled site whose every shown command works.
+
+The server is `scripts/run-embedded.sh`, exactly what `make run` runs after installing the virtualenv, with a free
+PORT and its own var/ and gateway ports; nothing wraps it. The checks: static files and the API docs' assets answer
+200, a 404 is the site's own page, the node command from the provider's page enrolls a second agent when run as
+shown, and headless Chromium walks the demo (faucet and wallet buttons, profile, a rental followed live to its end)
+while saving screenshots of the home, market, rental and docs pages under docs/screenshots/.
+"""
+
+import html
+import http.cookiejar
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+STARTUP_SECONDS = 180
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    tail = "" if log is None else "\n" + log.read_text(errors="replace")[-4000:]
+    raise AssertionError(f"timed out waiting for {what}{tail}")
+
+
+class Browserless:
+    """A cookie-keeping HTTP client for the site (urllib only), with allauth's log-in."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, path: str) -> tuple[int, str, dict]:
+        try:
+            with self.opener.open(self.base + path, timeout=10) as response:
+                return response.status, response.read().decode(errors="replace"), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace"), dict(error.headers)
+
+    def post(self, path: str, fields: dict) -> tuple[int, str]:
+        csrf = next(cookie.value for cookie in self.jar if cookie.name == "csrftoken")
+        data = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": csrf}).encode()
+        request = urllib.request.Request(self.base + path, data=data, headers={"Referer": self.base + path})  # noqa: S310
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
+    def log_in(self, email: str, password: str) -> None:
+        self.get("/accounts/login/")
+        status, body = self.post("/accounts/login/", {"login": email, "password": password})
+        assert status == 200 and "Sign out" in body, body[:2000]
+
+
+def assets(page_html: str) -> list[str]:
+    """Return the local stylesheets and scripts a page references."""
+    return re.findall(r'<(?:link[^>]+href|script[^>]+src)="(/static/[^"]+)"', page_html)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """Start scripts/run-embedded.sh (what `make run` runs) on free ports and yield its address and passwords."""
+    tmp = tmp_path_factory.mktemp("make-run")
+    home = tmp / "home"
+    home.mkdir()
+    web, enroll, connect = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(
+        PORT=str(web),
+        PY=sys.executable,
+        HOME=str(home),  # the node command's ~/.janction-agent lands here
+        JANCTION_VAR_DIR=str(tmp / "var"),
+        AGENT_GATEWAY_ENROLL_LISTEN=f"127.0.0.1:{enroll}",
+        AGENT_GATEWAY_PUBLIC_ADDRESS=f"127.0.0.1:{enroll}",
+        AGENT_GATEWAY_LISTEN=f"127.0.0.1:{connect}",
+    )
+    log = tmp / "run.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen(
+            ["bash", "scripts/run-embedded.sh"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{web}"
+    try:
+        wait_for(lambda: "Stop       Ctrl-C" in log.read_text(errors="replace"), STARTUP_SECONDS, "make run", log)
+        wait_for(lambda: Browserless(base).get("/")[0] == 200, 30, "the home page", log)
+        printed = log.read_text(errors="replace")
+        passwords = dict(re.findall(r"^\s+(\S+@janction\.localhost)\s+(\S+)$", printed, re.MULTILINE))
+        yield {"base": base, "passwords": passwords, "log": log, "env": env, "home": home, "var": tmp / "var"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_make_run_prints_what_to_open_and_serves_static_files_as_production(site):
+    printed = site["log"].read_text(errors="replace")
+    assert f"Open       {site['base']}/" in printed
+    assert "Try next" in printed and "Add 100 demo USDC" in printed
+    assert set(site["passwords"]) == {
+        "admin@janction.localhost",
+        "buyer@janction.localhost",
+        "provider@janction.localhost",
+    }
+    client = Browserless(site["base"])
+    status, home, _ = client.get("/")
+    assert status == 200 and "Embedded demo mode" in home
+    status, docs, _ = client.get("/api/docs/")
+    assert status == 200
+    docs_assets = assets(docs)
+    assert any(path.endswith(".js") for path in docs_assets), docs
+    for path in assets(home) + docs_assets + ["/static/js/rental-live.js", "/static/admin/css/base.css"]:
+        status, body, _ = client.get(path)
+        assert status == 200, path
+        assert body, path
+    # The pages name hashed copies (collectstatic's manifest), which WhiteNoise may let browsers cache for good.
+    stylesheet = next(path for path in assets(home) if path.endswith(".css"))
+    assert re.search(r"janction\.[0-9a-f]{12}\.css$", stylesheet)
+    assert "immutable" in client.get(stylesheet)[2].get("Cache-Control", "")
+    status, schema, _ = client.get("/api/schema/")
+    assert status == 200 and "openapi" in schema
+
+
+def test_errors_are_the_sites_own_pages_without_debug_details(site):
+    client = Browserless(site["base"])
+    status, body, _ = client.get("/no-such-page/")
+    assert status == 404
+    assert "Page not found" in body and "/no-such-page/" in body
+    assert "URLconf" not in body and "api/v1/" not in body  # no URL pattern listing: DEBUG is off
+    assert re.search(r'href="/static/css/janction\.[0-9a-f]{12}\.css"', body)
+    # A 10 MB form post is refused with the site's 400 page, not a traceback with the settings.
+    client.get("/accounts/login/")
+    status, body = client.post("/accounts/login/", {"login": "x" * (10 * 1024 * 1024), "password": "y"})
+    assert status == 400
+    assert "Bad request" in body and "Traceback" not in body and "SECRET_KEY" not in body
+
+
+def test_the_node_command_from_the_providers_page_enrolls_a_second_agent(site):
+    client = Browserless(site["base"])
+    client.log_in("provider@janction.localhost", site["passwords"]["provider@janction.localhost"])
+    client.get("/nodes/")
+    status, page = client.post("/nodes/", {"name": "second-rig"})
+    assert status == 200, page[:2000]
+    command = html.unescape(re.search(r'<code id="agent-command">(.*?)</code>', page, re.S).group(1))
+    assert "--ca-fingerprint sha256:" in command
+    assert "--ca-cert" not in command  # the pin is enough: no file to fetch first
+
+    log = site["var"] / "second-agent.log"
+    with open(log, "wb") as output:
+        agent = subprocess.Popen(
+            ["bash", "-c", command],  # exactly as shown, from the checkout the page says to run it in
+            cwd=ROOT,
+            env=site["env"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def second_node_online():
+            _, body, _ = client.get("/nodes/")
+            node = re.search(r'<section class="card node" id="node-\d+">\s*<h2>second-rig <span[^>]*>(\w+)', body)
+            return node is not None and node.group(1) == "Online"
+
+        wait_for(second_node_online, 60, "the second agent to enroll and come online", log)
+        assert agent.poll() is None, log.read_text()
+        assert list(site["home"].glob(".janction-agent/node-*/node.crt")), "the agent kept no certificate"
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        agent.wait(timeout=30)
+
+
+def readme_api_loop() -> str:
+    """Return the README's "same loop through the API" shell block."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("The same loop through the API")
+    return re.search(r"```bash\n(.*?)```", readme[start:], re.S).group(1)
+
+
+def test_the_readme_api_loop_runs_as_written(site):
+    client = Browserless(site["base"])
+    client.log_in("buyer@janction.localhost", site["passwords"]["buyer@janction.localhost"])
+    client.get("/settings/api-keys/")
+    _, page = client.post("/settings/api-keys/", {"name": "readme"})
+    key = html.unescape(re.search(r'<code id="new-key-value">(.*?)</code>', page).group(1))
+    script = readme_api_loop()
+    # The two lines a reader edits: the address `make run` printed and their key. The rest runs verbatim.
+    script, edits = re.subn(r"^SITE=\S+", f"SITE={site['base']}", script, flags=re.M)
+    script, more = re.subn(r"^KEY=\S+", f"KEY={key}", script, flags=re.M)
+    assert edits == more == 1
+    result = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", script], env=site["env"], capture_output=True, text=True, timeout=150
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"demo":true' in result.stdout.replace(" ", "")
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"rental \d+", next(line for line in lines if line.startswith("rental ")))
+    assert "completed" in lines
+    assert "hello" in lines[-1]  # the logs
+
+
+def test_a_wrong_pin_is_refused_in_one_sentence_that_says_what_to_do(site):
+    enroll = site["env"]["AGENT_GATEWAY_PUBLIC_ADDRESS"]
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "--gateway", enroll, "--ca-fingerprint", "sha256:" + "ab" * 32,
+         "--enroll-token", "jne_not-a-real-token", "--state-dir", str(site["home"] / "wrong-pin"),
+         "--fake-gpus", "RTX 4090:1", "--runtime", "sandbox"],
+        cwd=ROOT, env=site["env"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: the gateway at") and "copy the command again from the provider page" in error
+    assert not (site["home"] / "wrong-pin" / "node.crt").exists()
+    # Without any trust at all (no pin, no CA), the failure says to run the command as the page shows it.
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "--gateway", enroll, "--enroll-token", "jne_not-a-real-token",
+         "--state-dir", str(site["home"] / "no-pin"), "--fake-gpus", "RTX 4090:1", "--runtime", "sandbox"],
+        cwd=ROOT, env=site["env"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert "TLS verification failed" in error and "--ca-fingerprint" in error, result.stderr
+
+
+def test_a_newcomer_walks_the_demo_in_chromium_and_every_page_is_styled(site, browser):
+    from playwright.sync_api import expect
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(base_url=site["base"], viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    failed = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("pageerror", lambda error: failed.append(f"script error: {error}"))
+    styled = "getComputedStyle(document.querySelector('.topbar')).display"
+    try:
+        page.goto("/")
+        assert page.evaluate(styled) == "flex"  # the stylesheet applied
+        page.screenshot(path=str(SCREENSHOTS / "home.png"), full_page=True)
+
+        page.goto("/api/docs/")
+        expect(page.locator(".swagger-ui .opblock").first).to_be_visible()  # Swagger UI's script ran
+        page.screenshot(path=str(SCREENSHOTS / "api-docs.png"))
+
+        page.goto("/accounts/login/")
+        page.fill("input[name=login]", "buyer@janction.localhost")
+        page.fill("input[name=password]", site["passwords"]["buyer@janction.localhost"])
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard/")
+        expect(page.locator("#greeting")).to_have_text("Hello, Demo buyer")
+
+        page.click("nav >> text=Profile")
+        page.fill("input[name=display_name]", "Ada")
+        page.select_option("select[name=region]", "na")
+        page.uncheck("input[name=is_buyer]")
+        page.uncheck("input[name=is_provider]")
+        page.click("#profile-form button[type=submit]")
+        expect(page.locator(".form-error")).to_contain_text("Keep at least one role")
+        page.check("input[name=is_buyer]")
+        page.click("#profile-form button[type=submit]")
+        expect(page.locator(".messages")).to_contain_text("Your profile is saved")
+        page.click("nav >> text=Dashboard")
+        expect(page.locator("#greeting")).to_have_text("Hello, Ada")
+
+        expect(page.locator("#demo-actions .badge.demo")).to_have_text("DEMO")
+        page.click("#demo-faucet")
+        expect(page.locator(".messages")).to_contain_text("Credited 100 demo USDC")
+        newest = page.locator("#entries tbody tr").first
+        expect(newest).to_contain_text("Demo faucet (not real money)")
+        expect(newest.locator("td").last).to_have_text("100")
+        page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+
+        page.click("nav >> text=Wallets")
+        page.click("#demo-wallet-link")
+        expect(page.locator(".messages")).to_contain_text("Linked demo wallet 0x")
+        expect(page.locator("#wallets code")).to_have_count(1)
+
+        page.click("nav >> text=Rentals")
+        page.select_option("select[name=pool]", "ada-12g")
+        page.fill("input[name=max_price]", "1.00")
+        page.fill("input[name=max_duration_minutes]", "10")
+        page.fill("input[name=image]", "docker.io/library/busybox:latest")
+        page.fill("input[name=command]", "sh -c 'echo hello from the demo; sleep 3'")
+        page.click("#rent-submit")
+        page.wait_for_url("**/rentals/*/")
+        expect(page.locator(".messages")).to_contain_text("is submitted")
+        expect(page.locator("#no-placements")).to_be_visible()
+        page.evaluate("window.notReloaded = true")
+        # A round places it (every 10 s), the demo agent runs it, metering ends it: all without a reload.
+        expect(page.locator("#rental-state")).to_have_text("Completed", timeout=90_000)
+        expect(page.locator("#placements")).to_contain_text("demo-node (fake GPUs)", timeout=20_000)
+        expect(page.locator("#placements .badge.fake")).to_have_text("FAKE GPUs")
+        expect(page.locator(".messages")).to_have_count(0)  # the stale "submitted" banner is gone
+        expect(page.locator("#events")).to_contain_text("completed")
+        expect(page.locator("#rental-log")).to_contain_text("hello from the demo")
+        expect(page.locator("#cancel-button")).to_have_count(0)
+        assert page.evaluate("window.notReloaded") is True
+        assert page.evaluate(styled) == "flex"
+        page.screenshot(path=str(SCREENSHOTS / "rental.png"), full_page=True)
+
+        page.click("nav >> text=Market")  # now with the round that placed the rental
+        expect(page.locator("#rounds, table").last).to_contain_text("ada-12g")
+        assert page.evaluate(styled) == "flex"
+        page.screenshot(path=str(SCREENSHOTS / "market.png"), full_page=True)
+    finally:
+        context.close()
+    expected = [f"400 {site['base']}/settings/profile/"]  # the profile form refused without a role, on purpose
+    assert failed == expected, failed
