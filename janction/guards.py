@@ -12,7 +12,8 @@ import re
 from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser as DrfJSONParser
 
@@ -53,6 +54,11 @@ def _too_large_body(limit: int) -> dict:
     }
 
 
+def _too_large_page(limit: int) -> str:
+    """The site's own 413 page, for browsers posting forms outside the API."""
+    return render_to_string("413.html", {"limit_bytes": limit})
+
+
 class RequestLimitsMiddleware:
     """Refuse oversized or too deeply nested bodies and NULs in the query string, before any view runs."""
 
@@ -71,6 +77,8 @@ class RequestLimitsMiddleware:
         if not declared.isdigit():
             return _error(400, "malformed_request", "Content-Length must be a whole number of bytes.")
         if int(declared) > limit:
+            if not request.path.startswith("/api/"):
+                return HttpResponse(_too_large_page(limit), status=413)
             body = _too_large_body(limit)
             return _error(413, body["code"], body["message"], body["detail"])
         depth = settings.JANCTION_MAX_JSON_DEPTH
@@ -96,7 +104,7 @@ class BodySizeLimit:
         limit = settings.JANCTION_MAX_BODY_BYTES
         declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > limit:
-            return await self._refuse(send, limit)
+            return await self._refuse(send, limit, scope)
         received = []
         size = 0
         while True:
@@ -106,7 +114,7 @@ class BodySizeLimit:
                 break
             size += len(message.get("body", b""))
             if size > limit:
-                return await self._refuse(send, limit)
+                return await self._refuse(send, limit, scope)
             if not message.get("more_body"):
                 break
 
@@ -116,9 +124,12 @@ class BodySizeLimit:
         return await self.app(scope, replay, send)
 
     @staticmethod
-    async def _refuse(send, limit: int) -> None:
-        body = json.dumps(_too_large_body(limit)).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    async def _refuse(send, limit: int, scope) -> None:
+        if scope.get("path", "").startswith("/api/"):
+            body, content_type = json.dumps(_too_large_body(limit)).encode(), b"application/json"
+        else:
+            body, content_type = _too_large_page(limit).encode(), b"text/html; charset=utf-8"
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 

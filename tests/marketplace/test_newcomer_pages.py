@@ -159,13 +159,13 @@ def test_a_404_is_the_sites_page_without_the_url_patterns(settings):
     assert "URLconf" not in page and "api/v1/" not in page
 
 
-def test_an_oversized_form_is_the_sites_400_page(settings):
+def test_an_oversized_form_is_the_sites_413_page(settings):
     settings.DEBUG = False
     client = Client()
     response = client.post("/accounts/login/", {"login": "x" * (3 * 1024 * 1024), "password": "y"})
-    assert response.status_code == 400
+    assert response.status_code == 413
     page = response.content.decode()
-    assert "Bad request" in page and "Traceback" not in page and "SECRET_KEY" not in page
+    assert "Request too large" in page and "Traceback" not in page and "SECRET_KEY" not in page
 
 
 def test_a_server_error_is_the_sites_page(settings):

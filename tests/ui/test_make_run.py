@@ -161,11 +161,11 @@ def test_errors_are_the_sites_own_pages_without_debug_details(site):
     assert "Page not found" in body and "/no-such-page/" in body
     assert "URLconf" not in body and "api/v1/" not in body  # no URL pattern listing: DEBUG is off
     assert re.search(r'href="/static/css/janction\.[0-9a-f]{12}\.css"', body)
-    # A 10 MB form post is refused with the site's 400 page, not a traceback with the settings.
+    # A 10 MB form post is refused with the site's 413 page, not a traceback with the settings.
     client.get("/accounts/login/")
     status, body = client.post("/accounts/login/", {"login": "x" * (10 * 1024 * 1024), "password": "y"})
-    assert status == 400
-    assert "Bad request" in body and "Traceback" not in body and "SECRET_KEY" not in body
+    assert status == 413
+    assert "Request too large" in body and "/static/" in body and "Traceback" not in body and "SECRET_KEY" not in body
 
 
 def test_the_node_command_from_the_providers_page_enrolls_a_second_agent(site):
