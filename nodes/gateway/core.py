@@ -6,11 +6,14 @@ import asyncio
 import logging
 import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from django.db import close_old_connections, connections
+import grpc
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections
 
 from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.gateway.convert import control_message
@@ -20,6 +23,8 @@ from nodes.services import NodeHeartbeat, node_commands_mark_delivered, node_hea
 log = logging.getLogger("nodes.gateway")
 
 MAX_COMMANDS_PER_POLL = 1000
+# Errors that mean "the database is away" (not "this row is bad"): keep the data and try again later.
+DATABASE_AWAY = (OperationalError, InterfaceError)
 
 
 class DbWorkers:
@@ -79,6 +84,7 @@ class HeartbeatBuffer:
         self._pending: dict[int, NodeHeartbeat] = {}
         self.received = 0
         self.flushes = 0
+        self.dropped = 0
 
     def add(self, heartbeat: NodeHeartbeat) -> None:
         """Buffer a heartbeat, replacing the node's older one."""
@@ -87,13 +93,18 @@ class HeartbeatBuffer:
             self.received += 1
 
     def flush(self) -> int:
-        """Write the buffered heartbeats; on failure keep them for the next flush. Return how many nodes."""
+        """Write the buffered heartbeats and return how many nodes were written.
+
+        When the database is away the batch is kept for the next flush (newer heartbeats replace it); when
+        a row is refused (a value its column cannot hold), the batch is split until the bad rows stand
+        alone, and only those are dropped: one node's bad data never holds back the others'.
+        """
         with self._lock:
             batch, self._pending = list(self._pending.values()), {}
         if not batch:
             return 0
         try:
-            node_heartbeats_apply(heartbeats=batch)
+            written = self._write(batch)
         except Exception:
             with self._lock:
                 for heartbeat in batch:
@@ -101,7 +112,21 @@ class HeartbeatBuffer:
             raise
         with self._lock:
             self.flushes += 1
-        return len(batch)
+        return written
+
+    def _write(self, batch: list[NodeHeartbeat]) -> int:
+        try:
+            node_heartbeats_apply(heartbeats=batch)
+            return len(batch)
+        except DATABASE_AWAY:
+            raise
+        except DatabaseError:
+            if len(batch) == 1:
+                self.dropped += 1
+                log.warning("node %s: dropped a heartbeat its columns cannot hold", batch[0].node_id, exc_info=True)
+                return 0
+        middle = len(batch) // 2
+        return self._write(batch[:middle]) + self._write(batch[middle:])
 
 
 class StreamSession:
@@ -119,6 +144,8 @@ class StreamSession:
         self.outbox: asyncio.Queue[tuple[int | None, pb.ControlMessage] | None] = asyncio.Queue()
         self.routed: set[int] = set()
         self.closed = threading.Event()
+        # Set when the gateway ends the stream for a reason the agent must hear: (status code, details).
+        self.end_status: tuple[grpc.StatusCode, str] | None = None
 
     def _put(self, item: tuple[int | None, pb.ControlMessage] | None) -> None:
         try:
@@ -129,6 +156,12 @@ class StreamSession:
     def send(self, message: pb.ControlMessage, command_id: int | None = None) -> None:
         """Queue a message for the stream (thread-safe)."""
         self._put((command_id, message))
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        """End the stream with a status the agent sees (thread-safe)."""
+        if self.end_status is None:
+            self.end_status = (code, details)
+        self.close()
 
     def close(self) -> None:
         """End the stream's response side (thread-safe)."""
@@ -208,3 +241,96 @@ class CommandDispatcher:
             session.send(control_message(message), command_id)
             routed += 1
         return routed
+
+
+class NodeGuard:
+    """Per-node budgets of one gateway: streams per certificate, a message rate, strikes for bad messages.
+
+    Used only on the gateway's event loop, so it needs no lock. What it refuses costs only the sender.
+    """
+
+    def __init__(
+        self,
+        *,
+        streams_per_certificate: int,
+        messages_per_second: float,
+        burst: int,
+        bad_messages_max: int,
+        bad_window_seconds: float,
+        penalty_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.streams_per_certificate = streams_per_certificate
+        self.messages_per_second = messages_per_second
+        self.burst = burst
+        self.bad_messages_max = bad_messages_max
+        self.bad_window_seconds = bad_window_seconds
+        self.penalty_seconds = penalty_seconds
+        self._clock = clock
+        self._streams: dict[str, int] = {}
+        self._buckets: dict[int, tuple[float, float]] = {}  # node id -> (tokens, at)
+        self._strikes: dict[int, deque[float]] = {}
+        self._penalties: dict[int, float] = {}  # node id -> end of its penalty
+        self.refused_streams = 0
+        self.dropped_messages = 0
+        self.strikes = 0
+        self.disconnects = 0
+
+    def stream_open(self, certificate_key: str) -> bool:
+        """Count a new Connect call of a certificate; False when it holds too many already."""
+        held = self._streams.get(certificate_key, 0)
+        if held >= self.streams_per_certificate:
+            self.refused_streams += 1
+            return False
+        self._streams[certificate_key] = held + 1
+        return True
+
+    def stream_closed(self, certificate_key: str) -> None:
+        """Forget a Connect call that ended."""
+        held = self._streams.get(certificate_key, 0) - 1
+        if held > 0:
+            self._streams[certificate_key] = held
+        else:
+            self._streams.pop(certificate_key, None)
+
+    def penalty_left(self, node_id: int) -> float:
+        """Return the seconds a penalised node must still wait before it may connect (0 when none)."""
+        end = self._penalties.get(node_id)
+        if end is None:
+            return 0.0
+        left = end - self._clock()
+        if left <= 0:
+            del self._penalties[node_id]
+            return 0.0
+        return left
+
+    def allow(self, node_id: int) -> bool:
+        """Take one token from the node's bucket; False when it sends faster than its rate and burst."""
+        now = self._clock()
+        tokens, at = self._buckets.get(node_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.messages_per_second)
+        if tokens < 1:
+            self._buckets[node_id] = (tokens, now)
+            self.dropped_messages += 1
+            return False
+        self._buckets[node_id] = (tokens - 1, now)
+        return True
+
+    def strike(self, node_id: int) -> bool:
+        """Count a bad message; True when the node crossed the limit (it is then penalised)."""
+        self.strikes += 1
+        now = self._clock()
+        window = self._strikes.setdefault(node_id, deque())
+        window.append(now)
+        while window and window[0] < now - self.bad_window_seconds:
+            window.popleft()
+        if len(window) > self.bad_messages_max:
+            window.clear()
+            self._penalties[node_id] = now + self.penalty_seconds
+            self.disconnects += 1
+            return True
+        return False
+
+    def forget(self, node_id: int) -> None:
+        """Drop a disconnected node's rate bucket (its strikes and penalty stay)."""
+        self._buckets.pop(node_id, None)
