@@ -459,3 +459,44 @@ def test_nodes_are_judged_only_over_time_a_gateway_recorded(db, gateway_settings
     # Recording for longer than the start grace: the silent node is lost.
     GatewayClock.objects.update(recorded_at=now)
     assert node_mark_stale_offline(now=now) == [node.pk]
+
+
+def _database_outage(on: bool) -> None:
+    """Refuse (or allow again) every new connection to the test database and cut the open ones."""
+    import psycopg
+
+    params = connection.settings_dict
+    name = params["NAME"]
+    with psycopg.connect(
+        host=params["HOST"], port=params["PORT"] or 5432, user=params["USER"], dbname="postgres", autocommit=True
+    ) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if on else "false"}')
+        if not on:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+    if on:
+        connection.close()  # ours was cut too; the next query reconnects
+
+
+def test_streams_stay_up_while_the_database_is_away_and_nothing_is_acked_before_it_is_stored(gateway, tmp_path):
+    rig = Rig(gateway, tmp_path)
+    placement = rig.start()
+    _database_outage(on=False)
+    try:
+        rig.send(usage_report=_report("p-1", 1, _ms(placement.created_at) + 10, rig.key))
+        rig.send(placement_status=pb.PlacementStatus(placement_id="p-1", state=pb.PLACEMENT_STATE_RUNNING))
+        for _ in range(15):  # 3 s without a database: longer than the 2 s heartbeat grace of these tests
+            rig.send(heartbeat=pb.Heartbeat(gpus=[pb.GpuSample(index=0, utilization_percent=55)]))
+            time.sleep(0.2)
+        assert rig.stream.acks() == [] and rig.stream.error is None
+    finally:
+        _database_outage(on=True)
+    wait_until(lambda: rig.stream.acks() == [("p-1", 1)], what="the report acked once stored")
+    wait_until(lambda: NodePlacement.objects.get(pk=placement.pk).state == "running", what="the status stored")
+    wait_until(lambda: Gpu.objects.get(node=rig.node).utilization_percent == 55, what="buffered heartbeats written")
+    time.sleep(1.0)  # a few sweeps after the database came back
+    assert not NodeEvent.objects.filter(node=rig.node, to_state=NodeState.OFFLINE).exists()
+    assert rig.stream.error is None
+    rig.close()
