@@ -8,7 +8,7 @@ so rounding never drifts. Reports are taken in seq order up to the first gap; a 
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Subquery
@@ -24,6 +24,8 @@ from nodes.services import placement_stopped
 
 logger = logging.getLogger(__name__)
 
+# Usage stored this long after its placement was settled is still charged (agents resend within minutes).
+LATE_USAGE_WINDOW = timedelta(days=1)
 REPORT_FIELDS = ("placement_id", "seq", "interval_start_ms", "interval_end_ms", "vgpu_count", "received_at")
 
 
@@ -108,8 +110,9 @@ def late_usage_charge(*, limit: int = 1000) -> MeteringResult:
     market account pays the provider.
     """
     result = MeteringResult()
+    recent = timezone.now() - LATE_USAGE_WINDOW
     late = (
-        RentalPlacement.objects.filter(settled_at__isnull=False, node_placement__isnull=False)
+        RentalPlacement.objects.filter(settled_at__gte=recent, node_placement__isnull=False)
         .filter(Exists(_pending_reports()))
         .values_list("rental_id", flat=True)[:limit]
     )
