@@ -500,3 +500,59 @@ def test_streams_stay_up_while_the_database_is_away_and_nothing_is_acked_before_
     assert not NodeEvent.objects.filter(node=rig.node, to_state=NodeState.OFFLINE).exists()
     assert rig.stream.error is None
     rig.close()
+
+
+def test_usage_that_arrives_after_the_settlement_but_covers_time_before_it_is_charged_once(gateway, tmp_path):
+    from marketplace.rentals.dispatch import rentals_sync
+    from marketplace.rentals.metering import metering_run, owed
+    from marketplace.rentals.services import rental_submit
+    from pricing.services import market_round_run
+    from tests.rentals.conftest import USDC, balance, fund, ledger_total
+
+    rig = Rig(gateway, tmp_path)
+    Node.objects.filter(pk=rig.node.pk).update(reserve_price_per_hour=400_000)
+    buyer = UserFactory()
+    fund(buyer, 50 * USDC)
+    rental = rental_submit(
+        owner=buyer, pool_name="ada-24g", vgpus=1, max_price_per_hour="2", max_duration_seconds=600,
+        image="docker.io/library/busybox:1.36", command=["true"],
+    )  # fmt: skip
+    market_round_run(pool_id=rental.pool_id)
+    rentals_sync()
+    start = wait_until(lambda: next((m for m in rig.stream.received if m.HasField("start_placement")), None))
+    placement_id = start.start_placement.placement_id
+    node_placement = NodePlacement.objects.get(placement_id=placement_id)
+    begin = _ms(node_placement.created_at) + 50
+    rig.send(placement_status=pb.PlacementStatus(placement_id=placement_id, state=pb.PLACEMENT_STATE_RUNNING))
+    rig.send(usage_report=_report(placement_id, 1, begin, rig.key, length_ms=1000))
+    wait_until(lambda: rig.stream.acks(), what="the first report stored")
+    time.sleep(0.1)
+    rig.send(
+        placement_status=pb.PlacementStatus(placement_id=placement_id, state=pb.PLACEMENT_STATE_EXITED, exit_code=0)
+    )
+    wait_until(lambda: NodePlacement.objects.get(pk=node_placement.pk).state == "exited", what="exited")
+
+    def settled() -> bool:
+        rentals_sync()
+        metering_run()
+        rental.refresh_from_db()
+        return rental.settled_at is not None
+
+    wait_until(settled, what="the rental settled")
+    charged_before = rental.charged
+    # The last report arrives only now (the agent was reconnecting), covering time before the settlement.
+    rig.send(usage_report=_report(placement_id, 2, begin + 1000, rig.key, length_ms=1500))
+    wait_until(lambda: len(rig.stream.acks()) == 2, what="the late report stored")
+    metering_run()
+    metering_run()  # and never twice
+
+    placement = rental.placements.get()
+    rental.refresh_from_db()
+    assert placement.metered_through_seq == 2 and placement.metered_vgpu_ms == 2500
+    assert placement.buyer_charged == owed(2500, placement.buyer_payment_per_hour, 1)
+    assert placement.provider_paid == owed(2500, placement.provider_payment_per_hour, placement.provider_units)
+    assert rental.charged == placement.buyer_charged > charged_before
+    assert balance(buyer, "escrow") == 0
+    assert balance(buyer, "available") == 50 * USDC - rental.charged
+    assert ledger_total() == 0
+    rig.close()
