@@ -27,7 +27,8 @@ from tests.nodes.gateway_fixtures import GRACE_SECONDS, REPO, AgentProcess, CaPe
 from tests.rentals.conftest import USDC, balance, fund, ledger_total
 
 pytestmark = pytest.mark.slow
-START_GRACE_SECONDS = 20.0
+# Heartbeat grace plus the agent's 30 s reconnect backoff cap, as the production default (45 s) is.
+START_GRACE_SECONDS = 40.0
 
 
 def _free_port() -> int:

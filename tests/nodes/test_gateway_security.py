@@ -44,11 +44,11 @@ def _hello() -> pb.AgentMessage:
 class RawStream:
     """A hand-driven Connect stream: the test decides every message (a misbehaving agent)."""
 
-    def __init__(self, stub: AgentGatewayStub) -> None:
+    def __init__(self, stub: AgentGatewayStub, timeout: float = 30) -> None:
         self._requests: queue.Queue[pb.AgentMessage | None] = queue.Queue()
         self.received: list[pb.ControlMessage] = []
         self.error: grpc.RpcError | None = None
-        self._call = stub.Connect(iter(self._requests.get, None), timeout=30)
+        self._call = stub.Connect(iter(self._requests.get, None), timeout=timeout)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
