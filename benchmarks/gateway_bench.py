@@ -1,6 +1,11 @@
 """Agent gateway heartbeat capacity: simulated agents over mutual TLS, ramped until p99 latency passes 250 ms.
 
 Run: DATABASE_URL=postgres://... .venv/bin/python -m benchmarks.gateway_bench [--steps 250,500,1000] [--duration 15]
+     [--adversarial 0.01]
+Node loss: ... -m benchmarks.gateway_bench --node-loss 3 starts 2 x 3 real agents (`python -m agent`, fake
+GPUs, default heartbeat interval) against the gateway with the default grace, sweep and flush settings,
+then kills three with SIGKILL and stops three with SIGSTOP (a hung host) at random moments, and prints
+each one's time from the signal to "offline" against the worst case the settings guarantee.
 
 The real gateway (`nodes.gateway.server.Gateway`, default settings except the stream cap) runs in this
 process on 127.0.0.1; N enrolled nodes (client certificates issued directly by the platform CA) are
@@ -334,6 +339,9 @@ def main() -> None:
     parser.add_argument(
         "--adversarial", type=float, default=0.0, help="share of misbehaving agents, e.g. 0.01 (default: none)"
     )
+    parser.add_argument(
+        "--node-loss", type=int, default=0, help="measure time-to-offline of this many killed and stopped agents"
+    )
     args = parser.parse_args()
     steps = [int(step) for step in args.steps.split(",")]
     if steps != sorted(set(steps)) or steps[0] < 1:
@@ -344,9 +352,99 @@ def main() -> None:
     _raise_open_file_limit()
     teardown = setup_bench_database(os.environ.get("JANCTION_BENCH_DATABASE", "janction_gateway_bench"))
     try:
-        run(steps, args.duration, args.clients, args.adversarial)
+        if args.node_loss:
+            node_loss(args.node_loss)
+        else:
+            run(steps, args.duration, args.clients, args.adversarial)
     finally:
         teardown()
+
+
+def node_loss(count: int) -> None:
+    """Kill `count` agents with SIGKILL and stop `count` with SIGSTOP; print each one's time to offline."""
+    import signal
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from agent.config import build_parser
+    from nodes.ca import ca_generate, ca_key_pem, platform_ca
+    from nodes.gateway.server import Gateway, GatewayConfig
+    from nodes.models import Node, NodeEvent, NodeState
+    from nodes.services import node_create
+    from tests.factories import UserFactory
+
+    ca = ca_generate()
+    settings.AGENT_CA_CERT_PEM, settings.AGENT_CA_KEY_PEM = ca.certificate_pem, ca_key_pem(ca).decode()
+    settings.NODE_GATEWAY_START_GRACE_SECONDS = 1.0  # steady state from the start (default: 45 s)
+    heartbeat = build_parser().get_default("heartbeat_interval")
+    grace, sweep = settings.NODE_HEARTBEAT_GRACE_SECONDS, settings.NODE_OFFLINE_CHECK_INTERVAL_SECONDS
+    flush = settings.AGENT_HEARTBEAT_FLUSH_SECONDS
+    bound = heartbeat + grace + sweep + flush
+    gateway = Gateway(GatewayConfig.from_settings(listen="127.0.0.1:0", enroll_listen="127.0.0.1:0"))
+    gateway.start()
+    root = Path(tempfile.mkdtemp(prefix="node-loss-"))
+    (root / "ca.pem").write_bytes(platform_ca().certificate_pem.encode())
+    owner = UserFactory()
+    agents = []
+    try:
+        for number in range(2 * count):
+            ticket = node_create(owner=owner, name=f"loss-{number}")
+            log = (root / f"agent-{number}.log").open("wb")
+            command = [
+                *(sys.executable, "-m", "agent", "--gateway", f"127.0.0.1:{gateway.enroll_port}"),
+                *("--state-dir", str(root / f"agent-{number}"), "--enroll-token", ticket.token),
+                *("--fake-gpus", "RTX 4090:1", "--runtime", "sandbox", "--ca-cert", str(root / "ca.pem")),
+            ]
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            agents.append((ticket.node.pk, process, "SIGKILL" if number < count else "SIGSTOP"))
+        ids = [node_id for node_id, _, _ in agents]
+        deadline = time.monotonic() + 120
+        while Node.objects.filter(pk__in=ids, state=NodeState.ONLINE).count() < len(ids):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"agents did not come online; see {root}")
+            time.sleep(0.5)
+        print(
+            f"node loss: heartbeat {heartbeat:g} s (agent default) + grace {grace:g} s + sweep {sweep:g} s "
+            f"+ flush {flush:g} s = worst case {bound:g} s"
+        )
+        time.sleep(2 * heartbeat)  # let every agent settle into its heartbeat rhythm
+        signalled = {}
+        for node_id, process, kind in random.sample(agents, len(agents)):
+            time.sleep(random.uniform(0, heartbeat))  # a random moment in the heartbeat cycle
+            process.send_signal(signal.SIGKILL if kind == "SIGKILL" else signal.SIGSTOP)
+            signalled[node_id] = (kind, time.time())
+        deadline = time.monotonic() + 3 * bound
+        while time.monotonic() < deadline:
+            if NodeEvent.objects.filter(node_id__in=ids, to_state=NodeState.OFFLINE).count() >= len(ids):
+                break
+            time.sleep(0.2)
+        offline = dict(
+            NodeEvent.objects.filter(node_id__in=ids, to_state=NodeState.OFFLINE).values_list("node_id", "at")
+        )
+        for kind in ("SIGKILL", "SIGSTOP"):
+            times = [
+                offline[node_id].timestamp() - at
+                for node_id, (signal_kind, at) in signalled.items()
+                if signal_kind == kind and node_id in offline
+            ]
+            missing = sum(1 for _, (k, _) in signalled.items() if k == kind) - len(times)
+            listed = ", ".join(f"{t:.1f}" for t in sorted(times))
+            print(
+                f"{kind}: time to offline {listed} s; median {statistics.median(times):.1f} s, max {max(times):.1f} s"
+                f"{f'; {missing} never went offline' if missing else ''} (bound {bound:g} s)"
+            )
+    finally:
+        for _, process, _ in agents:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+                process.wait(timeout=10)
+        gateway.stop(grace=0)
 
 
 def run(steps: list[int], duration: float, client_count: int, adversarial: float = 0.0) -> None:

@@ -17,7 +17,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, close_old
 
 from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.gateway.convert import control_message
-from nodes.models import NodeCommand
+from nodes.models import NodeCommand, NodePlacement
 from nodes.services import NodeHeartbeat, node_commands_mark_delivered, node_heartbeats_apply
 
 log = logging.getLogger("nodes.gateway")
@@ -232,8 +232,16 @@ class CommandDispatcher:
             .order_by("pk")
             .values_list("pk", "node_id", "message")[:MAX_COMMANDS_PER_POLL]
         )
+        pending = list(pending)
+        settled = _settled_starts(pending)
+        if settled:
+            # The platform ended these placements while their StartPlacement waited: never start them.
+            log.info("dropping StartPlacement commands %s: their placements were already settled", sorted(settled))
+            node_commands_mark_delivered(command_ids=sorted(settled))
         routed = 0
         for command_id, node_id, message in pending:
+            if command_id in settled:
+                continue
             session = sessions[node_id]
             if command_id in session.routed or session.closed.is_set():
                 continue
@@ -241,6 +249,23 @@ class CommandDispatcher:
             session.send(control_message(message), command_id)
             routed += 1
         return routed
+
+
+def _settled_starts(pending: list[tuple[int, int, dict]]) -> set[int]:
+    """Return the ids of queued StartPlacement commands whose placement the platform already ended."""
+    starts = {
+        command_id: message["start_placement"].get("placement_id", "")
+        for command_id, _, message in pending
+        if isinstance(message, dict) and "start_placement" in message
+    }
+    if not starts:
+        return set()
+    ended = set(
+        NodePlacement.objects.filter(placement_id__in=set(starts.values()), stopped_at__isnull=False).values_list(
+            "placement_id", flat=True
+        )
+    )
+    return {command_id for command_id, placement_id in starts.items() if placement_id in ended}
 
 
 class NodeGuard:

@@ -569,3 +569,24 @@ def test_usage_that_arrives_after_the_settlement_but_covers_time_before_it_is_ch
     assert balance(buyer, "available") == 50 * USDC - rental.charged
     assert ledger_total() == 0
     rig.close()
+
+
+def test_a_start_placement_queued_for_a_placement_settled_meanwhile_is_never_delivered(gateway, tmp_path):
+    from nodes.services import placement_stopped
+
+    rig = Rig(gateway, tmp_path)
+    rig.close()  # the node's stream drops (the gateway restarts, the network fails) but it is still online
+    start = {"placement_id": "p-settled", "image": "busybox", "vgpu_local_ids": ["0:0"]}
+    node_send(node_id=rig.node.pk, message={"start_placement": start})
+    node_send(node_id=rig.node.pk, message={"ping": {"nonce": 9}})
+    settled = NodePlacement.objects.get(placement_id="p-settled")
+    placement_stopped(placement_ids=[settled.pk], at=timezone.now())  # the rentals code settled it
+
+    channel, stub = mutual_stub(gateway, rig.store)
+    stream = RawStream(stub)
+    stream.send(_hello("GPU-rig"))
+    wait_until(lambda: any(m.ping.nonce == 9 for m in stream.received), what="the later command delivered")
+    assert not any(m.HasField("start_placement") for m in stream.received)
+    wait_until(lambda: not NodeCommand.objects.filter(node=rig.node, delivered_at__isnull=True).exists())
+    stream.close()
+    channel.close()
