@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -407,7 +408,9 @@ def node_authenticate(*, certificate_pem: str | bytes) -> Node:
 
 
 # Architecture families the platform sells; a pool is "<family>-<GiB>g" of one of them (or made by an operator).
-KNOWN_ARCHITECTURES = frozenset({"volta", "turing", "ampere", "ada", "hopper", "blackwell"})
+KNOWN_ARCHITECTURES = frozenset(
+    {"kepler", "maxwell", "pascal", "volta", "turing", "ampere", "ada", "hopper", "blackwell"}
+)
 MAX_POOL_MEMORY_GIB = 1024
 
 
@@ -416,7 +419,7 @@ def _pool_for(report: VGpuReport, gpu: Gpu) -> Pool | None:
     pool = Pool.objects.filter(name=report.pool).first()
     if pool is not None:
         return pool
-    gib = round(report.memory_bytes / 2**30)
+    gib = max(1, math.floor(report.memory_bytes / 2**30 + 0.5))  # as the agent names pools
     if gpu.architecture not in KNOWN_ARCHITECTURES or not 1 <= gib <= MAX_POOL_MEMORY_GIB:
         return None
     if report.pool != f"{gpu.architecture}-{gib}g":
