@@ -17,7 +17,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, close_old
 
 from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.gateway.convert import control_message
-from nodes.models import NodeCommand, NodePlacement
+from nodes.models import NodeCommand, NodePlacement, RevokedCertificate
 from nodes.services import NodeHeartbeat, node_commands_mark_delivered, node_heartbeats_apply
 
 log = logging.getLogger("nodes.gateway")
@@ -202,6 +202,19 @@ class CommandDispatcher:
         """Note that a command was written to its stream."""
         with self._lock:
             self._delivered.append(command_id)
+
+    def end_revoked(self) -> list[int]:
+        """End the streams of nodes whose certificate was revoked since they connected; return their ids."""
+        with self._lock:
+            sessions = dict(self._sessions)
+        if not sessions:
+            return []
+        revoked = sorted(
+            set(RevokedCertificate.objects.filter(node_id__in=list(sessions)).values_list("node_id", flat=True))
+        )
+        for node_id in revoked:
+            sessions[node_id].abort(grpc.StatusCode.PERMISSION_DENIED, "This node's certificate was revoked.")
+        return revoked
 
     def close_all(self) -> None:
         """End every stream."""

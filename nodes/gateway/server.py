@@ -269,6 +269,11 @@ class Gateway:
                 close_old_connections()
                 if not self._flush():
                     continue  # no sweep over time the gateway could not record
+                try:
+                    self.dispatcher.end_revoked()
+                except Exception:
+                    log.exception("looking for revoked certificates failed")
+                    connections.close_all()
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + self.config.offline_check_seconds
                     try:

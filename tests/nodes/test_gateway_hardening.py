@@ -285,8 +285,9 @@ def test_a_node_sending_too_many_bad_messages_is_disconnected_and_penalised(gate
 
 def test_a_banned_nodes_certificate_is_revoked_whatever_its_state_later(gateway, tmp_path):
     rig = Rig(gateway, tmp_path)
-    rig.close()
     node_ban(node_id=rig.node.pk, reason="sold fake GPUs")
+    assert rig.stream.failure().code() == grpc.StatusCode.PERMISSION_DENIED  # its open stream ends too
+    rig.close()
     node = Node.objects.get(pk=rig.node.pk)
     node_transition(node=node, to_state=NodeState.OFFLINE, reason="an operator lifted the quarantine")
     channel, stub = mutual_stub(gateway, rig.store)
