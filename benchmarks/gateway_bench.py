@@ -1,6 +1,11 @@
 """Agent gateway heartbeat capacity: simulated agents over mutual TLS, ramped until p99 latency passes 250 ms.
 
 Run: DATABASE_URL=postgres://... .venv/bin/python -m benchmarks.gateway_bench [--steps 250,500,1000] [--duration 15]
+     [--adversarial 0.01]
+Node loss: ... -m benchmarks.gateway_bench --node-loss 3 starts 2 x 3 real agents (`python -m agent`, fake
+GPUs, default heartbeat interval) against the gateway with the default grace, sweep and flush settings,
+then kills three with SIGKILL and stops three with SIGSTOP (a hung host) at random moments, and prints
+each one's time from the signal to "offline" against the worst case the settings guarantee.
 
 The real gateway (`nodes.gateway.server.Gateway`, default settings except the stream cap) runs in this
 process on 127.0.0.1; N enrolled nodes (client certificates issued directly by the platform CA) are
@@ -21,6 +26,14 @@ within the connect timeout. Clients and gateway share this machine's cores, as d
 Columns: "lag p99" is how late the clients sent against their schedule; "flush max" the longest
 batched heartbeat write; "gw CPU" / "cl CPU" the CPU time of the gateway process / all client
 processes per wall-clock second (100% = one core).
+
+Adversarial mix (`--adversarial 0.01`): that share of the N agents misbehave, in turn one of
+"flood" (heartbeats as fast as the client can write), "bad" (out-of-range telemetry, 4e9 mW, and usage
+reports for placements they were never sent, five times a second) and "silent" (Connect streams that
+never send Hello, as many as the certificate is allowed, reopened when closed). Each reconnects one
+second after the gateway ends its stream. Latency, the handled rate and the verdict count honest agents
+only; a step also fails when any honest node was marked offline. The columns "strikes", "dropped" and
+"refused" are the gateway's counts of bad messages, rate-limited messages and refused streams.
 """
 
 from __future__ import annotations
@@ -50,13 +63,17 @@ GPU_MEMORY = 24 * 1024**3
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 
 
+MISBEHAVIOURS = ("flood", "bad", "silent")
+
+
 @dataclass(frozen=True)
 class AgentIdentity:
-    """What one simulated agent needs: its node id, key and certificate (PEM)."""
+    """What one simulated agent needs: its node id, key and certificate (PEM), and how it behaves."""
 
     node_id: int
     key_pem: bytes
     certificate_pem: bytes
+    role: str = "honest"
 
 
 # -- simulated agents (client processes; no Django here) -----------------------------------------------------
@@ -132,6 +149,9 @@ class SimulatedAgents:
         )
         channel = grpc.aio.secure_channel(self._address, credentials, options=CHANNEL_OPTIONS)
         self._channels.append(channel)
+        if identity.role != "honest":
+            await self._misbehave(identity, AgentGatewayStub(channel))
+            return
         try:
             call = AgentGatewayStub(channel).Connect()
             await call.write(_hello(identity.node_id))
@@ -146,6 +166,34 @@ class SimulatedAgents:
             raise
         except Exception:
             self.errors += 1
+
+    async def _misbehave(self, identity: AgentIdentity, stub: AgentGatewayStub) -> None:
+        """Misbehave in the identity's way, reconnecting a second after each end of stream, until cancelled."""
+        while True:
+            try:
+                if identity.role == "silent":
+                    calls = [stub.Connect() for _ in range(3)]
+                    await asyncio.gather(*(call.wait_for_connection() for call in calls), return_exceptions=True)
+                    await asyncio.gather(*(call.code() for call in calls), return_exceptions=True)
+                    continue
+                call = stub.Connect()
+                await call.write(_hello(identity.node_id))
+                while True:
+                    if identity.role == "flood":
+                        await call.write(pb.AgentMessage(heartbeat=pb.Heartbeat()))
+                        await asyncio.sleep(0.002)
+                    else:
+                        sample = pb.GpuSample(index=0, power_milliwatts=4_000_000_000, temperature_celsius=4_000_000)
+                        await call.write(pb.AgentMessage(heartbeat=pb.Heartbeat(gpus=[sample])))
+                        report = pb.UsageReport(
+                            placement_id="never-sent", seq=2**63, interval_start_ms=1, interval_end_ms=2, vgpu_count=1
+                        )
+                        await call.write(pb.AgentMessage(usage_report=report))
+                        await asyncio.sleep(0.2)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(1.0)
 
     def take_stats(self) -> dict:
         """Return what was sent since the last call, with this process's CPU time."""
@@ -193,16 +241,18 @@ def client_process(address: str, ca_pem: bytes, commands, replies) -> None:
 
 
 class HeartbeatProbe:
-    """Wraps the gateway's heartbeat conversion to record each heartbeat's handling latency."""
+    """Wraps the gateway's heartbeat conversion to record each honest heartbeat's handling latency."""
 
     def __init__(self, convert_heartbeat) -> None:
         self._convert = convert_heartbeat
         self.latencies_ms: list[float] = []
+        self.misbehaving: set[int] = set()
 
-    def __call__(self, *, heartbeat: pb.Heartbeat, **kwargs):
-        """Record now minus sent_at_ms, then convert as the gateway does."""
-        self.latencies_ms.append(time.time() * 1000 - heartbeat.sent_at_ms)
-        return self._convert(heartbeat=heartbeat, **kwargs)
+    def __call__(self, *, heartbeat: pb.Heartbeat, node_id: int, **kwargs):
+        """Record now minus sent_at_ms (honest agents only), then convert as the gateway does."""
+        if node_id not in self.misbehaving:
+            self.latencies_ms.append(time.time() * 1000 - heartbeat.sent_at_ms)
+        return self._convert(heartbeat=heartbeat, node_id=node_id, **kwargs)
 
     def take(self) -> list[float]:
         """Return the latencies recorded since the last call."""
@@ -238,8 +288,8 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _create_identities(owner, start: int, count: int) -> list[AgentIdentity]:
-    """Create `count` enrolled nodes with certificates issued by the platform CA."""
+def _create_identities(owner, start: int, count: int, adversarial: float = 0.0) -> list[AgentIdentity]:
+    """Create `count` enrolled nodes with certificates issued by the platform CA; a share of them misbehave."""
     from django.utils import timezone
 
     from agent.identity import build_csr_pem, generate_private_key, private_key_pem
@@ -250,11 +300,15 @@ def _create_identities(owner, start: int, count: int) -> list[AgentIdentity]:
     nodes = Node.objects.bulk_create([Node(owner=owner, name=f"bench-{start + n}") for n in range(count)])
     identities = []
     now = timezone.now()
-    for node in nodes:
+    every = round(1 / adversarial) if adversarial > 0 else 0
+    for number, node in enumerate(nodes, start=start):
         key = generate_private_key()
         issued = ca.issue_client_certificate(csr_pem=build_csr_pem(key, node.name), node_id=node.pk)
         node.enrolled_at, node.certificate_serial, node.certificate_pem = now, issued.serial, issued.pem
-        identities.append(AgentIdentity(node.pk, private_key_pem(key), issued.pem.encode()))
+        role = (
+            MISBEHAVIOURS[(number // every) % len(MISBEHAVIOURS)] if every and number % every == every - 1 else "honest"
+        )
+        identities.append(AgentIdentity(node.pk, private_key_pem(key), issued.pem.encode(), role))
     Node.objects.bulk_update(nodes, ["enrolled_at", "certificate_serial", "certificate_pem"], batch_size=500)
     return identities
 
@@ -282,6 +336,12 @@ def main() -> None:
     parser.add_argument("--steps", default="250,500,1000,2000,3000,4000,5000", help="agent counts to try, in order")
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per step")
     parser.add_argument("--clients", type=int, default=2, help="client processes hosting the agents")
+    parser.add_argument(
+        "--adversarial", type=float, default=0.0, help="share of misbehaving agents, e.g. 0.01 (default: none)"
+    )
+    parser.add_argument(
+        "--node-loss", type=int, default=0, help="measure time-to-offline of this many killed and stopped agents"
+    )
     args = parser.parse_args()
     steps = [int(step) for step in args.steps.split(",")]
     if steps != sorted(set(steps)) or steps[0] < 1:
@@ -290,22 +350,114 @@ def main() -> None:
     from benchmarks._django import setup_bench_database
 
     _raise_open_file_limit()
-    teardown = setup_bench_database("janction_gateway_bench")
+    teardown = setup_bench_database(os.environ.get("JANCTION_BENCH_DATABASE", "janction_gateway_bench"))
     try:
-        run(steps, args.duration, args.clients)
+        if args.node_loss:
+            node_loss(args.node_loss)
+        else:
+            run(steps, args.duration, args.clients, args.adversarial)
     finally:
         teardown()
 
 
-def run(steps: list[int], duration: float, client_count: int) -> None:
+def node_loss(count: int) -> None:
+    """Kill `count` agents with SIGKILL and stop `count` with SIGSTOP; print each one's time to offline."""
+    import signal
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from agent.config import build_parser
+    from nodes.ca import ca_generate, ca_key_pem, platform_ca
+    from nodes.gateway.server import Gateway, GatewayConfig
+    from nodes.models import Node, NodeEvent, NodeState
+    from nodes.services import node_create
+    from tests.factories import UserFactory
+
+    ca = ca_generate()
+    settings.AGENT_CA_CERT_PEM, settings.AGENT_CA_KEY_PEM = ca.certificate_pem, ca_key_pem(ca).decode()
+    settings.NODE_GATEWAY_START_GRACE_SECONDS = 1.0  # steady state from the start (default: 45 s)
+    heartbeat = build_parser().get_default("heartbeat_interval")
+    grace, sweep = settings.NODE_HEARTBEAT_GRACE_SECONDS, settings.NODE_OFFLINE_CHECK_INTERVAL_SECONDS
+    flush = settings.AGENT_HEARTBEAT_FLUSH_SECONDS
+    bound = heartbeat + grace + sweep + flush
+    gateway = Gateway(GatewayConfig.from_settings(listen="127.0.0.1:0", enroll_listen="127.0.0.1:0"))
+    gateway.start()
+    root = Path(tempfile.mkdtemp(prefix="node-loss-"))
+    (root / "ca.pem").write_bytes(platform_ca().certificate_pem.encode())
+    owner = UserFactory()
+    agents = []
+    try:
+        for number in range(2 * count):
+            ticket = node_create(owner=owner, name=f"loss-{number}")
+            log = (root / f"agent-{number}.log").open("wb")
+            command = [
+                *(sys.executable, "-m", "agent", "--gateway", f"127.0.0.1:{gateway.enroll_port}"),
+                *("--state-dir", str(root / f"agent-{number}"), "--enroll-token", ticket.token),
+                *("--fake-gpus", "RTX 4090:1", "--runtime", "sandbox", "--ca-cert", str(root / "ca.pem")),
+            ]
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            agents.append((ticket.node.pk, process, "SIGKILL" if number < count else "SIGSTOP"))
+        ids = [node_id for node_id, _, _ in agents]
+        deadline = time.monotonic() + 120
+        while Node.objects.filter(pk__in=ids, state=NodeState.ONLINE).count() < len(ids):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"agents did not come online; see {root}")
+            time.sleep(0.5)
+        print(
+            f"node loss: heartbeat {heartbeat:g} s (agent default) + grace {grace:g} s + sweep {sweep:g} s "
+            f"+ flush {flush:g} s = worst case {bound:g} s"
+        )
+        time.sleep(2 * heartbeat)  # let every agent settle into its heartbeat rhythm
+        signalled = {}
+        for node_id, process, kind in random.sample(agents, len(agents)):
+            time.sleep(random.uniform(0, heartbeat))  # a random moment in the heartbeat cycle
+            process.send_signal(signal.SIGKILL if kind == "SIGKILL" else signal.SIGSTOP)
+            signalled[node_id] = (kind, time.time())
+        deadline = time.monotonic() + 3 * bound
+        while time.monotonic() < deadline:
+            if NodeEvent.objects.filter(node_id__in=ids, to_state=NodeState.OFFLINE).count() >= len(ids):
+                break
+            time.sleep(0.2)
+        offline = dict(
+            NodeEvent.objects.filter(node_id__in=ids, to_state=NodeState.OFFLINE).values_list("node_id", "at")
+        )
+        for kind in ("SIGKILL", "SIGSTOP"):
+            times = [
+                offline[node_id].timestamp() - at
+                for node_id, (signal_kind, at) in signalled.items()
+                if signal_kind == kind and node_id in offline
+            ]
+            missing = sum(1 for _, (k, _) in signalled.items() if k == kind) - len(times)
+            listed = ", ".join(f"{t:.1f}" for t in sorted(times))
+            print(
+                f"{kind}: time to offline {listed} s; median {statistics.median(times):.1f} s, max {max(times):.1f} s"
+                f"{f'; {missing} never went offline' if missing else ''} (bound {bound:g} s)"
+            )
+    finally:
+        for _, process, _ in agents:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+                process.wait(timeout=10)
+        gateway.stop(grace=0)
+
+
+def run(steps: list[int], duration: float, client_count: int, adversarial: float = 0.0) -> None:
     from django.conf import settings
 
     from nodes.ca import ca_generate, ca_key_pem, platform_ca
     from nodes.gateway import convert
     from nodes.gateway.server import Gateway, GatewayConfig
-    from nodes.models import Pool
+    from nodes.models import NodeEvent, NodeState, Pool
     from tests.factories import UserFactory
 
+    # Judge silence soon after the start, so the sweep really runs during the steps (default: 45 s).
+    settings.NODE_GATEWAY_START_GRACE_SECONDS = 5.0
     ca = ca_generate()
     settings.AGENT_CA_CERT_PEM, settings.AGENT_CA_KEY_PEM = ca.certificate_pem, ca_key_pem(ca).decode()
     owner = UserFactory()
@@ -314,7 +466,8 @@ def run(steps: list[int], duration: float, client_count: int) -> None:
     probe = HeartbeatProbe(convert.node_heartbeat)
     convert.node_heartbeat = probe
     config = GatewayConfig.from_settings(listen="127.0.0.1:0", enroll_listen="127.0.0.1:0")
-    config.max_streams = max(config.max_streams, steps[-1] + 16)  # the default (1000) caps one gateway
+    # The default (1000) caps one gateway; silent agents hold a few streams each.
+    config.max_streams = max(config.max_streams, steps[-1] + steps[-1] // 10 + 16)
     gateway = Gateway(config)
     gateway.start()
     flushes = FlushTimer(gateway.heartbeats.flush)
@@ -336,21 +489,32 @@ def run(steps: list[int], duration: float, client_count: int) -> None:
         f"gateway on 127.0.0.1 (this process) + {client_count} client processes; {os.cpu_count()} cores shared "
         f"by gateway, clients and PostgreSQL; {duration:g} s per step; heartbeat every {HEARTBEAT_SECONDS:g} s/agent"
     )
+    if adversarial:
+        print(f"adversarial mix: {adversarial:.1%} of the agents misbehave ({', '.join(MISBEHAVIOURS)} in turn)")
     print(f"{'N':>6} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lag p99':>8} "
-          f"{'flush max':>9} {'gw CPU':>7} {'cl CPU':>7}  verdict")  # fmt: skip
+          f"{'flush max':>9} {'gw CPU':>7} {'cl CPU':>7} "
+          f"{'strikes':>8} {'dropped':>8} {'refused':>8}  verdict")  # fmt: skip
     sustained = 0
     connected = 0
+    honest_ids: list[int] = []
     try:
         for n in steps:
-            identities = _create_identities(owner, connected, n - connected)
+            identities = _create_identities(owner, connected, n - connected, adversarial)
+            probe.misbehaving |= {identity.node_id for identity in identities if identity.role != "honest"}
+            honest_ids += [identity.node_id for identity in identities if identity.role == "honest"]
             for index, (commands, _, _) in enumerate(clients):
                 commands.put(("add", identities[index::client_count]))
             deadline = time.monotonic() + CONNECT_TIMEOUT_SECONDS
-            while len(gateway.dispatcher.connected()) < n and time.monotonic() < deadline:
+            honest = len(honest_ids)
+
+            def honest_up() -> int:
+                return len(set(gateway.dispatcher.connected()) - probe.misbehaving)
+
+            while honest_up() < honest and time.monotonic() < deadline:
                 time.sleep(0.25)
-            streams = len(gateway.dispatcher.connected())
+            streams = honest_up()
             connected = n
-            if streams < n:
+            if streams < honest:
                 print(f"{n:>6}  only {streams} streams up after {CONNECT_TIMEOUT_SECONDS:g} s: gateway saturated")
                 break
             time.sleep(SETTLE_SECONDS)
@@ -365,13 +529,18 @@ def run(steps: list[int], duration: float, client_count: int) -> None:
             sent = _client_stats(clients)
             flush_max = max(flushes.take(), default=float("nan"))
             handled_rate = len(latencies) / elapsed
+            guard = gateway.guard
+            strikes, dropped, refused = guard.strikes, guard.dropped_messages, guard.refused_streams
+            lost = NodeEvent.objects.filter(node_id__in=honest_ids, to_state=NodeState.OFFLINE).count()
             p50, p99 = _percentile(latencies, 0.50), _percentile(latencies, 0.99)
             lag_p99 = _percentile(sent["lags_ms"], 0.99)
             client_cpu = (sent["cpu_s"] - client_cpu_before) / elapsed
             problems = []
             if p99 > P99_LIMIT_MS:
                 problems.append(f"p99 > {P99_LIMIT_MS:g} ms")
-            if handled_rate < MIN_HANDLED_SHARE * n / HEARTBEAT_SECONDS:
+            if lost:
+                problems.append(f"{lost} honest nodes marked offline")
+            if handled_rate < MIN_HANDLED_SHARE * honest / HEARTBEAT_SECONDS:
                 problems.append("gateway handles < 95% of heartbeats")
             if lag_p99 > P99_LIMIT_MS:
                 problems.append("clients fall behind")
@@ -380,7 +549,8 @@ def run(steps: list[int], duration: float, client_count: int) -> None:
             worst = max(latencies, default=float("nan"))
             print(
                 f"{n:>6} {handled_rate:>8.0f} {p50:>8.1f} {p99:>8.1f} {worst:>8.1f} {lag_p99:>8.1f} "
-                f"{flush_max:>7.0f}ms {gateway_cpu:>7.0%} {client_cpu:>7.0%}  {'; '.join(problems) or 'ok'}",
+                f"{flush_max:>7.0f}ms {gateway_cpu:>7.0%} {client_cpu:>7.0%} {strikes:>8} {dropped:>8} {refused:>8}"
+                f"  {'; '.join(problems) or 'ok'}",
                 flush=True,
             )
             if problems:

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from nodes.models import Gpu, Node, NodeEvent, NodePlacement, Pool, VGpu
+from nodes.models import Gpu, Node, NodeEvent, NodeFlag, NodePlacement, Pool, RevokedCertificate, VGpu
 
 
 class GpuInline(admin.TabularInline):
@@ -23,13 +23,20 @@ class NodeEventInline(admin.TabularInline):
     readonly_fields = ["from_state", "to_state", "reason", "at"]
 
 
+class NodeFlagInline(admin.TabularInline):
+    model = NodeFlag
+    extra = 0
+    readonly_fields = ["code", "detail", "at"]
+
+
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
     list_display = ["name", "owner", "state", "has_fake_gpus", "runtime", "last_seen_at", "reserve_price_per_hour"]
     list_filter = ["state", "has_fake_gpus", "runtime"]
     search_fields = ["name", "owner__email", "hostname", "certificate_serial"]
     readonly_fields = ["enrollment_token_hash", "certificate_serial", "certificate_pem", "enrolled_at", "last_seen_at"]
-    inlines = [GpuInline, VGpuInline, NodeEventInline]
+    # An operator clears has_fake_gpus here once the hardware is verified: the agent cannot.
+    inlines = [GpuInline, VGpuInline, NodeEventInline, NodeFlagInline]
 
 
 @admin.register(Pool)
@@ -58,3 +65,8 @@ class NodePlacementAdmin(admin.ModelAdmin):
     list_filter = ["state", LimitsEnforcedFilter]
     search_fields = ["placement_id", "node__name"]
     readonly_fields = [field.name for field in NodePlacement._meta.fields]
+@admin.register(RevokedCertificate)
+class RevokedCertificateAdmin(admin.ModelAdmin):
+    list_display = ["serial", "node", "reason", "revoked_at"]
+    search_fields = ["serial"]
+    readonly_fields = ["revoked_at"]

@@ -107,7 +107,11 @@ class Gpu(models.Model):
 
     class Meta:
         ordering = ["node", "index"]
-        constraints = [models.UniqueConstraint(fields=["node", "index"], name="nodes_gpu_unique_index")]
+        constraints = [
+            models.UniqueConstraint(fields=["node", "index"], name="nodes_gpu_unique_index"),
+            # A real GPU is in one machine: a second node claiming its UUID is refused (and flagged).
+            models.UniqueConstraint(fields=["uuid"], condition=Q(fake=False), name="nodes_gpu_unique_real_uuid"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} #{self.index}{' (fake)' if self.fake else ''}"
@@ -175,6 +179,13 @@ class NodePlacement(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Non-empty when the agent runs the workload without enforcing all its limits, saying which and why.
     limits_not_enforced = models.CharField(max_length=300, blank=True)
+    # The platform's own end of the placement: when it first learned of a final state or settled it.
+    # Usage after it (beyond the clock-skew allowance) is refused.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    # Log quota bookkeeping (AGENT_LOG_LINES_PER_PLACEMENT, AGENT_LOG_BYTES_PER_PLACEMENT).
+    log_lines_stored = models.PositiveIntegerField(default=0)
+    log_bytes_stored = models.PositiveBigIntegerField(default=0)
+    logs_truncated = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return f"{self.placement_id} on {self.node_id} ({self.state})"
@@ -243,3 +254,45 @@ class NodeCommand(models.Model):
 
     def __str__(self) -> str:
         return f"command {self.pk} for node {self.node_id}"
+
+
+class NodeFlag(models.Model):
+    """Evidence that a node's agent claimed something the platform could not believe, for operators."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="flags")
+    code = models.CharField(max_length=40)
+    detail = models.CharField(max_length=500)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}: {self.code}"
+
+
+class RevokedCertificate(models.Model):
+    """A client certificate the gateway refuses at every Connect, whatever its node's state."""
+
+    serial = models.CharField(max_length=64, unique=True)
+    node = models.ForeignKey(Node, on_delete=models.SET_NULL, null=True, blank=True, related_name="revocations")
+    reason = models.CharField(max_length=200)
+    revoked_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"revoked {self.serial}"
+
+
+class GatewayClock(models.Model):
+    """How long the gateway has been recording heartbeats without a gap (one row per gateway name).
+
+    `recording_since` is when the gateway started or its database came back; `recorded_at` is its last
+    successful heartbeat flush. Nodes are judged silent only over time the gateway could record.
+    """
+
+    name = models.CharField(max_length=40, unique=True)
+    recording_since = models.DateTimeField()
+    recorded_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: since {self.recording_since}"

@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -10,21 +11,36 @@ from cryptography import x509
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from janction.errors import Conflict, ValidationFailed
 from nodes.ca import platform_ca
+from nodes.checks import (
+    INT32_MAX,
+    INT64_MAX,
+    MAX_GPU_INDEX,
+    MAX_GPU_MEMORY_BYTES,
+    MAX_GPUS_PER_HELLO,
+    MAX_PLACEMENTS_PER_HELLO,
+    MAX_VGPUS_PER_HELLO,
+    AgentMessageInvalid,
+    check_int,
+    check_text,
+)
 from nodes.errors import EnrollmentRefused, InvalidNodeTransition, NodeBusy, NodeNameTaken, NodeNotFound
 from nodes.models import (
+    GatewayClock,
     Gpu,
     Node,
     NodeCommand,
     NodeEvent,
+    NodeFlag,
     NodePlacement,
     NodeState,
     PlacementLogLine,
     Pool,
+    RevokedCertificate,
     UsageReport,
     VGpu,
     VGpuState,
@@ -195,6 +211,29 @@ def node_delete(*, owner, node_id: int) -> None:
         node.deleted_at = timezone.now()
         node.enrollment_token_hash = ""
         node.save(update_fields=["deleted_at", "enrollment_token_hash"])
+        node_certificate_revoke(node=node, reason="The node was deleted")
+
+
+def node_certificate_revoke(*, node: Node, reason: str) -> bool:
+    """Revoke a node's client certificate for good: every later Connect with it is refused. Return whether new."""
+    if not node.certificate_serial:
+        return False
+    _, created = RevokedCertificate.objects.get_or_create(
+        serial=node.certificate_serial, defaults={"node": node, "reason": reason[:200]}
+    )
+    return created
+
+
+def node_ban(*, node_id: int, reason: str) -> Node:
+    """Quarantine a node and revoke its certificate (an operator's decision); a new enrollment is needed to return."""
+    with transaction.atomic():
+        node = Node.objects.select_for_update().filter(pk=node_id).first()
+        if node is None:
+            raise NodeNotFound(f"Node {node_id} does not exist.")
+        if node.state != NodeState.QUARANTINED:
+            node_transition(node=node, to_state=NodeState.QUARANTINED, reason=f"Banned: {reason}")
+        node_certificate_revoke(node=node, reason=f"Banned: {reason}")
+    return node
 
 
 def vgpu_transition(*, vgpus: list[VGpu], to_state: str, holder: str = "") -> None:
@@ -369,6 +408,11 @@ def node_authenticate(*, certificate_pem: str | bytes) -> Node:
     except ValueError:
         raise EnrollmentRefused("The client certificate cannot be read.", code="certificate_invalid") from None
     serial = certificate_serial_hex(certificate)
+    revoked = RevokedCertificate.objects.filter(serial=serial).values_list("reason", flat=True).first()
+    if revoked is not None:
+        raise EnrollmentRefused(
+            f"This certificate was revoked ({revoked.lower()}); it is no longer accepted.", code="node_revoked"
+        )
     common_names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     node = Node.objects.filter(certificate_serial=serial).order_by("pk").first()
     if node is None or not common_names or common_names[0].value != str(node.pk):
@@ -380,24 +424,121 @@ def node_authenticate(*, certificate_pem: str | bytes) -> Node:
     return node
 
 
-def _pool_for(report: VGpuReport, architecture: str) -> Pool:
+# Architecture families the platform sells; a pool is "<family>-<GiB>g" of one of them (or made by an operator).
+KNOWN_ARCHITECTURES = frozenset(
+    {"kepler", "maxwell", "pascal", "volta", "turing", "ampere", "ada", "hopper", "blackwell"}
+)
+MAX_POOL_MEMORY_GIB = 1024
+
+
+def _pool_for(report: VGpuReport, gpu: Gpu) -> Pool | None:
+    """Return the vGPU's pool: an existing one, or a new one only when the catalogue names it."""
+    pool = Pool.objects.filter(name=report.pool).first()
+    if pool is not None:
+        return pool
+    gib = max(1, math.floor(report.memory_bytes / 2**30 + 0.5))  # as the agent names pools
+    if gpu.architecture not in KNOWN_ARCHITECTURES or not 1 <= gib <= MAX_POOL_MEMORY_GIB:
+        return None
+    if report.pool != f"{gpu.architecture}-{gib}g":
+        return None
     pool, _ = Pool.objects.get_or_create(
-        name=report.pool, defaults={"architecture": architecture, "memory_gib": round(report.memory_bytes / 2**30)}
+        name=report.pool, defaults={"architecture": gpu.architecture, "memory_gib": gib}
     )
     return pool
 
 
+def hello_check(hello: HelloReport) -> None:
+    """Refuse a Hello whose inventory is larger than any machine or whose values cannot be stored."""
+    check_int(len(hello.gpus), field="the number of GPUs", high=MAX_GPUS_PER_HELLO)
+    check_int(len(hello.vgpus), field="the number of vGPUs", high=MAX_VGPUS_PER_HELLO)
+    check_int(len(hello.placements), field="the number of placements", high=MAX_PLACEMENTS_PER_HELLO)
+    check_text(hello.agent_version, field="agent_version", max_length=40)
+    check_text(hello.runtime, field="runtime", max_length=20)
+    check_text(hello.hostname, field="hostname", max_length=255)
+    indexes, uuids = set(), set()
+    for gpu in hello.gpus:
+        check_int(gpu.index, field="gpu.index", high=MAX_GPU_INDEX)
+        check_int(gpu.memory_bytes, field="gpu.memory_bytes", low=1, high=MAX_GPU_MEMORY_BYTES)
+        check_text(gpu.uuid, field="gpu.uuid", max_length=100)
+        check_text(gpu.name, field="gpu.name", max_length=100)
+        check_text(gpu.compute_capability, field="gpu.compute_capability", max_length=10)
+        check_text(gpu.architecture, field="gpu.architecture", max_length=20)
+        check_text(gpu.driver_version, field="gpu.driver_version", max_length=40)
+        check_text(gpu.cuda_version, field="gpu.cuda_version", max_length=20)
+        if not gpu.uuid or gpu.uuid in uuids or gpu.index in indexes:
+            raise AgentMessageInvalid("Every GPU needs its own non-empty uuid and index.")
+        uuids.add(gpu.uuid)
+        indexes.add(gpu.index)
+    local_ids = set()
+    for vgpu in hello.vgpus:
+        check_text(vgpu.local_id, field="vgpu.local_id", max_length=40)
+        check_text(vgpu.pool, field="vgpu.pool", max_length=40)
+        check_text(vgpu.enforcement, field="vgpu.enforcement", max_length=10)
+        check_text(vgpu.mig_device_uuid, field="vgpu.mig_device_uuid", max_length=100)
+        check_int(vgpu.memory_bytes, field="vgpu.memory_bytes", low=1, high=MAX_GPU_MEMORY_BYTES)
+        check_int(vgpu.compute_share_percent, field="vgpu.compute_share_percent", high=100)
+        check_int(len(vgpu.enforcement_env), field="the number of enforcement_env entries", high=32)
+        for key, value in vgpu.enforcement_env.items():
+            check_text(key, field="an enforcement_env name", max_length=128)
+            check_text(value, field="an enforcement_env value", max_length=1024)
+        if not vgpu.local_id or vgpu.local_id in local_ids:
+            raise AgentMessageInvalid("Every vGPU needs its own non-empty local_id.")
+        local_ids.add(vgpu.local_id)
+    for placement in hello.placements:
+        check_text(placement.placement_id, field="placement_id", max_length=128)
+        check_int(placement.last_usage_seq, field="last_usage_seq")
+        check_int(placement.last_log_seq, field="last_log_seq")
+        check_int(placement.started_at_ms, field="started_at_ms")
+
+
+def node_flag(*, node_id: int, code: str, detail: str) -> None:
+    """Record evidence against a node for operators (in its own transaction: it outlives a refused write)."""
+    NodeFlag.objects.create(node_id=node_id, code=code[:40], detail=detail[:500])
+    AGENT_LOG.warning("node %s flagged (%s): %s", node_id, code, detail)
+
+
 def node_hello(*, node_id: int, hello: HelloReport) -> dict[int, int]:
-    """Record a node's inventory and slicing plan, bring it online and return its GPU ids by index."""
+    """Record a node's inventory and slicing plan, bring it online and return its GPU ids by index.
+
+    The Hello is the agent's claim, checked as evidence: sizes and text fit their columns, a real GPU's UUID
+    belongs to one node only (a second claimant is refused and flagged), a node that once declared fake GPUs
+    stays labelled fake until an operator clears it, and pools come from the catalogue or an operator.
+    """
+    hello_check(hello)
+    try:
+        return _node_hello(node_id=node_id, hello=hello)
+    except GpuClaimed as claimed:
+        node_flag(node_id=node_id, code=claimed.code, detail=claimed.message)
+        raise
+
+
+class GpuClaimed(AgentMessageInvalid):
+    code = "gpu_uuid_claimed"
+
+
+def _node_hello(*, node_id: int, hello: HelloReport) -> dict[int, int]:
     with transaction.atomic():
         node = Node.objects.select_for_update().filter(pk=node_id, deleted_at__isnull=True).first()
         if node is None:
             raise NodeNotFound(f"Node {node_id} does not exist.")
-        node.hostname = hello.hostname[:255]
-        node.agent_version = hello.agent_version[:40]
-        node.runtime = hello.runtime[:20]
+        declared_fake = any(gpu.fake for gpu in hello.gpus) or any(vgpu.fake for vgpu in hello.vgpus)
+        # Once fake, always fake: only an operator (admin) clears the label.
+        fake = node.has_fake_gpus or declared_fake
+        # Any claim, fake or not, on another node's real GPU is refused.
+        uuids = [gpu.uuid for gpu in hello.gpus]
+        if uuids:
+            claimed = sorted(
+                Gpu.objects.filter(uuid__in=uuids, fake=False).exclude(node=node).values_list("uuid", flat=True)
+            )
+            if claimed:
+                raise GpuClaimed(
+                    f"GPU {claimed[0]} belongs to another node; a GPU UUID can be claimed by one node only."
+                )
+        node.hostname = hello.hostname
+        node.agent_version = hello.agent_version
+        node.runtime = hello.runtime
         node.network_unsupported = hello.network_unsupported
-        node.has_fake_gpus = any(gpu.fake for gpu in hello.gpus) or any(vgpu.fake for vgpu in hello.vgpus)
+        node.has_fake_gpus = fake
         node.last_seen_at = timezone.now()
         node.save(
             update_fields=[
@@ -410,23 +551,33 @@ def node_hello(*, node_id: int, hello: HelloReport) -> dict[int, int]:
             ]
         )
         gpus: dict[str, Gpu] = {}
+        # Indexes may move between UUIDs: clear what this Hello reassigns before writing.
+        Gpu.objects.filter(node=node).exclude(uuid__in=[g.uuid for g in hello.gpus]).filter(
+            index__in=[g.index for g in hello.gpus], vgpus__isnull=True
+        ).delete()
         for report in hello.gpus:
-            gpu, _ = Gpu.objects.update_or_create(
-                node=node,
-                index=report.index,
-                defaults={
-                    "uuid": report.uuid,
-                    "name": report.name,
-                    "memory_bytes": report.memory_bytes,
-                    "compute_capability": report.compute_capability,
-                    "architecture": report.architecture,
-                    "driver_version": report.driver_version,
-                    "cuda_version": report.cuda_version,
-                    "mig_capable": report.mig_capable,
-                    "mig_enabled": report.mig_enabled,
-                    "fake": report.fake,
-                },
-            )
+            try:
+                with transaction.atomic():
+                    gpu, _ = Gpu.objects.update_or_create(
+                        node=node,
+                        index=report.index,
+                        defaults={
+                            "uuid": report.uuid,
+                            "name": report.name,
+                            "memory_bytes": report.memory_bytes,
+                            "compute_capability": report.compute_capability,
+                            "architecture": report.architecture,
+                            "driver_version": report.driver_version,
+                            "cuda_version": report.cuda_version,
+                            "mig_capable": report.mig_capable,
+                            "mig_enabled": report.mig_enabled,
+                            "fake": report.fake or fake,
+                        },
+                    )
+            except IntegrityError:
+                raise GpuClaimed(
+                    f"GPU {report.uuid} belongs to another node; a GPU UUID can be claimed by one node only."
+                ) from None
             gpus[report.uuid] = gpu
         planned = []
         for report in hello.vgpus:
@@ -434,18 +585,27 @@ def node_hello(*, node_id: int, hello: HelloReport) -> dict[int, int]:
             if gpu is None:
                 AGENT_LOG.warning("node %s: vGPU %s names an unknown GPU; ignored", node_id, report.local_id)
                 continue
+            pool = _pool_for(report, gpu)
+            if pool is None:
+                AGENT_LOG.warning(
+                    "node %s: vGPU %s names pool %r, not in the catalogue; ignored",
+                    node_id,
+                    report.local_id,
+                    report.pool,
+                )
+                continue
             VGpu.objects.update_or_create(
                 node=node,
                 local_id=report.local_id,
                 defaults={
                     "gpu": gpu,
-                    "pool": _pool_for(report, gpu.architecture),
+                    "pool": pool,
                     "memory_bytes": report.memory_bytes,
                     "compute_share_percent": report.compute_share_percent,
                     "enforcement": report.enforcement,
                     "enforcement_env": dict(report.enforcement_env),
                     "mig_device_uuid": report.mig_device_uuid,
-                    "fake": report.fake,
+                    "fake": report.fake or fake,
                 },
             )
             planned.append(report.local_id)
@@ -464,7 +624,29 @@ def node_hello(*, node_id: int, hello: HelloReport) -> dict[int, int]:
     return {gpu.index: gpu.pk for gpu in gpus.values()}
 
 
+# Which placement state may follow which: forward only, plus paused <-> running.
+PLACEMENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    "requested": frozenset({"starting", "running", "exited", "failed", "lost"}),
+    "starting": frozenset({"running", "exited", "failed", "lost"}),
+    "running": frozenset({"paused", "exited", "failed", "lost"}),
+    "paused": frozenset({"running", "exited", "failed", "lost"}),
+    "exited": frozenset(),
+    "failed": frozenset(),
+    "lost": frozenset(),
+}
+
+
+def placement_may_become(current: str, to_state: str) -> bool:
+    """Return whether a placement in `current` may move to `to_state` (staying put is allowed)."""
+    return to_state == current or to_state in PLACEMENT_TRANSITIONS.get(current, frozenset())
+
+
 def _placements_reattach(*, node: Node, reports: list[RunningPlacementReport]) -> None:
+    """Take the agent's word on where its placements are, along the transition table only.
+
+    The vGPUs a placement runs on are the platform's record (from StartPlacement), never the Hello's; a
+    placement the platform holds as ended but the agent reports live is told to stop.
+    """
     known = {p.placement_id: p for p in NodePlacement.objects.select_for_update().filter(node=node).order_by("pk")}
     now = timezone.now()
     for report in reports:
@@ -472,15 +654,29 @@ def _placements_reattach(*, node: Node, reports: list[RunningPlacementReport]) -
         if placement is None:
             AGENT_LOG.warning("node %s reports placement %r it was never sent; ignored", node.pk, report.placement_id)
             continue
+        if not placement_may_become(placement.state, report.state):
+            AGENT_LOG.warning(
+                "node %s reports placement %s %s; it is %s: told to stop",
+                node.pk,
+                placement.placement_id,
+                report.state,
+                placement.state,
+            )
+            if report.state not in PLACEMENT_FINAL_STATES:
+                NodeCommand.objects.create(
+                    node=node, message={"stop_placement": {"placement_id": placement.placement_id}}
+                )
+            continue
         placement.state = report.state
-        placement.vgpu_local_ids = list(report.vgpu_local_ids)
         placement.started_at_ms = report.started_at_ms
         placement.last_usage_seq = report.last_usage_seq
         placement.last_log_seq = report.last_log_seq
         placement.reported_at = now
-        placement.save(
-            update_fields=["state", "vgpu_local_ids", "started_at_ms", "last_usage_seq", "last_log_seq", "reported_at"]
-        )
+        fields = ["state", "started_at_ms", "last_usage_seq", "last_log_seq", "reported_at"]
+        if report.state in PLACEMENT_FINAL_STATES and placement.stopped_at is None:
+            placement.stopped_at = now
+            fields.append("stopped_at")
+        placement.save(update_fields=fields)
 
 
 def node_heartbeats_apply(*, heartbeats: list[NodeHeartbeat]) -> list[int]:
@@ -546,10 +742,35 @@ def _bulk_set(model, rows: list, columns: dict[str, str]) -> None:
         )
 
 
+def gateway_clock_record(*, name: str, recording_since: datetime, at: datetime) -> None:
+    """Note that gateway `name` has recorded heartbeats without a gap from `recording_since` until `at`."""
+    GatewayClock.objects.update_or_create(name=name, defaults={"recording_since": recording_since, "recorded_at": at})
+
+
+def _silence_proves_loss(now: datetime) -> bool:
+    """Return whether a gateway has recorded heartbeats long enough, up to now, for silence to mean loss."""
+    clocks = list(GatewayClock.objects.values_list("recording_since", "recorded_at"))
+    if not clocks:
+        return True  # no gateway ever ran here (tests of the services, the embedded default)
+    start_grace = timedelta(seconds=settings.NODE_GATEWAY_START_GRACE_SECONDS)
+    # A gateway flushes every AGENT_HEARTBEAT_FLUSH_SECONDS; missing three flushes means it is not recording.
+    stale_after = timedelta(seconds=3 * settings.AGENT_HEARTBEAT_FLUSH_SECONDS + 0.5)
+    latest_since = max(since for since, _ in clocks)
+    latest_recorded = max(recorded for _, recorded in clocks)
+    return now - latest_recorded <= stale_after and now - latest_since >= start_grace
+
+
 def node_mark_stale_offline(*, now: datetime | None = None) -> list[int]:
-    """Move nodes with no heartbeat for NODE_HEARTBEAT_GRACE_SECONDS offline with their vGPUs; return their ids."""
+    """Move nodes with no heartbeat for NODE_HEARTBEAT_GRACE_SECONDS offline with their vGPUs; return their ids.
+
+    Only time the gateway could record counts: within NODE_GATEWAY_START_GRACE_SECONDS of a gateway (re)start
+    or of its database coming back, and while no gateway records at all, nobody is declared lost.
+    """
+    now = now or timezone.now()
     grace = settings.NODE_HEARTBEAT_GRACE_SECONDS
-    cutoff = (now or timezone.now()) - timedelta(seconds=grace)
+    if not _silence_proves_loss(now):
+        return []
+    cutoff = now - timedelta(seconds=grace)
     stale = Q(last_seen_at__lt=cutoff) | Q(last_seen_at__isnull=True)
     moved = []
     with transaction.atomic():
@@ -573,11 +794,17 @@ def _owned_placement_for_update(*, node_id: int, placement_id: str) -> NodePlace
 
 
 def placement_status_record(*, node_id: int, status: PlacementStatusReport) -> NodePlacement:
-    """Store what the node says about one of its placements; a final state is never undone."""
+    """Store what the node says about one of its placements, along the transition table only."""
+    check_text(status.placement_id, field="placement_id", max_length=128)
     with transaction.atomic():
         placement = _owned_placement_for_update(node_id=node_id, placement_id=status.placement_id)
-        if placement.state in PLACEMENT_FINAL_STATES and status.state not in PLACEMENT_FINAL_STATES:
-            return placement
+        if not placement_may_become(placement.state, status.state):
+            if placement.state in PLACEMENT_FINAL_STATES:
+                return placement  # a repeated or late report about an ended placement: nothing to undo
+            raise AgentMessageInvalid(
+                f"Placement {status.placement_id} is {placement.state} and cannot become {status.state}.",
+                code="placement_transition_invalid",
+            )
         placement.state = status.state
         placement.exit_code = status.exit_code
         placement.message = status.message[:500]
@@ -586,29 +813,104 @@ def placement_status_record(*, node_id: int, status: PlacementStatusReport) -> N
         if status.state == "running":
             placement.limits_not_enforced = status.limits_not_enforced[:300]
             fields.append("limits_not_enforced")
+        if status.state in PLACEMENT_FINAL_STATES and placement.stopped_at is None:
+            placement.stopped_at = placement.reported_at
+            fields.append("stopped_at")
         placement.save(update_fields=fields)
     return placement
 
 
+def placement_stopped(*, placement_ids: list[int], at: datetime) -> int:
+    """Record the platform's end of placements (by NodePlacement pk) it settled; usage after it is refused."""
+    return NodePlacement.objects.filter(pk__in=placement_ids, stopped_at__isnull=True).update(stopped_at=at)
+
+
+MAX_LOG_LINE_CHARS = 16 * 1024
+MAX_LOG_LINES_PER_CHUNK = 1000
+
+
 def placement_logs_append(*, node_id: int, chunk: LogChunkReport) -> int:
-    """Store a chunk of numbered log lines, dropping numbers already held; return how many were new."""
+    """Store a chunk of numbered log lines within the placement's quota, dropping numbers already held.
+
+    Return how many lines were new. Lines beyond the quota (lines or bytes) are dropped and the placement
+    is marked truncated: a chatty workload is not an attack, so this costs its sender no strike.
+    """
     if chunk.seq < 1 or chunk.stream not in LOG_STREAMS:
         raise ValidationFailed("Log lines are numbered from 1 on stdout or stderr.", code="log_chunk_invalid")
+    check_int(chunk.seq, field="seq", high=INT64_MAX - MAX_LOG_LINES_PER_CHUNK)
+    check_int(len(chunk.lines), field="the number of lines in a chunk", high=MAX_LOG_LINES_PER_CHUNK)
+    check_text(chunk.placement_id, field="placement_id", max_length=128)
     with transaction.atomic():
         placement = _owned_placement_for_update(node_id=node_id, placement_id=chunk.placement_id)
-        lines = [
-            PlacementLogLine(placement=placement, seq=chunk.seq + offset, stream=chunk.stream, text=text)
-            for offset, text in enumerate(chunk.lines)
-        ]
-        before = PlacementLogLine.objects.filter(placement=placement).count()
-        PlacementLogLine.objects.bulk_create(lines, ignore_conflicts=True)
-        return PlacementLogLine.objects.filter(placement=placement).count() - before
+        lines_left = settings.AGENT_LOG_LINES_PER_PLACEMENT - placement.log_lines_stored
+        bytes_left = settings.AGENT_LOG_BYTES_PER_PLACEMENT - placement.log_bytes_stored
+        lines, size = [], 0
+        for offset, text in enumerate(chunk.lines):
+            text = text[:MAX_LOG_LINE_CHARS].replace("\x00", "")
+            encoded = len(text.encode())
+            if len(lines) >= lines_left or size + encoded > bytes_left:
+                break
+            lines.append(PlacementLogLine(placement=placement, seq=chunk.seq + offset, stream=chunk.stream, text=text))
+            size += encoded
+        truncated = len(lines) < len(chunk.lines)
+        if lines:
+            PlacementLogLine.objects.bulk_create(lines, ignore_conflicts=True)
+        changes = {
+            "log_lines_stored": F("log_lines_stored") + len(lines),
+            "log_bytes_stored": F("log_bytes_stored") + size,
+        }
+        if truncated:
+            changes["logs_truncated"] = True
+        NodePlacement.objects.filter(pk=placement.pk).update(**changes)
+        return len(lines)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _offline_periods(*, node_id: int, since: datetime, now: datetime) -> list[tuple[int, int]]:
+    """Return the [start, end) milliseconds in which the platform held the node offline since `since`."""
+    periods, start = [], None
+    events = NodeEvent.objects.filter(node_id=node_id, at__gte=since).order_by("at", "pk").values_list("to_state", "at")
+    for to_state, at in events:
+        if to_state in (NodeState.OFFLINE, NodeState.QUARANTINED):
+            start = start if start is not None else at
+        elif start is not None:
+            periods.append((_ms(start), _ms(at)))
+            start = None
+    if start is not None:
+        periods.append((_ms(start), _ms(now)))
+    return periods
+
+
+def _usage_check_ranges(report: UsageReportIn) -> None:
+    check_int(report.seq, field="seq", low=1)
+    check_int(report.interval_start_ms, field="interval_start_ms")
+    check_int(report.interval_end_ms, field="interval_end_ms")
+    check_int(report.vgpu_count, field="vgpu_count", low=1, high=INT32_MAX)
+    check_int(report.vgpu_milliseconds, field="vgpu_milliseconds")
+    check_text(report.placement_id, field="placement_id", max_length=128)
+    if len(report.signature) > 256:
+        raise AgentMessageInvalid("The signature is longer than any ECDSA P-256 signature.")
+
+
+class UsageRefused(ValidationFailed):
+    """A usage report the platform's records contradict: never stored, acknowledged as rejected."""
+
+    code = "usage_report_refused"
 
 
 def usage_report_record(*, node_id: int, report: UsageReportIn) -> bool:
-    """Verify and store a signed usage report once; return False when it was already stored (ack it again)."""
+    """Verify a signed usage report against the platform's records and store it once.
+
+    Return False when it was already stored (ack it again). The interval must lie within the placement's
+    life as the platform saw it (from the queued StartPlacement to the platform's stop, or now) and outside
+    any time the platform held the node offline; the vGPU count must be what was allocated.
+    """
     from agent.signing import usage_is_consistent, verify_usage_report
 
+    _usage_check_ranges(report)
     with transaction.atomic():
         placement = _owned_placement_for_update(node_id=node_id, placement_id=report.placement_id)
         node = Node.objects.only("certificate_pem").get(pk=node_id)
@@ -631,14 +933,32 @@ def usage_report_record(*, node_id: int, report: UsageReportIn) -> bool:
                     f"Usage report {report.seq} differs from the one already stored.", code="usage_report_conflict"
                 )
             return False
-        if placement.vgpu_local_ids and report.vgpu_count != len(placement.vgpu_local_ids):
-            raise ValidationFailed(
-                f"The placement runs on {len(placement.vgpu_local_ids)} vGPU(s), not {report.vgpu_count}.",
+        allocated = len(placement.vgpu_local_ids)
+        if report.vgpu_count != allocated:
+            raise UsageRefused(
+                f"The placement was allocated {allocated} vGPU(s), not {report.vgpu_count}.",
                 code="usage_report_too_many_vgpus",
             )
-        horizon_ms = int(timezone.now().timestamp() * 1000) + settings.AGENT_USAGE_MAX_CLOCK_SKEW_SECONDS * 1000
-        if report.interval_end_ms > horizon_ms:
-            raise ValidationFailed("The usage interval ends in the future.", code="usage_report_in_future")
+        now = timezone.now()
+        tolerance_ms = settings.AGENT_USAGE_START_TOLERANCE_SECONDS * 1000
+        born_ms = _ms(placement.created_at) - tolerance_ms
+        if placement.stopped_at is not None:
+            end_ms = _ms(placement.stopped_at) + tolerance_ms
+        else:
+            end_ms = _ms(now) + settings.AGENT_USAGE_MAX_CLOCK_SKEW_SECONDS * 1000
+        if report.interval_end_ms > end_ms and placement.stopped_at is None:
+            raise UsageRefused("The usage interval ends in the future.", code="usage_report_in_future")
+        if report.interval_start_ms < born_ms or report.interval_end_ms > end_ms:
+            raise UsageRefused(
+                "The usage interval lies outside the placement's life as the platform recorded it.",
+                code="usage_report_outside_placement",
+            )
+        for off_start, off_end in _offline_periods(node_id=node_id, since=placement.created_at, now=now):
+            if report.interval_start_ms < off_end and report.interval_end_ms > off_start:
+                raise UsageRefused(
+                    "The usage interval covers time the platform held the node offline.",
+                    code="usage_report_while_offline",
+                )
         if UsageReport.objects.filter(
             placement=placement,
             interval_start_ms__lt=report.interval_end_ms,

@@ -45,8 +45,40 @@ AGENT_HEARTBEAT_FLUSH_SECONDS = _env_seconds("AGENT_HEARTBEAT_FLUSH_SECONDS", 2.
 AGENT_COMMAND_POLL_SECONDS = _env_seconds("AGENT_COMMAND_POLL_SECONDS", 0.25)
 # Usage intervals may end at most this far in the future of the gateway's clock.
 AGENT_USAGE_MAX_CLOCK_SKEW_SECONDS = env_int("AGENT_USAGE_MAX_CLOCK_SKEW_SECONDS", 120)
+# Usage may start at most this long before the platform queued the placement, or end this long after the
+# platform recorded its end (agents' clocks are NTP-synchronised; this bounds any backdating).
+AGENT_USAGE_START_TOLERANCE_SECONDS = env_int("AGENT_USAGE_START_TOLERANCE_SECONDS", 5)
 
 # A node that sent no heartbeat for this long goes offline with its vGPUs; checked this often
 # by Celery beat (and by every running gateway).
-NODE_HEARTBEAT_GRACE_SECONDS = _env_seconds("NODE_HEARTBEAT_GRACE_SECONDS", 30.0)
-NODE_OFFLINE_CHECK_INTERVAL_SECONDS = _env_seconds("NODE_OFFLINE_CHECK_INTERVAL_SECONDS", 10.0)
+# Worst case from a node's death to "offline": heartbeat interval (5 s, the agent's default) + grace +
+# check interval + flush = 5 + 15 + 5 + 2 = 27 s <= 30 s (asserted in tests/nodes/test_gateway_hardening.py).
+NODE_HEARTBEAT_GRACE_SECONDS = _env_seconds("NODE_HEARTBEAT_GRACE_SECONDS", 15.0)
+NODE_OFFLINE_CHECK_INTERVAL_SECONDS = _env_seconds("NODE_OFFLINE_CHECK_INTERVAL_SECONDS", 5.0)
+# After the gateway starts (or its database comes back) no node is judged for this long: agents may still
+# be in reconnect backoff (capped at 30 s) and the gateway could not record heartbeats before.
+NODE_GATEWAY_START_GRACE_SECONDS = _env_seconds("NODE_GATEWAY_START_GRACE_SECONDS", 45.0)
+
+# -- Hardening: what one node (or one unauthenticated client) may cost the gateway --------------------------
+# Concurrent calls on the enrollment port (Enroll and health checks, no client certificate needed),
+# kept apart from the Connect port's AGENT_GATEWAY_MAX_STREAMS so neither can starve the other.
+AGENT_GATEWAY_MAX_UNAUTHENTICATED = env_int("AGENT_GATEWAY_MAX_UNAUTHENTICATED", 64)
+# Seconds a new Connect stream has to send its Hello before it is closed.
+AGENT_FIRST_MESSAGE_SECONDS = _env_seconds("AGENT_FIRST_MESSAGE_SECONDS", 10.0)
+# Concurrent Connect calls one certificate may hold (an agent needs one; a reconnect briefly makes two).
+AGENT_STREAMS_PER_CERTIFICATE = env_int("AGENT_STREAMS_PER_CERTIFICATE", 3)
+# Messages per second a node may send on average, and the burst it may send at once (token bucket);
+# an agent reconnecting resends its unacknowledged usage reports, hence the generous burst.
+AGENT_MESSAGES_PER_SECOND = _env_seconds("AGENT_MESSAGES_PER_SECOND", 50.0)
+AGENT_MESSAGES_BURST = env_int("AGENT_MESSAGES_BURST", 500)
+# A node that sends more than AGENT_BAD_MESSAGES_MAX refused messages within AGENT_BAD_MESSAGES_WINDOW_SECONDS
+# is disconnected, and its reconnects are refused (RESOURCE_EXHAUSTED) for AGENT_PENALTY_SECONDS.
+AGENT_BAD_MESSAGES_MAX = env_int("AGENT_BAD_MESSAGES_MAX", 20)
+AGENT_BAD_MESSAGES_WINDOW_SECONDS = _env_seconds("AGENT_BAD_MESSAGES_WINDOW_SECONDS", 60.0)
+AGENT_PENALTY_SECONDS = _env_seconds("AGENT_PENALTY_SECONDS", 60.0)
+# Log lines and bytes stored per placement; what is beyond is dropped (the placement is marked truncated).
+AGENT_LOG_LINES_PER_PLACEMENT = env_int("AGENT_LOG_LINES_PER_PLACEMENT", 100_000)
+AGENT_LOG_BYTES_PER_PLACEMENT = env_int("AGENT_LOG_BYTES_PER_PLACEMENT", 32 * 1024 * 1024)
+# While the database is away, a stream's usage report or status is retried with this longest pause
+# (the stream stays open; gRPC flow control holds the agent's later messages meanwhile).
+AGENT_DATABASE_RETRY_MAX_SECONDS = _env_seconds("AGENT_DATABASE_RETRY_MAX_SECONDS", 5.0)

@@ -8,20 +8,24 @@ so rounding never drifts. Reports are taken in seq order up to the first gap; a 
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Subquery
 from django.utils import timezone
 
+from ledger.errors import InsufficientFunds
 from ledger.models import AccountKind, TransactionKind
-from ledger.services import Leg, Posting, charge_posting, ledger_post_bulk
+from ledger.services import Leg, Posting, charge_posting, ledger_hold, ledger_post_bulk
 from marketplace.models import Rental, RentalPlacement
-from marketplace.rentals.services import MS_PER_HOUR, placement_vgpus_free
+from marketplace.rentals.services import MS_PER_HOUR, placement_vgpus_free, rental_release
 from nodes.models import UsageReport
+from nodes.services import placement_stopped
 
 logger = logging.getLogger(__name__)
 
+# Usage stored this long after its placement was settled is still charged (agents resend within minutes).
+LATE_USAGE_WINDOW = timedelta(days=1)
 REPORT_FIELDS = ("placement_id", "seq", "interval_start_ms", "interval_end_ms", "vgpu_count", "received_at")
 
 
@@ -46,7 +50,16 @@ def _pending_reports():
 
 
 def metering_run(*, limit: int = 5000) -> MeteringResult:
-    """Charge every unsettled placement's new usage reports in one bulk ledger transaction."""
+    """Charge every unsettled placement's new usage reports in one bulk ledger transaction, then late usage."""
+    result = _metering_run(limit=limit)
+    late = late_usage_charge(limit=limit)
+    result.reports += late.reports
+    result.postings += late.postings
+    result.placements += late.placements
+    return result
+
+
+def _metering_run(*, limit: int) -> MeteringResult:
     with transaction.atomic():
         candidates = (
             RentalPlacement.objects.filter(settled_at__isnull=True, node_placement__isnull=False)
@@ -82,7 +95,91 @@ def placements_settle(*, rental: Rental, placements: list[RentalPlacement]) -> M
         placement.ended_at = placement.ended_at or now
         placement.save(update_fields=["settled_at", "ended_at"])
         placement_vgpus_free(placement=placement)
+    # The platform's end of the placements: the gateway refuses usage beyond it from here on.
+    placement_stopped(placement_ids=[p.node_placement_id for p in placements if p.node_placement_id], at=now)
     return result
+
+
+def late_usage_charge(*, limit: int = 1000) -> MeteringResult:
+    """Charge verified usage that was stored after its placement was settled, exactly once.
+
+    The gateway stores only usage within the placement's life as the platform recorded it, so a report
+    that arrives late (the agent was reconnecting, the gateway restarting) still covers time before the
+    settlement: it is charged and paid like any other. When the rental's escrow was already released,
+    what it costs is held again from the buyer's available balance; what the buyer cannot cover, the
+    market account pays the provider.
+    """
+    result = MeteringResult()
+    recent = timezone.now() - LATE_USAGE_WINDOW
+    late = (
+        RentalPlacement.objects.filter(settled_at__gte=recent, node_placement__isnull=False)
+        .filter(Exists(_pending_reports()))
+        .values_list("rental_id", flat=True)[:limit]
+    )
+    for rental_id in sorted(set(late)):
+        with transaction.atomic():
+            rental = Rental.objects.select_for_update(skip_locked=True, of=("self",)).filter(pk=rental_id).first()
+            if rental is None:
+                continue
+            placements = list(
+                RentalPlacement.objects.select_for_update()
+                .filter(rental=rental, settled_at__isnull=False, node_placement__isnull=False)
+                .order_by("pk")
+            )
+            # Keys name the cursors before this charge: a new batch of late reports gets new keys.
+            batch = "-".join(f"{p.pk}.{p.metered_through_seq}" for p in placements)
+            _hold_for_late_usage(rental, placements, key=f"rental:{rental.pk}:late-hold:{batch}")
+            charged = _meter(placements=placements, rentals={rental.pk: rental}, final=True)
+            if rental.settled_at is not None and rental.escrow_held > 0:
+                rental_release(
+                    rental=rental,
+                    amount=rental.escrow_held,
+                    key=f"rental:{rental.pk}:late-release:{batch}",
+                    memo=f"Unused escrow of rental {rental.pk} after late usage",
+                )
+            result.reports += charged.reports
+            result.postings += charged.postings
+            result.placements += charged.placements
+    return result
+
+
+def _hold_for_late_usage(rental: Rental, placements: list[RentalPlacement], *, key: str) -> None:
+    """Hold from the buyer's available balance what the rental's late usage costs beyond its escrow."""
+    needed = 0
+    for placement in placements:
+        last = (
+            UsageReport.objects.filter(placement_id=placement.node_placement_id)
+            .order_by("-seq")
+            .values_list("seq", flat=True)
+            .first()
+        )
+        if last is None or last <= placement.metered_through_seq:
+            continue
+        vgpu_ms = placement.metered_vgpu_ms
+        for start_ms, end_ms, count in UsageReport.objects.filter(
+            placement_id=placement.node_placement_id, seq__gt=placement.metered_through_seq
+        ).values_list("interval_start_ms", "interval_end_ms", "vgpu_count"):
+            vgpu_ms += max(end_ms - start_ms, 0) * min(count, placement.vgpu_count)
+        needed += owed(vgpu_ms, placement.buyer_payment_per_hour, placement.bid_units) - placement.buyer_charged
+    top_up = needed - rental.escrow_held
+    if top_up <= 0:
+        return
+    try:
+        with transaction.atomic():
+            ledger_hold(
+                user_id=rental.owner_id,
+                currency=rental.currency,
+                amount=top_up,
+                idempotency_key=key,
+                memo=f"Late usage of rental {rental.pk}",
+                metadata={"rental": rental.pk},
+            )
+    except InsufficientFunds:
+        logger.warning("rental %s: the buyer cannot cover late usage; the market pays the provider", rental.pk)
+        return
+    rental.escrow_held += top_up
+    rental.held_total += top_up
+    rental.save(update_fields=["escrow_held", "held_total"])
 
 
 def _meter(*, placements: list[RentalPlacement], rentals: dict[int, Rental], final: bool) -> MeteringResult:

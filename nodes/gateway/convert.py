@@ -7,6 +7,7 @@ from datetime import datetime
 from google.protobuf import json_format
 
 from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from nodes.checks import sample_problem
 from nodes.services import (
     GpuReport,
     GpuSampleReport,
@@ -80,24 +81,30 @@ def hello_report(hello: pb.Hello) -> HelloReport:
     )
 
 
-def node_heartbeat(*, node_id: int, gpu_ids: dict[int, int], heartbeat: pb.Heartbeat, at: datetime) -> NodeHeartbeat:
-    """Return a buffered heartbeat, keeping samples of the GPUs the node's Hello declared."""
-    return NodeHeartbeat(
-        node_id=node_id,
-        received_at=at,
-        gpu_samples={
-            gpu_ids[sample.index]: GpuSampleReport(
-                index=sample.index,
-                utilization_percent=sample.utilization_percent,
-                memory_used_bytes=sample.memory_used_bytes,
-                temperature_celsius=sample.temperature_celsius,
-                power_milliwatts=sample.power_milliwatts,
-                compute_processes=sample.compute_processes,
-            )
-            for sample in heartbeat.gpus
-            if sample.index in gpu_ids
-        },
-    )
+def node_heartbeat(
+    *, node_id: int, gpu_ids: dict[int, int], heartbeat: pb.Heartbeat, at: datetime
+) -> tuple[NodeHeartbeat, list[str]]:
+    """Return a buffered heartbeat with the in-range samples of the GPUs the node's Hello declared, and the problems.
+
+    The heartbeat still proves the node alive; a sample with a value out of range is dropped, never stored.
+    """
+    samples: dict[int, GpuSampleReport] = {}
+    problems = []
+    for sample in heartbeat.gpus:
+        if sample.index not in gpu_ids:
+            continue
+        if problem := sample_problem(sample):
+            problems.append(problem)
+            continue
+        samples[gpu_ids[sample.index]] = GpuSampleReport(
+            index=sample.index,
+            utilization_percent=sample.utilization_percent,
+            memory_used_bytes=sample.memory_used_bytes,
+            temperature_celsius=sample.temperature_celsius,
+            power_milliwatts=sample.power_milliwatts,
+            compute_processes=sample.compute_processes,
+        )
+    return NodeHeartbeat(node_id=node_id, received_at=at, gpu_samples=samples), problems
 
 
 def placement_status_report(status: pb.PlacementStatus) -> PlacementStatusReport:
@@ -143,3 +150,12 @@ def control_message(stored: dict) -> pb.ControlMessage:
 def usage_ack(report: pb.UsageReport) -> pb.ControlMessage:
     """Return the acknowledgement of a stored usage report."""
     return pb.ControlMessage(usage_ack=pb.UsageAck(placement_id=report.placement_id, seq=report.seq))
+
+
+def usage_nack(report: pb.UsageReport, *, code: str, reason: str) -> pb.ControlMessage:
+    """Return the negative acknowledgement of a refused usage report: the agent stops resending it."""
+    return pb.ControlMessage(
+        usage_ack=pb.UsageAck(
+            placement_id=report.placement_id, seq=report.seq, rejected=True, code=code, reason=reason[:500]
+        )
+    )

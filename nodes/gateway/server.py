@@ -16,14 +16,15 @@ from dataclasses import dataclass
 
 import grpc
 from django.conf import settings
-from django.db import connections
+from django.db import close_old_connections, connections
+from django.utils import timezone
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent.proto.gen.janction.agent.v1 import agent_pb2, agent_pb2_grpc
 from nodes.ca import platform_ca
-from nodes.gateway.core import CommandDispatcher, DbWorkers, HeartbeatBuffer
+from nodes.gateway.core import CommandDispatcher, DbWorkers, HeartbeatBuffer, NodeGuard
 from nodes.gateway.servicer import AgentGatewayServicer
-from nodes.services import node_mark_stale_offline
+from nodes.services import gateway_clock_record, node_mark_stale_offline
 
 log = logging.getLogger("nodes.gateway")
 
@@ -55,6 +56,16 @@ class GatewayConfig:
     offline_check_seconds: float = 10.0
     max_streams: int = 1000
     db_workers: int = 8
+    max_unauthenticated: int = 64
+    first_message_seconds: float = 10.0
+    database_retry_max_seconds: float = 5.0
+    streams_per_certificate: int = 3
+    messages_per_second: float = 50.0
+    messages_burst: int = 500
+    bad_messages_max: int = 20
+    bad_window_seconds: float = 60.0
+    penalty_seconds: float = 60.0
+    name: str = "gateway"
 
     @classmethod
     def from_settings(cls, *, listen: str | None = None, enroll_listen: str | None = None) -> GatewayConfig:
@@ -68,6 +79,15 @@ class GatewayConfig:
             offline_check_seconds=settings.NODE_OFFLINE_CHECK_INTERVAL_SECONDS,
             max_streams=settings.AGENT_GATEWAY_MAX_STREAMS,
             db_workers=settings.AGENT_GATEWAY_DB_WORKERS,
+            max_unauthenticated=settings.AGENT_GATEWAY_MAX_UNAUTHENTICATED,
+            first_message_seconds=settings.AGENT_FIRST_MESSAGE_SECONDS,
+            database_retry_max_seconds=settings.AGENT_DATABASE_RETRY_MAX_SECONDS,
+            streams_per_certificate=settings.AGENT_STREAMS_PER_CERTIFICATE,
+            messages_per_second=settings.AGENT_MESSAGES_PER_SECOND,
+            messages_burst=settings.AGENT_MESSAGES_BURST,
+            bad_messages_max=settings.AGENT_BAD_MESSAGES_MAX,
+            bad_window_seconds=settings.AGENT_BAD_MESSAGES_WINDOW_SECONDS,
+            penalty_seconds=settings.AGENT_PENALTY_SECONDS,
         )
 
 
@@ -78,12 +98,23 @@ class Gateway:
         self.config = config
         self.heartbeats = HeartbeatBuffer()
         self.dispatcher = CommandDispatcher()
+        self.guard = NodeGuard(
+            streams_per_certificate=config.streams_per_certificate,
+            messages_per_second=config.messages_per_second,
+            burst=config.messages_burst,
+            bad_messages_max=config.bad_messages_max,
+            bad_window_seconds=config.bad_window_seconds,
+            penalty_seconds=config.penalty_seconds,
+        )
+        # Start of the current gap-free stretch of recorded heartbeats (None: not recording yet).
+        self.recording_since = None
         self.health: health.aio.HealthServicer | None = None
         self.db: DbWorkers | None = None
         self.port = 0
         self.enroll_port = 0
         self.connect_address = config.connect_address
         self._server: grpc.aio.Server | None = None
+        self._enroll_server: grpc.aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -135,15 +166,24 @@ class Gateway:
         log.info("agent gateway: Connect (mutual TLS) on port %s, Enroll (TLS) on port %s", self.port, self.enroll_port)
 
     async def _serve(self, mutual: grpc.ServerCredentials, server_tls: grpc.ServerCredentials) -> None:
-        """Create, bind and start the aio server on the gateway's event loop."""
-        server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=self.config.max_streams + 8)
+        """Create, bind and start the aio servers on the gateway's event loop.
+
+        Two servers, so each port has its own concurrency limit: unauthenticated callers of the enrollment
+        port (Enroll, health checks) cannot take the slots of the nodes' streams, nor the other way round.
+        """
         self.health = health.aio.HealthServicer()
-        agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(self), server)
+        servicer = AgentGatewayServicer(self)
+        server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=self.config.max_streams + 8)
+        agent_pb2_grpc.add_AgentGatewayServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         self.port = server.add_secure_port(self.config.listen, mutual)
-        self.enroll_port = server.add_secure_port(self.config.enroll_listen, server_tls)
+        enroll_server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=self.config.max_unauthenticated)
+        agent_pb2_grpc.add_AgentGatewayServicer_to_server(servicer, enroll_server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, enroll_server)
+        self.enroll_port = enroll_server.add_secure_port(self.config.enroll_listen, server_tls)
         await server.start()
-        self._server = server
+        await enroll_server.start()
+        self._server, self._enroll_server = server, enroll_server
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
 
@@ -187,10 +227,10 @@ class Gateway:
 
     async def _stop_serving(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
-        stopping = asyncio.ensure_future(self._server.stop(grace))
-        await asyncio.sleep(0)  # the server refuses new calls from here on
+        stopping = [asyncio.ensure_future(server.stop(grace)) for server in (self._server, self._enroll_server)]
+        await asyncio.sleep(0)  # the servers refuse new calls from here on
         self.dispatcher.close_all()  # ends open streams cleanly; the agents reconnect with backoff
-        await stopping
+        await asyncio.gather(*stopping)
 
     def wait(self) -> None:
         """Block until the server stops."""
@@ -198,36 +238,57 @@ class Gateway:
         if self._server is not None and thread is not None:
             thread.join()
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Write buffered heartbeats and note the gateway's recording clock; return whether it worked."""
         try:
             self.heartbeats.flush()
+            now = timezone.now()
+            if self.recording_since is None:
+                self.recording_since = now
+            gateway_clock_record(name=self.config.name, recording_since=self.recording_since, at=now)
+            return True
         except Exception:
+            # The database is away (or refused the batch): the gap ends the stretch of recorded time,
+            # so nodes get a fresh grace period once it comes back. A dead connection is closed here.
+            self.recording_since = None
             log.exception("flushing heartbeats failed; retrying at the next flush")
+            connections.close_all()
+            return False
 
     def _mark_delivered(self) -> None:
         try:
             self.dispatcher.poll()
         except Exception:
             log.exception("command delivery failed; retrying")
+            connections.close_all()  # a dead connection would fail every later poll
 
     def _maintenance_loop(self) -> None:
         """Flush heartbeats every flush interval; move silent nodes offline every check interval."""
         next_check = time.monotonic() + self.config.offline_check_seconds
         try:
             while not self._stop.wait(self.config.flush_seconds):
-                self._flush()
+                close_old_connections()
+                if not self._flush():
+                    continue  # no sweep over time the gateway could not record
+                try:
+                    self.dispatcher.end_revoked()
+                except Exception:
+                    log.exception("looking for revoked certificates failed")
+                    connections.close_all()
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + self.config.offline_check_seconds
                     try:
                         node_mark_stale_offline()
                     except Exception:
                         log.exception("the offline sweep failed")
+                        connections.close_all()
         finally:
             connections.close_all()
 
     def _dispatch_loop(self) -> None:
         try:
             while not self._stop.wait(self.config.poll_seconds):
+                close_old_connections()
                 self._mark_delivered()
         finally:
             connections.close_all()

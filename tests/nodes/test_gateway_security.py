@@ -44,11 +44,11 @@ def _hello() -> pb.AgentMessage:
 class RawStream:
     """A hand-driven Connect stream: the test decides every message (a misbehaving agent)."""
 
-    def __init__(self, stub: AgentGatewayStub) -> None:
+    def __init__(self, stub: AgentGatewayStub, timeout: float = 30) -> None:
         self._requests: queue.Queue[pb.AgentMessage | None] = queue.Queue()
         self.received: list[pb.ControlMessage] = []
         self.error: grpc.RpcError | None = None
-        self._call = stub.Connect(iter(self._requests.get, None), timeout=30)
+        self._call = stub.Connect(iter(self._requests.get, None), timeout=timeout)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -63,7 +63,18 @@ class RawStream:
         self._requests.put(message)
 
     def acks(self) -> list[tuple[str, int]]:
-        return [(m.usage_ack.placement_id, m.usage_ack.seq) for m in self.received if m.HasField("usage_ack")]
+        return [
+            (m.usage_ack.placement_id, m.usage_ack.seq)
+            for m in self.received
+            if m.HasField("usage_ack") and not m.usage_ack.rejected
+        ]
+
+    def nacks(self) -> list[tuple[str, int, str]]:
+        return [
+            (m.usage_ack.placement_id, m.usage_ack.seq, m.usage_ack.code)
+            for m in self.received
+            if m.HasField("usage_ack") and m.usage_ack.rejected
+        ]
 
     def close(self) -> None:
         self._requests.put(None)
@@ -195,7 +206,7 @@ def test_usage_reports_are_verified_stored_once_and_acked_again_while_bad_ones_a
     start = {"placement_id": "p-1", "image": "busybox", "vgpu_local_ids": ["0:0"]}
     node_send(node_id=ticket.node.pk, message={"start_placement": start})
     wait_until(lambda: any(m.HasField("start_placement") for m in stream.received), what="StartPlacement delivered")
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) + 6000  # the intervals below start after the placement was queued
 
     good = _report("p-1", 1, now - 5000, key)
     stream.send(pb.AgentMessage(usage_report=good))
@@ -211,6 +222,13 @@ def test_usage_reports_are_verified_stored_once_and_acked_again_while_bad_ones_a
 
     wait_until(lambda: ("p-1", 3) in stream.acks(), what="the last good report's ack")
     assert stream.acks() == [("p-1", 1), ("p-1", 1), ("p-1", 3)]
+    assert [code for _, _, code in stream.nacks()] == [
+        "usage_report_bad_signature",
+        "usage_report_overlaps",
+        "usage_report_in_future",
+        "usage_report_too_many_vgpus",
+        "placement_not_owned",
+    ]
     stored = list(UsageReport.objects.filter(placement__placement_id="p-1").order_by("seq"))
     assert [(r.seq, r.vgpu_milliseconds) for r in stored] == [(1, 1000), (3, 1000)]
     assert bytes(stored[0].signature) == good.signature

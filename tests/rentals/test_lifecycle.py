@@ -128,15 +128,21 @@ def test_usage_is_charged_per_second_at_the_locked_rates_exactly_once(buyer, pro
     assert balance(buyer, "available") == 1_000 * USDC - rental.charged
     assert rental.refunded == rental.held_total - rental.charged
     assert set(VGpu.objects.filter(node=node).values_list("state", flat=True)) == {VGpuState.FREE}
-    # A report arriving after the end is stored but never charged.
-    report_usage(placement, 4, T0 + 3_700, T0 + 9_000)
-    metering_run()
-    sync()
-    rental.refresh_from_db()
-    assert rental.charged == buyer_owed and balance(provider, "earnings") == provider_owed
     fees = platform_fee(buyer_owed)
     assert platform_balance("fees") == fees
     assert platform_balance("market") == buyer_owed - fees - provider_owed
+    # A report stored after the settlement (the gateway stores only usage within the placement's life)
+    # is charged once, late: held again from the buyer's available balance.
+    report_usage(placement, 4, T0 + 3_700, T0 + 4_200)
+    metering_run()
+    metering_run()
+    sync()
+    rental.refresh_from_db()
+    late_buyer = owed(4_200, placement.buyer_payment_per_hour, placement.bid_units)
+    late_provider = owed(4_200, placement.provider_payment_per_hour, placement.provider_units)
+    assert rental.charged == late_buyer and balance(provider, "earnings") == late_provider
+    assert balance(buyer, "escrow") == 0 and balance(buyer, "available") == 1_000 * USDC - rental.charged
+    assert platform_balance("fees") + platform_balance("market") == late_buyer - late_provider
     assert ledger_total() == 0
 
 

@@ -350,9 +350,15 @@ class Ping(_message.Message):
     def __init__(self, nonce: _Optional[int] = ...) -> None: ...
 
 class UsageAck(_message.Message):
-    __slots__ = ("placement_id", "seq")
+    __slots__ = ("placement_id", "seq", "rejected", "code", "reason")
     PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     placement_id: str
     seq: int
-    def __init__(self, placement_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+    rejected: bool
+    code: str
+    reason: str
+    def __init__(self, placement_id: _Optional[str] = ..., seq: _Optional[int] = ..., rejected: _Optional[bool] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
