@@ -9,6 +9,7 @@ import time
 
 import grpc
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
@@ -82,9 +83,11 @@ def test_expired_and_settled_starts_are_never_delivered_but_a_fresh_one_is(conne
     node, stream = connected
     past_ms = int(timezone.now().timestamp() * 1000) - 1_000
     future_ms = int(timezone.now().timestamp() * 1000) + 60_000
-    node_send(node_id=node.pk, message=_start("p-expired", expires_at_ms=past_ms))
-    node_send(node_id=node.pk, message=_start("p-settled", expires_at_ms=future_ms))
-    assert placement_commands_cancel(placement_ids=["p-settled"]) == 1
+    # One transaction, so the gateway's dispatcher never sees p-settled before it is cancelled.
+    with transaction.atomic():
+        node_send(node_id=node.pk, message=_start("p-expired", expires_at_ms=past_ms))
+        node_send(node_id=node.pk, message=_start("p-settled", expires_at_ms=future_ms))
+        assert placement_commands_cancel(placement_ids=["p-settled"]) == 1
     node_send(node_id=node.pk, message=_start("p-fresh", expires_at_ms=future_ms, issued_for_state="allocated"))
     wait_until(lambda: "p-fresh" in stream.started(), what="the fresh start")
     time.sleep(0.3)  # several dispatcher polls: commands go out in id order, so the others would be here by now
