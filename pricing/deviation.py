@@ -88,7 +88,7 @@ def deviation_search(
         reports = [replace(true, value=p) for p in _prices(true.value, prices)]
         reports += [replace(true, units=u) for u in (true.units - 1, true.units + 1) if 1 <= u <= 8]
         for report in reports:
-            outcome = run(asks, bids[:j] + [report] + bids[j + 1 :])
+            outcome = run(asks, [*bids[:j], report, *bids[j + 1 :]])
             buyers = buyers.add(buyer_utility(outcome, j, true, report.units) - honest)
     providers = Search()
     for i, true in enumerate(asks[:traders]):
@@ -96,7 +96,7 @@ def deviation_search(
         reports = [replace(true, cost=p) for p in _prices(true.cost, prices)]
         reports += [replace(true, units=u) for u in range(1, true.units)]
         for report in reports:
-            outcome = run(asks[:i] + [report] + asks[i + 1 :], bids)
+            outcome = run([*asks[:i], report, *asks[i + 1 :]], bids)
             providers = providers.add(provider_utility(outcome, i, true) - honest)
     return buyers, providers
 

@@ -211,7 +211,8 @@ def _check_participant(id_: Any, units: Any, where: str, seen: dict[str, str]) -
 def _validate(market: Market) -> tuple[list[int], list[int], int | None, int | None]:
     """Check a market and return ask costs, bid values, the ceiling and the reference price in millionths."""
     if not isinstance(market.mechanism, str) or market.mechanism not in MECHANISMS:
-        raise MarketError(f"mechanism must be one of {', '.join(map(repr, MECHANISMS))}, got {_shown(market.mechanism)}")
+        names = ", ".join(map(repr, MECHANISMS))
+        raise MarketError(f"mechanism must be one of {names}, got {_shown(market.mechanism)}")
     seen: dict[str, str] = {}
     ceiling = None if market.max_cost is None else _to_millionths(market.max_cost, "max_cost")
     reference = None if market.reference_price is None else _to_millionths(market.reference_price, "reference_price")

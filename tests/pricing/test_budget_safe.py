@@ -18,7 +18,7 @@ EXAMPLES = settings(max_examples=120, deadline=None)
 
 @st.composite
 def markets(draw: st.DrawFn, max_side: int = 40) -> tuple[list[Ask], list[Bid], Decimal | None]:
-    """Draw a market of 1-40 asks and 1-40 bids, units 1-8, on a tied or a fine price grid, with or without a reference."""
+    """Draw 1-40 asks and 1-40 bids, units 1-8, on a tied or a fine price grid, with or without a reference."""
     prices = draw(st.sampled_from([COARSE, FINE]))
     n_asks = draw(st.integers(1, max_side))
     n_bids = draw(st.integers(1, max_side))
@@ -77,7 +77,8 @@ def test_every_size_from_1x1_to_40x40():
 
 def test_a_lone_ask_and_bid_trade_at_the_reference_price_whoever_reports_what():
     for cost, value in [("0", "100"), ("0.4", "0.6"), ("0.5", "0.75")]:
-        result = clear([Ask("node", 1, Decimal(cost))], [Bid("rental", 1, Decimal(value))], reference_price=Decimal("0.5"))
+        asks, bids = [Ask("node", 1, Decimal(cost))], [Bid("rental", 1, Decimal(value))]
+        result = clear(asks, bids, reference_price=Decimal("0.5"))
         assert result.bids[0].won and result.bids[0].payment == result.asks[0].payment == Decimal("0.5")
         assert result.budget == 0
 
