@@ -29,6 +29,12 @@ class PoolMarketSerializer(serializers.Serializer):
     last_round_at = serializers.DateTimeField(allow_null=True)
     last_buyer_price = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
     last_provider_price = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
+    reference_price = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=6,
+        help_text="USDC per vGPU-hour: the pool's default ask; a round never charges buyers more per vGPU-hour "
+        "than this unless it drops its marginal bid (docs/pricing.md).",
+    )
 
 
 class PoolList(APIView):
@@ -55,6 +61,8 @@ class RoundSerializer(serializers.ModelSerializer):
             "buyer_payments_per_hour",
             "provider_payments_per_hour",
             "budget_per_hour",
+            "mechanism",
+            "parameters",
         ]
 
 
@@ -102,7 +110,7 @@ class EstimateQuery(serializers.Serializer):
 
 class EstimateSerializer(serializers.Serializer):
     would_win = serializers.BooleanField()
-    price_per_vgpu_hour = serializers.CharField(help_text="What you would pay per vGPU-hour (VCG price).")
+    price_per_vgpu_hour = serializers.CharField(help_text="What you would pay per vGPU-hour (the round's price).")
     payment_per_hour = serializers.CharField(help_text="For all the vGPUs, USDC per hour.")
     free_units = serializers.IntegerField()
     waiting_units = serializers.IntegerField()

@@ -53,6 +53,9 @@ class MarketRound(models.Model):
     outputs = models.JSONField()
     # SHA-256 of the canonical JSON of {"inputs": ..., "outputs": ...}.
     digest = models.CharField(max_length=64)
+    # The engine mechanism that cleared the round and its public parameters (rounds before it was stored: "vcg").
+    mechanism = models.CharField(max_length=32, default="trade-reduction")
+    parameters = models.JSONField(default=dict)
     bids_count = models.PositiveIntegerField()
     asks_count = models.PositiveIntegerField()
     units_traded = models.PositiveIntegerField()
