@@ -1,4 +1,4 @@
-"""Proof of Contribution: scores from delivered hours, stake and marginal surplus; an exact, once-only JCT split."""
+"""Proof of Contribution: delivered hours, stake and surplus at paid prices; an exact, once-only JCT split."""
 
 import json
 import uuid
@@ -177,7 +177,7 @@ def test_recorded_stake_of_linked_wallets_weights_delivered_hours(db, epoch):
     assert jct_earnings(staker) == 3 * jct_earnings(plain) == EMISSION * 3 // 4
 
 
-def test_marginal_surplus_equals_leave_one_out_surplus_recomputed_from_the_stored_round(db, epoch):
+def test_surplus_term_is_the_trade_surplus_at_the_prices_actually_paid(db, epoch):
     start, _ = epoch
     cheap, dear = UserFactory(), UserFactory()
     cheap_node = online_node(cheap, price=100_000, pool_name="ada-24g")  # 0.10 USDC per vGPU-hour, 2 vGPUs
@@ -186,23 +186,66 @@ def test_marginal_surplus_equals_leave_one_out_surplus_recomputed_from_the_store
 
     closed = contribution_epoch_close(start=start)
 
-    stored = MarketRound.objects.get(pk=market_round.pk).inputs
-    asks = [Ask(a["id"], a["units"], Decimal(a["cost"])) for a in stored["asks"]]
-    bids = [Bid(b["id"], b["units"], Decimal(b["value"])) for b in stored["bids"]]
-    max_cost = Decimal(stored["max_cost"])
-    surplus = clear(asks, bids, max_cost=max_cost).social_surplus
+    stored = MarketRound.objects.get(pk=market_round.pk)
+    result = clear(
+        [Ask(a["id"], a["units"], Decimal(a["cost"])) for a in stored.inputs["asks"]],
+        [Bid(b["id"], b["units"], Decimal(b["value"])) for b in stored.inputs["bids"]],
+        reference_price=Decimal(stored.inputs["reference_price"]),
+    )
+    paid = {a.id: a for a in result.asks}
     scores = {s.user_id: s for s in closed.scores.all()}
-    expected = {}
     for user, node in ((cheap, cheap_node), (dear, dear_node)):
-        others = [ask for ask in asks if ask.id != f"node-{node.pk}"]
-        expected[user.pk] = from_price(surplus - clear(others, bids, max_cost=max_cost).social_surplus)
-        assert scores[user.pk].marginal_surplus == expected[user.pk]
+        ask = paid[f"node-{node.pk}"]
+        assert (
+            scores[user.pk].marginal_surplus == from_price(ask.payment) - node.reserve_price_per_hour * ask.units_sold
+        )
         assert scores[user.pk].rounds_traded == 1
         # No delivered hours: the score is the surplus alone, one point (10**6 micro-points) per USDC/hour.
-        assert scores[user.pk].score == expected[user.pk]
-    # S* = 4 units sold for 3.50 less costs 0.80; without the cheap node only the 1-unit bid trades (0.20),
-    # without the dear node likewise (0.40).
-    assert expected == {cheap.pk: 2_500_000, dear.pk: 2_300_000}
+        assert scores[user.pk].score == scores[user.pk].marginal_surplus
+    # The reference 1.00 is above the 1-unit bid's 0.50, so that bid is dropped and 3 units trade at 0.50:
+    # cheap sells 2 (1.00 paid, 0.20 cost), dear 1 (0.50 paid, 0.30 cost).
+    assert {u: scores[u].marginal_surplus for u in scores} == {cheap.pk: 800_000, dear.pk: 200_000}
+
+
+def test_a_fake_high_bid_and_self_delivery_earn_no_contribution(db, epoch):
+    start, _ = epoch
+    attacker = UserFactory()
+    node = online_node(attacker, price=100_000, pool_name="ada-24g", vgpus=1)
+    bid_submit(owner=attacker, pool_name="ada-24g", units=1, max_price_per_hour=10_000_000_000, reference="self")
+    market_round = market_round_run(pool_id=Pool.objects.get(name="ada-24g").pk)
+    MarketRound.objects.filter(pk=market_round.pk).update(created_at=start + timedelta(minutes=5))
+    assert market_round.units_traded == 1 and market_round.budget_per_hour == 0
+    # Its own rental's usage on its own node, as the gateway would record it.
+    report = deliver(node, start_ms=ms(start), end_ms=ms(start) + HOUR_MS // 2, vgpus=1)
+    from marketplace.models import Rental, RentalPlacement
+
+    rental = Rental.objects.create(
+        owner=attacker,
+        pool=node.vgpus.first().pool,
+        vgpus=1,
+        max_price_per_hour=1,
+        max_duration_seconds=3600,
+        image="busybox",
+        match_deadline=timezone.now(),
+    )
+    RentalPlacement.objects.create(
+        rental=rental,
+        bid=market_round.won_bids.get(),
+        node=node,
+        provider=attacker,
+        placement_id=report.placement.placement_id,
+        vgpu_count=1,
+        bid_units=1,
+        provider_units=1,
+        buyer_payment_per_hour=1,
+        provider_payment_per_hour=1,
+        limit_ms=HOUR_MS,
+    )
+
+    closed = contribution_epoch_close(start=start)
+
+    assert not closed.scores.filter(user=attacker).exists()
+    assert jct_earnings(attacker) == 0
 
 
 def test_split_is_exact_and_credited_from_the_rewards_pool_to_jct_earnings(db, epoch):
