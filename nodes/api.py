@@ -11,6 +11,7 @@ from ledger.errors import InvalidAmount
 from nodes.errors import NodeNotFound
 from nodes.models import Gpu, Node, VGpu
 from nodes.selectors import nodes_for_owner
+from pricing.services import default_reserve_price
 from nodes.services import (
     node_create,
     node_delete,
@@ -101,7 +102,9 @@ class NodeSerializer(serializers.ModelSerializer):
 
 class NodeCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=80)
-    reserve_price = PriceField(required=False, default=0, help_text="USDC per vGPU-hour; default 0.")
+    reserve_price = PriceField(
+        required=False, help_text="USDC per vGPU-hour; default: the pool default ask (PRICING_DEFAULT_ASK), never 0."
+    )
 
 
 class NodeUpdateSerializer(serializers.Serializer):
@@ -156,7 +159,7 @@ class NodeList(APIView):
         ticket = node_create(
             owner=request.user,
             name=serializer.validated_data["name"].strip(),
-            reserve_price_per_hour=serializer.validated_data["reserve_price"],
+            reserve_price_per_hour=serializer.validated_data.get("reserve_price", default_reserve_price()),
         )
         return _ticket_response(ticket, status.HTTP_201_CREATED)
 

@@ -105,6 +105,15 @@ def _max_cost() -> Decimal:
     return Decimal(settings.PRICING_MAX_RESERVE_PRICE)
 
 
+def default_reserve_price() -> int:
+    """Return the reserve price of a node enrolled without one: the default ask, USDC base units per vGPU-hour.
+
+    A node joins its pools only when its agent reports its GPUs, so the per-pool overrides apply to rounds,
+    not here.
+    """
+    return min(from_price(Decimal(settings.PRICING_DEFAULT_ASK)), from_price(_max_cost()))
+
+
 def pool_default_ask(*, pool_name: str) -> int:
     """Return a pool's default ask in USDC base units per vGPU-hour (settings, per-pool override first)."""
     overrides = {}
