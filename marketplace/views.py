@@ -69,7 +69,6 @@ def nodes_page(request):
     """A provider's nodes, with a form that creates one and shows its enrollment command once."""
     from nodes.selectors import nodes_for_owner
     from nodes.services import node_create
-
     from pricing.services import default_reserve_price
 
     ticket = None

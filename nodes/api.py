@@ -11,7 +11,6 @@ from ledger.errors import InvalidAmount
 from nodes.errors import NodeNotFound
 from nodes.models import Gpu, Node, VGpu
 from nodes.selectors import nodes_for_owner
-from pricing.services import default_reserve_price
 from nodes.services import (
     node_create,
     node_delete,
@@ -21,6 +20,7 @@ from nodes.services import (
     node_token_regenerate,
     node_undrain,
 )
+from pricing.services import default_reserve_price
 
 
 class PriceField(serializers.Field):
