@@ -3,12 +3,13 @@
 import django_filters
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ledger.currencies import from_base_units, to_base_units
 from ledger.errors import InvalidAmount
+from pricing.market_account import market_account_alert_text, market_account_summary
 from pricing.models import MarketRound
 from pricing.selectors import pool_markets
 from pricing.services import price_estimate
@@ -144,6 +145,68 @@ class PriceEstimate(APIView):
                     "payment_per_hour": from_base_units(estimate.payment_per_hour, "USDC"),
                     "free_units": estimate.free_units,
                     "waiting_units": estimate.waiting_units,
+                }
+            ).data
+        )
+
+
+class MarketAccountDaySerializer(serializers.Serializer):
+    day = serializers.DateField()
+    income = serializers.CharField(help_text="USDC credited that day.")
+    outflows = serializers.CharField(help_text="USDC debited that day.")
+    balance = serializers.CharField(help_text="USDC balance at the end of the day.")
+
+
+class MarketAccountSerializer(serializers.Serializer):
+    balance = serializers.CharField()
+    fees_balance = serializers.CharField(help_text="The platform fee account, USDC.")
+    income = serializers.CharField(help_text="Every credit to the market account: round budget surpluses, USDC.")
+    outflows = serializers.CharField(help_text="Every debit: what rounds paid providers beyond their buyers, USDC.")
+    lowest_balance = serializers.CharField()
+    lowest_at = serializers.DateTimeField(allow_null=True)
+    threshold = serializers.CharField()
+    alert = serializers.BooleanField(help_text="Whether the balance ever fell below the threshold.")
+    alert_message = serializers.CharField(allow_blank=True)
+    rounds = serializers.IntegerField()
+    rounds_in_deficit = serializers.IntegerField()
+    days = MarketAccountDaySerializer(many=True)
+
+
+def _usdc(base_units: int) -> str:
+    return ("-" if base_units < 0 else "") + from_base_units(abs(base_units), "USDC")
+
+
+class MarketAccountView(APIView):
+    """The platform market account, for operators (staff only)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses=MarketAccountSerializer, summary="Market account: balance over time, income, outflows")
+    def get(self, request):
+        summary = market_account_summary()
+        return Response(
+            MarketAccountSerializer(
+                {
+                    "balance": _usdc(summary.balance),
+                    "fees_balance": _usdc(summary.fees_balance),
+                    "income": _usdc(summary.income),
+                    "outflows": _usdc(summary.outflows),
+                    "lowest_balance": _usdc(summary.lowest_balance),
+                    "lowest_at": summary.lowest_at,
+                    "threshold": _usdc(summary.threshold),
+                    "alert": summary.alert,
+                    "alert_message": market_account_alert_text(summary),
+                    "rounds": summary.rounds,
+                    "rounds_in_deficit": summary.rounds_in_deficit,
+                    "days": [
+                        {
+                            "day": d.day,
+                            "income": _usdc(d.income),
+                            "outflows": _usdc(d.outflows),
+                            "balance": _usdc(d.balance),
+                        }
+                        for d in summary.days
+                    ],
                 }
             ).data
         )
