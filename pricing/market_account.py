@@ -118,4 +118,3 @@ def market_account_alert_text(summary: MarketAccount) -> str:
         f"of {summary.threshold / 1_000_000:.6f} USDC (now {summary.balance / 1_000_000:.6f}): "
         "some round or charge paid providers more than buyers paid; check the rounds with a negative budget."
     )
-

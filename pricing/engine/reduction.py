@@ -1,16 +1,20 @@
-"""Budget-safe clearing: a uniform price no trader's own report sets, with one trade reduction as fallback.
+"""Budget-safe clearing: one uniform price that no trading participant's report sets, reached by trade reduction.
 
-Start from the efficient allocation (``clearing.clear_units``). The candidate price is
-``p0 = min(reference, cost of the cheapest ask that sells nothing)``: a public per-pool
-reference price, lowered to the first excluded ask. If every sold unit costs at most ``p0``
-and every winning bid is worth at least ``p0`` per unit, everybody trades at ``p0`` (budget 0).
-Otherwise the marginal bid (lowest value per unit, the latest of equals) is dropped with the
-dearest units it used; the other winners pay its value per unit and the providers that still
-sell receive ``min(that value, cost of the cheapest ask left without a sale)`` per unit.
-Both branches pay providers at most what buyers pay, exactly, in integer millionths
-(docs/pricing.md has the proofs and the measured trade-offs).
+Start from the efficient allocation (``clearing.clear_units``); then repeat:
+
+1. the price is ``p = min(reference, cost of the cheapest ask that sells nothing)`` (either may be absent);
+2. winning bids worth less than ``p`` per unit drop out (they would not pay it);
+3. if the dearest unit still sold costs more than ``p`` (or there is no price at all), the newest winning
+   bid drops out (queue order, not value, so no buyer can push another out by bidding higher);
+
+and stop when every winner is worth at least ``p`` and every sold unit costs at most ``p``. The remaining
+winners take the cheapest units. Everyone who trades pays or receives ``p`` per vGPU-hour, so buyers pay
+exactly what providers receive (budget 0) and nobody trades at a loss, exactly, in integer millionths.
+A bid that drops out pays nothing and sets no price. docs/pricing.md has the argument and measurements.
 """
 
+import bisect
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +23,7 @@ from pricing.engine.clearing import Clearing, clear_units
 
 @dataclass(frozen=True)
 class Reduced:
-    """The outcome of a budget-safe round, in millionths per hour; prices are per vGPU-hour."""
+    """The outcome of a budget-safe round, in millionths per hour; ``price`` is per vGPU-hour."""
 
     surplus: int
     won: tuple[bool, ...]
@@ -27,23 +31,42 @@ class Reduced:
     units_sold: tuple[int, ...]
     ask_payments: tuple[int, ...]
     vcg: Clearing
-    buyer_price: int | None
-    provider_price: int | None
-    reduced: int | None  # index of the bid dropped by the trade reduction, if any
+    price: int | None
+    dropped: tuple[int, ...]  # bids the efficient allocation took and the reduction dropped, in drop order
 
 
-def _supply_to(ask_units: Sequence[int], ask_costs: Sequence[int], quantity: int) -> list[int]:
-    """Return the units each ask sells when the cheapest ``quantity`` units are taken (ties: input order)."""
-    sold = [0] * len(ask_units)
-    for i in sorted(range(len(ask_units)), key=lambda i: (ask_costs[i], i)):
-        sold[i] = min(ask_units[i], quantity)
-        quantity -= sold[i]
-    return sold
+class _MeritOrder:
+    """Asks sorted by cost then input position, answering "dearest sold" and "cheapest unsold" for a quantity."""
 
+    def __init__(self, units: Sequence[int], costs: Sequence[int]) -> None:
+        self.order = sorted(range(len(units)), key=lambda i: (costs[i], i))
+        self.costs = [costs[i] for i in self.order]
+        self.starts = []
+        running = 0
+        for i in self.order:
+            self.starts.append(running)
+            running += units[i]
+        self.ends = [start + units[i] for start, i in zip(self.starts, self.order, strict=True)]
 
-def _cheapest_unsold(ask_costs: Sequence[int], sold: Sequence[int]) -> int | None:
-    """Return the lowest cost among asks that sell nothing, or None if every ask sells."""
-    return min((c for c, y in zip(ask_costs, sold, strict=True) if y == 0), default=None)
+    def dearest_sold(self, quantity: int) -> int | None:
+        """Return the cost of the last unit sold when the cheapest ``quantity`` units trade."""
+        if quantity <= 0:
+            return None
+        return self.costs[bisect.bisect_left(self.ends, quantity)]
+
+    def cheapest_unsold(self, quantity: int) -> int | None:
+        """Return the cost of the cheapest ask that sells nothing when the cheapest ``quantity`` units trade."""
+        k = bisect.bisect_left(self.starts, quantity)
+        return self.costs[k] if k < len(self.costs) else None
+
+    def sold(self, n_asks: int, quantity: int) -> list[int]:
+        """Return the units each ask (by input position) sells for ``quantity`` units."""
+        sold = [0] * n_asks
+        for i, start, end in zip(self.order, self.starts, self.ends, strict=True):
+            if start >= quantity:
+                break
+            sold[i] = min(end, quantity) - start
+        return sold
 
 
 def clear_reduced(
@@ -53,33 +76,40 @@ def clear_reduced(
     bid_values: Sequence[int],
     reference: int | None,
 ) -> Reduced:
-    """Allocate and price one round with weak budget balance and individual rationality, exactly."""
+    """Allocate and price one round at a single price with budget balance and individual rationality, exactly."""
     vcg = clear_units(ask_units, ask_costs, bid_units, bid_values, None)
+    merit = _MeritOrder(ask_units, ask_costs)
     won = list(vcg.won)
-    sold = list(vcg.units_sold)
-    winners = [j for j, w in enumerate(won) if w]
-    unsold = _cheapest_unsold(ask_costs, sold)
-    candidates = [p for p in (reference, unsold) if p is not None]
-    price = min(candidates) if candidates else None
-    dearest_sold = max((c for c, y in zip(ask_costs, sold, strict=True) if y), default=None)
-    lowest_value = min((bid_values[j] for j in winners), default=None)
-    reduced = None
-    if not winners:
-        buyer_price = provider_price = None
-    elif price is not None and dearest_sold <= price <= lowest_value:
-        buyer_price = provider_price = price
-    else:
-        reduced = min(winners, key=lambda j: (bid_values[j], -j))
-        won[reduced] = False
-        quantity = sum(bid_units[j] for j, w in enumerate(won) if w)
-        sold = _supply_to(ask_units, ask_costs, quantity)
-        buyer_price = bid_values[reduced]
-        left_out = _cheapest_unsold(ask_costs, sold)
-        provider_price = buyer_price if left_out is None else min(buyer_price, left_out)
-        if quantity == 0:
-            buyer_price = provider_price = None
-    bid_payments = tuple(buyer_price * bid_units[j] if w else 0 for j, w in enumerate(won))
-    ask_payments = tuple(provider_price * y if y else 0 for y in sold)
+    by_value = deque(sorted((j for j, w in enumerate(won) if w), key=lambda j: (bid_values[j], -j)))
+    by_age = deque(sorted((j for j, w in enumerate(won) if w), reverse=True))
+    quantity = sum(bid_units[j] for j in by_value)
+    dropped: list[int] = []
+    price = None
+
+    def drop(j: int) -> None:
+        nonlocal quantity
+        won[j] = False
+        quantity -= bid_units[j]
+        dropped.append(j)
+
+    while quantity > 0:
+        candidates = [p for p in (reference, merit.cheapest_unsold(quantity)) if p is not None]
+        price = min(candidates) if candidates else None
+        while by_value and not won[by_value[0]]:
+            by_value.popleft()
+        if price is not None and bid_values[by_value[0]] < price:
+            drop(by_value.popleft())
+            continue
+        if price is not None and merit.dearest_sold(quantity) <= price:
+            break
+        while not won[by_age[0]]:
+            by_age.popleft()
+        drop(by_age.popleft())
+    if quantity == 0:
+        price = None
+    sold = merit.sold(len(ask_units), quantity)
+    bid_payments = tuple(price * bid_units[j] if w else 0 for j, w in enumerate(won))
+    ask_payments = tuple(price * y if y else 0 for y in sold)
     surplus = sum(bid_values[j] * bid_units[j] for j, w in enumerate(won) if w) - sum(
         c * y for c, y in zip(ask_costs, sold, strict=True)
     )
@@ -90,7 +120,6 @@ def clear_reduced(
         units_sold=tuple(sold),
         ask_payments=ask_payments,
         vcg=vcg,
-        buyer_price=buyer_price,
-        provider_price=provider_price,
-        reduced=reduced,
+        price=price,
+        dropped=tuple(dropped),
     )

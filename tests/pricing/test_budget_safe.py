@@ -94,16 +94,25 @@ def test_the_money_pump_from_the_issue_is_closed():
     assert four.asks[0].payment == four.bids[0].payment
 
 
-def test_trade_reduction_drops_the_marginal_bid_and_prices_at_its_value():
+def test_a_bid_below_the_price_drops_out_and_the_price_follows_the_cheapest_unsold_ask():
     asks = [Ask("a", 2, Decimal("0.1")), Ask("b", 2, Decimal("0.3"))]
     bids = [Bid("x", 1, Decimal("0.9")), Bid("y", 1, Decimal("0.8")), Bid("z", 2, Decimal("0.4"))]
-    # Everything trades efficiently; the reference 0.6 is above z's value, so z is dropped.
+    # All four units trade efficiently; at the reference 0.6 z (0.4) would not pay, so z drops out; then b sells
+    # nothing and its ask 0.3 becomes the price for everyone.
     result = clear(asks, bids, reference_price=Decimal("0.6"))
-    assert [b.won for b in result.bids] == [True, True, False]
-    assert [b.payment for b in result.bids] == [Decimal("0.4"), Decimal("0.4"), 0]
-    # Providers get min(0.4, cheapest ask left without a sale = b at 0.3): 2 units at 0.3.
+    assert [(b.won, b.payment) for b in result.bids] == [(True, Decimal("0.3")), (True, Decimal("0.3")), (False, 0)]
     assert [(a.units_sold, a.payment) for a in result.asks] == [(2, Decimal("0.6")), (0, 0)]
-    assert result.budget == Decimal("0.2")
+    assert result.budget == 0
+
+
+def test_when_supply_at_the_price_is_short_the_newest_bid_waits_whatever_it_bids():
+    asks = [Ask("a", 1, Decimal("0.1")), Ask("b", 1, Decimal("0.8"))]
+    for late_value in ("0.9", "5"):
+        bids = [Bid("old", 1, Decimal("0.9")), Bid("new", 1, Decimal(late_value))]
+        # Both trade efficiently, but b's 0.8 is above the reference 0.5: one bid must go, by queue order.
+        result = clear(asks, bids, reference_price=Decimal("0.5"))
+        assert [(b.won, b.payment) for b in result.bids] == [(True, Decimal("0.5")), (False, 0)]
+        assert [(a.units_sold, a.payment) for a in result.asks] == [(1, Decimal("0.5")), (0, 0)]
 
 
 @settings(max_examples=8, deadline=None)
@@ -112,10 +121,11 @@ def test_bounded_deviation_search_stays_within_the_documented_bound(market):
     asks, bids, reference = market
     buyers, providers = deviation_search(asks, bids, reference_price=reference, traders=2)
     assert buyers.tried + providers.tried > 0
-    # docs/pricing.md: a misreport can gain at most the marginal trader's surplus, bounded by the top report.
-    top = max([a.cost for a in asks] + [b.value for b in bids]) * 8
-    assert buyers.largest_gain <= int(top.scaleb(6)) * 8
-    assert providers.largest_gain <= int(top.scaleb(6)) * 8
+    # docs/pricing.md: a misreport moves the one price by at most the gap to the next report, so no trader
+    # gains more than (top price - lowest price) on the 8 units it can trade.
+    reports = [a.cost for a in asks] + [b.value for b in bids] + ([reference] if reference is not None else [])
+    bound = int(((max(reports) - min(reports)) * 8).scaleb(6))
+    assert buyers.largest_gain <= bound and providers.largest_gain <= bound
 
 
 def test_unit_traders_cannot_gain_by_misreporting_against_a_reference():
