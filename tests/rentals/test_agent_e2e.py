@@ -34,7 +34,7 @@ from pricing.tasks import market_round_pool
 from tests.factories import UserFactory
 from tests.nodes.gateway_fixtures import *  # noqa: F403
 from tests.nodes.gateway_fixtures import REPO, AgentProcess, wait_until
-from tests.rentals.conftest import USDC, balance, fund, ledger_total
+from tests.rentals.conftest import USDC, balance, fund, ledger_total, platform_balance
 
 pytestmark = pytest.mark.slow
 TEST_IMAGE = os.environ.get("JANCTION_TEST_IMAGE", "localhost/janction-test-busybox:latest")
@@ -221,7 +221,8 @@ def test_golden_path_with_podman_a_celery_worker_and_the_websocket(
     assert 3_000 <= placement.metered_vgpu_ms < 60_000
     _money_checks(rental, buyer, funded)
     award = RoundAward.objects.get(round=rental.bid.round, node=ticket.node)
-    assert balance(provider, "earnings") == owed(placement.metered_vgpu_ms, award.payment_per_hour, award.units_sold)
+    earned = owed(placement.metered_vgpu_ms, award.payment_per_hour, award.units_sold)
+    assert balance(provider, "earnings") == earned - platform_balance("fees")  # the fee comes out of its side
     assert set(VGpu.objects.filter(node=ticket.node).values_list("state", flat=True)) == {VGpuState.FREE}
 
 
