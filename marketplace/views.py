@@ -93,9 +93,7 @@ def nodes_page(request):
         {"node": node, "price": from_base_units(node.reserve_price_per_hour, "USDC")}
         for node in nodes_for_owner(owner=request.user)
     ]
-    return render(
-        request, "marketplace/nodes.html", {"nodes": nodes, "ticket": ticket, "default_price": default_price}
-    )
+    return render(request, "marketplace/nodes.html", {"nodes": nodes, "ticket": ticket, "default_price": default_price})
 
 
 def _reserve_price(text: str) -> int | None:
