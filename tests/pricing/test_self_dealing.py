@@ -19,7 +19,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from ledger.contribution import contribution_epoch_close, epoch_bounds
-from ledger.models import Account, AccountKind
+from ledger.models import Account
 from marketplace.rentals.dispatch import rentals_sync
 from marketplace.rentals.metering import metering_run
 from nodes.models import NodePlacement, UsageReport
