@@ -182,6 +182,43 @@ def _marginal_surplus(start: datetime, end: datetime) -> tuple[dict[int, int], d
     return surplus, {owner_id: len(ids) for owner_id, ids in rounds.items()}
 
 
+def fees_paid(*, start: datetime, end: datetime) -> dict[int, int]:
+    """Return per provider the USDC platform fees (base units) charged on its deliveries in [start, end)."""
+    from ledger.models import Entry
+
+    charges = Entry.objects.filter(
+        transaction__kind=TransactionKind.CHARGE,
+        transaction__created_at__gte=start,
+        transaction__created_at__lt=end,
+        currency=Currency.USDC,
+    )
+    fee_by_txn = dict(
+        charges.filter(account__kind=AccountKind.FEES, account__owner__isnull=True).values_list(
+            "transaction_id", "amount"
+        )
+    )
+    fees: dict[int, int] = defaultdict(int)
+    earners = charges.filter(transaction_id__in=list(fee_by_txn), account__kind=AccountKind.EARNINGS)
+    for txn_id, owner_id in earners.values_list("transaction_id", "account__owner_id"):
+        fees[owner_id] += int(fee_by_txn[txn_id])
+    return fees
+
+
+def reward_caps(*, user_ids: set[int], start: datetime, end: datetime) -> dict[int, int] | None:
+    """Return each provider's most JCT (base units) for the epoch, or None when POC_MAX_JCT_PER_USDC_FEE is off.
+
+    The cap is the fees its deliveries paid times POC_MAX_JCT_PER_USDC_FEE: JCT can only be earned by
+    paying the platform, so buying your own capacity from a second account costs more than it earns
+    whenever a JCT is worth less than 1 / POC_MAX_JCT_PER_USDC_FEE USDC.
+    """
+    rate = str(settings.POC_MAX_JCT_PER_USDC_FEE).strip()
+    if not rate:
+        return None
+    per_base_unit = Decimal(rate) * JCT_BASE_UNITS / USDC_BASE_UNITS
+    fees = fees_paid(start=start, end=end)
+    return {user_id: int(Decimal(fees.get(user_id, 0)) * per_base_unit) for user_id in user_ids}
+
+
 def _stakes(user_ids: set[int], end: datetime) -> dict[int, int]:
     """Return each user's JCT stake (staked less unstake requested) recorded before ``end``, over their wallets."""
     from marketplace.models import Wallet
@@ -270,6 +307,10 @@ def contribution_epoch_close(*, start: datetime) -> ContributionEpoch:
     contributions = contribution_list(start=start, end=end)
     emission = to_base_units(settings.POC_EMISSION_JCT, Currency.JCT, allow_zero=True)
     rewards = emission_split(scores={c.user_id: c.score for c in contributions}, emission=emission)
+    caps = reward_caps(user_ids=set(rewards), start=start, end=end)
+    if caps is not None:
+        # What the cap holds back stays in the rewards pool: it is simply not emitted.
+        rewards = {user_id: min(amount, caps[user_id]) for user_id, amount in rewards.items()}
     try:
         with transaction.atomic():
             epoch = ContributionEpoch.objects.create(

@@ -17,3 +17,7 @@ PRICING_DEFAULT_ASK = env_str("PRICING_DEFAULT_ASK", "1.00")
 PRICING_POOL_DEFAULT_ASKS = env_str("PRICING_POOL_DEFAULT_ASKS", "")
 # The market account's alert threshold, USDC: operator pages and the admin warn when its balance is below it.
 PRICING_MARKET_ACCOUNT_ALERT_USDC = env_str("PRICING_MARKET_ACCOUNT_ALERT_USDC", "0")
+# Proof of Contribution cap: a provider's epoch reward is at most this many JCT per USDC of platform fees its
+# deliveries paid in the epoch ("" for no cap). With JCT worth at most 1/this USDC, trading with yourself from a
+# second account never pays (docs/proof-of-contribution.md).
+POC_MAX_JCT_PER_USDC_FEE = env_str("POC_MAX_JCT_PER_USDC_FEE", "1")

@@ -42,6 +42,7 @@ def epoch(settings):
     settings.POC_EPOCH_SECONDS = 3600
     settings.POC_EMISSION_JCT = "1000"
     settings.POC_SURPLUS_POINTS_PER_USDC = "1"
+    settings.POC_MAX_JCT_PER_USDC_FEE = ""  # the fee cap has its own test below
     return epoch_bounds(moment=timezone.now() - timedelta(hours=1))
 
 
@@ -202,9 +203,9 @@ def test_surplus_term_is_the_trade_surplus_at_the_prices_actually_paid(db, epoch
         assert scores[user.pk].rounds_traded == 1
         # No delivered hours: the score is the surplus alone, one point (10**6 micro-points) per USDC/hour.
         assert scores[user.pk].score == scores[user.pk].marginal_surplus
-    # The reference 1.00 is above the 1-unit bid's 0.50, so that bid is dropped and 3 units trade at 0.50:
-    # cheap sells 2 (1.00 paid, 0.20 cost), dear 1 (0.50 paid, 0.30 cost).
-    assert {u: scores[u].marginal_surplus for u in scores} == {cheap.pk: 800_000, dear.pk: 200_000}
+    # The reference 1.00 is above the 1-unit bid's 0.50, so that bid drops out and 3 units trade at 1.00:
+    # cheap sells 2 (2.00 paid, 0.20 cost), dear 1 (1.00 paid, 0.30 cost).
+    assert {u: scores[u].marginal_surplus for u in scores} == {cheap.pk: 1_800_000, dear.pk: 700_000}
 
 
 def test_a_fake_high_bid_and_self_delivery_earn_no_contribution(db, epoch):
@@ -246,6 +247,33 @@ def test_a_fake_high_bid_and_self_delivery_earn_no_contribution(db, epoch):
 
     assert not closed.scores.filter(user=attacker).exists()
     assert jct_earnings(attacker) == 0
+
+
+def test_rewards_are_capped_by_the_fees_the_providers_deliveries_paid(db, epoch, settings):
+    from ledger.services import ledger_charge, ledger_deposit, ledger_hold
+
+    start, _ = epoch
+    settings.POC_MAX_JCT_PER_USDC_FEE = "2"
+    paying, free_rider = UserFactory(), UserFactory()
+    for provider in (paying, free_rider):
+        deliver(online_node(provider), start_ms=ms(start), end_ms=ms(start) + HOUR_MS // 4, vgpus=1)
+    buyer = UserFactory()
+    ledger_deposit(user_id=buyer.pk, currency="USDC", amount=10_000_000, idempotency_key="cap-dep")
+    ledger_hold(user_id=buyer.pk, currency="USDC", amount=10_000_000, idempotency_key="cap-hold")
+    charge = ledger_charge(
+        buyer_id=buyer.pk, provider_id=paying.pk, currency="USDC", buyer_amount=10_000_000, idempotency_key="cap-ch"
+    )
+    from ledger.models import Transaction as LedgerTransaction
+
+    LedgerTransaction.objects.filter(pk=charge.transaction.pk).update(created_at=start + timedelta(minutes=3))
+
+    closed = contribution_epoch_close(start=start)
+
+    # 10 USDC charged, a 5 % fee of 0.50 USDC: at most 2 JCT per USDC of fees, so 1 JCT; the other provider's
+    # deliveries paid no fee and earn nothing. The rest of the emission stays in the rewards pool.
+    assert jct_earnings(paying) == JCT
+    assert jct_earnings(free_rider) == 0
+    assert closed.distributed == JCT and closed.emission == EMISSION
 
 
 def test_split_is_exact_and_credited_from_the_rewards_pool_to_jct_earnings(db, epoch):
@@ -351,3 +379,21 @@ def test_rewards_enter_the_next_settlement_batch_and_can_be_claimed(market, live
     amount = int(leaf["cumulative_amount"])
     live.send(live.alice, live.settlement.functions.claim(leaf["token"], leaf["account"], amount, leaf["proof"]))
     assert live.jct.functions.balanceOf(live.alice.address).call() - before == reward
+
+
+def test_epoch_bound_compares_numbers_not_text(db):
+    from django.db import IntegrityError, transaction
+
+    start = timezone.now().replace(microsecond=0)
+    # Fewer digits but a larger first digit: a text comparison (SQLite stores base units as text) got this wrong.
+    ContributionEpoch.objects.create(
+        start=start, end=start + timedelta(hours=1), emission=EMISSION, distributed=5 * 10**16, total_score=1
+    )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ContributionEpoch.objects.create(
+            start=start + timedelta(hours=1),
+            end=start + timedelta(hours=2),
+            emission=EMISSION,
+            distributed=EMISSION + 10**18,
+            total_score=1,
+        )
