@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q
 
 from ledger.currencies import Currency, to_base_units
 from ledger.models import Account, AccountKind, Entry
@@ -44,7 +44,6 @@ class MarketAccount:
     days: list[Day]
     rounds: int
     rounds_in_deficit: int
-    budget_per_hour_total: int
 
 
 def _platform_account(kind: str) -> Account | None:
@@ -88,9 +87,7 @@ def market_account_summary() -> MarketAccount:
         day_income, day_out = by_day[day]
         balance += day_income - day_out
         days.append(Day(day=day, income=day_income, outflows=day_out, balance=balance))
-    rounds = MarketRound.objects.aggregate(
-        total=Count("pk"), deficit=Count("pk", filter=Q(budget_per_hour__lt=0)), budget=Sum("budget_per_hour")
-    )
+    rounds = MarketRound.objects.aggregate(total=Count("pk"), deficit=Count("pk", filter=Q(budget_per_hour__lt=0)))
     current = market.balance if market is not None else 0
     return MarketAccount(
         balance=current,
@@ -104,7 +101,6 @@ def market_account_summary() -> MarketAccount:
         days=days[-MAX_DAYS:],
         rounds=rounds["total"] or 0,
         rounds_in_deficit=rounds["deficit"] or 0,
-        budget_per_hour_total=rounds["budget"] or 0,
     )
 
 
