@@ -1,7 +1,8 @@
 """The platform market account for operators: balance over time, income, outflows and the low-balance alert.
 
-Every round's residual (buyers' payments less providers' payments, less the fee the charge books to `fees`)
-lands on the platform `market` account in USDC; `fees` collects the platform fee. This module reads both.
+Every charge's residual (what the buyer paid less what the provider was paid; the platform fee is taken out of
+the provider's side and booked to `fees`) lands on the platform `market` account in USDC. Under the default
+mechanism it is 0 per round; old VCG rounds drew on it. This module reads both accounts.
 """
 
 from collections import defaultdict

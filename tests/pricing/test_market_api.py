@@ -43,6 +43,8 @@ def test_rounds_list_and_detail_carry_inputs_outputs_and_hash(anon_client, marke
     listed = anon_client.get("/api/v1/rounds/", {"pool": "ada-12g"}).json()
     assert [r["id"] for r in listed["results"]] == [market.pk]
     assert "inputs" not in listed["results"][0]
+    assert listed["results"][0]["mechanism"] == "trade-reduction"
+    assert listed["results"][0]["parameters"] == {"max_cost": "10000", "reference_price": "1"}
     detail = anon_client.get(f"/api/v1/rounds/{market.pk}/").json()
     assert detail["digest"] == market.digest
     assert detail["inputs"] == market.inputs and detail["outputs"] == market.outputs
