@@ -2,7 +2,8 @@
 
 Start from the efficient allocation (``clearing.clear_units``); then repeat:
 
-1. the price is ``p = min(reference, cost of the cheapest ask that sells nothing)`` (either may be absent);
+1. the price ``p`` is the cost of the cheapest ask that sells nothing or, when every ask sells, the pool's
+   public reference price (either may be absent);
 2. winning bids worth less than ``p`` per unit drop out (they would not pay it);
 3. if the dearest unit still sold costs more than ``p`` (or there is no price at all), the newest winning
    bid drops out (queue order, not value, so no buyer can push another out by bidding higher);
@@ -93,8 +94,8 @@ def clear_reduced(
         dropped.append(j)
 
     while quantity > 0:
-        candidates = [p for p in (reference, merit.cheapest_unsold(quantity)) if p is not None]
-        price = min(candidates) if candidates else None
+        unsold = merit.cheapest_unsold(quantity)
+        price = unsold if unsold is not None else reference
         while by_value and not won[by_value[0]]:
             by_value.popleft()
         if price is not None and bid_values[by_value[0]] < price:

@@ -97,8 +97,8 @@ def test_the_money_pump_from_the_issue_is_closed():
 def test_a_bid_below_the_price_drops_out_and_the_price_follows_the_cheapest_unsold_ask():
     asks = [Ask("a", 2, Decimal("0.1")), Ask("b", 2, Decimal("0.3"))]
     bids = [Bid("x", 1, Decimal("0.9")), Bid("y", 1, Decimal("0.8")), Bid("z", 2, Decimal("0.4"))]
-    # All four units trade efficiently; at the reference 0.6 z (0.4) would not pay, so z drops out; then b sells
-    # nothing and its ask 0.3 becomes the price for everyone.
+    # All four units trade efficiently and every ask sells, so the price is the reference 0.6; z (0.4) would not
+    # pay it and drops out; then b sells nothing and its ask 0.3 becomes the price for everyone.
     result = clear(asks, bids, reference_price=Decimal("0.6"))
     assert [(b.won, b.payment) for b in result.bids] == [(True, Decimal("0.3")), (True, Decimal("0.3")), (False, 0)]
     assert [(a.units_sold, a.payment) for a in result.asks] == [(2, Decimal("0.6")), (0, 0)]
@@ -109,10 +109,11 @@ def test_when_supply_at_the_price_is_short_the_newest_bid_waits_whatever_it_bids
     asks = [Ask("a", 1, Decimal("0.1")), Ask("b", 1, Decimal("0.8"))]
     for late_value in ("0.9", "5"):
         bids = [Bid("old", 1, Decimal("0.9")), Bid("new", 1, Decimal(late_value))]
-        # Both trade efficiently, but b's 0.8 is above the reference 0.5: one bid must go, by queue order.
+        # Both trade efficiently and every ask sells, so the price is the reference 0.5; b's 0.8 is above it, so
+        # one bid must go, by queue order. Then b sells nothing and its 0.8 becomes the price.
         result = clear(asks, bids, reference_price=Decimal("0.5"))
-        assert [(b.won, b.payment) for b in result.bids] == [(True, Decimal("0.5")), (False, 0)]
-        assert [(a.units_sold, a.payment) for a in result.asks] == [(1, Decimal("0.5")), (0, 0)]
+        assert [(b.won, b.payment) for b in result.bids] == [(True, Decimal("0.8")), (False, 0)]
+        assert [(a.units_sold, a.payment) for a in result.asks] == [(1, Decimal("0.8")), (0, 0)]
 
 
 @settings(max_examples=8, deadline=None)

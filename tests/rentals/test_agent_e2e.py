@@ -226,7 +226,11 @@ def test_golden_path_with_podman_a_celery_worker_and_the_websocket(
     assert set(VGpu.objects.filter(node=ticket.node).values_list("state", flat=True)) == {VGpuState.FREE}
 
 
-def test_killing_the_agent_interrupts_charges_only_reported_seconds_and_restarts_elsewhere(gateway, start_agent):
+def test_killing_the_agent_interrupts_charges_only_reported_seconds_and_restarts_elsewhere(
+    gateway, start_agent, settings
+):
+    # Alone in its pool after the first node dies, the spare node (0.60) trades at the pool reference price.
+    settings.PRICING_DEFAULT_ASK = "1.00"
     provider, buyer = UserFactory(), UserFactory()
     first = node_create(owner=provider, name="first", reserve_price_per_hour=400_000)
     second = node_create(owner=provider, name="second", reserve_price_per_hour=600_000)
