@@ -33,8 +33,8 @@ class PoolMarketSerializer(serializers.Serializer):
     reference_price = serializers.DecimalField(
         max_digits=20,
         decimal_places=6,
-        help_text="USDC per vGPU-hour: the pool's default ask; a round never charges buyers more per vGPU-hour "
-        "than this unless it drops its marginal bid (docs/pricing.md).",
+        help_text="USDC per vGPU-hour: the pool's default ask, the price of a round in which every node sells "
+        "(docs/pricing.md).",
     )
 
 

@@ -23,7 +23,7 @@ class PoolMarket:
     last_round_at: object
     last_buyer_price: Decimal | None  # USDC per vGPU-hour, averaged over the units traded
     last_provider_price: Decimal | None
-    reference_price: Decimal  # USDC per vGPU-hour: the pool's default ask, the most a thin round charges
+    reference_price: Decimal  # USDC per vGPU-hour: the pool's default ask, the price when every node sells
 
 
 def _per_unit(total: int, units: int) -> Decimal | None:
