@@ -1,4 +1,7 @@
-"""Time PVCG clearing on random markets and compare it with a naive n+1 re-solve.
+"""Time PVCG clearing on random markets and compare it with a naive n+1 re-solve; measure the default mechanism.
+
+Beyond timings: the VCG budget study, the share of the optimal surplus the budget-safe default keeps and
+the market account's net per round, the full deviation search, shill bids and starvation across rounds.
 
 Run from the repository root: ``python -m benchmarks.pvcg_bench``.
 """

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
@@ -120,8 +121,17 @@ def pool_default_ask(*, pool_name: str) -> int:
     for pair in filter(None, (p.strip() for p in settings.PRICING_POOL_DEFAULT_ASKS.split(","))):
         name, _, price = pair.partition("=")
         overrides[name.strip()] = price.strip()
-    price = Decimal(overrides.get(pool_name, settings.PRICING_DEFAULT_ASK))
-    return min(from_price(price), from_price(_max_cost()))
+    text = overrides.get(pool_name, settings.PRICING_DEFAULT_ASK)
+    try:
+        price = from_price(Decimal(text))
+    except (ArithmeticError, ValueError) as exc:
+        raise ImproperlyConfigured(
+            f"The default ask for pool {pool_name!r} is {text!r}; set PRICING_DEFAULT_ASK / PRICING_POOL_DEFAULT_ASKS "
+            "to a USDC price with at most 6 decimals."
+        ) from exc
+    if price < 0:
+        raise ImproperlyConfigured(f"The default ask for pool {pool_name!r} is negative ({text}).")
+    return min(price, from_price(_max_cost()))
 
 
 def _inputs_json(book: OrderBook, max_cost: Decimal, reference: Decimal) -> dict:

@@ -57,3 +57,17 @@ def test_market_page_explains_buyer_and_provider_prices(anon_client):
     assert "<strong>Buyers</strong> all pay one price per vGPU-hour" in page
     assert "<strong>Providers</strong> are paid that same price" in page
     assert "Reference price" in page
+
+
+@pytest.mark.parametrize("bad", ["cheap", "0.0000001", "-1"])
+def test_a_bad_default_ask_setting_is_a_configuration_error(settings, bad):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from pricing.services import pool_default_ask
+
+    settings.PRICING_POOL_DEFAULT_ASKS = f"ada-12g={bad}"
+    with pytest.raises(ImproperlyConfigured, match="ada-12g"):
+        pool_default_ask(pool_name="ada-12g")
+    settings.PRICING_POOL_DEFAULT_ASKS = "ada-12g=0.30, hopper-20g = 2"
+    assert pool_default_ask(pool_name="ada-12g") == 300_000
+    assert pool_default_ask(pool_name="hopper-20g") == 2_000_000
