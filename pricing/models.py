@@ -29,7 +29,7 @@ class Bid(models.Model):
     deadline = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     round = models.ForeignKey("MarketRound", null=True, blank=True, on_delete=models.PROTECT, related_name="won_bids")
-    # What the buyer pays per hour for all its units (VCG), in USDC base units; set when won.
+    # What the buyer pays per hour for all its units (the round's price x units), in USDC base units; set when won.
     payment_per_hour = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
@@ -72,7 +72,7 @@ class MarketRound(models.Model):
 
 
 class RoundAward(models.Model):
-    """What one node sold in a round and its PVCG payment per hour for those units."""
+    """What one node sold in a round and its payment per hour for those units (see docs/pricing.md)."""
 
     round = models.ForeignKey(MarketRound, on_delete=models.CASCADE, related_name="awards")
     node = models.ForeignKey("nodes.Node", on_delete=models.PROTECT, related_name="awards")
