@@ -16,6 +16,7 @@ api_v1 = [
 urlpatterns = [
     path("", include("marketplace.urls")),
     path("accounts/", include("allauth.urls")),
+    path("operator/", include("pricing.operator_urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,9 +1,10 @@
 """Proof of Contribution: score providers per epoch and split the epoch's JCT emission pro rata by score.
 
 A provider's score (integer micro-points, docs/proof-of-contribution.md) is its delivered vGPU-hours times a
-reputation weight times a stake weight, plus its leave-one-out marginal surplus S* - S*_-i from the market
-rounds it sold in. The emission is split exactly (largest remainder) and credited from the platform
-`rewards_pool` to each provider's JCT `earnings`, which the next settlement batch publishes as cumulative JCT.
+reputation weight times a stake weight, plus its trade surplus at the prices actually paid in the market
+rounds it sold in. Trades with yourself (your node, your bid) count for nothing. The emission is split
+exactly (largest remainder) and credited from the platform `rewards_pool` to each provider's JCT `earnings`,
+which the next settlement batch publishes as cumulative JCT.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, localcontext
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from janction.errors import Conflict
@@ -115,38 +116,107 @@ def _to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _buyers_of(placement_ids: set[str]) -> dict[str, int]:
+    """Return the renting user of each placement id (placements not made by a rental are left out)."""
+    from marketplace.models import RentalPlacement
+
+    rows = RentalPlacement.objects.filter(placement_id__in=placement_ids).values_list(
+        "placement_id", "rental__owner_id"
+    )
+    return dict(rows)
+
+
 def _delivered(start: datetime, end: datetime) -> dict[int, int]:
-    """Return verified vGPU-milliseconds per provider, each report's interval clipped to [start, end)."""
+    """Return verified vGPU-milliseconds per provider, each report's interval clipped to [start, end).
+
+    Delivery to the provider's own rentals counts for nothing: renting your own node earns no JCT.
+    """
     from nodes.models import UsageReport
 
     start_ms, end_ms = _to_ms(start), _to_ms(end)
-    delivered: dict[int, int] = defaultdict(int)
-    reports = UsageReport.objects.filter(interval_end_ms__gt=start_ms, interval_start_ms__lt=end_ms).values_list(
-        "placement__node__owner_id", "interval_start_ms", "interval_end_ms", "vgpu_milliseconds"
+    reports = list(
+        UsageReport.objects.filter(interval_end_ms__gt=start_ms, interval_start_ms__lt=end_ms).values_list(
+            "placement__node__owner_id",
+            "placement__placement_id",
+            "interval_start_ms",
+            "interval_end_ms",
+            "vgpu_milliseconds",
+        )
     )
-    for owner_id, first, last, vgpu_ms in reports.iterator(chunk_size=5_000):
+    buyers = _buyers_of({row[1] for row in reports})
+    delivered: dict[int, int] = defaultdict(int)
+    for owner_id, placement_id, first, last, vgpu_ms in reports:
+        if buyers.get(placement_id) == owner_id:
+            continue
         overlap = min(last, end_ms) - max(first, start_ms)
         delivered[owner_id] += vgpu_ms * overlap // (last - first)
     return delivered
 
 
 def _marginal_surplus(start: datetime, end: datetime) -> tuple[dict[int, int], dict[int, int]]:
-    """Return per provider the sum of S* - S*_-i over its awards in rounds of [start, end), and the round count.
+    """Return per provider its trade surplus at the prices actually paid in rounds of [start, end), and the round count.
 
-    A RoundAward's VCG payment is cost_i * y_i + (S* - S*_-i) (docs/pricing.md), so the marginal surplus is
-    the VCG payment less the reserve price times the units sold.
+    For each award: (payment - reserve price x units sold), over the units sold to other users' bids only.
+    Payments under the default mechanism are set by the pool's reference price and excluded asks, not by the
+    winning bids' reported values, so a fake high bid cannot inflate this term (docs/proof-of-contribution.md).
     """
-    from pricing.models import RoundAward
+    from pricing.models import Allocation, RoundAward
 
     surplus: dict[int, int] = defaultdict(int)
     rounds: dict[int, set[int]] = defaultdict(set)
-    awards = RoundAward.objects.filter(round__created_at__gte=start, round__created_at__lt=end).values_list(
-        "node__owner_id", "round_id", "units_sold", "reserve_price_per_hour", "vcg_payment_per_hour"
+    awards = RoundAward.objects.filter(round__created_at__gte=start, round__created_at__lt=end)
+    self_sold: dict[int, int] = defaultdict(int)
+    own = Allocation.objects.filter(
+        award__in=awards.values("pk"), bid__owner_id=models.F("node__owner_id")
+    ).values_list("award_id", "units")
+    for award_id, units in own.iterator(chunk_size=5_000):
+        self_sold[award_id] += units
+    rows = awards.values_list(
+        "pk", "node__owner_id", "round_id", "units_sold", "reserve_price_per_hour", "payment_per_hour"
     )
-    for owner_id, round_id, units, reserve, vcg in awards.iterator(chunk_size=5_000):
-        surplus[owner_id] += max(vcg - reserve * units, 0)
+    for award_id, owner_id, round_id, units, reserve, paid in rows.iterator(chunk_size=5_000):
+        sold_to_others = units - self_sold.get(award_id, 0)
+        if units and sold_to_others > 0:
+            surplus[owner_id] += max(paid - reserve * units, 0) * sold_to_others // units
         rounds[owner_id].add(round_id)
     return surplus, {owner_id: len(ids) for owner_id, ids in rounds.items()}
+
+
+def fees_paid(*, start: datetime, end: datetime) -> dict[int, int]:
+    """Return per provider the USDC platform fees (base units) charged on its deliveries in [start, end)."""
+    from ledger.models import Entry
+
+    charges = Entry.objects.filter(
+        transaction__kind=TransactionKind.CHARGE,
+        transaction__created_at__gte=start,
+        transaction__created_at__lt=end,
+        currency=Currency.USDC,
+    )
+    fee_by_txn = dict(
+        charges.filter(account__kind=AccountKind.FEES, account__owner__isnull=True).values_list(
+            "transaction_id", "amount"
+        )
+    )
+    fees: dict[int, int] = defaultdict(int)
+    earners = charges.filter(transaction_id__in=list(fee_by_txn), account__kind=AccountKind.EARNINGS)
+    for txn_id, owner_id in earners.values_list("transaction_id", "account__owner_id"):
+        fees[owner_id] += int(fee_by_txn[txn_id])
+    return fees
+
+
+def reward_caps(*, user_ids: set[int], start: datetime, end: datetime) -> dict[int, int] | None:
+    """Return each provider's most JCT (base units) for the epoch, or None when POC_MAX_JCT_PER_USDC_FEE is off.
+
+    The cap is the fees its deliveries paid times POC_MAX_JCT_PER_USDC_FEE: JCT can only be earned by
+    paying the platform, so buying your own capacity from a second account costs more than it earns
+    whenever a JCT is worth less than 1 / POC_MAX_JCT_PER_USDC_FEE USDC.
+    """
+    rate = str(settings.POC_MAX_JCT_PER_USDC_FEE).strip()
+    if not rate:
+        return None
+    per_base_unit = Decimal(rate) * JCT_BASE_UNITS / USDC_BASE_UNITS
+    fees = fees_paid(start=start, end=end)
+    return {user_id: int(Decimal(fees.get(user_id, 0)) * per_base_unit) for user_id in user_ids}
 
 
 def _stakes(user_ids: set[int], end: datetime) -> dict[int, int]:
@@ -237,6 +307,10 @@ def contribution_epoch_close(*, start: datetime) -> ContributionEpoch:
     contributions = contribution_list(start=start, end=end)
     emission = to_base_units(settings.POC_EMISSION_JCT, Currency.JCT, allow_zero=True)
     rewards = emission_split(scores={c.user_id: c.score for c in contributions}, emission=emission)
+    caps = reward_caps(user_ids=set(rewards), start=start, end=end)
+    if caps is not None:
+        # What the cap holds back stays in the rewards pool: it is simply not emitted.
+        rewards = {user_id: min(amount, caps[user_id]) for user_id, amount in rewards.items()}
     try:
         with transaction.atomic():
             epoch = ContributionEpoch.objects.create(

@@ -3,9 +3,13 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Cast
+from django.db.models.lookups import LessThanOrEqual
 
 from ledger.currencies import Currency
 from ledger.fields import BaseUnitsField
+
+_WHOLE_NUMBER = models.DecimalField(max_digits=78, decimal_places=0)
 
 
 class AccountKind(models.TextChoices):
@@ -339,8 +343,10 @@ class ContributionEpoch(models.Model):
         ordering = ["-start"]
         constraints = [
             models.CheckConstraint(condition=Q(end__gt=models.F("start")), name="ledger_poc_epoch_positive"),
+            # Compared as numbers: SQLite stores base units as text, where "5…" > "1…" whatever the lengths.
             models.CheckConstraint(
-                condition=Q(distributed__gte=0) & Q(distributed__lte=models.F("emission")),
+                condition=Q(distributed__gte=0)
+                & Q(LessThanOrEqual(Cast("distributed", _WHOLE_NUMBER), Cast("emission", _WHOLE_NUMBER))),
                 name="ledger_poc_epoch_distributed_bounded",
             ),
         ]

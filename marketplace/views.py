@@ -2,13 +2,14 @@
 
 import uuid
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from janction.errors import ApplicationError
-from ledger.currencies import from_base_units
+from ledger.currencies import from_base_units, to_base_units
 from ledger.selectors import balances_for_user, entries_for_user
 from marketplace.models import ApiKey, Wallet
 from marketplace.services import api_key_create, api_key_revoke
@@ -71,22 +72,40 @@ def nodes_page(request):
     """A provider's nodes, with a form that creates one and shows its enrollment command once."""
     from nodes.selectors import nodes_for_owner
     from nodes.services import node_create
+    from pricing.services import default_reserve_price
 
     ticket = None
+    default_price = from_base_units(default_reserve_price(), "USDC")
     if request.method == "POST":
         name = request.POST.get("name", "").strip()
+        price = _reserve_price(request.POST.get("reserve_price", "").strip() or default_price)
         if not name or len(name) > 80:
             messages.error(request, "Give the node a name of 1 to 80 characters.")
+        elif price is None:
+            messages.error(
+                request,
+                f"Give the ask as USDC per vGPU-hour, e.g. {default_price}: at most 6 decimals and at most "
+                f"{settings.PRICING_MAX_RESERVE_PRICE}.",
+            )
         else:
             try:
-                ticket = node_create(owner=request.user, name=name)
+                ticket = node_create(owner=request.user, name=name, reserve_price_per_hour=price)
             except ApplicationError as exc:
                 messages.error(request, exc.message)
     nodes = [
         {"node": node, "price": from_base_units(node.reserve_price_per_hour, "USDC")}
         for node in nodes_for_owner(owner=request.user)
     ]
-    return render(request, "marketplace/nodes.html", {"nodes": nodes, "ticket": ticket})
+    return render(request, "marketplace/nodes.html", {"nodes": nodes, "ticket": ticket, "default_price": default_price})
+
+
+def _reserve_price(text: str) -> int | None:
+    """Return a reserve price typed in the node form as USDC base units, or None if it is not a valid price."""
+    try:
+        value = to_base_units(text, "USDC", allow_zero=True)
+    except ApplicationError:
+        return None
+    return value if value <= to_base_units(settings.PRICING_MAX_RESERVE_PRICE, "USDC") else None
 
 
 def market_page(request):

@@ -20,6 +20,7 @@ from nodes.services import (
     node_token_regenerate,
     node_undrain,
 )
+from pricing.services import default_reserve_price
 
 
 class PriceField(AmountField):
@@ -97,7 +98,7 @@ class NodeSerializer(serializers.ModelSerializer):
 class NodeCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=80)
     reserve_price = PriceField(
-        required=False, default=0, help_text='USDC per vGPU-hour as a decimal string; default "0".'
+        required=False, help_text="USDC per vGPU-hour; default: the pool default ask (PRICING_DEFAULT_ASK), never 0."
     )
 
 
@@ -153,7 +154,7 @@ class NodeList(APIView):
         ticket = node_create(
             owner=request.user,
             name=serializer.validated_data["name"].strip(),
-            reserve_price_per_hour=serializer.validated_data["reserve_price"],
+            reserve_price_per_hour=serializer.validated_data.get("reserve_price", default_reserve_price()),
         )
         return _ticket_response(ticket, status.HTTP_201_CREATED)
 

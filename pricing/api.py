@@ -3,13 +3,14 @@
 import django_filters
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from janction.api import IsoDateTimeFilter
 from janction.openapi import error_responses
 from ledger.currencies import AMOUNT_PATTERN, AmountField, from_base_units
+from pricing.market_account import market_account_alert_text, market_account_summary
 from pricing.models import MarketRound
 from pricing.selectors import pool_markets
 from pricing.services import price_estimate
@@ -30,6 +31,12 @@ class PoolMarketSerializer(serializers.Serializer):
     last_round_at = serializers.DateTimeField(allow_null=True)
     last_buyer_price = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
     last_provider_price = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
+    reference_price = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=6,
+        help_text="USDC per vGPU-hour: the pool's default ask, the price of a round in which every node sells "
+        "(docs/pricing.md).",
+    )
 
 
 class PoolList(APIView):
@@ -56,6 +63,8 @@ class RoundSerializer(serializers.ModelSerializer):
             "buyer_payments_per_hour",
             "provider_payments_per_hour",
             "budget_per_hour",
+            "mechanism",
+            "parameters",
         ]
 
 
@@ -97,7 +106,7 @@ class EstimateQuery(serializers.Serializer):
 
 class EstimateSerializer(serializers.Serializer):
     would_win = serializers.BooleanField()
-    price_per_vgpu_hour = serializers.CharField(help_text="What you would pay per vGPU-hour (VCG price).")
+    price_per_vgpu_hour = serializers.CharField(help_text="What you would pay per vGPU-hour (the round's price).")
     payment_per_hour = serializers.CharField(help_text="For all the vGPUs, USDC per hour.")
     free_units = serializers.IntegerField()
     waiting_units = serializers.IntegerField()
@@ -136,6 +145,68 @@ class PriceEstimate(APIView):
                     "payment_per_hour": from_base_units(estimate.payment_per_hour, "USDC"),
                     "free_units": estimate.free_units,
                     "waiting_units": estimate.waiting_units,
+                }
+            ).data
+        )
+
+
+class MarketAccountDaySerializer(serializers.Serializer):
+    day = serializers.DateField()
+    income = serializers.CharField(help_text="USDC credited that day.")
+    outflows = serializers.CharField(help_text="USDC debited that day.")
+    balance = serializers.CharField(help_text="USDC balance at the end of the day.")
+
+
+class MarketAccountSerializer(serializers.Serializer):
+    balance = serializers.CharField()
+    fees_balance = serializers.CharField(help_text="The platform fee account, USDC.")
+    income = serializers.CharField(help_text="Every credit to the market account: round budget surpluses, USDC.")
+    outflows = serializers.CharField(help_text="Every debit: what rounds paid providers beyond their buyers, USDC.")
+    lowest_balance = serializers.CharField()
+    lowest_at = serializers.DateTimeField(allow_null=True)
+    threshold = serializers.CharField()
+    alert = serializers.BooleanField(help_text="Whether the balance ever fell below the threshold.")
+    alert_message = serializers.CharField(allow_blank=True)
+    rounds = serializers.IntegerField()
+    rounds_in_deficit = serializers.IntegerField()
+    days = MarketAccountDaySerializer(many=True)
+
+
+def _usdc(base_units: int) -> str:
+    return ("-" if base_units < 0 else "") + from_base_units(abs(base_units), "USDC")
+
+
+class MarketAccountView(APIView):
+    """The platform market account, for operators (staff only)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses=MarketAccountSerializer, summary="Market account: balance over time, income, outflows")
+    def get(self, request):
+        summary = market_account_summary()
+        return Response(
+            MarketAccountSerializer(
+                {
+                    "balance": _usdc(summary.balance),
+                    "fees_balance": _usdc(summary.fees_balance),
+                    "income": _usdc(summary.income),
+                    "outflows": _usdc(summary.outflows),
+                    "lowest_balance": _usdc(summary.lowest_balance),
+                    "lowest_at": summary.lowest_at,
+                    "threshold": _usdc(summary.threshold),
+                    "alert": summary.alert,
+                    "alert_message": market_account_alert_text(summary),
+                    "rounds": summary.rounds,
+                    "rounds_in_deficit": summary.rounds_in_deficit,
+                    "days": [
+                        {
+                            "day": d.day,
+                            "income": _usdc(d.income),
+                            "outflows": _usdc(d.outflows),
+                            "balance": _usdc(d.balance),
+                        }
+                        for d in summary.days
+                    ],
                 }
             ).data
         )

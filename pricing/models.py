@@ -29,7 +29,7 @@ class Bid(models.Model):
     deadline = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
     round = models.ForeignKey("MarketRound", null=True, blank=True, on_delete=models.PROTECT, related_name="won_bids")
-    # What the buyer pays per hour for all its units (VCG), in USDC base units; set when won.
+    # What the buyer pays per hour for all its units (the round's price x units), in USDC base units; set when won.
     payment_per_hour = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
@@ -53,6 +53,9 @@ class MarketRound(models.Model):
     outputs = models.JSONField()
     # SHA-256 of the canonical JSON of {"inputs": ..., "outputs": ...}.
     digest = models.CharField(max_length=64)
+    # The engine mechanism that cleared the round and its public parameters (rounds before it was stored: "vcg").
+    mechanism = models.CharField(max_length=32, default="trade-reduction")
+    parameters = models.JSONField(default=dict)
     bids_count = models.PositiveIntegerField()
     asks_count = models.PositiveIntegerField()
     units_traded = models.PositiveIntegerField()
@@ -69,7 +72,7 @@ class MarketRound(models.Model):
 
 
 class RoundAward(models.Model):
-    """What one node sold in a round and its PVCG payment per hour for those units."""
+    """What one node sold in a round and its payment per hour for those units (see docs/pricing.md)."""
 
     round = models.ForeignKey(MarketRound, on_delete=models.CASCADE, related_name="awards")
     node = models.ForeignKey("nodes.Node", on_delete=models.PROTECT, related_name="awards")

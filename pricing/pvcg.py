@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from pricing.engine.clearing import MAX_MAGNITUDE, clear_units, curve_lengths
+from pricing.engine.reduction import clear_reduced
 
 DECIMAL_PLACES = 6
 MAX_PRICE = Decimal(1_000_000)
@@ -26,7 +27,11 @@ MAX_WORK_CELLS = 200_000_000
 _PRICE_TEXT = re.compile(r"[0-9]{1,20}(\.[0-9]{1,40})?")
 _ASK_FIELDS = ("id", "units", "cost")
 _BID_FIELDS = ("id", "units", "value")
-_MARKET_FIELDS = ("asks", "bids", "max_cost")
+_MARKET_FIELDS = ("asks", "bids", "max_cost", "mechanism", "reference_price")
+# The default keeps every round within budget; "vcg" is the pre-2026-12 mechanism, kept for research and old rounds.
+TRADE_REDUCTION = "trade-reduction"
+VCG = "vcg"
+MECHANISMS = (TRADE_REDUCTION, VCG)
 
 
 class MarketError(ValueError):
@@ -53,11 +58,13 @@ class Bid:
 
 @dataclass(frozen=True)
 class Market:
-    """One round's asks and bids, and the public reserve-price ceiling if the pool has one."""
+    """One round's asks and bids, the mechanism and its public parameters (ceiling, reference price)."""
 
     asks: tuple[Ask, ...]
     bids: tuple[Bid, ...]
     max_cost: Decimal | None = None
+    mechanism: str = TRADE_REDUCTION
+    reference_price: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -178,7 +185,10 @@ def parse_market(obj: Any) -> Market:
         bids.append(Bid(id_, units, _parse_price(_field(entry, "value", where), f"{where}.value")))
     raw_ceiling = market.get("max_cost")
     max_cost = None if raw_ceiling is None else _parse_price(raw_ceiling, "max_cost")
-    parsed = Market(tuple(asks), tuple(bids), max_cost)
+    raw_reference = market.get("reference_price")
+    reference = None if raw_reference is None else _parse_price(raw_reference, "reference_price")
+    mechanism = market.get("mechanism", TRADE_REDUCTION)
+    parsed = Market(tuple(asks), tuple(bids), max_cost, mechanism, reference)
     _validate(parsed)
     return parsed
 
@@ -198,10 +208,14 @@ def _check_participant(id_: Any, units: Any, where: str, seen: dict[str, str]) -
         raise MarketError(f"{where}.units must be at most {MAX_UNITS}, got {units}")
 
 
-def _validate(market: Market) -> tuple[list[int], list[int], int | None]:
-    """Check a market and return ask costs, bid values and the ceiling in millionths."""
+def _validate(market: Market) -> tuple[list[int], list[int], int | None, int | None]:
+    """Check a market and return ask costs, bid values, the ceiling and the reference price in millionths."""
+    if not isinstance(market.mechanism, str) or market.mechanism not in MECHANISMS:
+        names = ", ".join(map(repr, MECHANISMS))
+        raise MarketError(f"mechanism must be one of {names}, got {_shown(market.mechanism)}")
     seen: dict[str, str] = {}
     ceiling = None if market.max_cost is None else _to_millionths(market.max_cost, "max_cost")
+    reference = None if market.reference_price is None else _to_millionths(market.reference_price, "reference_price")
     costs = []
     for n, ask in enumerate(market.asks):
         where = f"asks[{n}]"
@@ -227,7 +241,7 @@ def _validate(market: Market) -> tuple[list[int], list[int], int | None]:
             f"market too large: {length - 1} tradable units with {bid_sizes} distinct bid sizes "
             f"exceed the engine limit of {MAX_WORK_CELLS} cells"
         )
-    return costs, values, ceiling
+    return costs, values, ceiling, reference
 
 
 def _amount(millionths: int) -> Decimal:
@@ -235,27 +249,53 @@ def _amount(millionths: int) -> Decimal:
     return Decimal(millionths).scaleb(-DECIMAL_PLACES)
 
 
-def clear(asks: Sequence[Ask], bids: Sequence[Bid], *, max_cost: Decimal | None = None) -> Result:
+def clear(
+    asks: Sequence[Ask],
+    bids: Sequence[Bid],
+    *,
+    max_cost: Decimal | None = None,
+    mechanism: str = TRADE_REDUCTION,
+    reference_price: Decimal | None = None,
+) -> Result:
     """Allocate one round and price every participant; raise MarketError if the market is invalid.
 
-    ``max_cost`` is the pool's public ceiling on reserve prices; without one the
-    adjustment payments are all zero (see docs/pricing.md for why).
+    The default mechanism never pays providers more than buyers pay; ``reference_price`` is the
+    pool's public price a thin round trades at. ``mechanism="vcg"`` gives plain VCG with the
+    adjustment against the ceiling ``max_cost`` (docs/pricing.md explains both).
     """
-    market = Market(tuple(asks), tuple(bids), max_cost)
-    costs, values, ceiling = _validate(market)
-    outcome = clear_units([a.units for a in market.asks], costs, [b.units for b in market.bids], values, ceiling)
+    market = Market(tuple(asks), tuple(bids), max_cost, mechanism, reference_price)
+    costs, values, ceiling, reference = _validate(market)
+    ask_units = [a.units for a in market.asks]
+    bid_units = [b.units for b in market.bids]
+    if mechanism == VCG:
+        outcome = clear_units(ask_units, costs, bid_units, values, ceiling)
+        surplus, won, bid_paid, sold = outcome.surplus, outcome.won, outcome.bid_payments, outcome.units_sold
+        vcg_paid = outcome.vcg_payments
+        ask_paid = tuple(v + h for v, h in zip(outcome.vcg_payments, outcome.adjustments, strict=True))
+    else:
+        reduced = clear_reduced(ask_units, costs, bid_units, values, reference)
+        surplus, won, bid_paid, sold = reduced.surplus, reduced.won, reduced.bid_payments, reduced.units_sold
+        vcg_paid, ask_paid = reduced.vcg.vcg_payments, reduced.ask_payments
     bid_results = tuple(
-        BidResult(bid.id, won, _amount(paid))
-        for bid, won, paid in zip(market.bids, outcome.won, outcome.bid_payments, strict=True)
+        BidResult(bid.id, w, _amount(paid)) for bid, w, paid in zip(market.bids, won, bid_paid, strict=True)
     )
     ask_results = tuple(
-        AskResult(ask.id, sold, _amount(vcg), _amount(adjustment), _amount(vcg + adjustment))
-        for ask, sold, vcg, adjustment in zip(
-            market.asks, outcome.units_sold, outcome.vcg_payments, outcome.adjustments, strict=True
-        )
+        AskResult(ask.id, y, _amount(vcg), _amount(paid - vcg), _amount(paid))
+        for ask, y, vcg, paid in zip(market.asks, sold, vcg_paid, ask_paid, strict=True)
     )
-    budget = sum(outcome.bid_payments) - sum(outcome.vcg_payments) - sum(outcome.adjustments)
-    return Result(_amount(outcome.surplus), bid_results, ask_results, _amount(budget))
+    budget = sum(bid_paid) - sum(ask_paid)
+    return Result(_amount(surplus), bid_results, ask_results, _amount(budget))
+
+
+def market_clear(market: Market) -> Result:
+    """Clear a parsed Market with its own mechanism and parameters."""
+    return clear(
+        market.asks,
+        market.bids,
+        max_cost=market.max_cost,
+        mechanism=market.mechanism,
+        reference_price=market.reference_price,
+    )
 
 
 def format_amount(amount: Decimal) -> str:
@@ -340,7 +380,7 @@ def main() -> int:
     """Clear the market on stdin, print the result on stdout and return the exit status."""
     try:
         market = parse_market(_decode(sys.stdin.buffer.read()))
-        result = clear(market.asks, market.bids, max_cost=market.max_cost)
+        result = market_clear(market)
     except MarketError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

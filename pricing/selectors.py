@@ -7,6 +7,7 @@ from django.db.models import Sum
 
 from nodes.selectors import pools_with_supply
 from pricing.models import Bid, BidState, MarketRound
+from pricing.services import pool_default_ask
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class PoolMarket:
     last_round_at: object
     last_buyer_price: Decimal | None  # USDC per vGPU-hour, averaged over the units traded
     last_provider_price: Decimal | None
+    reference_price: Decimal  # USDC per vGPU-hour: the pool's default ask, the price when every node sells
 
 
 def _per_unit(total: int, units: int) -> Decimal | None:
@@ -54,6 +56,7 @@ def pool_markets() -> list[PoolMarket]:
                 last_round_at=last and last.created_at,
                 last_buyer_price=last and _per_unit(last.buyer_payments_per_hour, last.units_traded),
                 last_provider_price=last and _per_unit(last.provider_payments_per_hour, last.units_traded),
+                reference_price=_per_unit(pool_default_ask(pool_name=pool.name), 1),
             )
         )
     return markets

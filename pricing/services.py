@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
@@ -16,7 +17,7 @@ from nodes.services import vgpu_transition
 from pricing.errors import InvalidBid, UnknownPool
 from pricing.models import Allocation, Bid, BidState, MarketRound, RoundAward
 from pricing.placement import plan_placements
-from pricing.pvcg import Ask, Result, clear, result_to_json
+from pricing.pvcg import TRADE_REDUCTION, Ask, Result, clear, market_clear, parse_market, result_to_json
 from pricing.pvcg import Bid as EngineBid
 from pricing.signals import bid_allocated
 
@@ -105,12 +106,59 @@ def _max_cost() -> Decimal:
     return Decimal(settings.PRICING_MAX_RESERVE_PRICE)
 
 
-def _inputs_json(book: OrderBook, max_cost: Decimal) -> dict:
+def default_reserve_price() -> int:
+    """Return the reserve price of a node enrolled without one: the default ask, USDC base units per vGPU-hour.
+
+    A node joins its pools only when its agent reports its GPUs, so the per-pool overrides apply to rounds,
+    not here.
+    """
+    return min(from_price(Decimal(settings.PRICING_DEFAULT_ASK)), from_price(_max_cost()))
+
+
+def pool_default_ask(*, pool_name: str) -> int:
+    """Return a pool's default ask in USDC base units per vGPU-hour (settings, per-pool override first)."""
+    overrides = {}
+    for pair in filter(None, (p.strip() for p in settings.PRICING_POOL_DEFAULT_ASKS.split(","))):
+        name, _, price = pair.partition("=")
+        overrides[name.strip()] = price.strip()
+    text = overrides.get(pool_name, settings.PRICING_DEFAULT_ASK)
+    try:
+        price = from_price(Decimal(text))
+    except (ArithmeticError, ValueError) as exc:
+        raise ImproperlyConfigured(
+            f"The default ask for pool {pool_name!r} is {text!r}; set PRICING_DEFAULT_ASK / PRICING_POOL_DEFAULT_ASKS "
+            "to a USDC price with at most 6 decimals."
+        ) from exc
+    if price < 0:
+        raise ImproperlyConfigured(f"The default ask for pool {pool_name!r} is negative ({text}).")
+    return min(price, from_price(_max_cost()))
+
+
+def _inputs_json(book: OrderBook, max_cost: Decimal, reference: Decimal) -> dict:
     return {
         "asks": [{"id": a.id, "units": a.units, "cost": str(a.cost)} for a in book.asks],
         "bids": [{"id": b.id, "units": b.units, "value": str(b.value)} for b in book.bids],
         "max_cost": str(max_cost),
+        "mechanism": TRADE_REDUCTION,
+        "reference_price": str(reference),
     }
+
+
+@dataclass(frozen=True)
+class Recomputation:
+    outputs: dict
+    digest: str
+    matches: bool
+
+
+def round_recompute(*, market_round: MarketRound) -> Recomputation:
+    """Clear a stored round's inputs again with its stored mechanism and compare the digest."""
+    inputs = dict(market_round.inputs)
+    # Rounds stored before the mechanism was recorded carry no "mechanism" key: they were plain VCG.
+    inputs.setdefault("mechanism", market_round.mechanism)
+    outputs = result_to_json(market_clear(parse_market(inputs)))
+    digest = canonical_digest(market_round.inputs, outputs)
+    return Recomputation(outputs=outputs, digest=digest, matches=digest == market_round.digest)
 
 
 def market_round_run(*, pool_id: int) -> MarketRound | None:
@@ -142,14 +190,17 @@ def market_round_run(*, pool_id: int) -> MarketRound | None:
             nodes=book.nodes,
             free_vgpus=book.free_vgpus,
         )
-        result = clear(book.asks, book.bids, max_cost=max_cost)
-        inputs = _inputs_json(book, max_cost)
+        reference = to_price(pool_default_ask(pool_name=pool.name))
+        result = clear(book.asks, book.bids, max_cost=max_cost, reference_price=reference)
+        inputs = _inputs_json(book, max_cost, reference)
         outputs = result_to_json(result)
         market_round = MarketRound.objects.create(
             pool=pool,
             inputs=inputs,
             outputs=outputs,
             digest=canonical_digest(inputs, outputs),
+            mechanism=TRADE_REDUCTION,
+            parameters={"max_cost": str(max_cost), "reference_price": str(reference)},
             bids_count=len(book.bids),
             asks_count=len(book.asks),
             units_traded=sum(a.units_sold for a in result.asks),
@@ -227,7 +278,9 @@ def price_estimate(*, pool_name: str, units: int, max_price_per_hour: int) -> Es
     book = _order_book(pool, waiting, lock=False)
     probe = EngineBid("estimate", units, to_price(max_price_per_hour))
     max_cost = _max_cost()
-    result = clear([a for a in book.asks if a.cost <= max_cost], [*book.bids, probe], max_cost=max_cost)
+    reference = to_price(pool_default_ask(pool_name=pool.name))
+    asks = [a for a in book.asks if a.cost <= max_cost]
+    result = clear(asks, [*book.bids, probe], max_cost=max_cost, reference_price=reference)
     outcome = next(b for b in result.bids if b.id == "estimate")
     return Estimate(
         would_win=outcome.won,

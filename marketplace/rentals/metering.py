@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from ledger.errors import InsufficientFunds
 from ledger.models import AccountKind, TransactionKind
-from ledger.services import Leg, Posting, charge_posting, ledger_hold, ledger_post_bulk
+from ledger.services import Leg, Posting, charge_posting, ledger_hold, ledger_post_bulk, platform_fee
 from marketplace.models import Rental, RentalPlacement
 from marketplace.rentals.services import MS_PER_HOUR, placement_vgpus_free, rental_release
 from nodes.models import UsageReport
@@ -270,12 +270,14 @@ def _advance(placement: RentalPlacement, rows: list[tuple], *, final: bool, now:
 def _posting(rental: Rental, placement: RentalPlacement, buyer: int, provider: int, key: str) -> Posting | None:
     metadata = {"rental": rental.pk, "placement": placement.placement_id}
     if buyer > 0:
+        # The platform fee comes out of the provider's side, so the market account keeps the round's budget
+        # (never negative) and trading with yourself always costs the fee.
         return charge_posting(
             buyer_id=rental.owner_id,
             provider_id=placement.provider_id,
             currency=rental.currency,
             buyer_amount=buyer,
-            provider_amount=max(provider, 0),
+            provider_amount=max(provider - platform_fee(buyer), 0),
             idempotency_key=key,
             memo=f"Usage of rental {rental.pk}",
             metadata=metadata,

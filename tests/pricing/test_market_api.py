@@ -32,8 +32,9 @@ def test_pools_are_public_with_supply_demand_and_last_prices(request, market, cl
             "demand_units": 1,
             "last_round_id": market.pk,
             "last_round_at": pools[0]["last_round_at"],
-            "last_buyer_price": "0.400000",
-            "last_provider_price": pools[0]["last_provider_price"],
+            "last_buyer_price": "1.000000",
+            "last_provider_price": "1.000000",
+            "reference_price": "1.000000",
         }
     ]
 
@@ -42,6 +43,8 @@ def test_rounds_list_and_detail_carry_inputs_outputs_and_hash(anon_client, marke
     listed = anon_client.get("/api/v1/rounds/", {"pool": "ada-12g"}).json()
     assert [r["id"] for r in listed["results"]] == [market.pk]
     assert "inputs" not in listed["results"][0]
+    assert listed["results"][0]["mechanism"] == "trade-reduction"
+    assert listed["results"][0]["parameters"] == {"max_cost": "10000", "reference_price": "1"}
     detail = anon_client.get(f"/api/v1/rounds/{market.pk}/").json()
     assert detail["digest"] == market.digest
     assert detail["inputs"] == market.inputs and detail["outputs"] == market.outputs
@@ -56,7 +59,8 @@ def test_price_estimate_prices_a_hypothetical_rental_without_reserving(anon_clie
     free_before = VGpu.objects.filter(state=VGpuState.FREE).count()
     body = anon_client.get("/api/v1/price-estimate/", {"pool": "ada-12g", "units": 1, "max_price": "2"}).json()
     assert body["would_win"] is True
-    assert body["price_per_vgpu_hour"] == "0.400000"
+    # One ask, partly sold, so no excluded ask sets a price: the pool's reference price 1.00 applies.
+    assert body["price_per_vgpu_hour"] == "1.000000"
     assert (body["free_units"], body["waiting_units"]) == (2, 1)
     assert VGpu.objects.filter(state=VGpuState.FREE).count() == free_before
     too_cheap = anon_client.get("/api/v1/price-estimate/", {"pool": "ada-12g", "units": 1, "max_price": "0.1"}).json()

@@ -15,7 +15,7 @@ from pricing.pvcg import Ask, Bid, MarketError, clear, format_amount, parse_mark
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = (
     '{"asks": [{"id": "node-1", "units": 4, "cost": "0.40"}],\n'
-    ' "bids": [{"id": "rental-7", "units": 2, "value": "1.10"}]}\n'
+    ' "bids": [{"id": "rental-7", "units": 2, "value": "1.10"}], "mechanism": "vcg"}\n'
 )
 EXAMPLE_OUT = (
     '{"social_surplus": "1.40", "bids": {"rental-7": {"won": true, "payment": "0.80"}}, '
@@ -63,6 +63,7 @@ def test_invalid_input_exits_2_from_a_real_process():
 
 def test_ceiling_turns_on_the_adjustment(monkeypatch, capsys):
     doc = market(asks=[{"id": "node-1", "units": 4, "cost": "0.40"}], bids=bid(id="r", value="1.10"), max_cost="1.00")
+    doc["mechanism"] = "vcg"
     status, out, _ = run_main(monkeypatch, capsys, json.dumps(doc).encode())
     assert status == 0
     assert json.loads(out) == {
@@ -73,10 +74,38 @@ def test_ceiling_turns_on_the_adjustment(monkeypatch, capsys):
     }
 
 
+def test_default_mechanism_trades_a_lone_pair_at_the_reference_price(monkeypatch, capsys):
+    doc = market(
+        asks=[{"id": "node-1", "units": 4, "cost": "0.40"}],
+        bids=[{"id": "rental-7", "units": 2, "value": "1.10"}],
+        reference_price="0.50",
+    )
+    status, out, _ = run_main(monkeypatch, capsys, json.dumps(doc).encode())
+    assert status == 0
+    # Neither report sets the price: both sides trade 2 units at the pool's reference of 0.50.
+    assert json.loads(out) == {
+        "social_surplus": "1.40",
+        "bids": {"rental-7": {"won": True, "payment": "1.00"}},
+        "asks": {"node-1": {"units_sold": 2, "vcg_payment": "2.20", "adjustment": "-1.20", "payment": "1.00"}},
+        "budget": "0",
+    }
+
+
+def test_default_mechanism_without_a_reference_reduces_a_lone_pair_to_no_trade(monkeypatch, capsys):
+    status, out, _ = run_main(monkeypatch, capsys, EXAMPLE.replace(', "mechanism": "vcg"', "").encode())
+    assert status == 0
+    assert json.loads(out) == {
+        "social_surplus": "0",
+        "bids": {"rental-7": {"won": False, "payment": "0"}},
+        "asks": {"node-1": {"units_sold": 0, "vcg_payment": "2.20", "adjustment": "-2.20", "payment": "0"}},
+        "budget": "0",
+    }
+
+
 def test_empty_market_and_exact_decimals(monkeypatch, capsys):
     status, out, _ = run_main(monkeypatch, capsys, b'{"asks": [], "bids": [], "max_cost": null}')
     assert (status, json.loads(out)) == (0, {"social_surplus": "0", "bids": {}, "asks": {}, "budget": "0"})
-    doc = market(asks=[{"id": "a", "units": 3, "cost": "0.1234560"}], bids=bid(units=3))
+    doc = market(asks=[{"id": "a", "units": 3, "cost": "0.1234560"}], bids=bid(units=3), reference_price="0.5")
     status, out, _ = run_main(monkeypatch, capsys, json.dumps(doc).encode())
     assert (status, json.loads(out)["social_surplus"]) == (0, "2.629632")
 
@@ -120,6 +149,10 @@ FIELD_ERRORS = [
     (market(bids=bid(value="1000000.01")), "bids[0].value must be at most 1000000"),
     (market(max_cost="0.30"), "asks[0].cost 0.40 exceeds max_cost 0.30"),
     (market(max_cost=1), "max_cost must be a decimal string"),
+    (market(mechanism="VCG"), "mechanism must be one of 'trade-reduction', 'vcg', got \"VCG\""),
+    (market(mechanism=None), "mechanism must be one of"),
+    (market(reference_price="-1"), 'reference_price must not be negative, got "-1"'),
+    (market(reference_price=0.5), "reference_price must be a decimal string"),
     (
         market(asks=[{"id": "a", "units": 10**6, "cost": "1000000"}], bids=bid(units=10**6)),
         "market too large for exact 64-bit arithmetic",

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.db import connection, connections
@@ -13,7 +14,10 @@ from django.utils import timezone
 from nodes.models import NodeState, VGpu, VGpuState
 from nodes.services import node_transition
 from pricing.models import Allocation, Bid, BidState, MarketRound
-from pricing.services import bid_submit, canonical_digest, market_round_run
+from pricing.pvcg import Ask, result_to_json
+from pricing.pvcg import Bid as EngineBid
+from pricing.pvcg import clear as engine_clear
+from pricing.services import bid_submit, canonical_digest, market_round_run, round_recompute
 from pricing.signals import bid_allocated
 from tests.factories import UserFactory, online_node
 
@@ -47,8 +51,8 @@ def test_round_allocates_winners_to_concrete_vgpus_and_stores_everything(provide
     lose.refresh_from_db()
     assert win.state == BidState.WON and win.round == market_round
     assert lose.state == BidState.PENDING  # waits for a later round
-    # Clarke pivot: without the winner nothing trades, so it pays the cheapest units' cost: 2 x 0.40.
-    assert win.payment_per_hour == 800_000
+    # One price for everyone: min(pool reference 1.00, cheapest ask left unsold = dear at 0.90), 2 units.
+    assert win.payment_per_hour == 1_800_000
     allocation = Allocation.objects.get(bid=win)
     assert allocation.node == cheap and allocation.units == 2
     reserved = list(VGpu.objects.filter(state=VGpuState.RESERVED).values_list("holder", "node_id"))
@@ -56,9 +60,14 @@ def test_round_allocates_winners_to_concrete_vgpus_and_stores_everything(provide
     assert set(dear.vgpus.values_list("state", flat=True)) == {VGpuState.FREE}
     award = market_round.awards.get()
     assert (award.node, award.units_sold) == (cheap, 2)
-    # VCG for the provider: its cost 0.80 plus S* - S*-i = (2.20 - 0.80) - (2.20 - 1.80) = 1.00.
+    # What plain VCG would have paid: its cost 0.80 plus S* - S*-i = (2.20 - 0.80) - (2.20 - 1.80) = 1.00.
     assert award.vcg_payment_per_hour == 1_800_000
-    assert market_round.outputs["bids"][f"bid-{win.pk}"] == {"won": True, "payment": "0.80"}
+    assert award.payment_per_hour == 1_800_000 and award.adjustment_per_hour == 0
+    assert market_round.outputs["bids"][f"bid-{win.pk}"] == {"won": True, "payment": "1.80"}
+    assert (market_round.mechanism, market_round.parameters) == (
+        "trade-reduction",
+        {"max_cost": "10000", "reference_price": "1"},
+    )
     assert market_round.digest == canonical_digest(market_round.inputs, market_round.outputs)
     assert market_round.budget_per_hour == win.payment_per_hour - award.payment_per_hour
 
@@ -81,6 +90,50 @@ def test_a_stored_round_recomputes_to_the_same_hash_with_the_command_line_engine
     recomputed = json.loads(engine.stdout)
     assert canonical_digest(market_round.inputs, recomputed) == market_round.digest
     assert market_round.units_traded > 0
+
+
+@pytest.mark.django_db
+def test_rounds_stored_before_the_mechanism_was_recorded_recompute_with_plain_vcg(provider):
+    from nodes.models import Pool
+
+    pool = online_node(provider, vgpus=1).vgpus.first().pool
+    # Exactly what the old code stored: no "mechanism" or "reference_price" key, outputs from plain VCG.
+    inputs = {
+        "asks": [{"id": "node-1", "units": 4, "cost": "0.4"}],
+        "bids": [{"id": "bid-7", "units": 2, "value": "1.1"}],
+        "max_cost": "10000",
+    }
+    asks, bids = [Ask("node-1", 4, Decimal("0.4"))], [EngineBid("bid-7", 2, Decimal("1.1"))]
+    outputs = result_to_json(engine_clear(asks, bids, max_cost=Decimal(10000), mechanism="vcg"))
+    assert outputs["budget"] == "-1.40"
+    old = MarketRound.objects.create(
+        pool=Pool.objects.get(pk=pool.pk),
+        inputs=inputs,
+        outputs=outputs,
+        digest=canonical_digest(inputs, outputs),
+        mechanism="vcg",
+        parameters={"max_cost": "10000"},
+        bids_count=1,
+        asks_count=1,
+        units_traded=2,
+        buyer_payments_per_hour=800_000,
+        provider_payments_per_hour=2_200_000,
+        budget_per_hour=-1_400_000,
+    )
+    assert round_recompute(market_round=old).matches
+    # The same inputs under today's default would price differently: the stored name is what keeps it checkable.
+    tampered = MarketRound(**{**{f.attname: getattr(old, f.attname) for f in MarketRound._meta.concrete_fields}})
+    tampered.mechanism = "trade-reduction"
+    assert not round_recompute(market_round=tampered).matches
+
+
+@pytest.mark.django_db
+def test_new_rounds_recompute_through_the_service_too(provider, buyer):
+    online_node(provider, vgpus=3, price=300_000)
+    submit(buyer, 2, 2 * USDC, "r1")
+    market_round = market_round_run(pool_id=VGpu.objects.first().pool_id)
+    assert market_round.units_traded == 2 and market_round.budget_per_hour >= 0
+    assert round_recompute(market_round=market_round).matches
 
 
 @pytest.mark.django_db

@@ -20,6 +20,12 @@ USDC = 1_000_000
 _keys = itertools.count(1)
 
 
+@pytest.fixture(autouse=True)
+def _reference_price(settings):
+    """Rentals tests price their lone-node rounds at the pool reference 0.50 USDC per vGPU-hour."""
+    settings.PRICING_DEFAULT_ASK = "0.50"
+
+
 @pytest.fixture
 def provider(db):
     return UserFactory()

@@ -66,7 +66,7 @@ def test_round_allocates_cuts_the_hold_and_sends_start_placement(buyer, node):
     award = RoundAward.objects.get(round=bid.round)
     assert (placement.buyer_payment_per_hour, placement.bid_units) == (bid.payment_per_hour, 1)
     assert (placement.provider_payment_per_hour, placement.provider_units) == (award.payment_per_hour, award.units_sold)
-    # Without this buyer nothing trades: it pays the reserve price, 0.50 per vGPU-hour, so 0.50 stays held for 1 h.
+    # The round's one price is the pool reference, 0.50 per vGPU-hour, so 0.50 stays held for 1 h.
     assert bid.payment_per_hour == 500_000
     assert rental.escrow_held == 500_000 and rental.refunded == 1_500_000
     assert balance(buyer, "escrow") == 500_000
@@ -116,7 +116,9 @@ def test_usage_is_charged_per_second_at_the_locked_rates_exactly_once(buyer, pro
     provider_owed = owed(3_700, placement.provider_payment_per_hour, placement.provider_units)
     assert buyer_owed == 3_700 * 500_000 // 3_600_000 == 513
     assert rental.charged == placement.buyer_charged == buyer_owed
-    assert balance(provider, "earnings") == placement.provider_paid == provider_owed
+    # The platform fee comes out of the provider's side.
+    assert balance(provider, "earnings") == provider_owed - platform_balance("fees")
+    assert placement.provider_paid == provider_owed
     assert rental.escrow_held == 500_000 - buyer_owed == balance(buyer, "escrow")
     assert ledger_total() == 0
 
@@ -128,9 +130,11 @@ def test_usage_is_charged_per_second_at_the_locked_rates_exactly_once(buyer, pro
     assert balance(buyer, "available") == 1_000 * USDC - rental.charged
     assert rental.refunded == rental.held_total - rental.charged
     assert set(VGpu.objects.filter(node=node).values_list("state", flat=True)) == {VGpuState.FREE}
-    fees = platform_fee(buyer_owed)
-    assert platform_balance("fees") == fees
-    assert platform_balance("market") == buyer_owed - fees - provider_owed
+    fees = platform_balance("fees")
+    assert rental.charged == buyer_owed and balance(provider, "earnings") == provider_owed - fees
+    # Fees are taken per metering posting, each rounded down, out of the provider's side.
+    assert platform_fee(buyer_owed) - 2 <= fees <= platform_fee(buyer_owed)
+    assert platform_balance("market") == buyer_owed - provider_owed == 0
     # A report stored after the settlement (the gateway stores only usage within the placement's life)
     # is charged once, late: held again from the buyer's available balance.
     report_usage(placement, 4, T0 + 3_700, T0 + 4_200)
@@ -140,9 +144,10 @@ def test_usage_is_charged_per_second_at_the_locked_rates_exactly_once(buyer, pro
     rental.refresh_from_db()
     late_buyer = owed(4_200, placement.buyer_payment_per_hour, placement.bid_units)
     late_provider = owed(4_200, placement.provider_payment_per_hour, placement.provider_units)
-    assert rental.charged == late_buyer and balance(provider, "earnings") == late_provider
+    fees = platform_balance("fees")
+    assert rental.charged == late_buyer and balance(provider, "earnings") == late_provider - fees
     assert balance(buyer, "escrow") == 0 and balance(buyer, "available") == 1_000 * USDC - rental.charged
-    assert platform_balance("fees") + platform_balance("market") == late_buyer - late_provider
+    assert platform_balance("market") == late_buyer - late_provider == 0
     assert ledger_total() == 0
 
 

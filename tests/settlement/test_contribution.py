@@ -1,4 +1,4 @@
-"""Proof of Contribution: scores from delivered hours, stake and marginal surplus; an exact, once-only JCT split."""
+"""Proof of Contribution: delivered hours, stake and surplus at paid prices; an exact, once-only JCT split."""
 
 import json
 import uuid
@@ -42,6 +42,7 @@ def epoch(settings):
     settings.POC_EPOCH_SECONDS = 3600
     settings.POC_EMISSION_JCT = "1000"
     settings.POC_SURPLUS_POINTS_PER_USDC = "1"
+    settings.POC_MAX_JCT_PER_USDC_FEE = ""  # the fee cap has its own test below
     return epoch_bounds(moment=timezone.now() - timedelta(hours=1))
 
 
@@ -177,7 +178,7 @@ def test_recorded_stake_of_linked_wallets_weights_delivered_hours(db, epoch):
     assert jct_earnings(staker) == 3 * jct_earnings(plain) == EMISSION * 3 // 4
 
 
-def test_marginal_surplus_equals_leave_one_out_surplus_recomputed_from_the_stored_round(db, epoch):
+def test_surplus_term_is_the_trade_surplus_at_the_prices_actually_paid(db, epoch):
     start, _ = epoch
     cheap, dear = UserFactory(), UserFactory()
     cheap_node = online_node(cheap, price=100_000, pool_name="ada-24g")  # 0.10 USDC per vGPU-hour, 2 vGPUs
@@ -186,23 +187,93 @@ def test_marginal_surplus_equals_leave_one_out_surplus_recomputed_from_the_store
 
     closed = contribution_epoch_close(start=start)
 
-    stored = MarketRound.objects.get(pk=market_round.pk).inputs
-    asks = [Ask(a["id"], a["units"], Decimal(a["cost"])) for a in stored["asks"]]
-    bids = [Bid(b["id"], b["units"], Decimal(b["value"])) for b in stored["bids"]]
-    max_cost = Decimal(stored["max_cost"])
-    surplus = clear(asks, bids, max_cost=max_cost).social_surplus
+    stored = MarketRound.objects.get(pk=market_round.pk)
+    result = clear(
+        [Ask(a["id"], a["units"], Decimal(a["cost"])) for a in stored.inputs["asks"]],
+        [Bid(b["id"], b["units"], Decimal(b["value"])) for b in stored.inputs["bids"]],
+        reference_price=Decimal(stored.inputs["reference_price"]),
+    )
+    paid = {a.id: a for a in result.asks}
     scores = {s.user_id: s for s in closed.scores.all()}
-    expected = {}
     for user, node in ((cheap, cheap_node), (dear, dear_node)):
-        others = [ask for ask in asks if ask.id != f"node-{node.pk}"]
-        expected[user.pk] = from_price(surplus - clear(others, bids, max_cost=max_cost).social_surplus)
-        assert scores[user.pk].marginal_surplus == expected[user.pk]
+        ask = paid[f"node-{node.pk}"]
+        assert (
+            scores[user.pk].marginal_surplus == from_price(ask.payment) - node.reserve_price_per_hour * ask.units_sold
+        )
         assert scores[user.pk].rounds_traded == 1
         # No delivered hours: the score is the surplus alone, one point (10**6 micro-points) per USDC/hour.
-        assert scores[user.pk].score == expected[user.pk]
-    # S* = 4 units sold for 3.50 less costs 0.80; without the cheap node only the 1-unit bid trades (0.20),
-    # without the dear node likewise (0.40).
-    assert expected == {cheap.pk: 2_500_000, dear.pk: 2_300_000}
+        assert scores[user.pk].score == scores[user.pk].marginal_surplus
+    # The reference 1.00 is above the 1-unit bid's 0.50, so that bid drops out and 3 units trade at 1.00:
+    # cheap sells 2 (2.00 paid, 0.20 cost), dear 1 (1.00 paid, 0.30 cost).
+    assert {u: scores[u].marginal_surplus for u in scores} == {cheap.pk: 1_800_000, dear.pk: 700_000}
+
+
+def test_a_fake_high_bid_and_self_delivery_earn_no_contribution(db, epoch):
+    start, _ = epoch
+    attacker = UserFactory()
+    node = online_node(attacker, price=100_000, pool_name="ada-24g", vgpus=1)
+    bid_submit(owner=attacker, pool_name="ada-24g", units=1, max_price_per_hour=10_000_000_000, reference="self")
+    market_round = market_round_run(pool_id=Pool.objects.get(name="ada-24g").pk)
+    MarketRound.objects.filter(pk=market_round.pk).update(created_at=start + timedelta(minutes=5))
+    assert market_round.units_traded == 1 and market_round.budget_per_hour == 0
+    # Its own rental's usage on its own node, as the gateway would record it.
+    report = deliver(node, start_ms=ms(start), end_ms=ms(start) + HOUR_MS // 2, vgpus=1)
+    from marketplace.models import Rental, RentalPlacement
+
+    rental = Rental.objects.create(
+        owner=attacker,
+        pool=node.vgpus.first().pool,
+        vgpus=1,
+        max_price_per_hour=1,
+        max_duration_seconds=3600,
+        image="busybox",
+        match_deadline=timezone.now(),
+    )
+    RentalPlacement.objects.create(
+        rental=rental,
+        bid=market_round.won_bids.get(),
+        node=node,
+        provider=attacker,
+        placement_id=report.placement.placement_id,
+        vgpu_count=1,
+        bid_units=1,
+        provider_units=1,
+        buyer_payment_per_hour=1,
+        provider_payment_per_hour=1,
+        limit_ms=HOUR_MS,
+    )
+
+    closed = contribution_epoch_close(start=start)
+
+    assert not closed.scores.filter(user=attacker).exists()
+    assert jct_earnings(attacker) == 0
+
+
+def test_rewards_are_capped_by_the_fees_the_providers_deliveries_paid(db, epoch, settings):
+    from ledger.services import ledger_charge, ledger_deposit, ledger_hold
+
+    start, _ = epoch
+    settings.POC_MAX_JCT_PER_USDC_FEE = "2"
+    paying, free_rider = UserFactory(), UserFactory()
+    for provider in (paying, free_rider):
+        deliver(online_node(provider), start_ms=ms(start), end_ms=ms(start) + HOUR_MS // 4, vgpus=1)
+    buyer = UserFactory()
+    ledger_deposit(user_id=buyer.pk, currency="USDC", amount=10_000_000, idempotency_key="cap-dep")
+    ledger_hold(user_id=buyer.pk, currency="USDC", amount=10_000_000, idempotency_key="cap-hold")
+    charge = ledger_charge(
+        buyer_id=buyer.pk, provider_id=paying.pk, currency="USDC", buyer_amount=10_000_000, idempotency_key="cap-ch"
+    )
+    from ledger.models import Transaction as LedgerTransaction
+
+    LedgerTransaction.objects.filter(pk=charge.transaction.pk).update(created_at=start + timedelta(minutes=3))
+
+    closed = contribution_epoch_close(start=start)
+
+    # 10 USDC charged, a 5 % fee of 0.50 USDC: at most 2 JCT per USDC of fees, so 1 JCT; the other provider's
+    # deliveries paid no fee and earn nothing. The rest of the emission stays in the rewards pool.
+    assert jct_earnings(paying) == JCT
+    assert jct_earnings(free_rider) == 0
+    assert closed.distributed == JCT and closed.emission == EMISSION
 
 
 def test_split_is_exact_and_credited_from_the_rewards_pool_to_jct_earnings(db, epoch):
@@ -308,3 +379,21 @@ def test_rewards_enter_the_next_settlement_batch_and_can_be_claimed(market, live
     amount = int(leaf["cumulative_amount"])
     live.send(live.alice, live.settlement.functions.claim(leaf["token"], leaf["account"], amount, leaf["proof"]))
     assert live.jct.functions.balanceOf(live.alice.address).call() - before == reward
+
+
+def test_epoch_bound_compares_numbers_not_text(db):
+    from django.db import IntegrityError, transaction
+
+    start = timezone.now().replace(microsecond=0)
+    # Fewer digits but a larger first digit: a text comparison (SQLite stores base units as text) got this wrong.
+    ContributionEpoch.objects.create(
+        start=start, end=start + timedelta(hours=1), emission=EMISSION, distributed=5 * 10**16, total_score=1
+    )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ContributionEpoch.objects.create(
+            start=start + timedelta(hours=1),
+            end=start + timedelta(hours=2),
+            emission=EMISSION,
+            distributed=EMISSION + 10**18,
+            total_score=1,
+        )

@@ -56,6 +56,8 @@ def asgi_server(transactional_db, tmp_path):
         **os.environ,
         "DATABASE_URL": urlunsplit(parts._replace(path=f"/{connection.settings_dict['NAME']}")),
         "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "x"),
+        # The lone demo rig trades at the pool reference price (docs/pricing.md): pin it to the rig's 0.25.
+        "PRICING_DEFAULT_ASK": "0.25",
     }
     port = _free_port()
     log_path = tmp_path / "daphne.log"
@@ -124,8 +126,10 @@ def agent_reports_running_with_output(rental_id: int) -> None:
     rental_logs_stream()
 
 
-def test_buyer_rents_watches_it_live_and_cancels(browser, asgi_server, tmp_path):
+def test_buyer_rents_watches_it_live_and_cancels(browser, asgi_server, tmp_path, settings):
     from playwright.sync_api import expect
+
+    settings.PRICING_DEFAULT_ASK = "0.25"  # rounds run in this process, the estimate in the server's
 
     online_node(UserFactory(), name="demo rig", vgpus=2, price=250_000)
     buyer = UserFactory()
