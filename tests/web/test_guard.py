@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -55,7 +56,9 @@ def call(scope_overrides=None, messages=None, hang=False, kind="http"):
     async def send(message):
         sent.append(message)
 
-    asyncio.run(asyncio.wait_for(guard(scope, receive, send), 5))
+    # On a thread of its own: an earlier browser test may leave an event loop running on the main thread.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, asyncio.wait_for(guard(scope, receive, send), 5)).result()
     return sent, app
 
 
