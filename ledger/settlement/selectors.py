@@ -91,7 +91,7 @@ def _tree(sha256: str) -> tuple[dict[str, Any], StandardMerkleTree, dict[tuple[s
     """Parse a batch's DA copy and build its tree once per process (batches are immutable)."""
     content = json.loads(BatchData.objects.get(sha256=sha256).content)
     tree = StandardMerkleTree.of(content["leaves"], LEAF_TYPES)
-    index = {(token, account): position for position, (token, account, _) in enumerate(content["leaves"])}
+    index = {(token, account): position for position, (_, token, account, _) in enumerate(content["leaves"])}
     return content, tree, index
 
 
@@ -133,14 +133,16 @@ def _leaf_rows(*, user_id: int, address: str | None, with_proofs: bool) -> dict[
             position = index.get((token, account))
             if position is None:
                 continue
-            cumulative = int(content["leaves"][position][2])
+            allocation, _, _, cumulative = content["leaves"][position]
+            cumulative = int(cumulative)
             claimed, source = _recorded_claimed(token, account), "recorded"
             if conn is not None:
                 try:
-                    claimed, source = conn.settlement.functions.claimed(token, account).call(), "chain"
+                    claimed, source = conn.settlement.functions.claimed(int(allocation)).call(), "chain"
                 except CHAIN_DOWN_ERRORS:
                     pass
             row = {
+                "index": int(allocation),
                 "currency": currency,
                 "token": token,
                 "account": account,
