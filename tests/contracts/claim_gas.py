@@ -35,12 +35,14 @@ class ClaimGas:
     sampled: int
 
 
-def recipient(size: int, index: int) -> str:
+def recipient(label: str, size: int, index: int) -> str:
     """Return the fixed address of account ``index`` in a batch of ``size`` (fresh: holds nothing on chain)."""
-    return to_checksum_address(keccak(text=f"janction-gas:{size}:{index}")[:20])
+    return to_checksum_address(keccak(text=f"janction-gas:{label}:{size}:{index}")[:20])
 
 
-def measure(w3: Web3, admin: LocalAccount, size: int, *, seed: int = 18) -> dict[str, ClaimGas]:
+def measure(
+    w3: Web3, admin: LocalAccount, size: int, *, seed: int = 18, contracts: tuple[str, ...] = ("Settlement", "SettlementV1")
+) -> dict[str, ClaimGas]:
     """Post one batch of ``size`` USDC leaves to a fresh Settlement and SettlementV1 and measure their claims.
 
     first: a fresh recipient's first claim; holder: a first claim by an account already holding USDC;
@@ -54,13 +56,16 @@ def measure(w3: Web3, admin: LocalAccount, size: int, *, seed: int = 18) -> dict
     send(w3, admin, v1.functions.setTokenAllowed(usdc.address, True))
     for contract in (current, v1):
         send(w3, admin, usdc.functions.mint(contract.address, 10 * AMOUNT * size))
-    accounts = [recipient(size, index) for index in range(size)]
     rng = random.Random(seed)
     sample = rng.sample(range(8, size), max(1, round(size * SAMPLE_FRACTION)))
     first, holder, neighbour, repeat = 0, 2, 1, 4
-    send(w3, admin, usdc.functions.mint(accounts[holder], 1))
     results = {}
     for name, contract in (("Settlement", current), ("SettlementV1", v1)):
+        if name not in contracts:
+            continue
+        # The same tree shape for both contracts, but their own recipients: each first claim meets a fresh account.
+        accounts = [recipient(name, size, index) for index in range(size)]
+        send(w3, admin, usdc.functions.mint(accounts[holder], 1))
         leaves, tree = _post(w3, admin, contract, usdc.address, accounts, seq=1, raised=())
         gas = {
             label: _claim(w3, admin, contract, tree, leaves, i)

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from ledger.currencies import Currency
 from ledger.merkle import StandardMerkleTree
-from ledger.models import AccountKind, PayoutAllocation, SettlementBatch
+from ledger.models import AccountKind, ChainClaim, PayoutAllocation, SettlementBatch, StakeEvent
 from ledger.services import ledger_account_get
 from ledger.settlement.batches import LEAF_TYPES, settlement_batch_prepare, settlement_batch_run
 from ledger.watcher import chain_watch_scan
@@ -99,6 +99,34 @@ def test_the_watcher_books_a_claim_out_of_the_providers_earnings(market, live):
     assert earnings.balance == 0
     clearing = ledger_account_get(user_id=None, kind=AccountKind.CHAIN_CLEARING, currency=Currency.USDC)
     assert int(clearing.balance) == -2_000_000 + earned  # the buyer's deposit out, the claim back in
+
+
+def test_the_watcher_tells_claims_from_unstakes_and_sums_cumulative_claims(market, live):
+    live.mint(live.usdc, live.settlement.address, 10**12)
+    first = market.charge(2_000_000)
+    settlement_batch_run()
+    claim_with_api_proof(live, market.provider, live.alice)
+    second = market.charge(3_000_000)
+    settlement_batch_run()
+    claim_with_api_proof(live, market.provider, live.alice)
+    # JCT leaves the contract to an unstaking account too; that is no claim.
+    live.mint(live.jct, live.bob.address, 5)
+    live.send(live.bob, live.jct.functions.approve(live.settlement.address, 5))
+    live.send(live.bob, live.settlement.functions.stake(5))
+    live.send(live.admin, live.settlement.functions.setUnstakeCooldown(0))
+    live.send(live.bob, live.settlement.functions.requestUnstake(5))
+    live.send(live.bob, live.settlement.functions.withdrawStake())
+    mine(live, CONFIRMATIONS)
+
+    chain_watch_scan()
+    chain_watch_scan()
+
+    claims = list(ChainClaim.objects.order_by("block_number").values_list("account", "amount", "cumulative"))
+    assert [(account, int(a), int(c)) for account, a, c in claims] == [
+        (live.alice.address, first, first),
+        (live.alice.address, second, first + second),
+    ]
+    assert StakeEvent.objects.filter(kind=StakeEvent.Kind.WITHDRAWN).count() == 1
 
 
 def test_no_new_batch_when_nothing_owed_changed(market, live):
