@@ -40,14 +40,24 @@ def recipient(label: str, size: int, index: int) -> str:
     return to_checksum_address(keccak(text=f"janction-gas:{label}:{size}:{index}")[:20])
 
 
+BOTH = ("Settlement", "SettlementV1")
+
+
 def measure(
-    w3: Web3, admin: LocalAccount, size: int, *, seed: int = 18, contracts: tuple[str, ...] = ("Settlement", "SettlementV1")
+    w3: Web3,
+    admin: LocalAccount,
+    size: int,
+    *,
+    seed: int = 18,
+    contracts: tuple[str, ...] = BOTH,
+    max_sample: int | None = None,
 ) -> dict[str, ClaimGas]:
     """Post one batch of ``size`` USDC leaves to a fresh Settlement and SettlementV1 and measure their claims.
 
     first: a fresh recipient's first claim; holder: a first claim by an account already holding USDC;
     repeat: a second claim after a new batch raised the amount; second_in_slot: a first claim whose packed
-    neighbour already claimed; mean_first/max_first: first claims of a random 1% of the accounts, in random order.
+    neighbour already claimed; mean_first/max_first: first claims of a random 1% of the accounts (at most
+    ``max_sample``), in random order.
     """
     addresses = deploy_all(w3, admin)
     usdc = contract_at(w3, USDC_CONTRACT, addresses.usdc)
@@ -57,7 +67,8 @@ def measure(
     for contract in (current, v1):
         send(w3, admin, usdc.functions.mint(contract.address, 10 * AMOUNT * size))
     rng = random.Random(seed)
-    sample = rng.sample(range(8, size), max(1, round(size * SAMPLE_FRACTION)))
+    sample_size = max(1, round(size * SAMPLE_FRACTION))
+    sample = rng.sample(range(8, size), sample_size if max_sample is None else min(sample_size, max_sample))
     first, holder, neighbour, repeat = 0, 2, 1, 4
     results = {}
     for name, contract in (("Settlement", current), ("SettlementV1", v1)):
@@ -76,7 +87,7 @@ def measure(
             second_in_slot = gas["neighbour"]
         else:
             second_in_slot = None
-        sampled = [_claim(w3, admin, contract, tree, leaves, i) for i in sample]
+        sampled = _claims(w3, admin, contract, tree, leaves, sample)
         leaves, tree = _post(w3, admin, contract, usdc.address, accounts, seq=2, raised=(repeat,))
         repeat_gas = _claim(w3, admin, contract, tree, leaves, repeat)
         results[name] = ClaimGas(
@@ -109,3 +120,24 @@ def _post(w3, admin, contract, token, accounts, *, seq, raised):
 
 def _claim(w3, admin, contract, tree, leaves, index) -> int:
     return send(w3, admin, contract.functions.claim(*leaves[index], tree.get_proof(index)))["gasUsed"]
+
+
+def _claims(w3, admin, contract, tree, leaves, indices) -> list[int]:
+    """Send the claims of ``indices`` back to back (fixed gas limit and fees: no estimate) and return their gas."""
+    nonce = w3.eth.get_transaction_count(admin.address, "pending")
+    fee = 2 * w3.eth.get_block("latest")["baseFeePerGas"] + 10**9
+    params = {
+        "from": admin.address,
+        "gas": 300_000,
+        "maxFeePerGas": fee,
+        "maxPriorityFeePerGas": 10**9,
+        "chainId": w3.eth.chain_id,
+    }
+    hashes = []
+    for offset, index in enumerate(indices):
+        call = contract.functions.claim(*leaves[index], tree.get_proof(index))
+        signed = admin.sign_transaction(call.build_transaction({**params, "nonce": nonce + offset}))
+        hashes.append(w3.eth.send_raw_transaction(signed.raw_transaction))
+    receipts = [w3.eth.wait_for_transaction_receipt(tx_hash) for tx_hash in hashes]
+    assert all(receipt["status"] == 1 for receipt in receipts), "a sampled claim reverted"
+    return [receipt["gasUsed"] for receipt in receipts]
