@@ -39,7 +39,12 @@ from ledger.models import (
     Transaction,
 )
 from ledger.settlement.commitments import COMMITMENT_SCHEME, batch_commitments, commitment_key_new
-from ledger.settlement.connection import CHAIN_DOWN_ERRORS, chain_connection_get, settlement_lock
+from ledger.settlement.connection import (
+    CHAIN_DOWN_ERRORS,
+    chain_confirmations,
+    chain_connection_get,
+    settlement_lock,
+)
 from ledger.settlement.errors import (
     BatchPostFailed,
     BatchPostPending,
@@ -90,6 +95,7 @@ def settlement_batch_run() -> SettlementBatch | None:
             logger.info("settlement: another worker holds the settlement lock; nothing to do here")
             return None
         batch = None
+        _reorg_recheck_locked(conn)
         for batch in SettlementBatch.objects.exclude(status=SettlementBatch.Status.POSTED).order_by("seq"):
             _post_locked(conn, batch)
         fresh = _prepare_locked(conn)
@@ -333,6 +339,50 @@ def _allocations_write(created: list[tuple[int, str, str, int]], raised: list[tu
 
 
 # --- Posting -----------------------------------------------------------------------------------------
+
+
+def settlement_batch_final(*, batch: SettlementBatch, conn: ChainConnection | None = None) -> bool:
+    """Tell whether ``batch`` is posted with CHAIN_CONFIRMATIONS blocks on top of it (a reorg no longer undoes it)."""
+    if batch.status != SettlementBatch.Status.POSTED or batch.block_number is None:
+        return False
+    conn = conn or chain_connection_get()
+    return conn.w3.eth.block_number - batch.block_number >= chain_confirmations(conn)
+
+
+def _reorg_recheck_locked(conn: ChainConnection) -> None:
+    """Re-check every posted batch that is not final yet; one a reorg dropped goes back to be posted again.
+
+    Its transaction is gone from the chain (or sits in another block): the batch returns to `sent` with its
+    recorded hash and nonce, so the posting below first looks for a receipt, then for the chain's own
+    `BatchPosted`, and only then re-sends the same seq and root with the same nonce.
+    """
+    try:
+        latest = conn.w3.eth.block_number
+        confirmations = chain_confirmations(conn)
+        recent = SettlementBatch.objects.filter(
+            status=SettlementBatch.Status.POSTED, block_number__gt=latest - confirmations
+        ).order_by("seq")
+        for batch in recent:
+            try:
+                receipt = conn.w3.eth.get_transaction_receipt(batch.tx_hash)
+            except TransactionNotFound:
+                receipt = None
+            if receipt is not None and receipt["status"] == 1:
+                if receipt["blockNumber"] != batch.block_number:
+                    batch.block_number = receipt["blockNumber"]
+                    with transaction.atomic():
+                        batch.save(update_fields=["block_number"])
+                continue
+            logger.warning(
+                "settlement: batch %s's post %s was dropped by a reorg; posting it again", batch.seq, batch.tx_hash
+            )
+            batch.status = SettlementBatch.Status.SENT
+            batch.block_number = None
+            batch.last_error = f"post {batch.tx_hash} dropped by a chain reorganisation; re-posting"
+            with transaction.atomic():
+                batch.save(update_fields=["status", "block_number", "last_error"])
+    except CHAIN_DOWN_ERRORS as error:
+        raise ChainUnavailable("The chain node did not answer; the batch will be posted when it is back.") from error
 
 
 def _post_locked(conn: ChainConnection, batch: SettlementBatch) -> SettlementBatch:
