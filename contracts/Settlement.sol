@@ -43,6 +43,8 @@ contract Settlement is AccessControl {
     bytes32 public constant GUARDIAN_ROLE = keccak256("GUARDIAN_ROLE");
 
     IERC20 public immutable stakeToken;
+    /// @notice The seq this deployment continues from (a migration keeps the platform's batch numbering).
+    uint256 public immutable startSeq;
 
     /// @notice The root claims verify against: the active root, or zero while paused or before any activates.
     bytes32 public claimRoot;
@@ -104,7 +106,8 @@ contract Settlement is AccessControl {
         address guardian,
         IERC20 stakeToken_,
         uint256 unstakeCooldown_,
-        uint256 claimDelay_
+        uint256 claimDelay_,
+        uint256 startSeq_
     ) {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(OPERATOR_ROLE, operator);
@@ -112,6 +115,8 @@ contract Settlement is AccessControl {
         stakeToken = stakeToken_;
         unstakeCooldown = unstakeCooldown_;
         claimDelay = claimDelay_;
+        startSeq = startSeq_;
+        lastSeq = startSeq_;
         emit UnstakeCooldownSet(unstakeCooldown_);
         emit ClaimDelaySet(claimDelay_);
     }
@@ -258,7 +263,7 @@ contract Settlement is AccessControl {
     /// @notice Carry claimed amounts over from a previous deployment; only before this contract's first batch.
     /// @dev The old contract must be paused first so no claim lands there after its amounts were read.
     function seedClaimed(uint256[] calldata indices, uint128[] calldata amounts) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        if (lastSeq != 0) revert SeedingClosed();
+        if (lastSeq != startSeq) revert SeedingClosed();
         if (indices.length != amounts.length) revert LengthMismatch();
         uint256 total;
         for (uint256 i = 0; i < indices.length; ++i) {

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from eth_utils import keccak
 from hexbytes import HexBytes
 from web3.types import EventData, LogReceipt
 
@@ -41,6 +42,7 @@ from marketplace.models import Wallet
 logger = logging.getLogger(__name__)
 
 _EVENTS = ("Deposited", "Staked", "UnstakeRequested", "StakeWithdrawn")
+_TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 _STAKE_KINDS = {
     "Staked": StakeEvent.Kind.STAKED,
     "UnstakeRequested": StakeEvent.Kind.UNSTAKE_REQUESTED,
@@ -116,8 +118,16 @@ def _scan(conn: ChainConnection) -> ScanResult:
             if start > safe:
                 break
             end = min(safe, start + settings.CHAIN_WATCH_MAX_BLOCKS - 1)
-            addresses = [conn.settlement.address, conn.usdc.address, conn.jct.address]
-            logs = conn.w3.eth.get_logs({"address": addresses, "fromBlock": start, "toBlock": end})
+            logs = conn.w3.eth.get_logs({"address": conn.settlement.address, "fromBlock": start, "toBlock": end})
+            # Only the tokens' transfers out of Settlement (claims and unstakes), not every transfer of USDC.
+            logs += conn.w3.eth.get_logs(
+                {
+                    "address": [conn.usdc.address, conn.jct.address],
+                    "topics": [_TRANSFER_TOPIC, "0x" + conn.settlement.address[2:].lower().rjust(64, "0")],
+                    "fromBlock": start,
+                    "toBlock": end,
+                }
+            )
             previous = None
             for log in sorted(logs, key=lambda entry: (entry["blockNumber"], entry["logIndex"])):
                 handled, was_credited = _record_log(conn, chain_id, log, previous)

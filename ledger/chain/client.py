@@ -82,11 +82,13 @@ def deploy_all(
     unstake_cooldown: int = DEFAULT_UNSTAKE_COOLDOWN_SECONDS,
     claim_delay: int = 0,
     jct_emission_per_second: int = DEVELOPMENT_JCT_EMISSION_PER_SECOND,
+    start_seq: int = 0,
 ) -> Addresses:
     """Deploy TestUSDC, JCT and Settlement on a development chain, with both tokens allowed for deposits.
 
     ``deployer`` becomes the admin and minter of everything; ``operator`` (default: the deployer) posts batches,
     ``guardian`` (default: the deployer) pauses and rejects them; Settlement may emit JCT rewards on schedule.
+    ``start_seq`` is the last batch seq of a deployment this one replaces (its first batch is ``start_seq + 1``).
     """
     usdc = deploy(w3, deployer, USDC_CONTRACT, deployer.address)
     jct = deploy(w3, deployer, JCT_CONTRACT, deployer.address, jct_emission_per_second)
@@ -100,6 +102,7 @@ def deploy_all(
         jct.address,
         unstake_cooldown,
         claim_delay,
+        start_seq,
     )
     for token in (usdc, jct):
         send(w3, deployer, settlement.functions.setTokenAllowed(token.address, True))

@@ -382,7 +382,8 @@ def _reorg_recheck_locked(conn: ChainConnection) -> None:
             with transaction.atomic():
                 batch.save(update_fields=["status", "block_number", "last_error"])
     except CHAIN_DOWN_ERRORS as error:
-        raise ChainUnavailable("The chain node did not answer; the batch will be posted when it is back.") from error
+        # Preparing goes on without the node; the next run with the node back re-checks these batches.
+        logger.warning("settlement: chain node unreachable, posted batches not re-checked for reorgs: %s", error)
 
 
 def _post_locked(conn: ChainConnection, batch: SettlementBatch) -> SettlementBatch:

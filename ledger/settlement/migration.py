@@ -29,7 +29,7 @@ def claimed_carry_over(
     """Seed ``new`` with what each ``(token, account) -> index`` claimed on ``old``; return the non-zero ones."""
     if not old.functions.paused().call():
         raise MigrationError("Pause the old Settlement first, so no claim lands there after its amounts are read.")
-    if new.functions.lastSeq().call() != 0:
+    if new.functions.lastSeq().call() != new.functions.startSeq().call():
         raise MigrationError("The new Settlement already has a batch; claimed amounts can only be seeded before one.")
     carried = {}
     for (token, account), index in sorted(allocations.items(), key=lambda item: item[1]):

@@ -6,10 +6,10 @@ import pytest
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
-from ledger.chain.artifacts import JCT_CONTRACT, SETTLEMENT_V1_CONTRACT
+from ledger.chain.artifacts import JCT_CONTRACT, SETTLEMENT_CONTRACT, SETTLEMENT_V1_CONTRACT
 from ledger.chain.client import deploy
 from ledger.merkle import StandardMerkleTree
-from ledger.settlement.migration import claimed_carry_over
+from ledger.settlement.migration import MigrationError, claimed_carry_over
 
 LEAF_TYPES = ["uint256", "address", "address", "uint128"]
 ROOT_A = b"\xaa" * 32
@@ -429,7 +429,7 @@ def test_emission_is_capped_by_the_schedule_and_reserved_to_the_emitter(chain):
 
 
 def test_a_new_deployment_carries_claimed_amounts_over_from_the_first_version(chain):
-    usdc, jct, settlement = chain.usdc, chain.jct, chain.settlement
+    usdc, jct = chain.usdc, chain.jct
     alice, bob = chain.alice.address, chain.bob.address
     old = deploy(
         chain.w3, chain.admin, SETTLEMENT_V1_CONTRACT, chain.admin.address, chain.operator.address, jct.address, 0
@@ -440,19 +440,38 @@ def test_a_new_deployment_carries_claimed_amounts_over_from_the_first_version(ch
     old_tree = StandardMerkleTree.of(old_leaves, ["address", "address", "uint256"])
     chain.send(chain.operator, old.functions.postBatch(1, old_tree.root, DATA_HASH))
     chain.send(chain.alice, old.functions.claim(*old_leaves[0], old_tree.get_proof(0)))
+    # The new deployment continues the platform's batch numbering: its first batch is seq 2.
+    new = deploy(
+        chain.w3,
+        chain.admin,
+        SETTLEMENT_CONTRACT,
+        chain.admin.address,
+        chain.operator.address,
+        chain.admin.address,
+        jct.address,
+        0,
+        0,
+        1,
+    )
+    indices = {(usdc.address, alice): 0, (usdc.address, bob): 1}
+    with pytest.raises(MigrationError, match="Pause the old Settlement"):
+        claimed_carry_over(old=old, new=new, allocations=indices, sender=chain.admin)
     chain.send(chain.operator, old.functions.pause())
 
-    indices = {(usdc.address, alice): 0, (usdc.address, bob): 1}
-    carried = claimed_carry_over(old=old, new=settlement, allocations=indices, sender=chain.admin)
-    chain.mint(usdc, settlement.address, 100 * USDC)
-    tree = post_tree(chain, 1, [[0, usdc.address, alice, 35 * USDC], [1, usdc.address, bob, 20 * USDC]])
+    carried = claimed_carry_over(old=old, new=new, allocations=indices, sender=chain.admin)
+    chain.mint(usdc, new.address, 100 * USDC)
+    tree = StandardMerkleTree.of([[0, usdc.address, alice, 35 * USDC], [1, usdc.address, bob, 20 * USDC]], LEAF_TYPES)
+    chain.assert_reverts(chain.operator, new.functions.postBatch(1, tree.root, DATA_HASH, 0), "InvalidSequence", 2, 1)
+    chain.send(chain.operator, new.functions.postBatch(2, tree.root, DATA_HASH, 0))
 
     assert carried == {0: 30 * USDC}
-    chain.send(chain.alice, claim_call(chain, tree, 0))
-    chain.send(chain.bob, claim_call(chain, tree, 1))
+    chain.send(chain.alice, new.functions.claim(*tree.values[0], tree.get_proof(0)))
+    chain.send(chain.bob, new.functions.claim(*tree.values[1], tree.get_proof(1)))
     assert balance(usdc, alice) == 35 * USDC and balance(usdc, bob) == 20 * USDC
-    chain.assert_reverts(chain.alice, claim_call(chain, tree, 0), "NothingToClaim", 0)
-    chain.assert_reverts(chain.admin, settlement.functions.seedClaimed([5], [1]), "SeedingClosed")
+    chain.assert_reverts(chain.alice, new.functions.claim(*tree.values[0], tree.get_proof(0)), "NothingToClaim", 0)
+    chain.assert_reverts(chain.admin, new.functions.seedClaimed([5], [1]), "SeedingClosed")
+    with pytest.raises(MigrationError, match="already has a batch"):
+        claimed_carry_over(old=old, new=new, allocations=indices, sender=chain.admin)
 
 
 def test_seeding_is_the_admins_and_cannot_overwrite(chain):
