@@ -29,6 +29,8 @@ from ledger.merkle import MerkleInputError, StandardMerkleTree
 
 # DA versions whose leaves this command can rebuild (3: indexed leaves for Settlement v2).
 SUPPORTED_VERSIONS = (3,)
+# What Settlement.claim hashes: a root over any other encoding would verify here but pay nobody on chain.
+CONTRACT_LEAF_TYPES = ["uint256", "address", "address", "uint128"]
 
 
 @dataclass
@@ -68,6 +70,11 @@ def batch_verify(*, w3: Web3, settlement_address: str, seq: int, data: bytes, fr
         content = json.loads(data)
         if content.get("version") not in SUPPORTED_VERSIONS:
             report.problems.append(f"DA version {content.get('version')!r} is not one of {SUPPORTED_VERSIONS}")
+            return report
+        if content.get("leaf_types") != CONTRACT_LEAF_TYPES:
+            report.problems.append(
+                f"leaf types {content.get('leaf_types')!r} are not the contract's {CONTRACT_LEAF_TYPES}"
+            )
             return report
         tree = StandardMerkleTree.of(content["leaves"], content["leaf_types"])
     except (ValueError, KeyError, TypeError, AttributeError, MerkleInputError) as error:
