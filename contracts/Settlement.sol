@@ -17,8 +17,8 @@ interface IRewardEmitter {
 /// StandardMerkleTree does. A claim against the claimable root pays what is owed beyond what was
 /// already claimed. A posted root becomes claimable only after `claimDelay`, during which the guardian
 /// can reject it; the guardian can also pause, which closes claims by zeroing the claimable root.
-/// @dev Claims are the hot path, so they read two storage slots only (the claimable root and the
-/// claimed word) and write `claimed` before transferring (checks-effects-interactions, no guard).
+/// @dev Claims are the hot path, so they read two storage slots (the claimable root and the
+/// claimed word; JCT claims also the stake total) and write `claimed` before transferring (no guard).
 /// Claimed amounts are uint128, two to a slot, so a claim into a slot its neighbour already wrote
 /// pays a non-zero write. A claim emits no event of its own: it is the token's Transfer out of this
 /// contract that no StakeWithdrawn precedes. Staked JCT is kept apart from the JCT that claims pay out.
