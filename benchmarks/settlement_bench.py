@@ -8,7 +8,11 @@ Needs node_modules (npx hardhat) and PostgreSQL. Prints:
   allocations, tree, DA copy) for N accounts that are all new, then every proof from the stored DA copy;
 - gas of `postBatch` for the batches of both sizes (posted by `settlement_batch_run` to a Hardhat node)
   and of `claim` with proofs from the 100,000-account tree. Goals: 100,000 accounts in under 10 s,
-  `claim` under 100,000 gas, `postBatch` independent of the number of accounts.
+  `claim` under 100,000 gas, `postBatch` independent of the number of accounts;
+- claim gas of Settlement beside its first version (SettlementV1, kept compiled as the baseline) on the same
+  chain at 1,000 / 10,000 / 100,000 leaves: a fresh recipient's first claim, a first claim by a token holder,
+  a repeat claim after a new batch, and the mean and max over first claims of a random 1% of the accounts.
+  Goals at 100,000 leaves: first claim <= 93,000 gas, mean of first claims <= 85,000.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ PURE_REPEATS = 3
 POSTING_CHUNK = 5_000
 CLAIMS = 5
 HARDHAT_STARTUP_TIMEOUT_SECONDS = 60
+GAS_SIZES = (1_000, 10_000, 100_000)
 # ledger.settlement.batches.LEAF_TYPES, repeated so the pure part runs before Django is set up.
-LEAF_TYPES = ("address", "address", "uint256")
+LEAF_TYPES = ("uint256", "address", "address", "uint128")
 
 
 def main() -> None:
@@ -41,7 +46,10 @@ def main() -> None:
     rng = random.Random(7)
     token = to_checksum_address("0x" + "11" * 20)
     for size in SIZES:
-        values = [[token, to_checksum_address(rng.randbytes(20)), str(rng.randrange(1, 10**12))] for _ in range(size)]
+        values = [
+            [index, token, to_checksum_address(rng.randbytes(20)), str(rng.randrange(1, 10**12))]
+            for index in range(size)
+        ]
         tree_runs, proof_runs = [], []
         for _ in range(PURE_REPEATS):
             tree_s, proofs_s, depth = _tree_and_proofs(values)
@@ -57,6 +65,7 @@ def main() -> None:
     try:
         with hardhat() as w3:
             run_full(w3)
+            run_claim_gas(w3)
     finally:
         teardown()
 
@@ -172,6 +181,28 @@ def run_full(w3) -> None:
     )
 
 
+def run_claim_gas(w3) -> None:
+    """Print claim gas of Settlement and SettlementV1 side by side at each of GAS_SIZES."""
+    from tests.contracts.claim_gas import measure
+    from tests.contracts.conftest import funded_account
+
+    print("Claim gas on one Hardhat chain: Settlement vs SettlementV1 (same accounts' tree shape, fresh recipients)")
+    admin = funded_account(w3, "gas")
+    for size in GAS_SIZES:
+        results = measure(w3, admin, size)
+        current, v1 = results["Settlement"], results["SettlementV1"]
+        print(f"  {size:>7,} leaves (proof depth {current.depth}), first claims sampled: {current.sampled}")
+        for label in ("first", "holder", "repeat", "mean_first", "max_first"):
+            now, before = getattr(current, label), getattr(v1, label)
+            print(f"    {label:>10}: {now:>9,.0f} vs {before:>9,.0f} ({now / before:.3f}x)")
+        print(f"    first claim into a slot whose neighbour already claimed: {current.second_in_slot:,}")
+        if size == GAS_SIZES[-1]:
+            print(
+                f"  goals at {size:,} leaves: first <= 93,000: {'met' if current.first <= 93_000 else 'NOT met'}; "
+                f"mean of first claims <= 85,000: {'met' if current.mean_first <= 85_000 else 'NOT met'}"
+            )
+
+
 def _populate(first: int, count: int, *, again: str = "") -> None:
     """Give users first .. first+count-1 a wallet and one USDC credit to their earnings (creating them unless again)."""
     from django.contrib.auth import get_user_model
@@ -249,13 +280,13 @@ def _claims(w3, batch, settlement, usdc, send, admin, operator, numbers=None) ->
 
     leaves = json.loads(batch.data.content)["leaves"]
     tree = StandardMerkleTree.of(leaves, LEAF_TYPES)
-    position = {leaf[1]: index for index, leaf in enumerate(leaves)}
+    position = {leaf[2]: index for index, leaf in enumerate(leaves)}
     if numbers is None:
         chosen = random.Random(11).sample(range(1, len(leaves)), CLAIMS)
         numbers = [
             int(username.removeprefix("bench"))
             for username in get_user_model()
-            .objects.filter(wallets__address__in=[leaves[i][1] for i in chosen])
+            .objects.filter(wallets__address__in=[leaves[i][2] for i in chosen])
             .values_list("username", flat=True)
         ]
     wallets = dict(
@@ -263,15 +294,15 @@ def _claims(w3, batch, settlement, usdc, send, admin, operator, numbers=None) ->
             "user__username", "address"
         )
     )
-    send(w3, admin, usdc.functions.mint(settlement.address, sum(int(leaf[2]) for leaf in leaves)))
+    send(w3, admin, usdc.functions.mint(settlement.address, sum(int(leaf[3]) for leaf in leaves)))
     gas, depths = [], []
     for number in numbers:
         index = position[wallets[f"bench{number}"]]
-        token, account, amount = leaves[index]
+        allocation, token, account, amount = leaves[index]
         proof = tree.get_proof(index)
-        before = settlement.functions.claimed(token, account).call()
-        receipt = send(w3, operator, settlement.functions.claim(token, account, int(amount), proof))
-        assert settlement.functions.claimed(token, account).call() == int(amount) > before
+        before = settlement.functions.claimed(allocation).call()
+        receipt = send(w3, operator, settlement.functions.claim(allocation, token, account, int(amount), proof))
+        assert settlement.functions.claimed(allocation).call() == int(amount) > before
         gas.append(receipt["gasUsed"])
         depths.append(len(proof))
     return gas, depths, numbers

@@ -277,7 +277,7 @@ class ChainDeposit(ChainLog):
 
 
 class ChainClaim(ChainLog):
-    """A `Claimed` event: the contract paid `amount`, bringing the account's claimed total to `cumulative`."""
+    """A claim payout (a token Transfer out of Settlement): `amount` paid, `cumulative` the account's total so far."""
 
     token = models.CharField(**_ADDRESS)
     currency = models.CharField(max_length=8, choices=Currency.choices, blank=True)

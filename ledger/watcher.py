@@ -1,6 +1,8 @@
 """The chain watcher: credit `Deposited` events and record claims and stake changes, each exactly once.
 
-It scans the Settlement contract's logs from a stored cursor up to `latest - confirmations`, one
+A claim has no event of its own (it would cost every claimant 1,774 gas): it is a token `Transfer` out of
+the Settlement contract that is not an unstake (those directly follow the contract's `StakeWithdrawn`).
+It scans the Settlement contract's and the two tokens' logs from a stored cursor up to `latest - confirmations`, one
 database transaction per block range (the records and the cursor move together). Every event is keyed
 by (chain id, transaction hash, log index) with a unique constraint and every ledger posting by
 `chain:{chain_id}:{tx_hash}:{log_index}`, so a re-scan or a restart changes nothing twice.
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from eth_utils import keccak
 from hexbytes import HexBytes
 from web3.types import EventData, LogReceipt
 
@@ -38,7 +41,8 @@ from marketplace.models import Wallet
 
 logger = logging.getLogger(__name__)
 
-_EVENTS = ("Deposited", "Claimed", "Staked", "UnstakeRequested", "StakeWithdrawn")
+_EVENTS = ("Deposited", "Staked", "UnstakeRequested", "StakeWithdrawn")
+_TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 _STAKE_KINDS = {
     "Staked": StakeEvent.Kind.STAKED,
     "UnstakeRequested": StakeEvent.Kind.UNSTAKE_REQUESTED,
@@ -115,10 +119,21 @@ def _scan(conn: ChainConnection) -> ScanResult:
                 break
             end = min(safe, start + settings.CHAIN_WATCH_MAX_BLOCKS - 1)
             logs = conn.w3.eth.get_logs({"address": conn.settlement.address, "fromBlock": start, "toBlock": end})
+            # Only the tokens' transfers out of Settlement (claims and unstakes), not every transfer of USDC.
+            logs += conn.w3.eth.get_logs(
+                {
+                    "address": [conn.usdc.address, conn.jct.address],
+                    "topics": [_TRANSFER_TOPIC, "0x" + conn.settlement.address[2:].lower().rjust(64, "0")],
+                    "fromBlock": start,
+                    "toBlock": end,
+                }
+            )
+            previous = None
             for log in sorted(logs, key=lambda entry: (entry["blockNumber"], entry["logIndex"])):
-                handled, was_credited = _record_log(conn, chain_id, log)
+                handled, was_credited = _record_log(conn, chain_id, log, previous)
                 events += handled
                 credited += was_credited
+                previous = log
             cursor.last_block = end
             cursor.save(update_fields=["last_block", "updated_at"])
     credited += chain_deposits_match()
@@ -134,8 +149,36 @@ def _decode(conn: ChainConnection, log: LogReceipt) -> EventData | None:
     return None
 
 
-def _record_log(conn: ChainConnection, chain_id: int, log: LogReceipt) -> tuple[int, int]:
+def _claim_transfer(conn: ChainConnection, log: LogReceipt, previous: LogReceipt | None) -> EventData | None:
+    """Return the decoded token Transfer if ``log`` is a claim payout: out of Settlement, not after StakeWithdrawn."""
+    if log["address"] == conn.settlement.address or not log["topics"]:
+        return None
+    token = conn.usdc if log["address"] == conn.usdc.address else conn.jct
+    transfer = token.events.Transfer()
+    if HexBytes(log["topics"][0]) != HexBytes(transfer.topic):
+        return None
+    event = transfer.process_log(log)
+    if event["args"]["from"] != conn.settlement.address:
+        return None
+    unstake = conn.settlement.events.StakeWithdrawn()
+    if (
+        previous is not None
+        and previous["transactionHash"] == log["transactionHash"]
+        and previous["address"] == conn.settlement.address
+        and previous["topics"]
+        and HexBytes(previous["topics"][0]) == HexBytes(unstake.topic)
+    ):
+        return None
+    return event
+
+
+def _record_log(
+    conn: ChainConnection, chain_id: int, log: LogReceipt, previous: LogReceipt | None = None
+) -> tuple[int, int]:
     """Record one log; return (1 if it is an event we keep else 0, 1 if it credited a deposit else 0)."""
+    if log["address"] != conn.settlement.address:
+        transfer = _claim_transfer(conn, log, previous)
+        return (_record_claim(conn, chain_id, transfer), 0) if transfer is not None else (0, 0)
     event = _decode(conn, log)
     if event is None:
         return 0, 0
@@ -165,21 +208,6 @@ def _record_log(conn: ChainConnection, chain_id: int, log: LogReceipt) -> tuple[
         if deposit.ledger_transaction_id is not None or not deposit.currency:
             return 1, 0
         return 1, _credit_deposit(deposit)
-    if event["event"] == "Claimed":
-        claim, created = ChainClaim.objects.get_or_create(
-            **key,
-            defaults={
-                "block_number": block,
-                "token": args["token"],
-                "currency": currencies.get(args["token"], ""),
-                "account": args["account"],
-                "amount": args["amount"],
-                "cumulative": args["cumulativeAmount"],
-            },
-        )
-        if created:
-            _book_claim(claim)
-        return 1, 0
     unlock_at = args.get("unlockAt")
     StakeEvent.objects.get_or_create(
         **key,
@@ -192,6 +220,34 @@ def _record_log(conn: ChainConnection, chain_id: int, log: LogReceipt) -> tuple[
         },
     )
     return 1, 0
+
+
+def _record_claim(conn: ChainConnection, chain_id: int, transfer: EventData) -> int:
+    """Record a claim payout once and book it out of the claimant's earnings; return 1."""
+    token, account, amount = transfer["address"], transfer["args"]["to"], transfer["args"]["value"]
+    key = {
+        "chain_id": chain_id,
+        "tx_hash": HexBytes(transfer["transactionHash"]).to_0x_hex(),
+        "log_index": transfer["logIndex"],
+    }
+    if ChainClaim.objects.filter(**key).exists():
+        return 1
+    earlier = ChainClaim.objects.filter(token=token, account=account).values_list("amount", flat=True)
+    currencies = {address: currency for currency, address in token_addresses(conn).items()}
+    claim, created = ChainClaim.objects.get_or_create(
+        **key,
+        defaults={
+            "block_number": transfer["blockNumber"],
+            "token": token,
+            "currency": currencies.get(token, ""),
+            "account": account,
+            "amount": amount,
+            "cumulative": sum(int(value) for value in earlier) + amount,
+        },
+    )
+    if created:
+        _book_claim(claim)
+    return 1
 
 
 def _credit_deposit(deposit: ChainDeposit) -> int:

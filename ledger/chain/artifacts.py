@@ -11,6 +11,8 @@ from typing import Any
 ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
 
 SETTLEMENT_CONTRACT = "Settlement"
+# The first Settlement: the gas baseline, and what a migration reads claimed amounts from.
+SETTLEMENT_V1_CONTRACT = "SettlementV1"
 USDC_CONTRACT = "TestUSDC"
 JCT_CONTRACT = "JanctionToken"
 

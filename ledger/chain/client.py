@@ -20,6 +20,8 @@ from web3.types import TxParams, TxReceipt
 from ledger.chain.artifacts import JCT_CONTRACT, SETTLEMENT_CONTRACT, USDC_CONTRACT, load_artifact
 
 DEFAULT_UNSTAKE_COOLDOWN_SECONDS = 7 * 24 * 60 * 60
+# JCT a development chain may emit per second: far above any schedule, so tests never wait for it to accrue.
+DEVELOPMENT_JCT_EMISSION_PER_SECOND = 10**24
 RECEIPT_TIMEOUT_SECONDS = 120
 
 
@@ -76,19 +78,35 @@ def deploy_all(
     deployer: LocalAccount,
     *,
     operator: str | None = None,
+    guardian: str | None = None,
     unstake_cooldown: int = DEFAULT_UNSTAKE_COOLDOWN_SECONDS,
+    claim_delay: int = 0,
+    jct_emission_per_second: int = DEVELOPMENT_JCT_EMISSION_PER_SECOND,
+    start_seq: int = 0,
 ) -> Addresses:
-    """Deploy TestUSDC, JCT and Settlement on a development chain, with both tokens allowed for settlement.
+    """Deploy TestUSDC, JCT and Settlement on a development chain, with both tokens allowed for deposits.
 
-    ``deployer`` becomes the admin and minter of everything; ``operator`` (default: the deployer) posts batches.
+    ``deployer`` becomes the admin and minter of everything; ``operator`` (default: the deployer) posts batches,
+    ``guardian`` (default: the deployer) pauses and rejects them; Settlement may emit JCT rewards on schedule.
+    ``start_seq`` is the last batch seq of a deployment this one replaces (its first batch is ``start_seq + 1``).
     """
     usdc = deploy(w3, deployer, USDC_CONTRACT, deployer.address)
-    jct = deploy(w3, deployer, JCT_CONTRACT, deployer.address)
+    jct = deploy(w3, deployer, JCT_CONTRACT, deployer.address, jct_emission_per_second)
     settlement = deploy(
-        w3, deployer, SETTLEMENT_CONTRACT, deployer.address, operator or deployer.address, jct.address, unstake_cooldown
+        w3,
+        deployer,
+        SETTLEMENT_CONTRACT,
+        deployer.address,
+        operator or deployer.address,
+        guardian or deployer.address,
+        jct.address,
+        unstake_cooldown,
+        claim_delay,
+        start_seq,
     )
     for token in (usdc, jct):
         send(w3, deployer, settlement.functions.setTokenAllowed(token.address, True))
+    send(w3, deployer, jct.functions.grantRole(jct.functions.EMITTER_ROLE().call(), settlement.address))
     return Addresses(usdc=usdc.address, jct=jct.address, settlement=settlement.address)
 
 

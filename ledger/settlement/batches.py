@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max
+from django.db.models import Max, Min
 from django.utils import timezone
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
@@ -39,7 +39,12 @@ from ledger.models import (
     Transaction,
 )
 from ledger.settlement.commitments import COMMITMENT_SCHEME, batch_commitments, commitment_key_new
-from ledger.settlement.connection import CHAIN_DOWN_ERRORS, chain_connection_get, settlement_lock
+from ledger.settlement.connection import (
+    CHAIN_DOWN_ERRORS,
+    chain_confirmations,
+    chain_connection_get,
+    settlement_lock,
+)
 from ledger.settlement.errors import (
     BatchPostFailed,
     BatchPostPending,
@@ -51,9 +56,11 @@ from marketplace.models import Wallet
 
 logger = logging.getLogger(__name__)
 
-LEAF_TYPES = ("address", "address", "uint256")
-# 2: covered transactions are published as salted commitments (1 published unsalted fingerprints).
-DATA_VERSION = 2
+# (allocation index, token, account, cumulative amount): the index never changes for a (token, account), so the
+# contract can keep claimed amounts two to a storage slot.
+LEAF_TYPES = ("uint256", "address", "address", "uint128")
+# 3: leaves carry an allocation index and the JCT rewards the post mints (2: salted commitments, 1: fingerprints).
+DATA_VERSION = 3
 # Seconds a batch-preparing worker waits for in-flight ledger writes before giving up (and retrying).
 _LEDGER_LOCK_TIMEOUT = "10s"
 # Fee multiplier when re-sending a stuck batch transaction with the same nonce (replacement needs > +10%).
@@ -64,7 +71,7 @@ _REPLACEMENT_FEE_FACTOR = 2
 class BatchContent:
     """What a batch publishes: its sorted leaves and a salted commitment to each ledger transaction it covers."""
 
-    leaves: list[list[str]]
+    leaves: list[list[Any]]
     transactions: list[list[Any]]
     first_transaction_id: int
     last_transaction_id: int
@@ -88,6 +95,7 @@ def settlement_batch_run() -> SettlementBatch | None:
             logger.info("settlement: another worker holds the settlement lock; nothing to do here")
             return None
         batch = None
+        _reorg_recheck_locked(conn)
         for batch in SettlementBatch.objects.exclude(status=SettlementBatch.Status.POSTED).order_by("seq"):
             _post_locked(conn, batch)
         fresh = _prepare_locked(conn)
@@ -152,6 +160,7 @@ def _prepare_locked(conn: ChainConnection) -> SettlementBatch | None:
         tree = StandardMerkleTree.of(leaves, LEAF_TYPES)
         if previous is not None and previous.root == tree.root:
             return None
+        jct_rewards = _rewards_emitted(low_water=low_water, high_water=high_water)
         commitment_key = commitment_key_new()
         transactions = batch_commitments(
             key=commitment_key,
@@ -172,6 +181,7 @@ def _prepare_locked(conn: ChainConnection) -> SettlementBatch | None:
                 "leaf_types": list(LEAF_TYPES),
                 "leaves": leaves,
                 "root": tree.root,
+                "jct_rewards": str(jct_rewards),
                 "ledger_transactions": {
                     "after_id": low_water,
                     "through_id": high_water,
@@ -199,8 +209,23 @@ def _prepare_locked(conn: ChainConnection) -> SettlementBatch | None:
             raise SettlementBusy(f"Batch {seq} was created by another worker.") from None
 
 
-def _allocate(*, high_water: int, tokens: dict[str, str]) -> list[list[str]]:
-    """Bring each user's payout allocations up to their cumulative earnings and return the sorted leaves.
+def _rewards_emitted(*, low_water: int, high_water: int) -> int:
+    """Return the JCT the rewards pool paid out in ledger transactions (low_water, high_water]: what the post mints."""
+    paid = Entry.objects.filter(
+        account__kind=AccountKind.REWARDS_POOL,
+        currency=Currency.JCT,
+        amount__lt=0,
+        transaction_id__gt=low_water,
+        transaction_id__lte=high_water,
+    ).aggregate(total=ExactSum("amount"))["total"]
+    return -int(paid or 0)
+
+
+def _allocate(*, high_water: int, tokens: dict[str, str]) -> list[list[Any]]:
+    """Bring each user's payout allocations up to their cumulative earnings and return the leaves by index.
+
+    A leaf's index is the smallest id among the allocations of its (currency, address): stable across batches
+    and never shared, so the contract can file claimed amounts under it.
 
     One aggregate query for what each user earned, one read of every allocation (locked), then at most
     one INSERT for the new allocations and one UPDATE for the raised ones, whatever the number of users.
@@ -250,12 +275,25 @@ def _allocate(*, high_water: int, tokens: dict[str, str]) -> list[list[str]]:
             held[address] = target
             raised.append((row_id[(user_id, currency, address)], target))
     _allocations_write(created, raised)
+    if created:
+        row_ids = PayoutAllocation.objects.order_by().values_list("currency", "address").annotate(first=Min("pk"))
+        first_row = {(currency, address): pk for currency, address, pk in row_ids}
+    else:
+        first_row = {}
+        for (_, currency, address), pk in row_id.items():
+            key = (currency, address)
+            first_row[key] = min(pk, first_row.get(key, pk))
     amounts: dict[tuple[str, str], int] = defaultdict(int)
     for (_, currency), held in held_by.items():
-        token = tokens[currency]
         for address, cumulative in held.items():
-            amounts[(token, address)] += cumulative
-    return [[token, account, str(amount)] for (token, account), amount in sorted(amounts.items()) if amount > 0]
+            amounts[(currency, address)] += cumulative
+    leaves = [
+        [first_row[(currency, address)], tokens[currency], address, str(amount)]
+        for (currency, address), amount in amounts.items()
+        if amount > 0
+    ]
+    leaves.sort(key=lambda leaf: leaf[0])
+    return leaves
 
 
 def _allocations_write(created: list[tuple[int, str, str, int]], raised: list[tuple[int, int]]) -> None:
@@ -301,6 +339,51 @@ def _allocations_write(created: list[tuple[int, str, str, int]], raised: list[tu
 
 
 # --- Posting -----------------------------------------------------------------------------------------
+
+
+def settlement_batch_final(*, batch: SettlementBatch, conn: ChainConnection | None = None) -> bool:
+    """Tell whether ``batch`` is posted with CHAIN_CONFIRMATIONS blocks on top of it (a reorg no longer undoes it)."""
+    if batch.status != SettlementBatch.Status.POSTED or batch.block_number is None:
+        return False
+    conn = conn or chain_connection_get()
+    return conn.w3.eth.block_number - batch.block_number >= chain_confirmations(conn)
+
+
+def _reorg_recheck_locked(conn: ChainConnection) -> None:
+    """Re-check every posted batch that is not final yet; one a reorg dropped goes back to be posted again.
+
+    Its transaction is gone from the chain (or sits in another block): the batch returns to `sent` with its
+    recorded hash and nonce, so the posting below first looks for a receipt, then for the chain's own
+    `BatchPosted`, and only then re-sends the same seq and root with the same nonce.
+    """
+    try:
+        latest = conn.w3.eth.block_number
+        confirmations = chain_confirmations(conn)
+        recent = SettlementBatch.objects.filter(
+            status=SettlementBatch.Status.POSTED, block_number__gt=latest - confirmations
+        ).order_by("seq")
+        for batch in recent:
+            try:
+                receipt = conn.w3.eth.get_transaction_receipt(batch.tx_hash)
+            except TransactionNotFound:
+                receipt = None
+            if receipt is not None and receipt["status"] == 1:
+                if receipt["blockNumber"] != batch.block_number:
+                    batch.block_number = receipt["blockNumber"]
+                    with transaction.atomic():
+                        batch.save(update_fields=["block_number"])
+                continue
+            logger.warning(
+                "settlement: batch %s's post %s was dropped by a reorg; posting it again", batch.seq, batch.tx_hash
+            )
+            batch.status = SettlementBatch.Status.SENT
+            batch.block_number = None
+            batch.last_error = f"post {batch.tx_hash} dropped by a chain reorganisation; re-posting"
+            with transaction.atomic():
+                batch.save(update_fields=["status", "block_number", "last_error"])
+    except CHAIN_DOWN_ERRORS as error:
+        # Preparing goes on without the node; the next run with the node back re-checks these batches.
+        logger.warning("settlement: chain node unreachable, posted batches not re-checked for reorgs: %s", error)
 
 
 def _post_locked(conn: ChainConnection, batch: SettlementBatch) -> SettlementBatch:
@@ -355,7 +438,10 @@ def _send(conn: ChainConnection, batch: SettlementBatch) -> SettlementBatch:
     confirmed_nonce = w3.eth.get_transaction_count(operator.address, "latest")
     replacing = batch.nonce is not None and batch.nonce >= confirmed_nonce and bool(batch.tx_hash)
     nonce = batch.nonce if replacing else w3.eth.get_transaction_count(operator.address, "pending")
-    call = conn.settlement.functions.postBatch(batch.seq, HexBytes(batch.root), HexBytes("0x" + batch.data_id))
+    jct_rewards = int(json.loads(batch.data.content)["jct_rewards"])
+    call = conn.settlement.functions.postBatch(
+        batch.seq, HexBytes(batch.root), HexBytes("0x" + batch.data_id), jct_rewards
+    )
     try:
         params = call.build_transaction({"from": operator.address, "nonce": nonce})
     except ContractLogicError as error:

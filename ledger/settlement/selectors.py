@@ -90,8 +90,9 @@ def alert_list() -> QuerySet[SettlementAlert]:
 def _tree(sha256: str) -> tuple[dict[str, Any], StandardMerkleTree, dict[tuple[str, str], int]]:
     """Parse a batch's DA copy and build its tree once per process (batches are immutable)."""
     content = json.loads(BatchData.objects.get(sha256=sha256).content)
-    tree = StandardMerkleTree.of(content["leaves"], LEAF_TYPES)
-    index = {(token, account): position for position, (token, account, _) in enumerate(content["leaves"])}
+    tree = StandardMerkleTree.of(content["leaves"], content.get("leaf_types", LEAF_TYPES))
+    # Leaves are (index, token, account, amount); DA copies before version 3 had no index.
+    index = {(leaf[-3], leaf[-2]): position for position, leaf in enumerate(content["leaves"])}
     return content, tree, index
 
 
@@ -133,14 +134,16 @@ def _leaf_rows(*, user_id: int, address: str | None, with_proofs: bool) -> dict[
             position = index.get((token, account))
             if position is None:
                 continue
-            cumulative = int(content["leaves"][position][2])
+            leaf = content["leaves"][position]
+            allocation, cumulative = (leaf[0] if len(leaf) == 4 else None), int(leaf[-1])
             claimed, source = _recorded_claimed(token, account), "recorded"
-            if conn is not None:
+            if conn is not None and allocation is not None:
                 try:
-                    claimed, source = conn.settlement.functions.claimed(token, account).call(), "chain"
+                    claimed, source = conn.settlement.functions.claimed(int(allocation)).call(), "chain"
                 except CHAIN_DOWN_ERRORS:
                     pass
             row = {
+                "index": None if allocation is None else int(allocation),
                 "currency": currency,
                 "token": token,
                 "account": account,

@@ -22,7 +22,7 @@ def test_deploy_all_wires_roles_tokens_and_the_stake_token(chain):
 
 
 def test_send_raises_transaction_reverted_when_a_mined_transaction_reverts(chain):
-    call = chain.settlement.functions.postBatch(5, b"\x01" * 32, b"\x02" * 32)
+    call = chain.settlement.functions.postBatch(5, b"\x01" * 32, b"\x02" * 32, 0)
     # With automine on, Hardhat answers a reverting eth_sendRawTransaction with an error; mine on a timer instead.
     chain.w3.provider.make_request("evm_setAutomine", [False])
     chain.w3.provider.make_request("evm_setIntervalMining", [100])

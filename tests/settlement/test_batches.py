@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from ledger.currencies import Currency
 from ledger.merkle import StandardMerkleTree
-from ledger.models import AccountKind, PayoutAllocation, SettlementBatch
+from ledger.models import AccountKind, ChainClaim, PayoutAllocation, SettlementBatch, StakeEvent
 from ledger.services import ledger_account_get
 from ledger.settlement.batches import LEAF_TYPES, settlement_batch_prepare, settlement_batch_run
 from ledger.watcher import chain_watch_scan
@@ -32,7 +32,7 @@ def claim_with_api_proof(chain, user, claimant) -> int:
     for leaf in proof_for(user, claimant.address)["leaves"]:
         if leaf["currency"] == Currency.USDC:
             call = chain.settlement.functions.claim(
-                leaf["token"], leaf["account"], int(leaf["cumulative_amount"]), leaf["proof"]
+                leaf["index"], leaf["token"], leaf["account"], int(leaf["cumulative_amount"]), leaf["proof"]
             )
             chain.send(claimant, call)
     return chain.usdc.functions.balanceOf(claimant.address).call() - before
@@ -57,15 +57,15 @@ def test_full_cycle_deposit_spend_batch_claim(market, live):
     assert hashlib.sha256(data).hexdigest() == batch.data_id
     leaves = json.loads(data)["leaves"]
     assert StandardMerkleTree.of(leaves, LEAF_TYPES).root == batch.root
-    assert [live.usdc.address, live.alice.address, str(earned)] in leaves
+    assert [live.usdc.address, live.alice.address, str(earned)] in [leaf[1:] for leaf in leaves]
 
     assert claim_with_api_proof(live, market.provider, live.alice) == earned == 38_000_000
     leaf = proof_for(market.provider)["leaves"][0]
     assert leaf["claimable_amount"] == "0"
     again = live.settlement.functions.claim(
-        leaf["token"], leaf["account"], int(leaf["cumulative_amount"]), leaf["proof"]
+        leaf["index"], leaf["token"], leaf["account"], int(leaf["cumulative_amount"]), leaf["proof"]
     )
-    live.assert_reverts(live.alice, again, "NothingToClaim", live.usdc.address, live.alice.address)
+    live.assert_reverts(live.alice, again, "NothingToClaim", leaf["index"])
 
 
 def test_second_batch_lets_the_provider_claim_only_the_difference(market, live):
@@ -101,6 +101,34 @@ def test_the_watcher_books_a_claim_out_of_the_providers_earnings(market, live):
     assert int(clearing.balance) == -2_000_000 + earned  # the buyer's deposit out, the claim back in
 
 
+def test_the_watcher_tells_claims_from_unstakes_and_sums_cumulative_claims(market, live):
+    live.mint(live.usdc, live.settlement.address, 10**12)
+    first = market.charge(2_000_000)
+    settlement_batch_run()
+    claim_with_api_proof(live, market.provider, live.alice)
+    second = market.charge(3_000_000)
+    settlement_batch_run()
+    claim_with_api_proof(live, market.provider, live.alice)
+    # JCT leaves the contract to an unstaking account too; that is no claim.
+    live.mint(live.jct, live.bob.address, 5)
+    live.send(live.bob, live.jct.functions.approve(live.settlement.address, 5))
+    live.send(live.bob, live.settlement.functions.stake(5))
+    live.send(live.admin, live.settlement.functions.setUnstakeCooldown(0))
+    live.send(live.bob, live.settlement.functions.requestUnstake(5))
+    live.send(live.bob, live.settlement.functions.withdrawStake())
+    mine(live, CONFIRMATIONS)
+
+    chain_watch_scan()
+    chain_watch_scan()
+
+    claims = list(ChainClaim.objects.order_by("block_number").values_list("account", "amount", "cumulative"))
+    assert [(account, int(a), int(c)) for account, a, c in claims] == [
+        (live.alice.address, first, first),
+        (live.alice.address, second, first + second),
+    ]
+    assert StakeEvent.objects.filter(kind=StakeEvent.Kind.WITHDRAWN).count() == 1
+
+
 def test_no_new_batch_when_nothing_owed_changed(market, live):
     market.charge(1_000_000)
     assert settlement_batch_run().seq == 1
@@ -119,7 +147,8 @@ def test_earnings_of_a_user_without_a_wallet_are_carried_until_they_link_one(mar
     batch = settlement_batch_run()
 
     leaves = json.loads(batch.data.content)["leaves"]
-    assert leaves == [[live.usdc.address, live.carol.address, str(earned)]]
+    index = PayoutAllocation.objects.get(user=walletless).pk
+    assert leaves == [[index, live.usdc.address, live.carol.address, str(earned)]]
 
 
 def test_a_relinked_user_is_never_published_more_than_they_earned(market, live):
@@ -131,7 +160,7 @@ def test_a_relinked_user_is_never_published_more_than_they_earned(market, live):
 
     batch = settlement_batch_run()
 
-    leaves = {(row[1], int(row[2])) for row in json.loads(batch.data.content)["leaves"]}
+    leaves = {(row[2], int(row[3])) for row in json.loads(batch.data.content)["leaves"]}
     assert leaves == {(live.alice.address, first), (live.carol.address, second)}
     assert sum(int(a.cumulative) for a in PayoutAllocation.objects.filter(user=market.provider)) == first + second
 
@@ -141,7 +170,8 @@ def test_jct_rewards_get_their_own_leaf(market, live):
 
     batch = settlement_batch_run()
 
-    assert json.loads(batch.data.content)["leaves"] == [[live.jct.address, live.alice.address, str(earned)]]
+    index = PayoutAllocation.objects.get(user=market.provider, currency=Currency.JCT).pk
+    assert json.loads(batch.data.content)["leaves"] == [[index, live.jct.address, live.alice.address, str(earned)]]
 
 
 @pytest.mark.parametrize("bad", ["zz", "0x" + "g" * 64])

@@ -74,7 +74,7 @@ def test_a_crash_before_the_hash_was_recorded_is_recovered_from_the_chain(market
     batch = settlement_batch_prepare()
     # What a worker killed between sending and recording leaves behind: the batch on chain, nothing in the row.
     receipt = live.send(
-        live.operator, live.settlement.functions.postBatch(1, HexBytes(batch.root), HexBytes("0x" + batch.data_id))
+        live.operator, live.settlement.functions.postBatch(1, HexBytes(batch.root), HexBytes("0x" + batch.data_id), 0)
     )
 
     settlement_batch_run()
@@ -111,7 +111,7 @@ def test_a_crash_after_recording_but_before_sending_resends_with_the_same_nonce(
 def test_a_chain_holding_another_root_for_the_seq_raises_an_alert(market, live):
     market.charge(1_000_000)
     batch = settlement_batch_prepare()
-    live.send(live.operator, live.settlement.functions.postBatch(1, b"\x01" * 32, b"\x02" * 32))
+    live.send(live.operator, live.settlement.functions.postBatch(1, b"\x01" * 32, b"\x02" * 32, 0))
 
     with pytest.raises(batches.ChainMismatch):
         settlement_batch_run()

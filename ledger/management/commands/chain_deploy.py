@@ -5,7 +5,7 @@ import os
 from django.core.management.base import BaseCommand, CommandError
 from web3 import Web3
 
-from ledger.chain.client import DEFAULT_UNSTAKE_COOLDOWN_SECONDS, deploy_all
+from ledger.chain.client import DEFAULT_UNSTAKE_COOLDOWN_SECONDS, DEVELOPMENT_JCT_EMISSION_PER_SECOND, deploy_all
 from ledger.chain.node import ChainConfigError, operator_account, provider_for
 from ledger.settlement.connection import CHAIN_DOWN_ERRORS
 
@@ -30,8 +30,35 @@ class Command(BaseCommand):
             default=DEFAULT_UNSTAKE_COOLDOWN_SECONDS,
             help="Seconds between an unstake request and its withdrawal (default: 7 days).",
         )
+        parser.add_argument(
+            "--claim-delay",
+            type=int,
+            default=0,
+            help="Seconds a posted root waits before it is claimable, while the guardian may reject it (default: 0).",
+        )
+        parser.add_argument(
+            "--guardian",
+            default=None,
+            help="Address holding GUARDIAN_ROLE (pause, reject a pending root); default: the deployer.",
+        )
+        parser.add_argument(
+            "--jct-emission-per-second",
+            type=int,
+            default=DEVELOPMENT_JCT_EMISSION_PER_SECOND,
+            help="Most JCT base units Settlement may mint per second since deployment (default: unbounded for dev).",
+        )
 
-    def handle(self, *args, rpc_url: str, operator_key_env: str, unstake_cooldown: int, **options):
+    def handle(
+        self,
+        *args,
+        rpc_url: str,
+        operator_key_env: str,
+        unstake_cooldown: int,
+        claim_delay: int,
+        guardian: str | None,
+        jct_emission_per_second: int,
+        **options,
+    ):
         if not operator_key_env.isidentifier():
             raise CommandError(f"--operator-key-env {operator_key_env!r} is not an environment variable name.")
         key = os.environ.get(operator_key_env, "").strip()
@@ -39,6 +66,10 @@ class Command(BaseCommand):
             raise CommandError(f"The environment variable {operator_key_env} is not set; export the operator key.")
         if unstake_cooldown < 0:
             raise CommandError("--unstake-cooldown must be zero or more seconds.")
+        if claim_delay < 0 or jct_emission_per_second < 0:
+            raise CommandError("--claim-delay and --jct-emission-per-second must be zero or more.")
+        if guardian is not None and not Web3.is_address(guardian):
+            raise CommandError(f"--guardian {guardian!r} is not an EVM address.")
         try:
             operator = operator_account(key)
             w3 = Web3(provider_for(rpc_url))
@@ -50,7 +81,14 @@ class Command(BaseCommand):
             start_block = w3.eth.block_number
             if balance == 0:
                 raise CommandError(f"The operator {operator.address} has no ether on chain {chain_id} to pay for gas.")
-            addresses = deploy_all(w3, operator, unstake_cooldown=unstake_cooldown)
+            addresses = deploy_all(
+                w3,
+                operator,
+                guardian=Web3.to_checksum_address(guardian) if guardian else None,
+                unstake_cooldown=unstake_cooldown,
+                claim_delay=claim_delay,
+                jct_emission_per_second=jct_emission_per_second,
+            )
         except CHAIN_DOWN_ERRORS as error:
             raise CommandError(f"Cannot reach a JSON-RPC node at {rpc_url}: {error}") from None
         self.stdout.write(f"# Deployed on chain {chain_id} by {operator.address}; set these in the environment:")

@@ -1,0 +1,143 @@
+"""Measure claim gas of Settlement and of its first version (SettlementV1) over the same accounts on one chain."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+
+from ledger.chain.artifacts import SETTLEMENT_CONTRACT, SETTLEMENT_V1_CONTRACT, USDC_CONTRACT
+from ledger.chain.client import contract_at, deploy, deploy_all, send
+from ledger.merkle import StandardMerkleTree
+
+LEAF_TYPES = ("uint256", "address", "address", "uint128")
+V1_LEAF_TYPES = ("address", "address", "uint256")
+SAMPLE_FRACTION = 0.01
+AMOUNT = 7 * 10**6
+
+
+@dataclass(frozen=True)
+class ClaimGas:
+    """Gas of one contract's claims at one tree size."""
+
+    leaves: int
+    depth: int
+    first: int
+    holder: int
+    repeat: int
+    second_in_slot: int | None
+    mean_first: float
+    max_first: int
+    sampled: int
+
+
+def recipient(label: str, size: int, index: int) -> str:
+    """Return the fixed address of account ``index`` in a batch of ``size`` (fresh: holds nothing on chain)."""
+    return to_checksum_address(keccak(text=f"janction-gas:{label}:{size}:{index}")[:20])
+
+
+BOTH = ("Settlement", "SettlementV1")
+
+
+def measure(
+    w3: Web3,
+    admin: LocalAccount,
+    size: int,
+    *,
+    seed: int = 18,
+    contracts: tuple[str, ...] = BOTH,
+    max_sample: int | None = None,
+) -> dict[str, ClaimGas]:
+    """Post one batch of ``size`` USDC leaves to a fresh Settlement and SettlementV1 and measure their claims.
+
+    first: a fresh recipient's first claim; holder: a first claim by an account already holding USDC;
+    repeat: a second claim after a new batch raised the amount; second_in_slot: a first claim whose packed
+    neighbour already claimed; mean_first/max_first: first claims of a random 1% of the accounts (at most
+    ``max_sample``), in random order.
+    """
+    addresses = deploy_all(w3, admin)
+    usdc = contract_at(w3, USDC_CONTRACT, addresses.usdc)
+    current = contract_at(w3, SETTLEMENT_CONTRACT, addresses.settlement)
+    v1 = deploy(w3, admin, SETTLEMENT_V1_CONTRACT, admin.address, admin.address, addresses.jct, 0)
+    send(w3, admin, v1.functions.setTokenAllowed(usdc.address, True))
+    for contract in (current, v1):
+        send(w3, admin, usdc.functions.mint(contract.address, 10 * AMOUNT * size))
+    rng = random.Random(seed)
+    sample_size = max(1, round(size * SAMPLE_FRACTION))
+    sample = rng.sample(range(8, size), sample_size if max_sample is None else min(sample_size, max_sample))
+    first, holder, neighbour, repeat = 0, 2, 1, 4
+    results = {}
+    for name, contract in (("Settlement", current), ("SettlementV1", v1)):
+        if name not in contracts:
+            continue
+        # The same tree shape for both contracts, but their own recipients: each first claim meets a fresh account.
+        accounts = [recipient(name, size, index) for index in range(size)]
+        send(w3, admin, usdc.functions.mint(accounts[holder], 1))
+        leaves, tree = _post(w3, admin, contract, usdc.address, accounts, seq=1, raised=())
+        gas = {
+            label: _claim(w3, admin, contract, tree, leaves, i)
+            for label, i in (("first", first), ("holder", holder), ("neighbour", neighbour), ("repeat", repeat))
+        }
+        if name == "Settlement":
+            # Index 0 and 1 share a slot: claim 0 above went first, so 1 wrote into a non-zero word.
+            second_in_slot = gas["neighbour"]
+        else:
+            second_in_slot = None
+        sampled = _claims(w3, admin, contract, tree, leaves, sample)
+        leaves, tree = _post(w3, admin, contract, usdc.address, accounts, seq=2, raised=(repeat,))
+        repeat_gas = _claim(w3, admin, contract, tree, leaves, repeat)
+        results[name] = ClaimGas(
+            leaves=size,
+            depth=len(tree.get_proof(first)),
+            first=gas["first"],
+            holder=gas["holder"],
+            repeat=repeat_gas,
+            second_in_slot=second_in_slot,
+            mean_first=statistics.fmean(sampled),
+            max_first=max(sampled),
+            sampled=len(sampled),
+        )
+    return results
+
+
+def _post(w3, admin, contract, token, accounts, *, seq, raised):
+    versioned = contract.functions.postBatch.abi["inputs"].__len__() == 4
+    amounts = [AMOUNT * (2 if index in raised else 1) + index for index in range(len(accounts))]
+    if versioned:
+        leaves = [[index, token, account, amounts[index]] for index, account in enumerate(accounts)]
+        tree = StandardMerkleTree.of(leaves, LEAF_TYPES)
+        send(w3, admin, contract.functions.postBatch(seq, tree.root, b"\x00" * 32, 0))
+    else:
+        leaves = [[token, account, amounts[index]] for index, account in enumerate(accounts)]
+        tree = StandardMerkleTree.of(leaves, V1_LEAF_TYPES)
+        send(w3, admin, contract.functions.postBatch(seq, tree.root, b"\x00" * 32))
+    return leaves, tree
+
+
+def _claim(w3, admin, contract, tree, leaves, index) -> int:
+    return send(w3, admin, contract.functions.claim(*leaves[index], tree.get_proof(index)))["gasUsed"]
+
+
+def _claims(w3, admin, contract, tree, leaves, indices) -> list[int]:
+    """Send the claims of ``indices`` back to back (fixed gas limit and fees: no estimate) and return their gas."""
+    nonce = w3.eth.get_transaction_count(admin.address, "pending")
+    fee = 2 * w3.eth.get_block("latest")["baseFeePerGas"] + 10**9
+    params = {
+        "from": admin.address,
+        "gas": 300_000,
+        "maxFeePerGas": fee,
+        "maxPriorityFeePerGas": 10**9,
+        "chainId": w3.eth.chain_id,
+    }
+    hashes = []
+    for offset, index in enumerate(indices):
+        call = contract.functions.claim(*leaves[index], tree.get_proof(index))
+        signed = admin.sign_transaction(call.build_transaction({**params, "nonce": nonce + offset}))
+        hashes.append(w3.eth.send_raw_transaction(signed.raw_transaction))
+    receipts = [w3.eth.wait_for_transaction_receipt(tx_hash) for tx_hash in hashes]
+    assert all(receipt["status"] == 1 for receipt in receipts), "a sampled claim reverted"
+    return [receipt["gasUsed"] for receipt in receipts]
