@@ -198,7 +198,7 @@ class ImageDiskQuota:
                 if used + needed <= self.quota_bytes:
                     return
         raise DiskQuotaExceeded(
-            f"this node's image disk quota ({format_bytes(self.quota_bytes)}) cannot hold {reference} "
+            f"this node's image disk quota ({format_bytes(self.quota_bytes)}) cannot hold {reference[:120]} "
             f"({format_bytes(needed)} more): its images and containers already use {format_bytes(used)} and the "
             "rest is in use by running placements; the provider's limit, so the placement goes to another node"
         )
