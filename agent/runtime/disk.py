@@ -153,7 +153,8 @@ class ImageDiskQuota:
         """
         with self._lock:
             image = store.local_image(reference)
-            if image is None:
+            pulled = image is None
+            if pulled:
                 announced = store.remote_size(reference)
                 if announced is not None:
                     self._make_room(store, reference, announced, keep="")
@@ -164,16 +165,14 @@ class ImageDiskQuota:
                 image = store.local_image(reference)
                 if image is None:
                     raise RuntimeError(f"{reference} is not in the store after pulling it")
-                try:
-                    self._make_room(store, reference, image.size_bytes, keep=image.image_id)
-                except DiskQuotaExceeded:
-                    # Checked after pulling because the registry did not tell: the pull is undone.
-                    store.remove_image(image.image_id)
-                    raise
-            elif image.image_id not in self.ledger.entries():
-                self._make_room(store, reference, image.size_bytes, keep=image.image_id)
-            else:
-                self._make_room(store, reference, 0, keep=image.image_id)
+            # An image the agent already owns is counted already; any other one needs its size in room.
+            needed = 0 if image.image_id in self.ledger.entries() else image.size_bytes
+            try:
+                self._make_room(store, reference, needed, keep=image.image_id)
+            except DiskQuotaExceeded:
+                if pulled and needed:
+                    store.remove_image(image.image_id)  # the registry did not tell the size: the pull is undone
+                raise
             self.ledger.touch(image.image_id)
             self._reserved[image.image_id] = self._reserved.get(image.image_id, 0) + 1
             return image

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +138,36 @@ def test_the_ledger_survives_a_restart_and_forgets_images_removed_by_hand(tmp_pa
     assert set(ImageLedger(path).entries()) == {"B"}
     path.write_text("{not json")
     assert ImageLedger(path).entries() == {}
+
+
+def test_a_new_tag_of_an_image_the_agent_owns_is_not_counted_twice():
+    store = MemoryStore({"a": StoredImage("A", 4 * MIB)}, {"a-again": StoredImage("A", 4 * MIB)}, announce=False)
+    quota = ImageDiskQuota(5 * MIB)
+    _used(quota, store, "a", "a-again")
+    assert store.pulls == ["a-again"] and store.removed == []
+
+
+def test_concurrent_starts_cannot_both_take_the_last_room():
+    store = MemoryStore({"a": StoredImage("A", 4 * MIB), "b": StoredImage("B", 4 * MIB)})
+    quota = ImageDiskQuota(5 * MIB)
+    barrier, outcomes, release = threading.Barrier(2), [], threading.Event()
+
+    def start(reference: str) -> None:
+        barrier.wait()
+        try:
+            with quota.reserved(store, reference):
+                outcomes.append("started")
+                release.wait(5)  # the container is being created
+        except DiskQuotaExceeded:
+            outcomes.append("refused")
+            release.set()
+
+    threads = [threading.Thread(target=start, args=(ref,)) for ref in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(outcomes) == ["refused", "started"] and store.removed == []
 
 
 @pytest.mark.parametrize(
