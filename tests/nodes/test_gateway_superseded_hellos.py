@@ -38,7 +38,8 @@ class HelloLog:
     """Records every Hello the gateway hands to node_hello, in order, and the peak of streams per certificate."""
 
     def __init__(self, gateway, monkeypatch) -> None:
-        self.versions: list[str] = []
+        self.versions: list[str] = []  # Hellos as node_hello starts them
+        self.events: list[tuple[str, str]] = []  # ("start" | "done", version)
         self.peak_streams = 0
         self._lock = threading.Lock()
         real_hello, guard = servicer.node_hello, gateway.guard
@@ -47,7 +48,12 @@ class HelloLog:
         def node_hello(*, node_id, hello):
             with self._lock:
                 self.versions.append(hello.agent_version)
-            return real_hello(node_id=node_id, hello=hello)
+                self.events.append(("start", hello.agent_version))
+            try:
+                return real_hello(node_id=node_id, hello=hello)
+            finally:
+                with self._lock:
+                    self.events.append(("done", hello.agent_version))
 
         def stream_open(key):
             opened = real_open(key)
@@ -61,9 +67,11 @@ class HelloLog:
         with self._lock:
             return sum(version.startswith(prefix) for version in self.versions)
 
-    def after(self, version: str) -> list[str]:
+    def started_after_stored(self, version: str, prefix: str) -> list[str]:
+        """Return the Hellos starting with prefix that started after `version` was stored."""
         with self._lock:
-            return self.versions[self.versions.index(version) + 1 :]
+            later = self.events[self.events.index(("done", version)) + 1 :]
+        return [name for kind, name in later if kind == "start" and name.startswith(prefix)]
 
 
 def _ended(stream: RawStream) -> bool:
@@ -98,14 +106,15 @@ def test_hellos_on_superseded_streams_are_dropped_and_the_newest_inventory_wins(
     newest = newer[-1]
     settled = log.count("old-")
     print(f"flooded {FLOOD + 1} Hellos, processed {settled}, peak streams {log.peak_streams}")
-    # At most the Hello in flight when new-0 arrived follows it; the rest of the flood is never processed.
-    assert sum(version.startswith("old-") for version in log.after("new-0")) <= 1
+    # A newer stream supersedes the older once its own Hello is stored; after that the older one may start
+    # at most the Hello it had in hand, and the rest of its flood is never processed.
+    assert len(log.started_after_stored("new-0", "old-")) <= 1
     assert settled < FLOOD // 2, f"{settled} of {FLOOD + 1} flooded Hellos were processed"
     wait_until(lambda: log.count("new-2-") == 50, what="the newest stream's Hellos")
     time.sleep(0.5)
     assert log.count("old-") == settled, "nothing more from the superseded stream"
     for n in range(2):
-        late = [version for version in log.after(f"new-{n + 1}") if version.startswith(f"new-{n}-")]
+        late = log.started_after_stored(f"new-{n + 1}", f"new-{n}-")
         assert len(late) <= 1, f"superseded stream new-{n} went on after new-{n + 1}: {late}"
     assert log.peak_streams <= limit
 
