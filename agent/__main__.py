@@ -32,6 +32,8 @@ def run(config: AgentConfig) -> int:
         hidden_paths=(str(config.state_dir),),
         docker_socket=config.docker_socket,
         oci_runtime=config.oci_runtime,
+        image_disk_quota=config.image_disk_quota,
+        image_ledger=config.state_dir / "images.json",
     )
     try:
         runtime.check_available()

@@ -13,12 +13,17 @@ from agent.identity import load_certificate_pem
 from agent.nvml.fake import FakeGpuSpecError, GpuModel, known_model_names, parse_fake_gpu_spec
 from agent.pinning import parse_fingerprint
 from agent.runtime import RUNTIME_NAMES
+from agent.runtime.disk import DEFAULT_IMAGE_DISK_QUOTA_BYTES
 from agent.slicing import Slicing, SlicingError, parse_slicing
 from agent.state import StateStore
 from agent.usage import DEFAULT_INTERVAL_SECONDS
 
 ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
 TOKEN_ENV = "JANCTION_ENROLL_TOKEN"  # noqa: S105 - the variable's name, not a token
+SIZE = re.compile(r"^(?P<number>\d{1,15})\s*(?P<unit>|B|KiB|MiB|GiB|TiB)$")
+SIZE_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+MIN_IMAGE_DISK_QUOTA = 1024**2
+MAX_IMAGE_DISK_QUOTA = 1024**5
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class AgentConfig:
     oci_runtime: str | None
     log_level: str
     ca_fingerprint: bytes | None = None  # SHA-256 of the gateway's CA certificate (--ca-fingerprint)
+    image_disk_quota: int = DEFAULT_IMAGE_DISK_QUOTA_BYTES  # bytes the agent's images and containers may take
 
 
 def gateway_address(value: str) -> str:
@@ -55,6 +61,17 @@ def _bounded_int(low: int, high: int):
         return int(value)
 
     return parse
+
+
+def disk_size(value: str) -> int:
+    """Return a size such as 50GiB, 512MiB or 1073741824 (bytes) in bytes, from 1 MiB to 1 PiB."""
+    match = SIZE.match(value.strip())
+    size = int(match["number"]) * SIZE_UNITS[match["unit"]] if match else 0
+    if not MIN_IMAGE_DISK_QUOTA <= size <= MAX_IMAGE_DISK_QUOTA:
+        raise argparse.ArgumentTypeError(
+            f"expected a size from 1MiB to 1024TiB such as 50GiB, 512MiB or a number of bytes, got {value!r}"
+        )
+    return size
 
 
 def _fake_gpus(value: str) -> list[GpuModel]:
@@ -130,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         "fingerprint among those the gateway presents",
     )
     parser.add_argument("--docker-socket", help="Docker Engine socket (with --runtime docker)")
+    parser.add_argument(
+        "--image-disk-quota",
+        type=disk_size,
+        default=DEFAULT_IMAGE_DISK_QUOTA_BYTES,
+        help="disk the agent's images and container layers may take (podman and docker), e.g. 50GiB; the agent "
+        "removes its least recently used unused images to make room and refuses starts that cannot fit "
+        f"(default {DEFAULT_IMAGE_DISK_QUOTA_BYTES // 1024**3}GiB)",
+    )
     parser.add_argument("--oci-runtime", default="runc", help="OCI runtime podman uses (with --runtime podman)")
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
     return parser
@@ -166,4 +191,5 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         oci_runtime=args.oci_runtime or None,
         log_level=args.log_level,
         ca_fingerprint=args.ca_fingerprint,
+        image_disk_quota=args.image_disk_quota,
     )

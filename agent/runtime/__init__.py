@@ -1,5 +1,7 @@
 """Container runtimes behind one interface: podman, docker (Engine API) and the bubblewrap sandbox."""
 
+from pathlib import Path
+
 from agent.runtime.base import (
     LogLine,
     PlacementSpec,
@@ -11,6 +13,7 @@ from agent.runtime.base import (
     WorkloadInfo,
     WorkloadState,
 )
+from agent.runtime.disk import DEFAULT_IMAGE_DISK_QUOTA_BYTES, ImageDiskQuota, ImageLedger
 from agent.runtime.docker import DockerRuntime
 from agent.runtime.podman import PodmanRuntime
 from agent.runtime.sandbox import SandboxRuntime
@@ -24,12 +27,19 @@ def make_runtime(
     hidden_paths: tuple[str, ...] = (),
     docker_socket: str | None = None,
     oci_runtime: str | None = "runc",
+    image_disk_quota: int = DEFAULT_IMAGE_DISK_QUOTA_BYTES,
+    image_ledger: Path | None = None,
 ) -> Runtime:
-    """Return the runtime called `name`."""
+    """Return the runtime called `name`; container runtimes keep their images within `image_disk_quota` bytes."""
+    quota = ImageDiskQuota(image_disk_quota, ImageLedger(image_ledger))
     if name == "podman":
-        return PodmanRuntime(oci_runtime=oci_runtime)
+        return PodmanRuntime(oci_runtime=oci_runtime, disk_quota=quota)
     if name == "docker":
-        return DockerRuntime(socket_path=docker_socket) if docker_socket else DockerRuntime()
+        return (
+            DockerRuntime(socket_path=docker_socket, disk_quota=quota)
+            if docker_socket
+            else DockerRuntime(disk_quota=quota)
+        )
     if name == "sandbox":
         return SandboxRuntime(hidden_paths=hidden_paths)
     raise ValueError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIME_NAMES)}")

@@ -34,6 +34,7 @@ from agent.runtime.base import (
     container_ulimits,
     start_thread,
 )
+from agent.runtime.disk import DiskQuotaExceeded, ImageDiskQuota, ImageStore, StoredImage
 from agent.runtime.logs import NANOS, TimestampedLogForwarder, cursor_ns, timestamp_ms
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,13 @@ class DockerRuntime(Runtime):
         socket_path: str = DEFAULT_SOCKET,
         tmpfs_bytes: int = DEFAULT_TMPFS_BYTES,
         mps_pipe_directory: str = MPS_PIPE_DIRECTORY,
+        disk_quota: ImageDiskQuota | None = None,
     ) -> None:
         self._socket_path = socket_path
         self._tmpfs_bytes = tmpfs_bytes
         self._mps_pipe_directory = mps_pipe_directory
+        self.disk_quota = disk_quota or ImageDiskQuota()
+        self._images = _DockerImages(self)
 
     def _open(self, method: str, path: str, body: Any = None, timeout: float | None = REQUEST_TIMEOUT_SECONDS):
         connection = _UnixConnection(self._socket_path, timeout)
@@ -173,31 +177,21 @@ class DockerRuntime(Runtime):
         name = spec.container_name
         try:
             self._delete(name)
-            self._ensure_image(spec.image)
-            self._call("POST", f"/containers/create{_query(name=name)}", self.create_body(spec))
+            with self.disk_quota.reserved(self._images, spec.image):
+                self._call("POST", f"/containers/create{_query(name=name)}", self.create_body(spec))
             self._call("POST", f"/containers/{name}/start")
             info = self._call("GET", f"/containers/{name}/json")
-        except (OSError, DockerApiError) as exc:
+        except DiskQuotaExceeded as exc:
+            # The provider's limit, not the buyer's fault: LOST lets the platform requeue the rental elsewhere.
+            events.on_state(StateChange(spec.placement_id, WorkloadState.LOST, _now_ms(), message=str(exc)))
+            return
+        except (OSError, RuntimeError) as exc:
             self._delete(name)
             events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, _now_ms(), message=str(exc)))
             return
         started = timestamp_ms(info["State"].get("StartedAt", "")) or _now_ms()
         events.on_state(StateChange(spec.placement_id, WorkloadState.RUNNING, started))
         self._follow(spec.placement_id, events, "")
-
-    def _ensure_image(self, image: str) -> None:
-        try:
-            self._call("GET", f"/images/{urllib.parse.quote(image, safe='')}/json")
-        except DockerApiError as exc:
-            if exc.status != 404:
-                raise
-            pull = f"/images/create{_query(fromImage=image)}"
-            connection, response = self._open("POST", pull, None, PULL_TIMEOUT_SECONDS)
-            with contextlib.closing(connection):
-                for line in response:
-                    error = json.loads(line).get("error") if line.strip() else None
-                    if error:
-                        raise DockerApiError(500, f"pulling {image} failed: {error}") from exc
 
     def _follow(self, placement_id: str, events: RuntimeEvents, cursor: str) -> None:
         name = container_name(placement_id)
@@ -303,3 +297,50 @@ def _demultiplex(response: http.client.HTTPResponse, emit: Callable[[str, str], 
     for stream, rest in partial.items():
         if rest:
             emit(stream, rest.decode("utf-8", errors="replace"))
+
+
+class _DockerImages(ImageStore):
+    """The Docker Engine's image store, as the disk quota sees it."""
+
+    def __init__(self, runtime: DockerRuntime) -> None:
+        self._runtime = runtime
+
+    def local_image(self, reference: str) -> StoredImage | None:
+        try:
+            info = self._runtime._call("GET", f"/images/{urllib.parse.quote(reference, safe='')}/json")
+        except DockerApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return StoredImage(info["Id"], int(info.get("Size", 0)))
+
+    def images(self) -> dict[str, int]:
+        return {entry["Id"]: int(entry.get("Size", 0)) for entry in self._runtime._call("GET", "/images/json") or []}
+
+    def images_in_use(self) -> set[str]:
+        return {entry.get("ImageID", "") for entry in self._runtime._call("GET", f"/containers/json{_query(all=1)}")}
+
+    def agent_container_bytes(self) -> int:
+        filters = json.dumps({"label": [f"{LABEL_MANAGED}=true"]})
+        entries = self._runtime._call("GET", f"/containers/json{_query(all=1, size=1, filters=filters)}") or []
+        return sum(int(entry.get("SizeRw") or 0) for entry in entries)
+
+    def remove_image(self, image_id: str) -> bool:
+        try:
+            self._runtime._call("DELETE", f"/images/{image_id}")
+        except DockerApiError:
+            return False
+        return True
+
+    def remote_size(self, reference: str) -> int | None:
+        return None  # the Engine API reports only the manifest's size before a pull, not the layers'
+
+    def pull(self, reference: str) -> None:
+        connection, response = self._runtime._open(
+            "POST", f"/images/create{_query(fromImage=reference)}", None, PULL_TIMEOUT_SECONDS
+        )
+        with contextlib.closing(connection):
+            for line in response:
+                error = json.loads(line).get("error") if line.strip() else None
+                if error:
+                    raise DockerApiError(500, error)

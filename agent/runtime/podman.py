@@ -29,11 +29,13 @@ from agent.runtime.base import (
     pump_lines,
     start_thread,
 )
+from agent.runtime.disk import DiskQuotaExceeded, ImageDiskQuota, ImageStore, StoredImage
 from agent.runtime.logs import TimestampedLogForwarder, cursor_ns, format_timestamp_ns, timestamp_ms
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_SECONDS = 1800
+PULL_TIMEOUT_SECONDS = 1800
 COMMAND_TIMEOUT_SECONDS = 60
 
 
@@ -61,11 +63,14 @@ class PodmanRuntime(Runtime):
         oci_runtime: str | None = "runc",
         tmpfs_bytes: int = DEFAULT_TMPFS_BYTES,
         mps_pipe_directory: str = MPS_PIPE_DIRECTORY,
+        disk_quota: ImageDiskQuota | None = None,
     ) -> None:
         self._binary = binary
         self._oci_runtime = oci_runtime
         self._tmpfs_bytes = tmpfs_bytes
         self._mps_pipe_directory = mps_pipe_directory
+        self.disk_quota = disk_quota or ImageDiskQuota()
+        self._images = _PodmanImages(self)
 
     def _command(self, *args: str) -> list[str]:
         runtime = ["--runtime", self._oci_runtime] if self._oci_runtime else []
@@ -90,6 +95,9 @@ class PodmanRuntime(Runtime):
         args = [
             "run",
             "--detach",
+            # The quota pulled (or refused) the image already: podman must never pull behind its back.
+            "--pull",
+            "never",
             "--init",
             "--name",
             spec.container_name,
@@ -145,13 +153,24 @@ class PodmanRuntime(Runtime):
         except ValueError as exc:
             events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, _now_ms(), message=str(exc)))
             return
-        with tempfile.NamedTemporaryFile("w", prefix="janction-env-", suffix=".env") as env_file:
-            env_file.write(env_text)
-            env_file.flush()
-            try:
-                result = self._run(*self.run_arguments(spec, env_file.name), timeout=START_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                result = subprocess.CompletedProcess([], 1, "", "podman run timed out")
+        try:
+            with (
+                self.disk_quota.reserved(self._images, spec.image),
+                tempfile.NamedTemporaryFile("w", prefix="janction-env-", suffix=".env") as env_file,
+            ):
+                env_file.write(env_text)
+                env_file.flush()
+                try:
+                    result = self._run(*self.run_arguments(spec, env_file.name), timeout=START_TIMEOUT_SECONDS)
+                except subprocess.TimeoutExpired:
+                    result = subprocess.CompletedProcess([], 1, "", "podman run timed out")
+        except DiskQuotaExceeded as exc:
+            # The provider's limit, not the buyer's fault: LOST lets the platform requeue the rental elsewhere.
+            events.on_state(StateChange(spec.placement_id, WorkloadState.LOST, _now_ms(), message=str(exc)))
+            return
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, _now_ms(), message=str(exc)))
+            return
         if result.returncode != 0:
             self._run("rm", "--force", "--ignore", spec.container_name)
             message = result.stderr.strip()[-1000:] or f"podman run exited with {result.returncode}"
@@ -241,3 +260,49 @@ class PodmanRuntime(Runtime):
     def remove(self, placement_id: str) -> None:
         """Delete the placement's container."""
         self._run("rm", "--force", "--ignore", container_name(placement_id))
+
+
+class _PodmanImages(ImageStore):
+    """The podman image store, as the disk quota sees it."""
+
+    def __init__(self, runtime: PodmanRuntime) -> None:
+        self._runtime = runtime
+
+    def _json(self, *args: str) -> list[dict]:
+        result = self._runtime._run(*args)
+        if result.returncode != 0:
+            raise RuntimeError(f"podman {args[0]} failed: {result.stderr.strip()[-500:]}")
+        return json.loads(result.stdout or "[]") or []
+
+    def local_image(self, reference: str) -> StoredImage | None:
+        result = self._runtime._run("image", "inspect", "--format", "json", "--", reference)
+        data = json.loads(result.stdout or "[]") if result.returncode == 0 else []
+        return StoredImage(data[0]["Id"], int(data[0].get("Size", 0))) if data else None
+
+    def images(self) -> dict[str, int]:
+        return {entry["Id"]: int(entry.get("Size", 0)) for entry in self._json("images", "--format", "json")}
+
+    def images_in_use(self) -> set[str]:
+        return {entry.get("ImageID", "") for entry in self._json("ps", "--all", "--format", "json")}
+
+    def agent_container_bytes(self) -> int:
+        managed = self._json("ps", "--all", "--size", "--filter", f"label={LABEL_MANAGED}=true", "--format", "json")
+        return sum(int((entry.get("Size") or {}).get("rwSize", 0)) for entry in managed)
+
+    def remove_image(self, image_id: str) -> bool:
+        return self._runtime._run("rmi", "--", image_id).returncode == 0
+
+    def remote_size(self, reference: str) -> int | None:
+        result = self._runtime._run("manifest", "inspect", "--", reference)
+        if result.returncode != 0:
+            return None
+        try:
+            layers = json.loads(result.stdout).get("layers") or []
+            return sum(int(layer["size"]) for layer in layers) or None  # compressed: a lower bound
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def pull(self, reference: str) -> None:
+        result = self._runtime._run("pull", "--quiet", "--", reference, timeout=PULL_TIMEOUT_SECONDS)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip()[-1000:] or f"podman pull exited with {result.returncode}")

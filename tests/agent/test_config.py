@@ -99,3 +99,9 @@ def test_python_dash_m_agent_exits_2_on_bad_input(tmp_path):
     )
     assert result.returncode == 2
     assert "--slices" in result.stderr and "1, 2 or 4" in result.stderr
+
+
+def test_image_disk_quota_defaults_to_100_gib_and_takes_units(tmp_path, capsys):
+    assert parse_config(_base(tmp_path)).image_disk_quota == 100 * 1024**3
+    assert parse_config([*_base(tmp_path), "--image-disk-quota", "512MiB"]).image_disk_quota == 512 * 1024**2
+    assert "--image-disk-quota: expected a size" in _error(capsys, [*_base(tmp_path), "--image-disk-quota", "10GB"])

@@ -78,7 +78,9 @@ def placement_ids() -> Iterator[Callable[[str], str]]:
 class PodmanAgentProcess:
     """`python -m agent` with fake GPUs and the podman runtime, as a child process."""
 
-    def __init__(self, *, gateway: Gateway, token: str, state_dir: Path, gpus: str, slices: int) -> None:
+    def __init__(
+        self, *, gateway: Gateway, token: str, state_dir: Path, gpus: str, slices: int, extra: tuple[str, ...] = ()
+    ) -> None:
         self.log_path = state_dir.parent / f"{state_dir.name}.log"
         ca_path = state_dir.parent / "gateway-ca.pem"
         ca_path.write_bytes(gateway_ca_pem())
@@ -104,6 +106,7 @@ class PodmanAgentProcess:
             "1",
             "--ca-cert",
             str(ca_path),
+            *extra,
         ]
         self.process: subprocess.Popen | None = None
         self.start()
@@ -139,9 +142,17 @@ def start_podman_agent(tmp_path, podman_image) -> Iterator[Callable[..., PodmanA
     started: list[PodmanAgentProcess] = []
 
     def start(
-        gateway: Gateway, token: str, *, name: str = "agent", gpus: str = "RTX 4090:1", slices: int = 2
+        gateway: Gateway,
+        token: str,
+        *,
+        name: str = "agent",
+        gpus: str = "RTX 4090:1",
+        slices: int = 2,
+        extra: tuple[str, ...] = (),
     ) -> PodmanAgentProcess:
-        agent = PodmanAgentProcess(gateway=gateway, token=token, state_dir=tmp_path / name, gpus=gpus, slices=slices)
+        agent = PodmanAgentProcess(
+            gateway=gateway, token=token, state_dir=tmp_path / name, gpus=gpus, slices=slices, extra=extra
+        )
         started.append(agent)
         return agent
 

@@ -171,3 +171,20 @@ def test_a_killed_agent_restarts_finds_its_container_again_and_reports_nothing_t
     assert texts[0] == "tick 1" and all(text.startswith("tick ") for text in texts)
     rejected = [record.getMessage() for record in caplog.records if "rejected" in record.getMessage()]
     assert rejected == [], "the restarted agent's resent reports and lines are accepted or acked again"
+
+
+def test_a_start_beyond_the_nodes_image_disk_quota_is_lost_with_the_reason(
+    gateway, provider_client, start_podman_agent, podman_image, placement_ids
+):
+    node, token = _create_node(provider_client, "quota-rig")
+    agent = start_podman_agent(gateway, token, extra=("--image-disk-quota", "1MiB"))  # the test image is ~2 MiB
+    wait_until(lambda: _refreshed(node).state == NodeState.ONLINE, what=f"node online; agent said:\n{agent.output()}")
+
+    placement_id = placement_ids("quota")
+    _start(node, placement_id, podman_image, "echo never")
+    placement = NodePlacement.objects.get(placement_id=placement_id)
+    wait_until(lambda: _refreshed(placement).state == "lost", what=f"placement lost; agent said:\n{agent.output()}")
+    assert "image disk quota (1.0 MiB) cannot hold" in placement.message
+    assert "another node" in placement.message
+    assert not podman_containers(placement_id)
+    assert not PlacementLogLine.objects.filter(placement=placement).exists()
