@@ -4,6 +4,13 @@
   if (!form) return;
   const button = document.getElementById("estimate-button");
   const output = document.getElementById("estimate");
+  const labels = { pool: "Pool", units: "vGPUs", max_price: "Max price" };
+  // The API's error body names each field that needs a change; say which, in the form's own words.
+  const explain = (body) => {
+    const fields = body && body.detail && typeof body.detail === "object" ? Object.entries(body.detail) : [];
+    const parts = fields.map(([name, problems]) => (labels[name] || name) + ": " + [].concat(problems).join(" "));
+    return parts.length ? parts.join("; ") : (body && body.message) || "No estimate: check the pool, vGPUs and max price.";
+  };
   const trim = (decimal) => (decimal.includes(".") ? decimal.replace(/0+$/, "").replace(/\.$/, "") : decimal);
 
   button.addEventListener("click", async () => {
@@ -17,7 +24,7 @@
       const response = await fetch(button.dataset.url + "?" + query, { headers: { Accept: "application/json" } });
       const body = await response.json();
       if (!response.ok) {
-        output.textContent = body.message || "No estimate: check the pool, vGPUs and max price.";
+        output.textContent = explain(body);
       } else if (body.would_win) {
         output.textContent =
           "If the round ran now: " + trim(body.price_per_vgpu_hour) + " USDC per vGPU-hour (" +
