@@ -148,6 +148,8 @@ def test_buyer_rents_watches_it_live_and_cancels(browser, asgi_server, tmp_path,
         page.click("nav >> text=Rentals")
         page.select_option("select[name=pool]", "ada-12g")
         page.fill("input[name=vgpus]", "1")
+        page.click("#estimate-button")  # no max price yet: the estimate says which field to change
+        expect(page.locator("#estimate")).to_contain_text("Max price:")
         page.fill("input[name=max_price]", "1.5")
         page.fill("input[name=max_duration_minutes]", "30")
         page.fill("input[name=image]", "docker.io/library/busybox:1.36")
