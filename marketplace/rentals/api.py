@@ -1,5 +1,7 @@
 """Rentals REST API: submit, list, detail, cancel and logs (owner only; other users' rentals are 404)."""
 
+from decimal import ROUND_HALF_EVEN, Decimal
+
 import django_filters
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema, extend_schema_field
@@ -75,7 +77,9 @@ class RentalPlacementSerializer(serializers.ModelSerializer):
         ]
 
     def get_buyer_price_per_vgpu_hour(self, placement: RentalPlacement) -> str:
-        return f"{placement.buyer_payment_per_hour / placement.bid_units / 1_000_000:.6f}"
+        # Exact: a Decimal quotient of integer base units, never a float.
+        per_unit = Decimal(placement.buyer_payment_per_hour) / placement.bid_units / 1_000_000
+        return str(per_unit.quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN))
 
     def get_charged(self, placement: RentalPlacement) -> str:
         return _usdc(placement.buyer_charged)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from marketplace.rentals.services import OCI_REFERENCE, hold_amount, is_secret_env
+from marketplace.rentals.services import ENV_NAME, OCI_REFERENCE, hold_amount, is_secret_env
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,8 @@ def test_valid_oci_references(image):
         "-lead",
         "app:" + "t" * 129,
         "with space",
+        "busybox\n",  # "$" used to match before a trailing newline
+        "busybox:1.36\n",
     ],
 )
 def test_invalid_oci_references(image):
@@ -47,3 +49,7 @@ def test_secret_names_are_masked_by_pattern_or_by_choice():
 def test_the_hold_rounds_up_to_a_whole_base_unit():
     assert hold_amount(price_per_hour=1, units=1, duration_ms=1) == 1
     assert hold_amount(price_per_hour=3_600_000, units=2, duration_ms=1_500) == 3_000
+
+
+def test_env_names_refuse_a_trailing_newline():
+    assert ENV_NAME.match("EPOCHS") and not ENV_NAME.match("EPOCHS\n")
