@@ -65,23 +65,30 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
-    async def Enroll(self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext) -> pb.EnrollResponse:
-        """Exchange a one-time token and a CSR for a client certificate."""
-        failure = None
+    async def _call_or_abort(self, context: grpc.aio.ServicerContext, what: str, function: Any, **kwargs: Any) -> Any:
+        """Run a service on a database worker; answer its failure as a typed status (never an internal error)."""
         try:
-            enrollment = await self._gateway.db.arun(
-                node_enroll, token=request.enrollment_token, csr_pem=request.csr_pem, hostname=request.hostname
-            )
+            return await self._gateway.db.arun(function, **kwargs)
         except ApplicationError as error:
-            log.warning("enrollment refused (%s) from %s: %s", error.code, context.peer(), error.message)
+            log.warning("refused a %s (%s) from %s: %s", what, error.code, context.peer(), error.message)
             failure = (_status_for(error), error.message)
         except DATABASE_AWAY:
             failure = (grpc.StatusCode.UNAVAILABLE, "The platform's database is unavailable; try again shortly.")
         except Exception:
-            log.exception("enrollment from %s failed", context.peer())
+            log.exception("a %s from %s failed", what, context.peer())
             failure = (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
-        if failure is not None:
-            await context.abort(*failure)
+        await context.abort(*failure)
+
+    async def Enroll(self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext) -> pb.EnrollResponse:
+        """Exchange a one-time token and a CSR for a client certificate."""
+        enrollment = await self._call_or_abort(
+            context,
+            "enrollment",
+            node_enroll,
+            token=request.enrollment_token,
+            csr_pem=request.csr_pem,
+            hostname=request.hostname,
+        )
         return pb.EnrollResponse(
             certificate_pem=enrollment.certificate_pem,
             ca_certificate_pem=enrollment.ca_certificate_pem,
@@ -113,19 +120,7 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
 
     async def _connect(self, context: grpc.aio.ServicerContext, certificate: bytes) -> None:
         db, guard = self._gateway.db, self._gateway.guard
-        failure = None
-        try:
-            node = await db.arun(node_authenticate, certificate_pem=certificate)
-        except ApplicationError as error:
-            log.warning("refused a stream (%s) from %s: %s", error.code, context.peer(), error.message)
-            failure = (_status_for(error), error.message)
-        except DATABASE_AWAY:
-            failure = (grpc.StatusCode.UNAVAILABLE, "The platform's database is unavailable; reconnect shortly.")
-        except Exception:
-            log.exception("authenticating a stream from %s failed", context.peer())
-            failure = (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
-        if failure is not None:
-            await context.abort(*failure)
+        node = await self._call_or_abort(context, "stream", node_authenticate, certificate_pem=certificate)
         if (left := guard.penalty_left(node.pk)) > 0:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -138,6 +133,7 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"Send Hello within {deadline:g} s of connecting.")
         if first is grpc.aio.EOF or first.WhichOneof("payload") != "hello":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "The first message on a stream must be Hello.")
+        failure = None
         try:
             gpu_ids = await db.arun(node_hello, node_id=node.pk, hello=convert.hello_report(first.hello))
         except ApplicationError as error:

@@ -191,7 +191,7 @@ def make_image(tmp_path) -> Iterator:
     """Return a builder of local busybox images padded with `payload` random bytes; they are removed after."""
     busybox = shutil.which("busybox")
     if busybox is None:
-        pytest.skip("busybox-static is not installed")
+        pytest.fail("busybox-static is missing; `make test` installs it (scripts/install-system-deps.sh)")
     made: list[str] = []
 
     def make(payload: int) -> str:
