@@ -45,6 +45,7 @@ from nodes.models import (
     VGpu,
     VGpuState,
 )
+from nodes.signals import node_flagged, placement_ended
 
 ENROLLMENT_TOKEN_PREFIX = "jne"  # noqa: S105 - a public prefix, not a secret
 
@@ -493,8 +494,11 @@ def hello_check(hello: HelloReport) -> None:
 
 def node_flag(*, node_id: int, code: str, detail: str) -> None:
     """Record evidence against a node for operators (in its own transaction: it outlives a refused write)."""
-    NodeFlag.objects.create(node_id=node_id, code=code[:40], detail=detail[:500])
+    flag = NodeFlag.objects.create(node_id=node_id, code=code[:40], detail=detail[:500])
     AGENT_LOG.warning("node %s flagged (%s): %s", node_id, code, detail)
+    transaction.on_commit(
+        lambda: node_flagged.send(sender=NodeFlag, node_id=node_id, flag_id=flag.pk, code=flag.code, detail=flag.detail)
+    )
 
 
 def node_hello(*, node_id: int, hello: HelloReport) -> dict[int, int]:
@@ -817,6 +821,17 @@ def placement_status_record(*, node_id: int, status: PlacementStatusReport) -> N
             placement.stopped_at = placement.reported_at
             fields.append("stopped_at")
         placement.save(update_fields=fields)
+        if status.state in PLACEMENT_FINAL_STATES:
+            transaction.on_commit(
+                lambda: placement_ended.send(
+                    sender=NodePlacement,
+                    node_id=node_id,
+                    placement_id=placement.placement_id,
+                    state=placement.state,
+                    exit_code=placement.exit_code,
+                    message=placement.message,
+                )
+            )
     return placement
 
 
@@ -902,6 +917,15 @@ class UsageRefused(ValidationFailed):
 
 
 def usage_report_record(*, node_id: int, report: UsageReportIn) -> bool:
+    """Verify a signed usage report and store it once (see _usage_report_record); a refusal is flagged."""
+    try:
+        return _usage_report_record(node_id=node_id, report=report)
+    except UsageRefused as refused:
+        node_flag(node_id=node_id, code=refused.code, detail=f"usage report {report.seq}: {refused.message}")
+        raise
+
+
+def _usage_report_record(*, node_id: int, report: UsageReportIn) -> bool:
     """Verify a signed usage report against the platform's records and store it once.
 
     Return False when it was already stored (ack it again). The interval must lie within the placement's

@@ -16,6 +16,7 @@ from .janction import *  # noqa: F403
 from .nodes import *  # noqa: F403
 from .pricing import *  # noqa: F403
 from .rentals import *  # noqa: F403
+from .reputation import *  # noqa: F403
 
 # Last: the beat schedule reads the periods the modules above define.
 from .schedule import *  # noqa: F403

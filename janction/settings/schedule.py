@@ -4,6 +4,7 @@ from .chain import CHAIN_WATCH_INTERVAL_SECONDS, POC_EPOCH_SECONDS, SETTLEMENT_B
 from .nodes import NODE_OFFLINE_CHECK_INTERVAL_SECONDS
 from .pricing import PRICING_ROUND_INTERVAL_SECONDS
 from .rentals import RENTALS_METERING_INTERVAL_SECONDS, RENTALS_SYNC_INTERVAL_SECONDS
+from .reputation import REPUTATION_COLLECT_INTERVAL_SECONDS
 
 CELERY_BEAT_SCHEDULE = {
     "market-rounds": {"task": "pricing.market_rounds_tick", "schedule": PRICING_ROUND_INTERVAL_SECONDS},
@@ -13,5 +14,6 @@ CELERY_BEAT_SCHEDULE = {
     "chain-watch": {"task": "ledger.chain_watch_scan", "schedule": CHAIN_WATCH_INTERVAL_SECONDS},
     "rentals-sync": {"task": "rentals.placements_sync", "schedule": RENTALS_SYNC_INTERVAL_SECONDS},
     "rentals-metering": {"task": "rentals.metering_run", "schedule": RENTALS_METERING_INTERVAL_SECONDS},
+    "reputation-collect": {"task": "reputation.evidence_collect", "schedule": REPUTATION_COLLECT_INTERVAL_SECONDS},
     "contribution-epoch": {"task": "ledger.contribution_epoch_run", "schedule": POC_EPOCH_SECONDS},
 }

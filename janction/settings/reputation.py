@@ -1,0 +1,22 @@
+"""Reputation: how evidence is weighed and forgotten, the cold start, and where scores act (docs/reputation.md)."""
+
+from .env import env_bool, env_int, env_str
+
+# Evidence loses half its weight every this many days (exponential forgetting of the Beta reputation).
+REPUTATION_HALF_LIFE_DAYS = env_int("REPUTATION_HALF_LIFE_DAYS", 30)
+# The Beta prior (pseudo-counts of good and bad evidence): a subject with no evidence scores
+# PRIOR_POSITIVE / (PRIOR_POSITIVE + PRIOR_NEGATIVE) = 0.5 by default, above every default minimum below.
+REPUTATION_PRIOR_POSITIVE = env_str("REPUTATION_PRIOR_POSITIVE", "1")
+REPUTATION_PRIOR_NEGATIVE = env_str("REPUTATION_PRIOR_NEGATIVE", "1")
+# Asks of nodes scoring below this do not enter a pool's rounds ("0" lets every node in).
+REPUTATION_POOL_MIN_SCORE = env_str("REPUTATION_POOL_MIN_SCORE", "0.2")
+# Per-pool overrides, "pool=score" pairs separated by commas, e.g. "a100-80g=0.6".
+REPUTATION_POOL_MIN_SCORES = env_str("REPUTATION_POOL_MIN_SCORES", "")
+# Among nodes that fit a winning bid equally well, the higher-scoring node gets the placement.
+REPUTATION_PLACEMENT_TIE_BREAK = env_bool("REPUTATION_PLACEMENT_TIE_BREAK", True)
+# Proof of Contribution weighs a provider's delivered hours by its score (False: every provider weighs 1).
+REPUTATION_POC_WEIGHTS = env_bool("REPUTATION_POC_WEIGHTS", True)
+# A complete UTC day is folded into the stored scores only this long after it ended (late commits land first).
+REPUTATION_FOLD_GRACE_SECONDS = env_int("REPUTATION_FOLD_GRACE_SECONDS", 600)
+# How often the evidence collector (uptime, telemetry, missed signals) and the daily fold run.
+REPUTATION_COLLECT_INTERVAL_SECONDS = env_int("REPUTATION_COLLECT_INTERVAL_SECONDS", 300)
