@@ -11,10 +11,12 @@ api_v1 = [
     path("", include("pricing.urls")),
     path("", include("marketplace.rentals.urls")),
     path("settlement/", include("ledger.settlement_urls")),
+    path("", include("reputation.urls")),
 ]
 
 urlpatterns = [
     path("", include("marketplace.urls")),
+    path("", include("reputation.page_urls")),
     path("accounts/", include("allauth.urls")),
     path("operator/", include("pricing.operator_urls")),
     path("admin/", admin.site.urls),

@@ -102,3 +102,17 @@ def scores_from_scratch(*, kind: str, ids, today: date | None = None) -> dict[in
 def evidence_about_user(*, user) -> QuerySet[Evidence]:
     """Return every piece of evidence about a user as provider, buyer or owner of a node, newest first."""
     return Evidence.objects.filter(Q(user=user)).select_related("node").order_by("-recorded_at", "-pk")
+
+
+def reputation_overview(*, user, evidence_limit: int = 100) -> dict:
+    """Return what a user may see of its own reputation: its scores as provider and buyer, its nodes', the evidence."""
+    from nodes.models import Node
+
+    nodes = list(Node.objects.filter(owner=user, deleted_at__isnull=True).order_by("name").values("id", "name"))
+    node_scores = scores(kind=SubjectKind.NODE, ids=[n["id"] for n in nodes])
+    return {
+        "provider_score": score_of(kind=SubjectKind.PROVIDER, subject_id=user.pk),
+        "buyer_score": score_of(kind=SubjectKind.BUYER, subject_id=user.pk),
+        "nodes": [{**n, "score": node_scores[n["id"]]} for n in nodes],
+        "evidence": list(evidence_about_user(user=user)[:evidence_limit]),
+    }

@@ -179,3 +179,23 @@ def test_a_correction_is_new_evidence_and_the_original_stays(node):
     assert (correction.positive, correction.corrects_id) == (wrong.negative, wrong.pk)
     assert Evidence.objects.filter(pk=wrong.pk, negative=3_000_000).exists()
     assert score_of(kind=SubjectKind.NODE, subject_id=node.pk) > before
+
+
+def test_a_user_sees_its_own_scores_and_evidence_and_nobody_elses(node, provider, client):
+    from rest_framework.test import APIClient
+
+    evidence_record(kind=EvidenceKind.PLACEMENT_LOST, subject_kind="node", node_id=node.pk, source="t", source_key="a")
+    stranger = UserFactory()
+    evidence_record(
+        kind=EvidenceKind.DISPUTE_REJECTED, subject_kind="buyer", user_id=stranger.pk, source="t", source_key="b"
+    )
+    api = APIClient()
+    assert api.get("/api/v1/reputation/").status_code in (401, 403)
+    api.force_authenticate(provider)
+    body = api.get("/api/v1/reputation/").json()
+    assert [e["kind"] for e in body["evidence"]] == ["placement_lost"]
+    assert body["nodes"] == [{"id": node.pk, "name": "rig", "score": "0.200000"}]
+    assert body["buyer_score"] == "0.500000"
+    client.force_login(provider)
+    page = client.get("/reputation/").content.decode()
+    assert "0.200000" in page and "Placement lost by the provider" in page and "Dispute rejected" not in page

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from reputation import api
+
+urlpatterns = [
+    path("reputation/", api.ReputationMine.as_view(), name="reputation-mine"),
+]
