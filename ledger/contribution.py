@@ -25,6 +25,7 @@ from ledger.currencies import DECIMALS, Currency, to_base_units
 from ledger.fields import ExactSum
 from ledger.models import AccountKind, ContributionEpoch, ContributionScore, StakeEvent, TransactionKind
 from ledger.services import Leg, Posting, ledger_post_bulk
+from reputation.acts import provider_weight
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +44,8 @@ MAX_CATCH_UP_EPOCHS = 7
 
 
 def reputation_weight(*, user_id: int) -> Decimal:
-    """Return 1 for every provider: no reputation app exists yet, so there is no evidence to weigh.
-
-    The reputation issue (DESIGN.md section 10) brings evidence and scores; until it lands every provider
-    is weighted equally rather than by an invented number.
-    """
-    return Decimal(1)
+    """Return the provider's reputation score in [0, 1] (docs/reputation.md; 1 with REPUTATION_POC_WEIGHTS off)."""
+    return provider_weight(user_id=user_id)
 
 
 def stake_weight(stake: int) -> Decimal:

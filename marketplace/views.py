@@ -13,6 +13,7 @@ from ledger.currencies import from_base_units, to_base_units
 from ledger.selectors import balances_for_user, entries_for_user
 from marketplace.models import ApiKey, Wallet
 from marketplace.services import api_key_create, api_key_revoke
+from reputation.acts import pool_score_distributions
 
 
 def home(request):
@@ -114,4 +115,5 @@ def market_page(request):
     from pricing.selectors import pool_markets
 
     rounds = MarketRound.objects.select_related("pool").order_by("-created_at", "-pk")[:20]
-    return render(request, "marketplace/market.html", {"pools": pool_markets(), "rounds": rounds})
+    context = {"pools": pool_markets(), "rounds": rounds, "pool_scores": pool_score_distributions()}
+    return render(request, "marketplace/market.html", context)

@@ -3,7 +3,7 @@
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -20,6 +20,7 @@ from pricing.placement import plan_placements
 from pricing.pvcg import TRADE_REDUCTION, Ask, Result, clear, market_clear, parse_market, result_to_json
 from pricing.pvcg import Bid as EngineBid
 from pricing.signals import bid_allocated
+from pricing.standing import Standing, node_standing
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class OrderBook:
     bids: list[EngineBid]
     nodes: dict[str, Node]
     free_vgpus: dict[str, list[VGpu]]
+    standing: Standing = field(default_factory=Standing)
 
 
 def _order_book(pool: Pool, bids: list[Bid], *, lock: bool) -> OrderBook:
@@ -97,9 +99,15 @@ def _order_book(pool: Pool, bids: list[Bid], *, lock: bool) -> OrderBook:
         ask_id = f"node-{vgpu.node_id}"
         free.setdefault(ask_id, []).append(vgpu)
         nodes[ask_id] = vgpu.node
+    # Asks of nodes below the pool's minimum score (pricing.standing, filled by reputation) do not enter.
+    standing = node_standing(pool_name=pool.name, node_ids=sorted({node.pk for node in nodes.values()}))
+    free = {ask_id: vgpus for ask_id, vgpus in free.items() if standing.admits(nodes[ask_id].pk)}
+    if standing.rank:
+        # The engine breaks ties between equal asks by input position: the higher score goes first.
+        free = dict(sorted(free.items(), key=lambda item: -standing.scores.get(nodes[item[0]].pk, 0)))
     asks = [Ask(ask_id, len(free[ask_id]), to_price(nodes[ask_id].reserve_price_per_hour)) for ask_id in free]
     engine_bids = [EngineBid(f"bid-{bid.pk}", bid.units, to_price(bid.max_price_per_hour)) for bid in bids]
-    return OrderBook(asks=asks, bids=engine_bids, nodes=nodes, free_vgpus=free)
+    return OrderBook(asks=asks, bids=engine_bids, nodes=nodes, free_vgpus=free, standing=standing)
 
 
 def _max_cost() -> Decimal:
@@ -189,6 +197,7 @@ def market_round_run(*, pool_id: int) -> MarketRound | None:
             bids=book.bids,
             nodes=book.nodes,
             free_vgpus=book.free_vgpus,
+            standing=book.standing,
         )
         reference = to_price(pool_default_ask(pool_name=pool.name))
         result = clear(book.asks, book.bids, max_cost=max_cost, reference_price=reference)
@@ -234,7 +243,12 @@ def _allocate(market_round: MarketRound, result: Result, book: OrderBook, bids: 
             payment_per_hour=from_price(ask.payment),
         )
     winners = [(b.id, bids[b.id].units) for b in result.bids if b.won]
-    plan = plan_placements(winners, {ask_id: award.units_sold for ask_id, award in awards.items()})
+    standing = book.standing
+    preference = (
+        {ask_id: -standing.scores.get(book.nodes[ask_id].pk, 0) for ask_id in awards} if standing.rank else None
+    )
+    sold = {ask_id: award.units_sold for ask_id, award in awards.items()}
+    plan = plan_placements(winners, sold, preference=preference)
     payments = {b.id: from_price(b.payment) for b in result.bids}
     free = {ask_id: list(vgpus) for ask_id, vgpus in book.free_vgpus.items()}
     won = []

@@ -2,10 +2,12 @@
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from janction.openapi import error_responses
+from reputation.acts import pool_score_distributions
 from reputation.models import Evidence
 from reputation.selectors import reputation_overview
 
@@ -58,3 +60,29 @@ class ReputationMine(APIView):
     )
     def get(self, request):
         return Response(OverviewSerializer(reputation_overview(user=request.user)).data)
+
+
+class NodeScoreItemSerializer(serializers.Serializer):
+    node = serializers.IntegerField()
+    score = serializers.DecimalField(max_digits=7, decimal_places=6)
+
+
+class PoolScoresSerializer(serializers.Serializer):
+    pool = serializers.CharField()
+    nodes = serializers.IntegerField()
+    min_score_to_enter = serializers.DecimalField(max_digits=7, decimal_places=6)
+    lowest = serializers.DecimalField(max_digits=7, decimal_places=6)
+    quartiles = serializers.ListField(child=serializers.DecimalField(max_digits=7, decimal_places=6))
+    highest = serializers.DecimalField(max_digits=7, decimal_places=6)
+    node_scores = NodeScoreItemSerializer(many=True)
+
+
+class PoolScores(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        responses=PoolScoresSerializer(many=True),
+        summary="Each pool's score distribution and each node's score (public, like the pools' offers)",
+    )
+    def get(self, request):
+        return Response(PoolScoresSerializer(pool_score_distributions(), many=True).data)

@@ -3,6 +3,8 @@
 import logging
 
 from nodes.signals import node_flagged, placement_ended
+from pricing.standing import standing_source_set
+from reputation.acts import pool_standing
 from reputation.collect import flag_evidence, placement_evidence
 
 logger = logging.getLogger(__name__)
@@ -25,3 +27,4 @@ def on_placement_ended(sender, node_id: int, placement_id: str, state: str, mess
 def connect() -> None:
     node_flagged.connect(on_node_flagged, dispatch_uid="reputation.on_node_flagged")
     placement_ended.connect(on_placement_ended, dispatch_uid="reputation.on_placement_ended")
+    standing_source_set(pool_standing)

@@ -129,8 +129,9 @@ def test_stake_weight_is_one_plus_log10_of_one_plus_jct_capped_at_five():
     assert stake_weight(JCT) == Decimal("1.301029")
 
 
-def test_reputation_weight_is_one_for_everyone_until_reputation_exists():
-    assert reputation_weight(user_id=1) == reputation_weight(user_id=2) == 1
+def test_reputation_weight_is_one_for_a_provider_without_evidence(db):
+    # Scores with evidence: tests/reputation/test_acts.py (weight = score / cold-start score).
+    assert reputation_weight(user_id=UserFactory().pk) == 1
 
 
 # --- Scoring an epoch ----------------------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""Where reputation acts: admission to rounds and placement ties (pricing's hook), Proof of Contribution weights."""
+
+from __future__ import annotations
+
+import statistics
+from decimal import ROUND_DOWN, Decimal
+
+from django.conf import settings
+
+from nodes.models import Node, NodeState
+from pricing.standing import Standing
+from reputation import config
+from reputation.models import SubjectKind
+from reputation.selectors import score_of, scores
+
+
+def pool_standing(pool_name: str, node_ids: list[int]) -> Standing:
+    """Return the nodes' scores and the pool's minimum (pricing.standing's source)."""
+    return Standing(
+        scores=scores(kind=SubjectKind.NODE, ids=node_ids),
+        minimum=config.pool_min_score(pool_name),
+        rank=settings.REPUTATION_PLACEMENT_TIE_BREAK,
+    )
+
+
+def provider_weight(*, user_id: int) -> Decimal:
+    """Return a provider's Proof of Contribution reputation weight: its score over the cold-start score.
+
+    A provider without evidence weighs 1 (as before reputation existed), a better one up to 1 / cold start
+    (2 with the default prior), a worse one down to 0. 1 for everyone with REPUTATION_POC_WEIGHTS off.
+    """
+    if not settings.REPUTATION_POC_WEIGHTS:
+        return Decimal(1)
+    prior_positive, prior_negative = config.priors()
+    cold_start = Decimal(prior_positive) / (prior_positive + prior_negative)
+    score = score_of(kind=SubjectKind.PROVIDER, subject_id=user_id)
+    return (score / cold_start).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
+
+
+def pool_score_distributions() -> list[dict]:
+    """Return per pool the scores of its live nodes: count, minimum to enter, quartiles and each node's score."""
+    by_pool: dict[str, set[int]] = {}
+    rows = Node.objects.filter(deleted_at__isnull=True).exclude(state=NodeState.PENDING)
+    for node_id, pool in rows.values_list("pk", "vgpus__pool__name").distinct():
+        if pool is not None:
+            by_pool.setdefault(pool, set()).add(node_id)
+    all_scores = scores(kind=SubjectKind.NODE, ids=sorted(set().union(*by_pool.values())) if by_pool else [])
+    result = []
+    for pool in sorted(by_pool):
+        values = sorted(all_scores[n] for n in by_pool[pool])
+        quartiles = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+        result.append(
+            {
+                "pool": pool,
+                "nodes": len(values),
+                "min_score_to_enter": config.pool_min_score(pool),
+                "lowest": values[0],
+                "quartiles": [Decimal(q).quantize(Decimal("0.000001")) for q in quartiles],
+                "highest": values[-1],
+                "node_scores": [{"node": n, "score": all_scores[n]} for n in sorted(by_pool[pool])],
+            }
+        )
+    return result
