@@ -27,3 +27,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["prefix", "key_hash", "last_used_at"]
     search_fields = ["name", "prefix", "user__email"]
+
+from marketplace.rentals import dispute_admin  # noqa: E402, F401 - registers the dispute admin

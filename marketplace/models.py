@@ -205,3 +205,5 @@ class RentalPlacement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.placement_id} ({self.observed_state})"
+
+from marketplace.rentals.dispute_models import Dispute, DisputeState  # noqa: E402, F401 - registered with this app

@@ -25,3 +25,6 @@ RENTALS_START_COMMAND_TTL_SECONDS = env_int("RENTALS_START_COMMAND_TTL_SECONDS",
 RENTALS_START_REPORT_GRACE_SECONDS = env_int("RENTALS_START_REPORT_GRACE_SECONDS", 30)
 # CPU quota every placement gets per vGPU, in thousandths of a core (never unlimited).
 RENTALS_CPU_MILLICORES_PER_VGPU = env_int("RENTALS_CPU_MILLICORES_PER_VGPU", 4000)
+# A buyer may dispute a completed, failed or interrupted rental this long after it ended; the provider's earnings
+# from a rental stay out of settlement batches until then (and while its dispute is open): docs/reputation.md.
+RENTALS_DISPUTE_WINDOW_HOURS = env_int("RENTALS_DISPUTE_WINDOW_HOURS", 72)

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Min
+from django.db.models import Max, Min, Q
 from django.utils import timezone
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
@@ -52,6 +52,7 @@ from ledger.settlement.errors import (
     ChainUnavailable,
     SettlementBusy,
 )
+from ledger.settlement.holds import held_rental_ids
 from marketplace.models import Wallet
 
 logger = logging.getLogger(__name__)
@@ -230,14 +231,17 @@ def _allocate(*, high_water: int, tokens: dict[str, str]) -> list[list[Any]]:
     One aggregate query for what each user earned, one read of every allocation (locked), then at most
     one INSERT for the new allocations and one UPDATE for the raised ones, whatever the number of users.
     """
+    entries = Entry.objects.filter(
+        Q(amount__gt=0) | Q(transaction__metadata__has_key="dispute"),  # credits, less dispute refunds
+        account__kind=AccountKind.EARNINGS,
+        account__owner__isnull=False,
+        transaction_id__lte=high_water,
+    )
+    held = held_rental_ids()  # rentals that may still be refunded: published once their dispute window closes
+    if held:
+        entries = entries.exclude(transaction__metadata__rental__in=sorted(held))
     earned = (
-        Entry.objects.filter(
-            account__kind=AccountKind.EARNINGS,
-            account__owner__isnull=False,
-            amount__gt=0,
-            transaction_id__lte=high_water,
-        )
-        .values_list("account__owner_id", "currency")
+        entries.values_list("account__owner_id", "currency")
         .annotate(total=ExactSum("amount"))
     )
     # A user's payout address is their first wallet still linked (lowest id); checksummed only when used.

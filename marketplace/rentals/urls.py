@@ -1,6 +1,6 @@
 from django.urls import path
 
-from marketplace.rentals import api
+from marketplace.rentals import api, dispute_api
 
 urlpatterns = [
     path("rentals/", api.RentalList.as_view(), name="rentals"),
@@ -8,4 +8,6 @@ urlpatterns = [
     path("rentals/<int:rental_id>/cancel/", api.RentalCancel.as_view(), name="rental-cancel"),
     path("rentals/<int:rental_id>/logs/", api.RentalLogs.as_view(), name="rental-logs"),
     path("rentals/<int:rental_id>/logs/download/", api.RentalLogsDownload.as_view(), name="rental-logs-download"),
+    path("rentals/<int:rental_id>/dispute/", dispute_api.RentalDispute.as_view(), name="rental-dispute"),
+    path("earnings/held/", dispute_api.HeldEarnings.as_view(), name="earnings-held"),
 ]

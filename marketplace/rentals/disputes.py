@@ -1,0 +1,214 @@
+"""Disputes: a buyer disputes an ended rental within the window; an operator refunds (fully, partly) or rejects.
+
+The refund moves once through the ledger (one posting keyed by the dispute, written in the transaction that
+locks the dispute): the buyer's available balance is credited, the providers' earnings from this rental and
+the platform's fees are debited pro rata to what each took. The providers' earnings of a rental are held out of
+settlement until its window closes and its dispute is resolved (ledger.settlement.holds), so what is refunded
+was never published. The outcome is reputation evidence: an upheld dispute against each node of the rental,
+a rejected one against the buyer; between linked accounts it counts for nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from janction.errors import Conflict, ValidationFailed
+from ledger.models import AccountKind, TransactionKind
+from ledger.services import Leg, Posting, ledger_post
+from marketplace.models import Dispute, DisputeState, Rental, RentalPlacement, RentalState
+from marketplace.rentals.errors import RentalNotFound
+from reputation.models import EvidenceKind, SubjectKind
+from reputation.services import evidence_record
+
+DISPUTABLE_STATES = (RentalState.COMPLETED, RentalState.FAILED, RentalState.INTERRUPTED)
+ENDED_STATES = (*DISPUTABLE_STATES, RentalState.CANCELLED, RentalState.EXPIRED)
+MAX_REASON_CHARS = 2000
+
+
+class DisputeInvalid(ValidationFailed):
+    code = "dispute_invalid"
+
+
+class DisputeNotAllowed(Conflict):
+    code = "dispute_not_allowed"
+
+
+def _window() -> timedelta:
+    return timedelta(hours=settings.RENTALS_DISPUTE_WINDOW_HOURS)
+
+
+def dispute_open(*, owner, rental_id: int, reason: str) -> Dispute:
+    """Open the dispute of one of the buyer's own rentals that completed, failed or was interrupted in the window."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise DisputeInvalid("Say what went wrong in `reason`.", detail={"field": "reason"})
+    if len(reason) > MAX_REASON_CHARS:
+        raise DisputeInvalid(f"Keep the reason under {MAX_REASON_CHARS} characters.", detail={"field": "reason"})
+    with transaction.atomic():
+        rental = Rental.objects.select_for_update().filter(pk=rental_id, owner=owner).first()
+        if rental is None:
+            raise RentalNotFound(f"You have no rental {rental_id}.")
+        if rental.state not in DISPUTABLE_STATES:
+            raise DisputeNotAllowed(
+                f"Only a completed, failed or interrupted rental can be disputed; this one is {rental.state}."
+            )
+        if rental.ended_at is None or timezone.now() - rental.ended_at > _window():
+            raise DisputeNotAllowed(
+                f"Disputes are open for {settings.RENTALS_DISPUTE_WINDOW_HOURS} hours after a rental ends; "
+                "this rental's window has closed.",
+                code="dispute_out_of_time",
+            )
+        try:
+            with transaction.atomic():
+                return Dispute.objects.create(rental=rental, buyer=owner, reason=reason.strip())
+        except IntegrityError:
+            raise DisputeNotAllowed(
+                "This rental was already disputed; a rental has one dispute.", code="dispute_exists"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    dispute: Dispute
+    moved: bool  # False: it was already resolved this way (nothing moved again)
+
+
+def _refund_legs(rental: Rental, amount: int) -> list[Leg]:
+    """Split a refund pro rata over what each provider and the platform took from the rental's charges."""
+    paid = dict(
+        RentalPlacement.objects.filter(rental=rental)
+        .values_list("provider_id")
+        .annotate(total=Sum("provider_paid"))
+        .values_list("provider_id", "total")
+        .order_by()
+    )
+    legs = [Leg(rental.owner_id, AccountKind.AVAILABLE, amount)]
+    taken = 0
+    for provider_id in sorted(paid):
+        share = amount * int(paid[provider_id]) // rental.charged
+        if share:
+            legs.append(Leg(provider_id, AccountKind.EARNINGS, -share))
+            taken += share
+    if amount - taken:
+        legs.append(Leg(None, AccountKind.FEES, -(amount - taken)))
+    return legs
+
+
+def dispute_resolve(
+    *, dispute_id: int, outcome: str, operator, refund: int | None = None, note: str = ""
+) -> Resolution:
+    """Resolve an open dispute: "refund" (the whole charge), "partial" (`refund` base units) or "reject".
+
+    Resolving twice the same way returns the first resolution and moves nothing; another way is refused.
+    """
+    if outcome not in ("refund", "partial", "reject"):
+        raise DisputeInvalid("The outcome is refund, partial or reject.", detail={"field": "outcome"})
+    with transaction.atomic():
+        dispute = Dispute.objects.select_for_update().filter(pk=dispute_id).first()
+        if dispute is None:
+            raise DisputeInvalid(f"Dispute {dispute_id} does not exist.", code="dispute_not_found", status=404)
+        rental = Rental.objects.select_for_update().get(pk=dispute.rental_id)
+        if outcome == "refund":
+            amount = rental.charged
+        elif outcome == "partial":
+            if isinstance(refund, bool) or not isinstance(refund, int) or refund <= 0:
+                raise DisputeInvalid(
+                    "A partial refund is a positive number of USDC base units.", detail={"field": "refund"}
+                )
+            if refund > rental.charged:
+                raise DisputeInvalid(
+                    f"The refund ({refund}) is larger than what the rental charged ({rental.charged}).",
+                    code="refund_too_large",
+                    detail={"field": "refund", "most": rental.charged},
+                )
+            amount = refund
+        else:
+            amount = 0
+        state = {
+            "refund": DisputeState.REFUNDED,
+            "partial": DisputeState.PARTIALLY_REFUNDED,
+            "reject": DisputeState.REJECTED,
+        }[outcome]
+        if dispute.state != DisputeState.OPEN:
+            if dispute.state == state and dispute.refund == amount:
+                return Resolution(dispute=dispute, moved=False)
+            raise DisputeNotAllowed(f"Dispute {dispute.pk} was already resolved ({dispute.get_state_display()}).")
+        key = ""
+        if amount:
+            key = f"dispute:{dispute.pk}:refund"
+            ledger_post(
+                Posting(
+                    kind=TransactionKind.TRANSFER,
+                    currency=rental.currency,
+                    idempotency_key=key,
+                    legs=tuple(_refund_legs(rental, amount)),
+                    memo=f"Dispute refund of rental {rental.pk}",
+                    metadata={"dispute": dispute.pk, "rental": rental.pk},
+                )
+            )
+        dispute.state, dispute.refund, dispute.note = state, amount, note[:2000]
+        dispute.resolved_by, dispute.resolved_at, dispute.ledger_idempotency_key = operator, timezone.now(), key
+        dispute.save(update_fields=["state", "refund", "note", "resolved_by", "resolved_at", "ledger_idempotency_key"])
+        _evidence(dispute, rental, amount)
+    return Resolution(dispute=dispute, moved=True)
+
+
+def _evidence(dispute: Dispute, rental: Rental, amount: int) -> None:
+    if dispute.state == DisputeState.REJECTED:
+        evidence_record(
+            kind=EvidenceKind.DISPUTE_REJECTED,
+            subject_kind=SubjectKind.BUYER,
+            user_id=rental.owner_id,
+            source="dispute",
+            source_key=f"dispute:{dispute.pk}:buyer",
+            detail=f"dispute {dispute.pk} of rental {rental.pk} rejected",
+        )
+        return
+    share = amount / rental.charged if rental.charged else 1
+    for node_id in sorted(set(RentalPlacement.objects.filter(rental=rental).values_list("node_id", flat=True))):
+        negative = round(5_000_000 * max(share, 0.2))  # a refund of a fifth or less still weighs a fifth
+        evidence_record(
+            kind=EvidenceKind.DISPUTE_UPHELD,
+            subject_kind=SubjectKind.NODE,
+            node_id=node_id,
+            positive=0,
+            negative=negative,
+            source="dispute",
+            source_key=f"dispute:{dispute.pk}:node:{node_id}",
+            detail=f"dispute {dispute.pk} of rental {rental.pk}: refunded {amount} of {rental.charged}",
+            counterparty_id=rental.owner_id,
+        )
+
+
+def held_rental_ids(*, now: datetime | None = None) -> set[int]:
+    """Return the rentals whose providers' earnings stay out of settlement: not ended, in the window, or disputed."""
+    now = now or timezone.now()
+    recent = Q(ended_at__gt=now - _window()) | Q(ended_at__isnull=True) | ~Q(state__in=ENDED_STATES)
+    open_disputes = Q(dispute__state=DisputeState.OPEN)
+    return set(Rental.objects.filter(recent | open_disputes).values_list("pk", flat=True))
+
+
+def held_earnings(*, provider) -> list[dict]:
+    """Return what of a provider's earnings is held out of settlement, per rental, and why."""
+    held = held_rental_ids()
+    rows = (
+        RentalPlacement.objects.filter(provider=provider, rental_id__in=held, provider_paid__gt=0)
+        .values("rental_id", "rental__state", "rental__ended_at", "rental__dispute__state")
+        .annotate(amount=Sum("provider_paid"))
+        .order_by("rental_id")
+    )
+    result = []
+    for row in rows:
+        if row["rental__dispute__state"] == DisputeState.OPEN:
+            why, until = "the buyer disputes this rental", None
+        elif row["rental__ended_at"] is None or row["rental__state"] not in ENDED_STATES:
+            why, until = "the rental has not ended", None
+        else:
+            why, until = "the dispute window is open", row["rental__ended_at"] + _window()
+        result.append({"rental": row["rental_id"], "amount": int(row["amount"]), "why": why, "until": until})
+    return result
