@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from nodes.models import Gpu, Node, NodeEvent, NodeFlag, NodePlacement, NodeState
 from pricing.models import Bid
-from reputation.models import Evidence, EvidenceKind, SubjectKind
+from reputation.challenges import challenge_judge
+from reputation.models import Challenge, Evidence, EvidenceKind, SubjectKind
 from reputation.services import evidence_record
 from reputation.weights import FLAG_KINDS, amounts
 
@@ -43,6 +44,9 @@ def placement_evidence(*, node_id: int, placement_id: str, state: str, message: 
         "lost": EvidenceKind.PLACEMENT_LOST,
     }.get(state)
     if kind is None or not Node.objects.filter(pk=node_id).exists():
+        return None
+    if Challenge.objects.filter(placement_id=placement_id).exists():
+        challenge_judge(placement_id=placement_id, state=state)  # a challenge is judged by its answer
         return None
     buyer = buyer_of(placement_id)
     evidence = evidence_record(

@@ -140,3 +140,33 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return self.message[:80]
+
+
+class ChallengeState(models.TextChoices):
+    SENT = "sent", "Sent"
+    PASSED = "passed", "Passed"
+    FAILED = "failed", "Failed"
+
+
+class Challenge(models.Model):
+    """A verification challenge: an ordinary-looking placement whose answer the platform knows (challenge_math)."""
+
+    node = models.ForeignKey("nodes.Node", on_delete=models.PROTECT, related_name="+")
+    placement_id = models.CharField(max_length=128, unique=True)
+    vgpu_local_id = models.CharField(max_length=40)
+    seed = models.BigIntegerField()
+    size = models.PositiveIntegerField()
+    expected = models.PositiveIntegerField()
+    state = models.CharField(max_length=8, choices=ChallengeState.choices, default=ChallengeState.SENT, db_index=True)
+    reason = models.CharField(max_length=300, blank=True)
+    gpu_seen = models.CharField(max_length=200, blank=True)
+    on_cpu = models.BooleanField(default=False, help_text="A fake-GPU node: the same path, computed on the CPU.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    deadline = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"challenge {self.placement_id} ({self.state})"

@@ -20,3 +20,10 @@ REPUTATION_POC_WEIGHTS = env_bool("REPUTATION_POC_WEIGHTS", True)
 REPUTATION_FOLD_GRACE_SECONDS = env_int("REPUTATION_FOLD_GRACE_SECONDS", 600)
 # How often the evidence collector (uptime, telemetry, missed signals) and the daily fold run.
 REPUTATION_COLLECT_INTERVAL_SECONDS = env_int("REPUTATION_COLLECT_INTERVAL_SECONDS", 300)
+# Verification challenges: the image and size of the matrix product (reputation/challenge_math.py), how long a node
+# has to answer, and how many failures within the window quarantine it.
+REPUTATION_CHALLENGE_IMAGE = env_str("REPUTATION_CHALLENGE_IMAGE", "docker.io/library/busybox:1.36")
+REPUTATION_CHALLENGE_SIZE = env_int("REPUTATION_CHALLENGE_SIZE", 32)
+REPUTATION_CHALLENGE_TIMEOUT_SECONDS = env_int("REPUTATION_CHALLENGE_TIMEOUT_SECONDS", 600)
+REPUTATION_CHALLENGE_FAILURES_TO_QUARANTINE = env_int("REPUTATION_CHALLENGE_FAILURES_TO_QUARANTINE", 2)
+REPUTATION_CHALLENGE_WINDOW_DAYS = env_int("REPUTATION_CHALLENGE_WINDOW_DAYS", 7)
