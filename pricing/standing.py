@@ -16,9 +16,10 @@ class Standing:
     scores: dict[int, Decimal] = field(default_factory=dict)
     minimum: Decimal = Decimal(0)
     rank: bool = False  # break placement ties by score
+    excluded: frozenset[int] = frozenset()  # nodes kept out whatever their score (e.g. their provider's stake is short)
 
     def admits(self, node_id: int) -> bool:
-        return self.scores.get(node_id, Decimal(1)) >= self.minimum
+        return node_id not in self.excluded and self.scores.get(node_id, Decimal(1)) >= self.minimum
 
 
 _source: Callable[[str, list[int]], Standing] | None = None

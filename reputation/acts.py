@@ -6,7 +6,11 @@ import statistics
 from decimal import ROUND_DOWN, Decimal
 
 from django.conf import settings
+from django.utils import timezone
 
+from ledger.fields import ExactSum
+from ledger.models import StakeEvent
+from marketplace.models import Wallet  # moves to ledger.models with issue 10
 from nodes.models import Node, NodeState
 from pricing.standing import Standing
 from reputation import config
@@ -15,12 +19,39 @@ from reputation.selectors import score_of, scores
 
 
 def pool_standing(pool_name: str, node_ids: list[int]) -> Standing:
-    """Return the nodes' scores and the pool's minimum (pricing.standing's source)."""
+    """Return the nodes' scores, the pool's minimum and the nodes the staking gate keeps out (pricing.standing)."""
     return Standing(
         scores=scores(kind=SubjectKind.NODE, ids=node_ids),
         minimum=config.pool_min_score(pool_name),
         rank=settings.REPUTATION_PLACEMENT_TIE_BREAK,
+        excluded=frozenset(understaked_nodes(pool_name=pool_name, node_ids=node_ids)),
     )
+
+
+def understaked_nodes(*, pool_name: str, node_ids: list[int]) -> set[int]:
+    """Return the nodes whose provider's JCT stake is below the pool's minimum (none when the gate is off)."""
+    minimum = config.pool_min_stake(pool_name)
+    if minimum <= 0:
+        return set()
+    owners = dict(Node.objects.filter(pk__in=node_ids).values_list("pk", "owner_id"))
+    stakes = provider_stakes(user_ids=set(owners.values()), at=timezone.now())
+    return {node for node, owner in owners.items() if stakes.get(owner, 0) < minimum}
+
+
+def provider_stakes(*, user_ids: set[int], at) -> dict[int, int]:
+    """Return each provider's JCT stake in base units (staked less unstake requested, over its wallets) at `at`."""
+    owner_of = dict(Wallet.objects.filter(user_id__in=user_ids).values_list("address", "user_id"))
+    stakes: dict[int, int] = {}
+    totals = (
+        StakeEvent.objects.filter(account__in=owner_of, created_at__lt=at)
+        .values_list("account", "kind")
+        .annotate(total=ExactSum("amount"))
+        .order_by()
+    )
+    for account, kind, total in totals:
+        sign = {StakeEvent.Kind.STAKED: 1, StakeEvent.Kind.UNSTAKE_REQUESTED: -1}.get(kind, 0)
+        stakes[owner_of[account]] = stakes.get(owner_of[account], 0) + sign * int(total)
+    return {user: max(stake, 0) for user, stake in stakes.items()}
 
 
 def provider_weight(*, user_id: int) -> Decimal:

@@ -33,6 +33,20 @@ def priors() -> tuple[int, int]:
     return int(positive * MICRO), int(negative * MICRO)
 
 
+def _per_pool(default: str, overrides_text: str, pool_name: str) -> str:
+    overrides = {}
+    for pair in filter(None, (p.strip() for p in overrides_text.split(","))):
+        name, _, value = pair.partition("=")
+        overrides[name.strip()] = value.strip()
+    return overrides.get(pool_name, default)
+
+
+def pool_min_stake(pool_name: str) -> int:
+    """Return the least JCT stake (base units) a provider needs for its nodes to enter `pool_name`'s rounds."""
+    text = _per_pool(settings.REPUTATION_POOL_MIN_STAKE_JCT, settings.REPUTATION_POOL_MIN_STAKES_JCT, pool_name)
+    return int(_units("REPUTATION_POOL_MIN_STAKE(S)_JCT", text, high=Decimal(10**12)) * 10**18)
+
+
 def pool_min_score(pool_name: str) -> Decimal:
     """Return the least score a node needs for its asks to enter `pool_name`'s rounds."""
     overrides = {}

@@ -27,3 +27,8 @@ REPUTATION_CHALLENGE_SIZE = env_int("REPUTATION_CHALLENGE_SIZE", 32)
 REPUTATION_CHALLENGE_TIMEOUT_SECONDS = env_int("REPUTATION_CHALLENGE_TIMEOUT_SECONDS", 600)
 REPUTATION_CHALLENGE_FAILURES_TO_QUARANTINE = env_int("REPUTATION_CHALLENGE_FAILURES_TO_QUARANTINE", 2)
 REPUTATION_CHALLENGE_WINDOW_DAYS = env_int("REPUTATION_CHALLENGE_WINDOW_DAYS", 7)
+# Staking gate: a node's asks enter a pool's rounds only while its provider's JCT stake (staked on chain, less
+# unstake requests, as the chain watcher recorded it) is at least this many JCT ("0": no gate). Per-pool overrides
+# "pool=JCT" pairs separated by commas.
+REPUTATION_POOL_MIN_STAKE_JCT = env_str("REPUTATION_POOL_MIN_STAKE_JCT", "0")
+REPUTATION_POOL_MIN_STAKES_JCT = env_str("REPUTATION_POOL_MIN_STAKES_JCT", "")

@@ -124,3 +124,36 @@ def test_the_market_page_shows_each_pools_score_distribution(client):
     _bad(online_node(UserFactory(), name="b", vgpus=1))
     page = client.get("/market/").content.decode()
     assert 'id="pool-scores"' in page and "0.200000" in page
+
+
+@pytest.mark.django_db
+def test_a_node_whose_provider_has_not_staked_the_pools_minimum_does_not_enter_rounds(settings):
+    import uuid
+
+    from ledger.models import StakeEvent
+    from marketplace.models import Wallet
+
+    settings.REPUTATION_POOL_MIN_STAKE_JCT = "100"
+    buyer = UserFactory()
+    unstaked = online_node(UserFactory(), name="unstaked", vgpus=1, price=100_000)  # the cheaper ask
+    staked = online_node(UserFactory(), name="staked", vgpus=1, price=500_000)
+    address = "0x" + "ab" * 20
+    Wallet.objects.create(user=staked.owner, address=address, chain_id=31337)
+    for kind, jct in ((StakeEvent.Kind.STAKED, 150), (StakeEvent.Kind.UNSTAKE_REQUESTED, 40)):
+        StakeEvent.objects.create(
+            chain_id=31337,
+            tx_hash="0x" + uuid.uuid4().hex * 2,
+            log_index=0,
+            block_number=1,
+            kind=kind,
+            account=address,
+            amount=jct * 10**18,
+        )
+    bid = _round(buyer, staked)
+    assert Allocation.objects.get(bid=bid).node == staked  # 110 JCT staked; the unstaked node is kept out
+    settings.REPUTATION_POOL_MIN_STAKES_JCT = "ada-12g=120"
+    assert _round(buyer, unstaked, ref="r2").state == BidState.PENDING  # 110 < 120: nobody enters
+    settings.REPUTATION_POOL_MIN_STAKE_JCT = "0"
+    settings.REPUTATION_POOL_MIN_STAKES_JCT = ""
+    market_round_run(pool_id=unstaked.vgpus.first().pool_id)
+    assert Allocation.objects.filter(node=unstaked).exists()
