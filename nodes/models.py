@@ -216,7 +216,7 @@ class UsageReport(models.Model):
     interval_end_ms = models.BigIntegerField()
     vgpu_count = models.PositiveIntegerField()
     vgpu_milliseconds = models.PositiveBigIntegerField()
-    # DER ECDSA-SHA256 signature over agent.signing.canonical_usage_bytes: evidence for disputes.
+    # DER ECDSA-SHA256 signature over agent.protocol.signing.canonical_usage_bytes: evidence for disputes.
     signature = models.BinaryField()
     received_at = models.DateTimeField(auto_now_add=True)
 

@@ -908,7 +908,7 @@ def usage_report_record(*, node_id: int, report: UsageReportIn) -> bool:
     life as the platform saw it (from the queued StartPlacement to the platform's stop, or now) and outside
     any time the platform held the node offline; the vGPU count must be what was allocated.
     """
-    from agent.signing import usage_is_consistent, verify_usage_report
+    from agent.protocol.signing import usage_is_consistent, verify_usage_report
 
     _usage_check_ranges(report)
     with transaction.atomic():
@@ -980,7 +980,7 @@ def usage_report_record(*, node_id: int, report: UsageReportIn) -> bool:
 def _control_message(message) -> tuple[str, dict]:
     from google.protobuf import json_format
 
-    from agent.proto.gen.janction.agent.v1 import agent_pb2
+    from agent.protocol.gen.janction.agent.v1 import agent_pb2
 
     try:
         parsed = (

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from google.protobuf import json_format
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.checks import sample_problem
 from nodes.services import (
     GpuReport,

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.commands import node_commands_pending
 from nodes.gateway.convert import control_message
 from nodes.models import NodePlacement, RevokedCertificate

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from django.utils import timezone
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
-from agent.proto.gen.janction.agent.v1 import agent_pb2_grpc
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2_grpc
 from janction.errors import ApplicationError
 from nodes.commands import node_goodbye
 from nodes.gateway import convert

@@ -12,8 +12,8 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
-from agent.proto.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
 from nodes.commands import placement_commands_cancel
 from nodes.models import Node, NodeEvent, NodePlacement, NodeState, UsageReport
 from nodes.services import node_create, node_send
