@@ -15,8 +15,8 @@ from cryptography import x509
 from agent.client import AgentClient, Backoff, EnrollmentError, enroll, resolve_connect_address
 from agent.identity import load_private_key, mutual_tls_credentials
 from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
-from agent.runtime.sandbox import SandboxRuntime
 from agent.protocol.signing import verify_usage_report
+from agent.runtime.sandbox import SandboxRuntime
 from agent.state import StateStore
 from tests.agent.conftest import requires_bwrap
 from tests.agent.gateway import ENROLL_TOKEN, NODE_ID, FakeGateway
