@@ -208,9 +208,8 @@ def _populate(first: int, count: int, *, again: str = "") -> None:
     from django.contrib.auth import get_user_model
     from eth_utils import keccak, to_checksum_address
 
-    from ledger.models import Account, AccountKind
+    from ledger.models import Account, AccountKind, Wallet
     from ledger.services import Leg, Posting, ledger_post_bulk
-    from marketplace.models import Wallet
 
     user_model = get_user_model()
     numbers = range(first, first + count)
@@ -276,7 +275,7 @@ def _claims(w3, batch, settlement, usdc, send, admin, operator, numbers=None) ->
     from django.contrib.auth import get_user_model
 
     from ledger.merkle import StandardMerkleTree
-    from marketplace.models import Wallet
+    from ledger.models import Wallet
 
     leaves = json.loads(batch.data.content)["leaves"]
     tree = StandardMerkleTree.of(leaves, LEAF_TYPES)

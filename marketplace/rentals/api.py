@@ -13,8 +13,8 @@ from janction.api import IsoDateTimeFilter
 from janction.openapi import error_responses
 from ledger.currencies import AMOUNT_PATTERN, AMOUNT_RULE, from_base_units
 from ledger.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
-from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.errors import RentalInvalid
+from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.selectors import (
     rental_env_masked,
     rental_for_owner,

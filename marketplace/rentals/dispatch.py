@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from ledger.errors import InsufficientFunds
 from ledger.services import ledger_hold
-from marketplace.models import Rental, RentalPlacement, RentalState
 from marketplace.rentals.metering import placements_settle
+from marketplace.rentals.models import Rental, RentalPlacement, RentalState
 from marketplace.rentals.services import (
     ACTIVE_STATES,
     TERMINAL_STATES,

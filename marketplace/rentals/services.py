@@ -15,7 +15,6 @@ from django.utils import timezone
 from ledger.currencies import to_base_units
 from ledger.errors import InsufficientFunds, InvalidAmount
 from ledger.services import ledger_hold, ledger_release
-from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.errors import (
     InvalidRentalTransition,
     RentalAlreadyEnded,
@@ -24,6 +23,7 @@ from marketplace.rentals.errors import (
     RentalNotFound,
     RentalPoolUnknown,
 )
+from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement, RentalState
 from nodes.models import Pool, VGpu, VGpuState
 from nodes.services import node_send, vgpu_transition
 from pricing.models import Bid, BidState

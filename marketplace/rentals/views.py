@@ -13,8 +13,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from janction.errors import ApplicationError
 from ledger.currencies import from_base_units
-from marketplace.models import RentalState
 from marketplace.rentals.errors import RentalInvalid, RentalNotFound
+from marketplace.rentals.models import RentalState
 from marketplace.rentals.selectors import rental_env_masked, rental_for_owner, rental_log_lines, rentals_for_owner
 from marketplace.rentals.services import TERMINAL_STATES, rental_cancel, rental_submit
 from nodes.selectors import pools_with_supply

@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from marketplace.models import RentalPlacement, RentalState
 from marketplace.rentals.metering import owed
+from marketplace.rentals.models import RentalPlacement, RentalState
 from marketplace.rentals.services import rental_cancel
 from nodes.commands import node_commands_pending
 from nodes.models import NodeCommand, NodePlacement
