@@ -115,6 +115,7 @@ class RentalPlacement(models.Model):
     limit_ms = models.BigIntegerField()
     # Usage intervals are clipped to end here (cancellation, max duration); null: no clip.
     bill_until_ms = models.BigIntegerField(null=True, blank=True)
+    # A nodes.models.PlacementState: what the rentals code last read from the node's placement.
     observed_state = models.CharField(max_length=12, default="requested")
     exit_code = models.IntegerField(null=True, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
