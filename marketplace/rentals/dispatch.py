@@ -199,6 +199,17 @@ def rentals_sync() -> int:
     return moved
 
 
+def rentals_on_node_observe(*, node_id: int) -> int:
+    """Observe now every rental with an unsettled placement on this node (it was quarantined); return how many moved."""
+    rental_ids = (
+        RentalPlacement.objects.filter(node_id=node_id, settled_at__isnull=True)
+        .values_list("rental_id", flat=True)
+        .distinct()
+        .order_by("rental_id")
+    )
+    return sum(rental_observe(rental_id=rental_id) for rental_id in list(rental_ids))
+
+
 def orphans_stop() -> int:
     """Stop workloads an agent still runs for placements that were already settled; return how many.
 

@@ -43,7 +43,7 @@ ACTIVE_STATES = frozenset({RentalState.ALLOCATED, RentalState.STARTING, RentalSt
 TERMINAL_STATES = frozenset(
     {RentalState.COMPLETED, RentalState.FAILED, RentalState.CANCELLED, RentalState.EXPIRED, RentalState.INTERRUPTED}
 )
-# DESIGN.md section 6; interrupted -> pending is the requeue of a rental that asked for restarts.
+# The rental state machine (docs/rentals.md); interrupted -> pending is the requeue of a rental that asked for restarts.
 TRANSITIONS: dict[str, set[str]] = {
     RentalState.PENDING: {RentalState.ALLOCATED, RentalState.CANCELLED, RentalState.EXPIRED},
     RentalState.ALLOCATED: {

@@ -13,6 +13,7 @@ from nodes.models import (
     VGpuState,
 )
 from nodes.services.enrollment import EnrollmentTicket, _agent_command, _issue_token
+from nodes.signals import node_quarantined
 
 # Which node state may follow which (docs/architecture.md, "Nodes").
 NODE_TRANSITIONS: dict[str, set[str]] = {
@@ -92,6 +93,9 @@ def node_transition(*, node: Node, to_state: str, reason: str) -> bool:
     node.state = to_state
     node.state_reason = reason[:200]
     node.save(update_fields=["state", "state_reason"])
+    if to_state == NodeState.QUARANTINED:
+        node_id = node.pk
+        transaction.on_commit(lambda: node_quarantined.send(sender=Node, node_id=node_id, reason=reason[:200]))
     if to_state in (NodeState.OFFLINE, NodeState.QUARANTINED):
         # Its vGPUs cannot be sold or keep running: placements on them are the rentals code's to interrupt.
         VGpu.objects.filter(node=node).exclude(state=VGpuState.OFFLINE).update(state=VGpuState.OFFLINE, holder="")
@@ -143,13 +147,24 @@ def node_certificate_revoke(*, node: Node, reason: str) -> bool:
     return created
 
 
-def node_ban(*, node_id: int, reason: str) -> Node:
-    """Quarantine a node and revoke its certificate (an operator's decision); a new enrollment is needed to return."""
+def node_quarantine(*, node_id: int, reason: str) -> Node:
+    """Take a node out of the market for good (an operator's decision); its running placements are lost.
+
+    Its vGPUs go offline at once; `node_quarantined` tells the rentals code, after commit, to settle and
+    refund what ran there. Quarantining a quarantined node again changes nothing.
+    """
     with transaction.atomic():
         node = Node.objects.select_for_update().filter(pk=node_id).first()
         if node is None:
             raise NodeNotFound(f"Node {node_id} does not exist.")
         if node.state != NodeState.QUARANTINED:
-            node_transition(node=node, to_state=NodeState.QUARANTINED, reason=f"Banned: {reason}")
+            node_transition(node=node, to_state=NodeState.QUARANTINED, reason=reason)
+    return node
+
+
+def node_ban(*, node_id: int, reason: str) -> Node:
+    """Quarantine a node and revoke its certificate (an operator's decision); a new enrollment is needed to return."""
+    with transaction.atomic():
+        node = node_quarantine(node_id=node_id, reason=f"Banned: {reason}")
         node_certificate_revoke(node=node, reason=f"Banned: {reason}")
     return node
