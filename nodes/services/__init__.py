@@ -1,4 +1,4 @@
-"""Node writes, by concern; other apps import from here (docs/architecture.md, "Nodes").
+"""Node writes, by concern; other apps import from here (docs/architecture.md).
 
 - lifecycle: the provider's controls and the node state machine (drain, quarantine, ban, delete)
 - enrollment: tokens, the agent's command, the CSR exchange, certificate checks

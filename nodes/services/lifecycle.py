@@ -15,7 +15,7 @@ from nodes.models import (
 from nodes.services.enrollment import EnrollmentTicket, _agent_command, _issue_token
 from nodes.signals import node_quarantined
 
-# Which node state may follow which (docs/architecture.md, "Nodes").
+# Which node state may follow which (docs/architecture.md).
 NODE_TRANSITIONS: dict[str, set[str]] = {
     NodeState.PENDING: {NodeState.ONLINE, NodeState.QUARANTINED},
     NodeState.ONLINE: {NodeState.OFFLINE, NodeState.DRAINING, NodeState.QUARANTINED},
