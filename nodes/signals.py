@@ -1,9 +1,13 @@
-"""Signals the nodes app sends so that upper layers (reputation) learn of events without nodes importing them.
+"""Signals nodes sends for the layers above it, which it may not import (docs/architecture.md).
 
 Each is sent after the writing transaction commits (or at once when no transaction is open).
 """
 
 from django.dispatch import Signal
+
+# Sent after the transaction commits when a node is quarantined: kwargs node_id, reason. A quarantined node
+# never comes back by itself, so what runs on it is lost for good: the rentals code settles and refunds it.
+node_quarantined = Signal()
 
 # A NodeFlag was stored (a claim the platform refused: duplicated GPU UUID, usage it contradicts):
 # kwargs node_id, flag_id, code, detail.

@@ -9,8 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from ledger.fields import ExactSum
-from ledger.models import StakeEvent
-from marketplace.models import Wallet  # moves to ledger.models with issue 10
+from ledger.models import StakeEvent, Wallet
 from nodes.models import Node, NodeState
 from pricing.standing import Standing
 from reputation import config

@@ -5,7 +5,8 @@ answer; the platform reads them from the placement's own log lines (only the nod
 may report on it) and checks the answer and, on real GPUs, the model and memory the node claimed. A wrong
 answer, a mismatch, a missing answer or a timeout is a failure: evidence, and beyond
 REPUTATION_CHALLENGE_FAILURES_TO_QUARANTINE failures in REPUTATION_CHALLENGE_WINDOW_DAYS the node is quarantined
-(nodes.quarantine), whose placements the rentals code then interrupts and refunds. Challenges cost and pay nothing.
+(nodes.services.node_quarantine), whose placements the rentals code then interrupts and refunds.
+Challenges cost the provider nothing and pay nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from django.utils import timezone
 
 from janction.errors import Conflict
 from nodes.models import Gpu, Node, NodeState, PlacementLogLine, VGpu, VGpuState
-from nodes.quarantine import node_quarantine
-from nodes.services import node_send, vgpu_transition
+from nodes.services import Holder, node_quarantine, node_send, vgpus_release, vgpus_reserve
 from reputation import challenge_math
 from reputation.errors import SubjectNotFound
 from reputation.models import Challenge, ChallengeState, EvidenceKind, SubjectKind
@@ -59,7 +59,7 @@ def challenge_issue(*, node_id: int) -> Challenge:
         placement_id = f"rental-{10**9 + secrets.randbelow(10**9)}-{10**9 + secrets.randbelow(10**9)}-{node.pk}"
         seed = 1 + secrets.randbelow(challenge_math.MINSTD_MODULUS - 1)
         size = settings.REPUTATION_CHALLENGE_SIZE
-        vgpu_transition(vgpus=[vgpu], to_state=VGpuState.RESERVED, holder=f"challenge:{placement_id}"[:64])
+        vgpus_reserve(vgpus=[vgpu], holder=Holder.placement(placement_id))
         deadline = timezone.now() + timedelta(seconds=settings.REPUTATION_CHALLENGE_TIMEOUT_SECONDS)
         challenge = Challenge.objects.create(
             node=node,
@@ -140,10 +140,11 @@ def _decide(challenge: Challenge, reason: str) -> None:
     challenge.reason = reason[:300] or ("passed on the CPU (fake GPUs)" if challenge.on_cpu else "passed")
     challenge.decided_at = timezone.now()
     challenge.save(update_fields=["state", "reason", "gpu_seen", "decided_at"])
-    holder = f"challenge:{challenge.placement_id}"[:64]
-    held = list(VGpu.objects.select_for_update().filter(node_id=challenge.node_id, holder=holder))
-    if held:
-        vgpu_transition(vgpus=held, to_state=VGpuState.FREE)
+    vgpus_release(
+        node_id=challenge.node_id,
+        local_ids=[challenge.vgpu_local_id],
+        holders=[Holder.placement(challenge.placement_id)],
+    )
     evidence_record(
         kind=EvidenceKind.CHALLENGE_FAILED if reason else EvidenceKind.CHALLENGE_PASSED,
         subject_kind=SubjectKind.NODE,

@@ -6,10 +6,10 @@ from decimal import Decimal
 import pytest
 from rest_framework.test import APIClient
 
-from ledger.contribution import contribution_list
 from nodes.models import NodePlacement, UsageReport
 from pricing.models import Allocation, BidState
 from pricing.services import bid_submit, market_round_run
+from reputation.contribution import contribution_list
 from reputation.models import EvidenceKind
 from reputation.services import evidence_record
 from tests.factories import UserFactory, online_node
@@ -130,8 +130,7 @@ def test_the_market_page_shows_each_pools_score_distribution(client):
 def test_a_node_whose_provider_has_not_staked_the_pools_minimum_does_not_enter_rounds(settings):
     import uuid
 
-    from ledger.models import StakeEvent
-    from marketplace.models import Wallet
+    from ledger.models import StakeEvent, Wallet
 
     settings.REPUTATION_POOL_MIN_STAKE_JCT = "100"
     buyer = UserFactory()
