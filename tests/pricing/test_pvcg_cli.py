@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pricing.pvcg.__main__ import main as pvcg_main
 from pricing.pvcg import Ask, Bid, MarketError, clear, format_amount, parse_market
+from pricing.pvcg.__main__ import main as pvcg_main
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = (
