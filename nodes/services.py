@@ -15,6 +15,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from janction.errors import Conflict, ValidationFailed
+from nodes.availability import (
+    availability_on_hello,
+    placement_pause_reattach,
+    placement_pause_track,
+    usage_overlaps_pause,
+)
 from nodes.ca import platform_ca
 from nodes.checks import (
     INT32_MAX,
@@ -298,6 +304,7 @@ class RunningPlacementReport:
     started_at_ms: int
     last_usage_seq: int
     last_log_seq: int
+    paused_at_ms: int = 0  # colocation: when it was frozen, while PAUSED
 
 
 @dataclass(frozen=True)
@@ -621,6 +628,7 @@ def _node_hello(*, node_id: int, hello: HelloReport) -> dict[int, int]:
         if node.state in (NodeState.ONLINE, NodeState.DRAINING):
             VGpu.objects.filter(node=node, state=VGpuState.OFFLINE).update(state=VGpuState.FREE)
         _placements_reattach(node=node, reports=hello.placements)
+        availability_on_hello(node=node)  # colocation: the agent hears the node's policy after every Hello
     return {gpu.index: gpu.pk for gpu in gpus.values()}
 
 
@@ -667,6 +675,7 @@ def _placements_reattach(*, node: Node, reports: list[RunningPlacementReport]) -
                     node=node, message={"stop_placement": {"placement_id": placement.placement_id}}
                 )
             continue
+        placement_pause_reattach(placement=placement, state=report.state, paused_at_ms=report.paused_at_ms)
         placement.state = report.state
         placement.started_at_ms = report.started_at_ms
         placement.last_usage_seq = report.last_usage_seq
@@ -805,6 +814,9 @@ def placement_status_record(*, node_id: int, status: PlacementStatusReport) -> N
                 f"Placement {status.placement_id} is {placement.state} and cannot become {status.state}.",
                 code="placement_transition_invalid",
             )
+        placement_pause_track(
+            placement=placement, before=placement.state, after=status.state, at_ms=status.at_ms, message=status.message
+        )
         placement.state = status.state
         placement.exit_code = status.exit_code
         placement.message = status.message[:500]
@@ -959,6 +971,11 @@ def usage_report_record(*, node_id: int, report: UsageReportIn) -> bool:
                     "The usage interval covers time the platform held the node offline.",
                     code="usage_report_while_offline",
                 )
+        if usage_overlaps_pause(placement=placement, start_ms=report.interval_start_ms, end_ms=report.interval_end_ms):
+            raise UsageRefused(
+                "The usage interval covers time the agent reported the placement paused.",
+                code="usage_report_while_paused",
+            )
         if UsageReport.objects.filter(
             placement=placement,
             interval_start_ms__lt=report.interval_end_ms,

@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
+from nodes.availability import nodes_out_of_market
 from nodes.models import Node, NodeState, Pool, VGpu, VGpuState
 from nodes.services import vgpu_transition
 from pricing.errors import InvalidBid, UnknownPool
@@ -93,7 +94,11 @@ def _order_book(pool: Pool, bids: list[Bid], *, lock: bool) -> OrderBook:
         vgpus = vgpus.select_for_update(of=("self",))
     free: dict[str, list[VGpu]] = {}
     nodes: dict[str, Node] = {}
-    for vgpu in vgpus.order_by("node_id", "local_id"):
+    vgpus = list(vgpus.order_by("node_id", "local_id"))
+    # Colocation: a node whose availability policy keeps it out right now (outside its schedule, owner active)
+    # asks for nothing; this filter runs at every round, so a window's end takes effect at the next one.
+    away = nodes_out_of_market(node_ids=sorted({vgpu.node_id for vgpu in vgpus}))
+    for vgpu in (vgpu for vgpu in vgpus if vgpu.node_id not in away):
         ask_id = f"node-{vgpu.node_id}"
         free.setdefault(ask_id, []).append(vgpu)
         nodes[ask_id] = vgpu.node

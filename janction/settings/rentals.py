@@ -25,3 +25,6 @@ RENTALS_START_COMMAND_TTL_SECONDS = env_int("RENTALS_START_COMMAND_TTL_SECONDS",
 RENTALS_START_REPORT_GRACE_SECONDS = env_int("RENTALS_START_REPORT_GRACE_SECONDS", 30)
 # CPU quota every placement gets per vGPU, in thousandths of a core (never unlimited).
 RENTALS_CPU_MILLICORES_PER_VGPU = env_int("RENTALS_CPU_MILLICORES_PER_VGPU", 4000)
+# Colocation: a placement frozen by its node's owner for longer than this is interrupted (requeued when the
+# rental asks for restarts); its frozen time is never charged and does not count toward max duration.
+RENTALS_PAUSE_LIMIT_SECONDS = env_int("RENTALS_PAUSE_LIMIT_SECONDS", 1800)

@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from marketplace.models import Rental
 from marketplace.rentals.errors import RentalNotFound
 from marketplace.rentals.services import is_secret_env
+from nodes.availability import pause_log
 from nodes.models import PlacementLogLine
 
 MASK = "********"
@@ -45,3 +46,9 @@ def rental_log_lines(*, rental: Rental, after: int = 0) -> QuerySet[PlacementLog
 def rental_log_total(*, rental: Rental) -> int:
     """Return how many log lines a rental's placements produced (they may exceed the cap)."""
     return PlacementLogLine.objects.filter(placement__rental_placement__rental=rental).count()
+
+
+def rental_pause_log(*, rental: Rental) -> list[dict]:
+    """Return the rental's pause log: each span a node's owner froze one of its placements."""
+    ids = [pid for pid in rental.placements.values_list("node_placement_id", flat=True) if pid is not None]
+    return pause_log(node_placement_ids=ids)

@@ -1,0 +1,3 @@
+"""Colocation tests share the rentals fixtures (funded buyers, providers, the reference price)."""
+
+from tests.rentals.conftest import _reference_price, buyer, provider  # noqa: F401
