@@ -184,8 +184,11 @@ class FakeGpuBackend(GpuBackend):
     def telemetry(self) -> list[GpuTelemetry]:
         """Return readings that wander like a lightly used GPU's, plus what the listed processes use."""
         listed: dict[str, list[int]] = {}
+        busy_pids: dict[str, int] = {}
         for process in self.processes():
             listed.setdefault(process.gpu_uuid, []).append(process.pid)
+            # A stopped or frozen process (a paused placement) keeps its GPU memory but computes nothing.
+            busy_pids[process.gpu_uuid] = busy_pids.get(process.gpu_uuid, 0) + (_state(process.pid) not in "TtD")
         samples = []
         for index, (gpu, model, rng) in enumerate(zip(self._gpus, self._models, self._rngs, strict=True)):
             # With a processes file the idle wander stays low, so only the declared processes load the GPU.
@@ -193,7 +196,7 @@ class FakeGpuBackend(GpuBackend):
             load = min(ceiling, max(0.0, self._load[index] + rng.uniform(-8, 8)))
             self._load[index] = load
             pids = tuple(listed.get(gpu.uuid, ()))
-            busy = min(100.0, load + FAKE_PROCESS_UTILIZATION * len(pids))
+            busy = min(100.0, load + FAKE_PROCESS_UTILIZATION * busy_pids.get(gpu.uuid, 0))
             memory = int(gpu.memory_bytes * (0.02 + load / 250)) + FAKE_PROCESS_MEMORY_BYTES * len(pids)
             idle_watts = model.tdp_watts * 0.12
             samples.append(
@@ -214,13 +217,20 @@ class FakeGpuBackend(GpuBackend):
         """Release nothing: declared GPUs hold no resources."""
 
 
+def _state(pid: int) -> str:
+    """Return a process's state letter from /proc (R, S, D, T, Z, ...), or "" when it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def _alive(pid: int) -> bool:
     """Return whether a process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    state = _state(pid)
+    if not state:
         return pid > 0 and _signal_zero(pid)
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    return state != "Z"
 
 
 def _signal_zero(pid: int) -> bool:
