@@ -24,6 +24,7 @@ from marketplace.rentals.services import (
     hold_amount,
     placements_stop,
     remaining_ms,
+    rental_capacity,
     rental_notify,
     rental_release,
     rental_settle,
@@ -438,6 +439,7 @@ def _requeue(rental: Rental) -> None:
         max_price_per_hour=rental.max_price_per_hour,
         reference=f"rental:{rental.pk}:{attempt}",
         deadline=rental.match_deadline,
+        capacity=rental_capacity(rental),
     )
     rental.attempt = attempt
     rental.save(update_fields=["escrow_held", "held_total", "match_deadline", "bid", "attempt"])

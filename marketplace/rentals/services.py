@@ -26,7 +26,7 @@ from marketplace.rentals.errors import (
 )
 from nodes.models import Pool, VGpu, VGpuState
 from nodes.services import node_send, vgpu_transition
-from pricing.models import Bid, BidState
+from pricing.models import Bid, BidState, Capacity
 from pricing.services import bid_cancel, bid_submit
 
 logger = logging.getLogger(__name__)
@@ -235,6 +235,11 @@ def _lock_rental(*, rental_id: int, owner=None) -> Rental:
 # -- Submission and cancellation ---------------------------------------------------------------------------
 
 
+def rental_capacity(rental: Rental) -> str:
+    """Return the sub-pool a rental's bids buy from: interruptible when it accepts it, else dedicated only."""
+    return Capacity.INTERRUPTIBLE if rental.accepts_interruptible else Capacity.DEDICATED
+
+
 def rental_submit(
     *,
     owner,
@@ -324,6 +329,7 @@ def rental_submit(
             max_price_per_hour=price,
             reference=f"rental:{rental.pk}:1",
             deadline=rental.match_deadline,
+            capacity=rental_capacity(rental),
         )
         rental.bid = bid
         rental.save(update_fields=["held_total", "escrow_held", "bid"])

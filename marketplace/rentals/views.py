@@ -80,6 +80,8 @@ def _parse_form(post) -> dict:
         "env": env,
         "secret_env": post.get("secret_env", "").replace(",", " ").split(),
         "restart_on_interruption": post.get("restart_on_interruption") == "on",
+        "pausable": post.get("pausable") == "on",
+        "accepts_interruptible": post.get("accepts_interruptible") == "on",
     }
 
 
