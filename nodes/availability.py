@@ -31,6 +31,7 @@ from nodes.models import (
     Node,
     NodeAvailability,
     NodeCommand,
+    NodeEvent,
     NodeFlag,
     NodePlacement,
     NodeState,
@@ -376,3 +377,98 @@ def pause_log(*, node_placement_ids: list[int]) -> list[dict]:
         .order_by("paused_at_ms", "pk")
         .values_list("placement__placement_id", "paused_at_ms", "resumed_at_ms", "reason", "ended_by")
     ]
+
+
+# -- reliability ------------------------------------------------------------------------------------------------
+
+RELIABILITY_DAYS = 7
+SAMPLE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """How well a node kept its policy's promise over the last RELIABILITY_DAYS days."""
+
+    scheduled_hours: float
+    delivered_share: float | None  # delivered / scheduled availability, None when nothing was scheduled
+    rental_hours: float
+    interruptions: int
+    interruptions_per_100_rental_hours: float | None
+
+
+def _spans(rows, now: datetime) -> list[tuple[datetime, datetime]]:
+    return [(start, end or now) for start, end in rows]
+
+
+def _covered(moment: datetime, spans: list[tuple[datetime, datetime]]) -> bool:
+    return any(start <= moment < end for start, end in spans)
+
+
+def node_reliability(*, node_id: int, now: datetime | None = None) -> Reliability:
+    """Return the share of scheduled availability a node delivered and its interruptions per 100 rental-hours.
+
+    Scheduled: every minute its policy promised (always: all; schedule: inside its windows; when idle: every
+    minute the owner was not active, since the owner's own use is allowed). Delivered: scheduled minutes in
+    which the node was neither offline nor (on an always or scheduled node) taken by its owner. Interruptions:
+    placements frozen or lost on it; rental-hours: the run time its usage reports cover. Sampled per minute.
+    """
+    now = now or timezone.now()
+    since = now - timedelta(days=RELIABILITY_DAYS)
+    policy = NodeAvailability.objects.filter(node_id=node_id).first()
+    owner = _spans(
+        OwnerPeriod.objects.filter(node_id=node_id).exclude(ended_at__lt=since).values_list("started_at", "ended_at"),
+        now,
+    )
+    offline = _offline_spans(node_id=node_id, since=since, now=now)
+    enrolled = Node.objects.filter(pk=node_id).values_list("enrolled_at", flat=True).first() or now
+    windows = parse_windows(policy.windows) if policy and policy.mode == AvailabilityMode.SCHEDULE else []
+    zone = ZoneInfo(policy.time_zone) if policy else ZoneInfo("UTC")
+    scheduled = delivered = 0
+    moment = max(since, enrolled)
+    while moment < now:
+        if policy is None or policy.mode == AvailabilityMode.ALWAYS:
+            promised, owner_excused = True, False
+        elif policy.mode == AvailabilityMode.SCHEDULE:
+            promised, owner_excused = in_window(windows, zone, moment), False
+        else:
+            promised, owner_excused = not _covered(moment, owner), True
+        if promised:
+            scheduled += 1
+            if not _covered(moment, offline) and (owner_excused or not _covered(moment, owner)):
+                delivered += 1
+        moment += timedelta(seconds=SAMPLE_SECONDS)
+    since_ms = _ms(since)
+    run_ms = sum(
+        end - start
+        for start, end in UsageReport.objects.filter(
+            placement__node_id=node_id, interval_end_ms__gt=since_ms
+        ).values_list("interval_start_ms", "interval_end_ms")
+    )
+    interruptions = (
+        PlacementPause.objects.filter(placement__node_id=node_id, paused_at_ms__gte=since_ms).count()
+        + NodePlacement.objects.filter(node_id=node_id, state="lost", stopped_at__gte=since).count()
+    )
+    rental_hours = run_ms / 3_600_000
+    return Reliability(
+        scheduled_hours=round(scheduled * SAMPLE_SECONDS / 3600, 2),
+        delivered_share=round(delivered / scheduled, 4) if scheduled else None,
+        rental_hours=round(rental_hours, 3),
+        interruptions=interruptions,
+        interruptions_per_100_rental_hours=round(interruptions * 100 / rental_hours, 2) if rental_hours else None,
+    )
+
+
+def _offline_spans(*, node_id: int, since: datetime, now: datetime) -> list[tuple[datetime, datetime]]:
+    """Return the spans the platform held the node offline or quarantined since `since`."""
+    spans, start = [], None
+    for to_state, at in (
+        NodeEvent.objects.filter(node_id=node_id, at__gte=since).order_by("at", "pk").values_list("to_state", "at")
+    ):
+        if to_state in (NodeState.OFFLINE, NodeState.QUARANTINED):
+            start = start or at
+        elif start is not None:
+            spans.append((start, at))
+            start = None
+    if start is not None:
+        spans.append((start, now))
+    return spans

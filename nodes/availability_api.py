@@ -1,13 +1,19 @@
 """REST API of a node's availability policy (colocation): the provider's own nodes only."""
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from janction.openapi import error_responses
-from nodes.availability import MAX_WINDOWS, is_interruptible, node_availability_set, policy_in_market
+from nodes.availability import (
+    MAX_WINDOWS,
+    is_interruptible,
+    node_availability_set,
+    node_reliability,
+    policy_in_market,
+)
 from nodes.errors import NodeNotFound
 from nodes.models import AvailabilityMode, NodeAvailability
 from nodes.selectors import nodes_for_owner
@@ -30,10 +36,19 @@ class AvailabilityInSerializer(serializers.Serializer):
     grace_seconds = serializers.IntegerField(required=False, min_value=0, max_value=3600)
 
 
+class ReliabilitySerializer(serializers.Serializer):
+    scheduled_hours = serializers.FloatField(help_text="Hours the policy promised over the last 7 days.")
+    delivered_share = serializers.FloatField(allow_null=True, help_text="Share of those hours actually delivered.")
+    rental_hours = serializers.FloatField()
+    interruptions = serializers.IntegerField(help_text="Placements frozen or lost on the node.")
+    interruptions_per_100_rental_hours = serializers.FloatField(allow_null=True)
+
+
 class AvailabilitySerializer(serializers.ModelSerializer):
     windows = WindowSerializer(many=True)
     in_market = serializers.SerializerMethodField(help_text="Whether the policy lets the node sell vGPUs now.")
     capacity = serializers.SerializerMethodField(help_text="interruptible or dedicated.")
+    reliability = serializers.SerializerMethodField()
 
     class Meta:
         model = NodeAvailability
@@ -49,10 +64,15 @@ class AvailabilitySerializer(serializers.ModelSerializer):
             "owner_reason",
             "in_market",
             "capacity",
+            "reliability",
         ]
 
     def get_in_market(self, policy) -> bool:
         return policy_in_market(policy, timezone.now())
+
+    @extend_schema_field(ReliabilitySerializer)
+    def get_reliability(self, policy) -> dict:
+        return ReliabilitySerializer(node_reliability(node_id=policy.node_id)).data
 
     def get_capacity(self, policy) -> str:
         return "interruptible" if is_interruptible(policy) else "dedicated"

@@ -24,6 +24,8 @@ from marketplace.rentals.selectors import (
     rentals_for_owner,
 )
 from marketplace.rentals.services import rental_cancel, rental_submit
+from nodes.availability import node_reliability
+from nodes.availability_api import ReliabilitySerializer
 from nodes.models import PlacementLogLine
 
 
@@ -68,6 +70,9 @@ class RentalPlacementSerializer(serializers.ModelSerializer):
     buyer_price_per_vgpu_hour = serializers.SerializerMethodField()
     charged = serializers.SerializerMethodField()
     billed_vgpu_seconds = serializers.SerializerMethodField()
+    node_reliability = serializers.SerializerMethodField(
+        help_text="The node's share of scheduled availability delivered and interruptions per 100 rental-hours."
+    )
 
     class Meta:
         model = RentalPlacement
@@ -81,7 +86,12 @@ class RentalPlacementSerializer(serializers.ModelSerializer):
             "billed_vgpu_seconds",
             "charged",
             "settled_at",
+            "node_reliability",
         ]
+
+    @extend_schema_field(ReliabilitySerializer)
+    def get_node_reliability(self, placement: RentalPlacement) -> dict:
+        return ReliabilitySerializer(node_reliability(node_id=placement.node_id)).data
 
     def get_buyer_price_per_vgpu_hour(self, placement: RentalPlacement) -> str:
         # Exact: a Decimal quotient of integer base units, never a float.
