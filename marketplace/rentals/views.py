@@ -15,7 +15,13 @@ from janction.errors import ApplicationError
 from ledger.currencies import from_base_units
 from marketplace.models import RentalState
 from marketplace.rentals.errors import RentalInvalid, RentalNotFound
-from marketplace.rentals.selectors import rental_env_masked, rental_for_owner, rental_log_lines, rentals_for_owner
+from marketplace.rentals.selectors import (
+    rental_env_masked,
+    rental_for_owner,
+    rental_log_lines,
+    rental_pause_log,
+    rentals_for_owner,
+)
 from marketplace.rentals.services import TERMINAL_STATES, rental_cancel, rental_submit
 from nodes.selectors import pools_with_supply
 
@@ -167,6 +173,7 @@ def rental_page(request, rental_id: int):
             for placement in rental.placements.select_related("node", "node_placement").order_by("pk")
         ],
         "lines": rental_log_lines(rental=rental),
+        "pauses": rental_pause_log(rental=rental),
         "state_labels": dict(RentalState.choices),
         "terminal_states": sorted(TERMINAL_STATES),
     }

@@ -177,3 +177,29 @@ def test_usage_over_a_claimed_pause_is_refused_and_a_backdated_pause_cannot_unch
     # Only one pause is open at a time (a repeated PAUSED status is not a new pause).
     placement_pause_track(placement=node_placement, before="paused", after="paused", at_ms=now_ms + 1, message="")
     assert PlacementPause.objects.filter(placement=node_placement, resumed_at_ms__isnull=True).count() == 1
+
+
+def test_the_provider_page_sets_a_schedule_and_names_a_bad_window_line(node, provider, client):
+    client.force_login(provider)
+    page = client.get("/nodes/")
+    assert b"Save availability" in page.content
+    bad = client.post(
+        f"/nodes/{node.pk}/availability/",
+        {"mode": "schedule", "time_zone": "Europe/Madrid", "windows": "mon 23:00-24:00\nevery night"},
+        follow=True,
+    )
+    assert "Window line 2" in bad.content.decode()
+    assert not NodeAvailability.objects.filter(node=node).exists()
+    client.post(
+        f"/nodes/{node.pk}/availability/",
+        {"mode": "schedule", "time_zone": "Europe/Madrid", "windows": "mon 23:00-24:00\ntue 0:00-07:30"},
+    )
+    policy = NodeAvailability.objects.get(node=node)
+    assert policy.windows == [
+        {"day": 0, "start": "23:00", "end": "24:00"},
+        {"day": 1, "start": "00:00", "end": "07:30"},
+    ]
+    other = UserFactory()
+    client.force_login(other)
+    client.post(f"/nodes/{node.pk}/availability/", {"mode": "always"})
+    assert NodeAvailability.objects.get(node=node).mode == "schedule"  # another provider cannot change it
