@@ -197,7 +197,9 @@ class FakeGpuBackend(GpuBackend):
             self._load[index] = load
             pids = tuple(listed.get(gpu.uuid, ()))
             busy = min(100.0, load + FAKE_PROCESS_UTILIZATION * busy_pids.get(gpu.uuid, 0))
-            memory = int(gpu.memory_bytes * (0.02 + load / 250)) + FAKE_PROCESS_MEMORY_BYTES * len(pids)
+            # Likewise the idle memory stays at 2% then: only the declared processes hold GPU memory.
+            idle_memory = 0.02 if self._processes_file is not None else 0.02 + load / 250
+            memory = int(gpu.memory_bytes * idle_memory) + FAKE_PROCESS_MEMORY_BYTES * len(pids)
             idle_watts = model.tdp_watts * 0.12
             samples.append(
                 GpuTelemetry(

@@ -232,3 +232,9 @@ def test_a_restarted_agent_keeps_the_owner_active_and_the_policy_without_the_gat
     assert watch.active and watch.policy.watch and watch.policy.grace_seconds == 600
     initial, _ = again.on_connected()
     assert [a.active for a in of_kind(initial, "owner_activity")] == [True]
+
+
+def test_an_idle_fake_gpu_with_a_processes_file_never_looks_busy(tmp_path):
+    backend, _ = _backend(tmp_path)
+    watch = OwnerWatch(backend=backend, owns_process=lambda pid, cgroup: None, policy=WATCH)
+    assert not any(watch.evidence({}).active for _ in range(500))
