@@ -38,6 +38,8 @@ class WatchPolicy:
     utilization_percent: int = DEFAULT_UTILIZATION_PERCENT
     memory_percent: int = DEFAULT_MEMORY_PERCENT
     grace_seconds: int = DEFAULT_GRACE_SECONDS
+    # The schedule gives the GPUs to the owner now, whatever the readings say.
+    owner_time: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ class OwnerWatch:
 
     def due(self) -> bool:
         """Return whether a new sample is due."""
-        return self.policy.watch and self._clock() - self._last_sample >= self.interval
+        wanted = self.policy.watch or self.policy.owner_time or self.active
+        return wanted and self._clock() - self._last_sample >= self.interval
 
     def classify(self, processes: list[GpuProcess]) -> tuple[list[GpuProcess], dict[str, str]]:
         """Split GPU processes into foreign ones and the agent's own (pid -> placement id)."""
@@ -138,8 +141,10 @@ class OwnerWatch:
         """Take a sample; return True when the owner just came, False when they just left, else None."""
         now = self._clock()
         self._last_sample = now
+        if self.policy.owner_time:
+            return self._set(True, "outside the node's scheduled hours") if not self.active else None
         if not self.policy.watch:
-            return self._set(False, "the node's policy does not watch for its owner") if self.active else None
+            return self._set(False, "the node's policy gives the GPUs back") if self.active else None
         verdict = self.evidence(shares)
         if verdict.active:
             self._last_seen = now

@@ -349,6 +349,7 @@ class AgentSession:
             "utilization_percent": min(max(colocation.utilization_threshold_percent, 1), 100),
             "memory_percent": min(max(colocation.memory_threshold_percent, 1), 100),
             "grace_seconds": min(colocation.grace_seconds, MAX_GRACE_SECONDS),
+            "owner_time": colocation.owner_time,
         }
         with self._lock:
             self._state.colocation = policy
@@ -375,7 +376,7 @@ class AgentSession:
     def _colocate(self) -> None:
         """Sample the owner watch when due; step aside when the owner comes, come back when they leave."""
         watch = self._watch
-        if watch is None or not (watch.due() or (watch.active and not watch.policy.watch)):
+        if watch is None or not watch.due():
             return
         with self._lock:
             shares = self._shares()
@@ -551,4 +552,5 @@ def _watch_policy(policy: dict) -> WatchPolicy:
         utilization_percent=int(policy.get("utilization_percent") or 1),
         memory_percent=int(policy.get("memory_percent") or 1),
         grace_seconds=int(policy.get("grace_seconds") or 0),
+        owner_time=bool(policy.get("owner_time")),
     )

@@ -173,8 +173,44 @@ def colocation_message(policy: NodeAvailability | None) -> dict:
             "utilization_threshold_percent": policy.utilization_threshold_percent,
             "memory_threshold_percent": policy.memory_threshold_percent,
             "grace_seconds": policy.grace_seconds,
+            "owner_time": _schedule_owner_time(policy, timezone.now()),
         }
     }
+
+
+def _schedule_owner_time(policy: NodeAvailability, now: datetime) -> bool:
+    """Return whether a schedule gives the node's GPUs to its owner at `now` (outside every window)."""
+    if policy.mode != AvailabilityMode.SCHEDULE:
+        return False
+    return not in_window(parse_windows(policy.windows), ZoneInfo(policy.time_zone), now)
+
+
+def availability_schedules_push(*, now: datetime | None = None) -> list[int]:
+    """Tell the agents of scheduled nodes whose window just opened or closed; return their ids.
+
+    Run every NODE_AVAILABILITY_PUSH_SECONDS: at a window's end the node's running placements are frozen
+    or stopped like for an active owner, and at a window's start they resume.
+    """
+    now = now or timezone.now()
+    pushed = []
+    with transaction.atomic():
+        for policy in (
+            NodeAvailability.objects.select_for_update(of=("self",))
+            .filter(
+                mode=AvailabilityMode.SCHEDULE,
+                node__state__in=[NodeState.ONLINE, NodeState.DRAINING],
+                node__deleted_at__isnull=True,
+            )
+            .order_by("pk")
+        ):
+            owner_time = _schedule_owner_time(policy, now)
+            if owner_time == policy.schedule_owner_time:
+                continue
+            policy.schedule_owner_time = owner_time
+            policy.save(update_fields=["schedule_owner_time", "updated_at"])
+            NodeCommand.objects.create(node_id=policy.node_id, message=colocation_message(policy))
+            pushed.append(policy.node_id)
+    return pushed
 
 
 def _percent(value: object, field: str) -> int:
@@ -231,6 +267,7 @@ def node_availability_set(
         if mode != AvailabilityMode.WHEN_IDLE and policy.owner_active:
             # Only the "when idle" watch reports the owner; a policy that does not watch forgets the claim.
             _owner_set(node=node, policy=policy, active=False, at=timezone.now(), reason="the policy changed")
+        policy.schedule_owner_time = _schedule_owner_time(policy, timezone.now())
         policy.save()
         if node.state in (NodeState.ONLINE, NodeState.DRAINING):
             NodeCommand.objects.create(node=node, message=colocation_message(policy))
@@ -239,8 +276,10 @@ def node_availability_set(
 
 def availability_on_hello(*, node: Node) -> None:
     """Queue the node's policy for its agent after a Hello (inside the Hello's transaction)."""
-    policy = NodeAvailability.objects.filter(node=node).first()
+    policy = NodeAvailability.objects.select_for_update().filter(node=node).first()
     if policy is not None:
+        policy.schedule_owner_time = _schedule_owner_time(policy, timezone.now())
+        policy.save(update_fields=["schedule_owner_time", "updated_at"])
         NodeCommand.objects.create(node=node, message=colocation_message(policy))
 
 

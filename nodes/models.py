@@ -322,6 +322,8 @@ class NodeAvailability(models.Model):
     owner_active = models.BooleanField(default=False)
     owner_active_since = models.DateTimeField(null=True, blank=True)
     owner_reason = models.CharField(max_length=300, blank=True)
+    # What the agent was last told about the schedule (outside every window: the owner's time).
+    schedule_owner_time = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

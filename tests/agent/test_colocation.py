@@ -238,3 +238,22 @@ def test_an_idle_fake_gpu_with_a_processes_file_never_looks_busy(tmp_path):
     backend, _ = _backend(tmp_path)
     watch = OwnerWatch(backend=backend, owns_process=lambda pid, cgroup: None, policy=WATCH)
     assert not any(watch.evidence({}).active for _ in range(500))
+
+
+def test_outside_its_schedule_the_node_steps_aside_and_comes_back_when_the_window_opens(tmp_path):
+    clock, runtime = Clock(), PausingRuntime()
+    session = build_session(tmp_path / "state", runtime, clock=clock)
+    backend, _ = _backend(tmp_path)
+    session._watch = OwnerWatch(backend=backend, owns_process=lambda pid, cgroup: None, clock=clock)
+    _, outbox = session.on_connected()
+    session.handle(start_message("p-1", ["sleep", "1"], vgpus=("0:0",), pausable=True))
+    session.on_state(StateChange("p-1", WorkloadState.RUNNING, int(clock.now * 1000)))
+    session.handle(pb.ControlMessage(colocation=pb.Colocation(owner_time=True)))
+    clock.now += 1
+    session.tick()
+    assert runtime.paused == ["p-1"]
+    assert [a.reason for a in of_kind(drain(outbox), "owner_activity")] == ["outside the node's scheduled hours"]
+    session.handle(pb.ControlMessage(colocation=pb.Colocation(owner_time=False)))
+    clock.now += 1
+    session.tick()
+    assert runtime.resumed == ["p-1"]

@@ -96,6 +96,7 @@ def test_a_policy_is_stored_shown_and_sent_to_the_connected_agent(api, node):
             "utilization_threshold_percent": 40,
             "memory_threshold_percent": 15,
             "grace_seconds": 20,
+            "owner_time": False,
         }
     }
     assert api.get(URL.format(node.pk)).json()["mode"] == "when_idle"
@@ -203,3 +204,16 @@ def test_the_provider_page_sets_a_schedule_and_names_a_bad_window_line(node, pro
     client.force_login(other)
     client.post(f"/nodes/{node.pk}/availability/", {"mode": "always"})
     assert NodeAvailability.objects.get(node=node).mode == "schedule"  # another provider cannot change it
+
+
+def test_the_agent_of_a_scheduled_node_is_told_when_its_window_closes_and_opens(node, provider):
+    from nodes.availability import availability_schedules_push
+
+    monday_noon = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    _schedule(node, day=0, start="08:00", end="13:00", zone="UTC")
+    NodeCommand.objects.all().delete()
+    assert availability_schedules_push(now=monday_noon) == []  # inside the window, as the agent was told
+    assert availability_schedules_push(now=monday_noon + timedelta(hours=1)) == [node.pk]
+    assert NodeCommand.objects.filter(node=node).count() == 1
+    assert availability_schedules_push(now=monday_noon + timedelta(hours=2)) == []  # told once
+    assert availability_schedules_push(now=monday_noon + timedelta(days=7)) == [node.pk]

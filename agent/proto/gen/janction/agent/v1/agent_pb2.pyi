@@ -384,13 +384,15 @@ class OwnerActivity(_message.Message):
     def __init__(self, active: _Optional[bool] = ..., at_ms: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Colocation(_message.Message):
-    __slots__ = ("watch_owner", "utilization_threshold_percent", "memory_threshold_percent", "grace_seconds")
+    __slots__ = ("watch_owner", "utilization_threshold_percent", "memory_threshold_percent", "grace_seconds", "owner_time")
     WATCH_OWNER_FIELD_NUMBER: _ClassVar[int]
     UTILIZATION_THRESHOLD_PERCENT_FIELD_NUMBER: _ClassVar[int]
     MEMORY_THRESHOLD_PERCENT_FIELD_NUMBER: _ClassVar[int]
     GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_TIME_FIELD_NUMBER: _ClassVar[int]
     watch_owner: bool
     utilization_threshold_percent: int
     memory_threshold_percent: int
     grace_seconds: int
-    def __init__(self, watch_owner: _Optional[bool] = ..., utilization_threshold_percent: _Optional[int] = ..., memory_threshold_percent: _Optional[int] = ..., grace_seconds: _Optional[int] = ...) -> None: ...
+    owner_time: bool
+    def __init__(self, watch_owner: _Optional[bool] = ..., utilization_threshold_percent: _Optional[int] = ..., memory_threshold_percent: _Optional[int] = ..., grace_seconds: _Optional[int] = ..., owner_time: _Optional[bool] = ...) -> None: ...
