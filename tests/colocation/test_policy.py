@@ -217,3 +217,17 @@ def test_the_agent_of_a_scheduled_node_is_told_when_its_window_closes_and_opens(
     assert NodeCommand.objects.filter(node=node).count() == 1
     assert availability_schedules_push(now=monday_noon + timedelta(hours=2)) == []  # told once
     assert availability_schedules_push(now=monday_noon + timedelta(days=7)) == [node.pk]
+
+
+def test_owner_claims_out_of_range_are_refused_as_the_senders_fault(node, settings):
+    from nodes.checks import AgentMessageInvalid
+
+    with pytest.raises(AgentMessageInvalid):
+        owner_activity_record(node_id=node.pk, active=True, at_ms=0, reason="x" * 301)
+    with pytest.raises(AgentMessageInvalid):
+        owner_activity_record(node_id=node.pk, active=True, at_ms=-5, reason="")
+    assert not OwnerPeriod.objects.filter(node=node).exists()
+    # A claim from long ago cannot rewrite the past beyond the clock-skew allowance.
+    owner_activity_record(node_id=node.pk, active=True, at_ms=1, reason="pid 9")
+    started = OwnerPeriod.objects.get(node=node).started_at
+    assert timezone.now() - started <= timedelta(seconds=settings.AGENT_USAGE_MAX_CLOCK_SKEW_SECONDS + 1)
