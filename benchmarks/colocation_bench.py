@@ -65,8 +65,8 @@ def run(trials: int) -> None:
 
     from agent.colocation import DEFAULT_INTERVAL_SECONDS
     from ledger.services import ledger_deposit
-    from marketplace.models import RentalState
     from marketplace.rentals.dispatch import rentals_sync
+    from marketplace.rentals.models import RentalState
     from marketplace.rentals.services import rental_cancel, rental_submit
     from nodes.availability import node_availability_set, nodes_out_of_market
     from nodes.ca import ca_generate, ca_key_pem, platform_ca

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from django.db.models import Sum
 
+from ledger.currencies import USDC_SCALE
 from nodes.availability import interruptible_nodes, nodes_out_of_market
 from nodes.models import NodeState, VGpu, VGpuState
 from nodes.selectors import pools_with_supply
@@ -66,7 +67,7 @@ def _capacity_markets(pool) -> tuple[CapacityMarket, ...]:
 def _per_unit(total: int, units: int) -> Decimal | None:
     if not units:
         return None
-    return (Decimal(total) / Decimal(1_000_000) / units).quantize(Decimal("0.000001"))
+    return (Decimal(total) / Decimal(USDC_SCALE) / units).quantize(Decimal("0.000001"))
 
 
 def pool_markets() -> list[PoolMarket]:

@@ -12,7 +12,7 @@ from agent.colocation import OwnerWatch, Share, WatchPolicy
 from agent.identity import generate_private_key
 from agent.nvml.fake import FakeGpuBackend, parse_fake_gpu_spec
 from agent.nvml.real import NvmlBackend
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.runtime.base import StateChange, WorkloadState
 from agent.runtime.podman import PodmanRuntime
 from tests.agent.support import FakeRuntime, build_session, drain, of_kind, start_message

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rest_framework.test import APIClient
 
-from marketplace.models import RentalPlacement
 from marketplace.rentals.dispatch import rentals_sync
+from marketplace.rentals.models import RentalPlacement
 from nodes.models import AvailabilityMode, NodeAvailability
 from pricing.models import Capacity, MarketRound
 from pricing.services import market_round_run

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from marketplace.models import Rental, RentalState
 from marketplace.rentals.dispatch import rentals_sync
 from marketplace.rentals.metering import metering_run, owed
+from marketplace.rentals.models import Rental, RentalState
 from marketplace.rentals.services import rental_cancel, rental_submit
 from nodes.availability import node_availability_set, nodes_out_of_market
 from nodes.models import NodePlacement, NodeState, PlacementPause, UsageReport, VGpu, VGpuState

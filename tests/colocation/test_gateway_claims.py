@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from agent.identity import load_private_key
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.models import Node, NodeAvailability, NodePlacement, NodeState, PlacementPause
 from nodes.services import node_send
 from tests.nodes.gateway_fixtures import *  # noqa: F403

@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from marketplace.models import RentalPlacement
 from marketplace.rentals.dispatch import rentals_sync
+from marketplace.rentals.models import RentalPlacement
 from nodes.availability import (
     nodes_out_of_market,
     owner_activity_record,

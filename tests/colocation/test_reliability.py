@@ -7,8 +7,8 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from marketplace.models import RentalPlacement
 from marketplace.rentals.dispatch import rentals_sync
+from marketplace.rentals.models import RentalPlacement
 from nodes.availability import node_reliability
 from nodes.models import AvailabilityMode, Node, NodeAvailability, NodeEvent, NodePlacement, OwnerPeriod, PlacementPause
 from tests.factories import online_node

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from marketplace.models import Rental, RentalPlacement, RentalState
 from marketplace.rentals.dispatch import rentals_sync
+from marketplace.rentals.models import Rental, RentalPlacement, RentalState
 from nodes.models import PlacementPause
 from tests.factories import online_node
 from tests.rentals.conftest import report_state, run_round, submit
