@@ -8,6 +8,7 @@ import socket
 import sys
 
 from agent.client import AgentClient, EnrollmentError, enroll
+from agent.colocation import OwnerWatch
 from agent.config import AgentConfig, parse_config
 from agent.identity import load_private_key, mutual_tls_credentials
 from agent.nvml import FakeGpuBackend, GpuBackend, NvmlBackend, NvmlUnavailable
@@ -38,7 +39,9 @@ def run(config: AgentConfig) -> int:
     try:
         runtime.check_available()
         backend: GpuBackend = (
-            FakeGpuBackend(config.fake_gpus, seed=state.fake_seed) if config.fake_gpus else NvmlBackend()
+            FakeGpuBackend(config.fake_gpus, seed=state.fake_seed, processes_file=config.fake_gpu_processes)
+            if config.fake_gpus
+            else NvmlBackend()
         )
     except (RuntimeUnavailable, NvmlUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -77,6 +80,7 @@ def run(config: AgentConfig) -> int:
         meter=meter,
         hostname=hostname,
         heartbeat_interval=config.heartbeat_interval,
+        watch=OwnerWatch(backend=backend, owns_process=runtime.placement_of_process),
     )
     session.recover()
     client = AgentClient(session=session, address=state.connect_address or config.gateway, credentials=credentials)

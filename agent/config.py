@@ -44,6 +44,7 @@ class AgentConfig:
     log_level: str
     ca_fingerprint: bytes | None = None  # SHA-256 of the gateway's CA certificate (--ca-fingerprint)
     image_disk_quota: int = DEFAULT_IMAGE_DISK_QUOTA_BYTES  # bytes the agent's images and containers may take
+    fake_gpu_processes: Path | None = None  # with --fake-gpus: a file of "PID[:GPU]" the fake GPUs list
 
 
 def gateway_address(value: str) -> str:
@@ -127,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f'declare fake GPUs instead of using NVML, e.g. "RTX 4090:2,A100-80GB:1"; models: '
         f"{', '.join(known_model_names())}",
     )
+    parser.add_argument(
+        "--fake-gpu-processes",
+        type=Path,
+        help="with --fake-gpus: a file of PID[:GPU_INDEX] lines; the live processes among them are what the fake "
+        "GPUs list as running on them (NVML's process lists), e.g. to show the owner using the GPU",
+    )
     parser.add_argument("--runtime", choices=RUNTIME_NAMES, default="podman", help="how to run workloads")
     parser.add_argument(
         "--slices", type=_slicing, default=1, help="vGPUs per GPU: 1, 2 or 4, or a MIG profile such as 1g.10gb"
@@ -175,6 +182,8 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         parser.error(f"--state-dir: {state_dir} is not writable")
     if not StateStore(state_dir).enrolled and not args.enroll_token.strip():
         parser.error("this node is not enrolled yet: pass --enroll-token with the token from the provider dashboard")
+    if args.fake_gpu_processes is not None and args.fake_gpus is None:
+        parser.error("--fake-gpu-processes only applies to --fake-gpus")
     if args.docker_socket and args.runtime != "docker":
         parser.error("--docker-socket only applies to --runtime docker")
     return AgentConfig(
@@ -192,4 +201,5 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         log_level=args.log_level,
         ca_fingerprint=args.ca_fingerprint,
         image_disk_quota=args.image_disk_quota,
+        fake_gpu_processes=args.fake_gpu_processes,
     )

@@ -22,6 +22,7 @@ STATE_TO_PROTO = {
     WorkloadState.EXITED: pb.PLACEMENT_STATE_EXITED,
     WorkloadState.FAILED: pb.PLACEMENT_STATE_FAILED,
     WorkloadState.LOST: pb.PLACEMENT_STATE_LOST,
+    WorkloadState.PAUSED: pb.PLACEMENT_STATE_PAUSED,
 }
 STREAM_TO_PROTO = {"stdout": pb.LOG_STREAM_STDOUT, "stderr": pb.LOG_STREAM_STDERR}
 
@@ -76,6 +77,7 @@ def running_placement_message(record: PlacementRecord) -> pb.RunningPlacement:
         started_at_ms=record.started_at_ms,
         last_usage_seq=record.usage_seq,
         last_log_seq=record.log_seq,
+        paused_at_ms=record.paused_at_ms if record.state == WorkloadState.PAUSED else 0,
     )
 
 
@@ -91,6 +93,11 @@ def status_message(record: PlacementRecord, at_ms: int) -> pb.AgentMessage:
     if record.exit_code is not None:
         status.exit_code = record.exit_code
     return pb.AgentMessage(placement_status=status)
+
+
+def owner_activity_message(*, active: bool, at_ms: int, reason: str) -> pb.AgentMessage:
+    """Return an OwnerActivity claim."""
+    return pb.AgentMessage(owner_activity=pb.OwnerActivity(active=active, at_ms=at_ms, reason=reason[:300]))
 
 
 def usage_message(report: UsageRecord) -> pb.AgentMessage:

@@ -15,10 +15,12 @@ import time
 from collections.abc import Callable
 
 from agent import __version__
+from agent.colocation import OwnerWatch, Share, WatchPolicy
 from agent.messages import (
     gpu_message,
     heartbeat_message,
     log_messages,
+    owner_activity_message,
     placement_spec,
     running_placement_message,
     status_message,
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 
 MAX_BUFFERED_LINES = 10_000
 SHUTDOWN_MESSAGE = "the provider's agent shut down"
+OWNER_STOP_MESSAGE = "stopped: the node's owner is using the GPU"
+OWNER_PAUSE_MESSAGE = "paused: the node's owner is using the GPU"
+OWNER_BUSY_MESSAGE = "the node's owner is using its GPUs"
+MAX_GRACE_SECONDS = 86_400
 SAVE_INTERVAL_SECONDS = 2.0
 Outbox = queue.Queue[pb.AgentMessage | None]
 
@@ -62,6 +68,7 @@ class AgentSession:
         hostname: str,
         heartbeat_interval: float = 5.0,
         clock: Callable[[], float] = time.time,
+        watch: OwnerWatch | None = None,
     ) -> None:
         self._store = store
         self._state = state
@@ -83,6 +90,11 @@ class AgentSession:
         self._last_heartbeat = 0.0
         self._last_save = 0.0
         self._dirty = False
+        self._watch = watch
+        if watch is not None:
+            # What the platform last said and whether the owner was active survive a restart of the agent.
+            watch.policy = _watch_policy(state.colocation) if state.colocation else watch.policy
+            watch.active = state.owner_active
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -101,6 +113,8 @@ class AgentSession:
             self._connected = True
             now = self._now_ms()
             initial = [self.hello_message()]
+            if self._state.owner_active:
+                initial.append(owner_activity_message(active=True, at_ms=now, reason=self._watch_reason()))
             for record in self._state.placements.values():
                 if WorkloadState(record.state).finished:
                     initial.append(status_message(record, record.ended_at_ms or now))
@@ -153,6 +167,8 @@ class AgentSession:
             self._send(self._heartbeat(message.ping.nonce))
         elif kind == "usage_ack":
             self._acknowledge(message.usage_ack)
+        elif kind == "colocation":
+            self._set_colocation(message.colocation)
         else:
             log.warning("ignoring an empty or unknown control message")
 
@@ -168,6 +184,8 @@ class AgentSession:
                 validate_start(start, self._now_ms())
                 if self._draining or self._shutting_down:
                     raise NodeCannotRun("this node is draining and accepts no new placements")
+                if self._state.owner_active:
+                    raise NodeCannotRun(OWNER_BUSY_MESSAGE)
                 spec = placement_spec(start, container_gpu_settings(self._claim(list(start.vgpu_local_ids))))
             except (InvalidPlacement, SlicingError) as exc:
                 log.warning("refusing placement %r: %s", placement_id, exc)
@@ -179,6 +197,7 @@ class AgentSession:
                 self._send(status_message(refused, self._now_ms()))
                 return
             record = PlacementRecord(placement_id, start.image, list(start.vgpu_local_ids))
+            record.pausable = start.pausable
             self._state.placements[placement_id] = record
             self._save()
             self._send(status_message(record, self._now_ms()))
@@ -264,6 +283,16 @@ class AgentSession:
                 change = StateChange(
                     change.placement_id, WorkloadState.LOST, change.at_ms, change.exit_code, SHUTDOWN_MESSAGE
                 )
+            elif change.state.finished and record.owner_stopped and not record.stop_requested:
+                # Stopped for the owner: the provider's side, so the platform may requeue it elsewhere.
+                change = StateChange(
+                    change.placement_id, WorkloadState.LOST, change.at_ms, change.exit_code, OWNER_STOP_MESSAGE
+                )
+            if change.state.finished and record.state == WorkloadState.PAUSED:
+                # It ended while frozen: the frozen time is never metered.
+                record.usage_end_ms = max(record.usage_end_ms, change.at_ms)
+            elif change.state == WorkloadState.RUNNING and record.state == WorkloadState.PAUSED:
+                return  # a re-attached frozen container reports running; it stays paused until the owner leaves
             record.state = change.state.value
             if change.state == WorkloadState.RUNNING:
                 record.started_at_ms = record.started_at_ms or change.at_ms
@@ -306,6 +335,113 @@ class AgentSession:
             heartbeat_due = self._connected and now - self._last_heartbeat >= self._heartbeat_interval
         if heartbeat_due:
             self._send(self._heartbeat(0))
+        self._colocate()
+
+    # -- colocation ------------------------------------------------------------------------
+
+    def _watch_reason(self) -> str:
+        return self._watch.reason if self._watch is not None and self._watch.reason else OWNER_BUSY_MESSAGE
+
+    def _set_colocation(self, colocation: pb.Colocation) -> None:
+        """Take the node's policy from the platform (kept in the state file); values out of range are clamped."""
+        policy = {
+            "watch": colocation.watch_owner,
+            "utilization_percent": min(max(colocation.utilization_threshold_percent, 1), 100),
+            "memory_percent": min(max(colocation.memory_threshold_percent, 1), 100),
+            "grace_seconds": min(colocation.grace_seconds, MAX_GRACE_SECONDS),
+            "owner_time": colocation.owner_time,
+        }
+        with self._lock:
+            self._state.colocation = policy
+            self._save()
+            if self._watch is not None:
+                self._watch.policy = _watch_policy(policy)
+        log.info("colocation policy: %s", policy)
+
+    def _shares(self) -> dict[str, Share]:
+        """Return what the live placements may use of each GPU (frozen ones hold memory, not compute)."""
+        shares: dict[str, Share] = {}
+        for record in self._state.placements.values():
+            if record.state not in (WorkloadState.RUNNING, WorkloadState.PAUSED, WorkloadState.STARTING):
+                continue
+            for local_id in record.vgpu_local_ids:
+                vgpu = self._plan.get(local_id)
+                if vgpu is None:
+                    continue
+                share = shares.get(vgpu.gpu_uuid, Share())
+                compute = vgpu.compute_share_percent if record.state != WorkloadState.PAUSED else 0
+                shares[vgpu.gpu_uuid] = Share(share.compute_percent + compute, share.memory_bytes + vgpu.memory_bytes)
+        return shares
+
+    def _colocate(self) -> None:
+        """Sample the owner watch when due; step aside when the owner comes, come back when they leave."""
+        watch = self._watch
+        if watch is None or not watch.due():
+            return
+        with self._lock:
+            shares = self._shares()
+        change = watch.observe(shares)
+        now = self._now_ms()
+        if change is not None:
+            with self._lock:
+                self._state.owner_active = change
+                self._save()
+                self._send(owner_activity_message(active=change, at_ms=now, reason=watch.reason))
+        if watch.active:
+            self._step_aside()
+        elif change is False:
+            self._come_back()
+
+    def _step_aside(self) -> None:
+        """Freeze every running pausable placement; stop the others (reported LOST, so they can be requeued)."""
+        with self._lock:
+            running = [r for r in self._state.placements.values() if r.state == WorkloadState.RUNNING]
+            running = [r for r in running if not r.owner_stopped and not r.stop_requested]
+        for record in running:
+            if record.pausable and self._runtime.supports_pause and self._pause(record):
+                continue
+            with self._lock:
+                record.owner_stopped = True
+                self._save()
+            log.info("stopping placement %s: %s", record.placement_id, OWNER_STOP_MESSAGE)
+            self._runtime.stop(record.placement_id, DEFAULT_GRACE_SECONDS)
+
+    def _pause(self, record: PlacementRecord) -> bool:
+        at = self._now_ms()
+        if not self._runtime.pause(record.placement_id):
+            return False
+        with self._lock:
+            if record.state != WorkloadState.RUNNING:
+                return True  # it ended meanwhile; on_state reported it
+            report = self._meter.cut(record, at)
+            record.state = WorkloadState.PAUSED.value
+            record.paused_at_ms = at
+            record.message = OWNER_PAUSE_MESSAGE
+            self._save()
+            if report is not None:
+                self._send(usage_message(report))
+            self._send(status_message(record, at))
+        log.info("paused placement %s: the owner is using the GPU", record.placement_id)
+        return True
+
+    def _come_back(self) -> None:
+        """Thaw the frozen placements: metering starts again from the moment each runs."""
+        with self._lock:
+            paused = [r for r in self._state.placements.values() if r.state == WorkloadState.PAUSED]
+        for record in paused:
+            if record.stop_requested or not self._runtime.resume(record.placement_id):
+                continue
+            at = self._now_ms()
+            with self._lock:
+                if record.state != WorkloadState.PAUSED:
+                    continue
+                record.state = WorkloadState.RUNNING.value
+                record.usage_end_ms = max(record.usage_end_ms, at)
+                record.paused_at_ms = 0
+                record.message = ""
+                self._save()
+                self._send(status_message(record, at))
+            log.info("resumed placement %s: the owner left", record.placement_id)
 
     def _flush_logs(self, placement_id: str) -> None:
         if self._connected:
@@ -352,7 +488,8 @@ class AgentSession:
             workload = workloads.get(record.placement_id)
             if workload is not None and workload.running:
                 with self._lock:
-                    record.state = WorkloadState.RUNNING.value
+                    if record.state != WorkloadState.PAUSED:
+                        record.state = WorkloadState.RUNNING.value
                     record.started_at_ms = record.started_at_ms or self._now_ms()
                     self._save()
                 log.info("re-attaching to placement %s", record.placement_id)
@@ -406,3 +543,14 @@ class AgentSession:
         """Save the state one last time."""
         with self._lock:
             self._save()
+
+
+def _watch_policy(policy: dict) -> WatchPolicy:
+    """Return the watch settings of a stored Colocation policy."""
+    return WatchPolicy(
+        watch=bool(policy.get("watch")),
+        utilization_percent=int(policy.get("utilization_percent") or 1),
+        memory_percent=int(policy.get("memory_percent") or 1),
+        grace_seconds=int(policy.get("grace_seconds") or 0),
+        owner_time=bool(policy.get("owner_time")),
+    )

@@ -58,6 +58,10 @@ class PlacementRecord:
     log_cursor: str = ""
     stop_requested: bool = False
     limits_not_enforced: str = ""
+    # Colocation: the buyer accepts freezing; when it was frozen; stopped because the owner came back.
+    pausable: bool = False
+    paused_at_ms: int = 0
+    owner_stopped: bool = False
     pending_usage: list[UsageRecord] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -83,6 +87,10 @@ class AgentState:
     connect_address: str = ""
     fake_seed: str = ""
     placements: dict[str, PlacementRecord] = field(default_factory=dict)
+    # Colocation: the last policy the platform sent (kept across restarts, so an agent that cannot reach
+    # the gateway still follows it) and whether the owner was active.
+    colocation: dict[str, Any] = field(default_factory=dict)
+    owner_active: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -92,6 +100,8 @@ class AgentState:
             "connect_address": self.connect_address,
             "fake_seed": self.fake_seed,
             "placements": {key: record.to_json() for key, record in self.placements.items()},
+            "colocation": self.colocation,
+            "owner_active": self.owner_active,
         }
 
     @classmethod
@@ -104,6 +114,8 @@ class AgentState:
             connect_address=data.get("connect_address", ""),
             fake_seed=data.get("fake_seed", ""),
             placements={key: PlacementRecord.from_json(value) for key, value in data.get("placements", {}).items()},
+            colocation=dict(data.get("colocation") or {}),
+            owner_active=bool(data.get("owner_active", False)),
         )
 
 

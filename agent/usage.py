@@ -28,14 +28,14 @@ class UsageMeter:
         self._key = key
         self.interval_ms = interval_ms
 
-    def next_report(self, record: PlacementRecord, now_ms: int) -> UsageRecord | None:
-        """Return the placement's next report when one is due, recording it as pending."""
+    def next_report(self, record: PlacementRecord, now_ms: int, *, due_now: bool = False) -> UsageRecord | None:
+        """Return the placement's next report when one is due (or `due_now`), recording it as pending."""
         if record.started_at_ms == 0:
             return None
         start = max(record.usage_end_ms, record.started_at_ms)
         if record.state in ("exited", "failed", "lost"):
             end = record.ended_at_ms
-        elif record.state == "running" and now_ms - start >= self.interval_ms:
+        elif record.state == "running" and (due_now or now_ms - start >= self.interval_ms):
             end = now_ms
         else:
             return None
@@ -58,6 +58,12 @@ class UsageMeter:
             dropped = record.pending_usage.pop(0)
             log.warning("placement %s: dropping unacknowledged usage report %s", record.placement_id, dropped.seq)
         return report
+
+    def cut(self, record: PlacementRecord, now_ms: int) -> UsageRecord | None:
+        """Return a report of a running placement's time up to now, due or not (it is about to be paused)."""
+        if record.state != "running" or record.started_at_ms == 0:
+            return None
+        return self.next_report(record, now_ms, due_now=True)
 
     @staticmethod
     def acknowledge(record: PlacementRecord, seq: int) -> bool:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from marketplace import account_views, views
+from marketplace import account_views, colocation_views, views
 from marketplace.rentals import views as rental_views
 
 urlpatterns = [
@@ -13,6 +13,11 @@ urlpatterns = [
     path("demo/faucet/", account_views.demo_faucet_page, name="demo-faucet-page"),
     path("demo/wallet/", account_views.demo_wallet_page, name="demo-wallet-page"),
     path("nodes/", views.nodes_page, name="nodes-page"),
+    path(
+        "nodes/<int:node_id>/availability/",
+        colocation_views.node_availability_page,
+        name="node-availability-page",
+    ),
     path("market/", views.market_page, name="market-page"),
     path("rentals/", rental_views.rentals_page, name="rentals-page"),
     path("rentals/<int:rental_id>/", rental_views.rental_page, name="rental-page"),

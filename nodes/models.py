@@ -325,3 +325,93 @@ class GatewayClock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: since {self.recording_since}"
+
+
+# -- Colocation (issue 19): the owner's own use comes first. Logic lives in nodes/availability.py. --------------
+
+
+class AvailabilityMode(models.TextChoices):
+    ALWAYS = "always", "Always (dedicated)"
+    SCHEDULE = "schedule", "Weekly schedule (interruptible)"
+    WHEN_IDLE = "when_idle", "When the owner is not using it (interruptible)"
+
+
+class NodeAvailability(models.Model):
+    """A node's availability policy, and what its agent last claimed about the owner's activity."""
+
+    node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="availability")
+    mode = models.CharField(max_length=10, choices=AvailabilityMode.choices, default=AvailabilityMode.ALWAYS)
+    # IANA time zone the weekly windows are in, e.g. "Europe/Madrid".
+    time_zone = models.CharField(max_length=64, default="UTC")
+    # [{"day": 0..6 (Monday = 0), "start": "HH:MM", "end": "HH:MM" (end may be "24:00")}, ...]
+    windows = models.JSONField(default=list, blank=True)
+    utilization_threshold_percent = models.PositiveSmallIntegerField(default=30)
+    memory_threshold_percent = models.PositiveSmallIntegerField(default=10)
+    grace_seconds = models.PositiveIntegerField(default=60)
+    owner_active = models.BooleanField(default=False)
+    owner_active_since = models.DateTimeField(null=True, blank=True)
+    owner_reason = models.CharField(max_length=300, blank=True)
+    # What the agent was last told about the schedule (outside every window: the owner's time).
+    schedule_owner_time = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(utilization_threshold_percent__gte=1, utilization_threshold_percent__lte=100)
+                & Q(memory_threshold_percent__gte=1, memory_threshold_percent__lte=100),
+                name="nodes_availability_thresholds_in_range",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}: {self.mode}"
+
+
+class OwnerPeriod(models.Model):
+    """A span in which a node's agent said its owner was using the GPUs (evidence for reliability)."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="owner_periods")
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["node"], condition=Q(ended_at__isnull=True), name="nodes_owner_period_one_open"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}: owner from {self.started_at}"
+
+
+class PlacementPause(models.Model):
+    """One frozen span of a placement, as its agent claimed it (clamped to the platform's records).
+
+    Usage reports overlapping it are refused; the buyer sees these rows as the rental's pause log.
+    """
+
+    placement = models.ForeignKey(NodePlacement, on_delete=models.CASCADE, related_name="pauses")
+    paused_at_ms = models.BigIntegerField()
+    resumed_at_ms = models.BigIntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+    # How it ended: "resumed", or the placement's final state ("exited", "lost", ...).
+    ended_by = models.CharField(max_length=12, blank=True)
+
+    class Meta:
+        ordering = ["placement", "paused_at_ms"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["placement"], condition=Q(resumed_at_ms__isnull=True), name="nodes_pause_one_open"
+            ),
+            models.CheckConstraint(
+                condition=Q(resumed_at_ms__isnull=True) | Q(resumed_at_ms__gte=models.F("paused_at_ms")),
+                name="nodes_pause_ordered",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.placement_id} paused at {self.paused_at_ms}"

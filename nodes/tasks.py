@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
+from nodes.availability import availability_schedules_push
 from nodes.services import node_mark_stale_offline
 
 
@@ -17,3 +18,9 @@ from nodes.services import node_mark_stale_offline
 def node_mark_stale_offline_task() -> list[int]:
     """Move nodes whose heartbeats stopped offline; return their ids."""
     return node_mark_stale_offline()
+
+
+@shared_task(name="nodes.availability_schedules_push", autoretry_for=(OperationalError,), max_retries=3)
+def availability_schedules_push_task() -> list[int]:
+    """Tell the agents of scheduled nodes whose window opened or closed; return their ids."""
+    return availability_schedules_push()

@@ -11,12 +11,19 @@ from janction.api import IsoDateTimeFilter
 from janction.openapi import error_responses
 from ledger.currencies import AMOUNT_PATTERN, AmountField, from_base_units, usdc
 from pricing.market_account import market_account_alert_text, market_account_summary
-from pricing.models import MarketRound
+from pricing.models import Capacity, MarketRound
 from pricing.selectors import pool_markets
 from pricing.services import price_estimate
 
 # An estimate probes the engine with at most this many vGPUs (the largest rental the API accepts).
 MAX_ESTIMATE_UNITS = 1_024
+
+
+class CapacityMarketSerializer(serializers.Serializer):
+    capacity = serializers.CharField(help_text="dedicated, or interruptible (a node's owner can take it back).")
+    vgpus_on_sale = serializers.IntegerField(help_text="Free vGPUs whose node's policy lets them be sold now.")
+    demand_units = serializers.IntegerField()
+    last_buyer_price = serializers.DecimalField(max_digits=20, decimal_places=6, allow_null=True)
 
 
 class PoolMarketSerializer(serializers.Serializer):
@@ -37,6 +44,7 @@ class PoolMarketSerializer(serializers.Serializer):
         help_text="USDC per vGPU-hour: the pool's default ask, the price of a round in which every node sells "
         "(docs/pricing.md).",
     )
+    capacities = CapacityMarketSerializer(many=True, help_text="Dedicated and interruptible sub-pools, priced apart.")
 
 
 class PoolList(APIView):
@@ -102,6 +110,7 @@ class EstimateQuery(serializers.Serializer):
     pool = serializers.CharField(max_length=40)
     units = serializers.IntegerField(min_value=1, max_value=MAX_ESTIMATE_UNITS)
     max_price = AmountField(currency="USDC", allow_zero=True, help_text="USDC per vGPU-hour, e.g. 1.10")
+    capacity = serializers.ChoiceField(choices=Capacity.choices, default=Capacity.DEDICATED)
 
 
 class EstimateSerializer(serializers.Serializer):
@@ -110,6 +119,10 @@ class EstimateSerializer(serializers.Serializer):
     payment_per_hour = serializers.CharField(help_text="For all the vGPUs, USDC per hour.")
     free_units = serializers.IntegerField()
     waiting_units = serializers.IntegerField()
+    capacity = serializers.CharField(help_text="The sub-pool estimated: dedicated or interruptible.")
+    other = serializers.DictField(
+        help_text="The same estimate in the other sub-pool (would_win, price_per_vgpu_hour, free_units)."
+    )
 
 
 class PriceEstimate(APIView):
@@ -119,6 +132,7 @@ class PriceEstimate(APIView):
         parameters=[
             OpenApiParameter("pool", str, required=True),
             OpenApiParameter("units", int, required=True),
+            OpenApiParameter("capacity", str, enum=Capacity.values, description="Default: dedicated."),
             OpenApiParameter(
                 "max_price",
                 {"type": "string", "pattern": AMOUNT_PATTERN},
@@ -132,10 +146,14 @@ class PriceEstimate(APIView):
     def get(self, request):
         query = EstimateQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        estimate = price_estimate(
-            pool_name=query.validated_data["pool"],
-            units=query.validated_data["units"],
-            max_price_per_hour=query.validated_data["max_price"],
+        data = query.validated_data
+        capacity = data["capacity"]
+        other_capacity = Capacity.INTERRUPTIBLE if capacity == Capacity.DEDICATED else Capacity.DEDICATED
+        estimate, other = (
+            price_estimate(
+                pool_name=data["pool"], units=data["units"], max_price_per_hour=data["max_price"], capacity=kind
+            )
+            for kind in (capacity, other_capacity)
         )
         return Response(
             EstimateSerializer(
@@ -145,6 +163,13 @@ class PriceEstimate(APIView):
                     "payment_per_hour": from_base_units(estimate.payment_per_hour, "USDC"),
                     "free_units": estimate.free_units,
                     "waiting_units": estimate.waiting_units,
+                    "capacity": capacity,
+                    "other": {
+                        "capacity": other_capacity,
+                        "would_win": other.would_win,
+                        "price_per_vgpu_hour": str(other.price_per_vgpu_hour),
+                        "free_units": other.free_units,
+                    },
                 }
             ).data
         )

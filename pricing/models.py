@@ -12,6 +12,13 @@ class BidState(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class Capacity(models.TextChoices):
+    """Two goods per pool, cleared in separate rounds: capacity a node's owner can take back, and not."""
+
+    DEDICATED = "dedicated", "Dedicated"
+    INTERRUPTIBLE = "interruptible", "Interruptible"
+
+
 class Bid(models.Model):
     """A buyer's all-or-nothing demand for `units` vGPUs of one pool, at most `max_price_per_hour` per vGPU-hour.
 
@@ -25,6 +32,8 @@ class Bid(models.Model):
     # USDC base units (micro-USDC) per vGPU-hour.
     max_price_per_hour = models.BigIntegerField()
     reference = models.CharField(max_length=64, unique=True)
+    # Which sub-pool the bid buys from (colocation): it is only ever matched with asks of that capacity.
+    capacity = models.CharField(max_length=13, choices=Capacity.choices, default=Capacity.DEDICATED)
     state = models.CharField(max_length=10, choices=BidState.choices, default=BidState.PENDING, db_index=True)
     deadline = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -55,6 +64,8 @@ class MarketRound(models.Model):
     digest = models.CharField(max_length=64)
     # The engine mechanism that cleared the round and its public parameters (rounds before it was stored: "vcg").
     mechanism = models.CharField(max_length=32, default="trade-reduction")
+    # The sub-pool this round cleared (dedicated or interruptible asks and bids only).
+    capacity = models.CharField(max_length=13, choices=Capacity.choices, default=Capacity.DEDICATED)
     parameters = models.JSONField(default=dict)
     bids_count = models.PositiveIntegerField()
     asks_count = models.PositiveIntegerField()

@@ -6,8 +6,10 @@ from decimal import Decimal
 from django.db.models import Sum
 
 from ledger.currencies import USDC_SCALE
+from nodes.availability import interruptible_nodes, nodes_out_of_market
+from nodes.models import NodeState, VGpu, VGpuState
 from nodes.selectors import pools_with_supply
-from pricing.models import Bid, BidState, MarketRound
+from pricing.models import Bid, BidState, Capacity, MarketRound
 from pricing.services import pool_default_ask
 
 
@@ -25,6 +27,41 @@ class PoolMarket:
     last_buyer_price: Decimal | None  # USDC per vGPU-hour, averaged over the units traded
     last_provider_price: Decimal | None
     reference_price: Decimal  # USDC per vGPU-hour: the pool's default ask, the price when every node sells
+    # Colocation: the two sub-pools, each with its own supply on sale now and its own last price.
+    capacities: tuple = ()
+
+
+@dataclass(frozen=True)
+class CapacityMarket:
+    capacity: str
+    vgpus_on_sale: int
+    demand_units: int
+    last_buyer_price: Decimal | None
+
+
+def _capacity_markets(pool) -> tuple[CapacityMarket, ...]:
+    """Return the dedicated and interruptible sub-pools of a pool: vGPUs on sale now, demand, last price."""
+    free = list(
+        VGpu.objects.filter(
+            pool=pool, state=VGpuState.FREE, node__state=NodeState.ONLINE, node__ask_paused=False
+        ).values_list("node_id", flat=True)
+    )
+    node_ids = sorted(set(free))
+    away = nodes_out_of_market(node_ids=node_ids)
+    interruptible = interruptible_nodes(node_ids=node_ids)
+    markets = []
+    for capacity in Capacity.values:
+        wanted = capacity == Capacity.INTERRUPTIBLE
+        on_sale = sum(1 for node_id in free if node_id not in away and (node_id in interruptible) == wanted)
+        demand = Bid.objects.filter(pool=pool, state=BidState.PENDING, capacity=capacity).aggregate(n=Sum("units"))
+        last = (
+            MarketRound.objects.filter(pool=pool, capacity=capacity, units_traded__gt=0)
+            .order_by("-created_at", "-pk")
+            .first()
+        )
+        price = last and _per_unit(last.buyer_payments_per_hour, last.units_traded)
+        markets.append(CapacityMarket(capacity, on_sale, demand["n"] or 0, price))
+    return tuple(markets)
 
 
 def _per_unit(total: int, units: int) -> Decimal | None:
@@ -58,6 +95,7 @@ def pool_markets() -> list[PoolMarket]:
                 last_buyer_price=last and _per_unit(last.buyer_payments_per_hour, last.units_traded),
                 last_provider_price=last and _per_unit(last.provider_payments_per_hour, last.units_traded),
                 reference_price=_per_unit(pool_default_ask(pool_name=pool.name), 1),
+                capacities=_capacity_markets(pool),
             )
         )
     return markets

@@ -13,10 +13,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger.currencies import USDC_SCALE
+from nodes.availability import interruptible_nodes, nodes_out_of_market
 from nodes.models import Node, NodeState, Pool, VGpu, VGpuState
 from nodes.services import Holder, vgpus_reserve
 from pricing.errors import InvalidBid, UnknownPool
-from pricing.models import Allocation, Bid, BidState, MarketRound, RoundAward
+from pricing.models import Allocation, Bid, BidState, Capacity, MarketRound, RoundAward
 from pricing.placement import plan_placements
 from pricing.pvcg import TRADE_REDUCTION, Ask, Result, clear, market_clear, parse_market, result_to_json
 from pricing.pvcg import Bid as EngineBid
@@ -48,9 +49,18 @@ def canonical_digest(inputs: dict, outputs: dict) -> str:
 
 
 def bid_submit(
-    *, owner, pool_name: str, units: int, max_price_per_hour: int, reference: str, deadline: datetime | None = None
+    *,
+    owner,
+    pool_name: str,
+    units: int,
+    max_price_per_hour: int,
+    reference: str,
+    deadline: datetime | None = None,
+    capacity: str = Capacity.DEDICATED,
 ) -> Bid:
-    """Queue a bid for the next rounds of its pool."""
+    """Queue a bid for the next rounds of its pool's sub-pool (dedicated or interruptible capacity)."""
+    if capacity not in Capacity.values:
+        raise InvalidBid(f"capacity is one of {', '.join(Capacity.values)}.")
     pool = Pool.objects.filter(name=pool_name).first()
     if pool is None:
         raise UnknownPool(f"There is no pool named {pool_name!r}; see /api/v1/pools/ for the pools on offer.")
@@ -66,6 +76,7 @@ def bid_submit(
         max_price_per_hour=max_price_per_hour,
         reference=reference,
         deadline=deadline,
+        capacity=capacity,
     )
 
 
@@ -83,8 +94,8 @@ class OrderBook:
     standing: Standing = field(default_factory=Standing)
 
 
-def _order_book(pool: Pool, bids: list[Bid], *, lock: bool) -> OrderBook:
-    """Build the engine's market from the pool's online, unpaused nodes and their free vGPUs."""
+def _order_book(pool: Pool, bids: list[Bid], *, lock: bool, capacity: str = Capacity.DEDICATED) -> OrderBook:
+    """Build the engine's market from the pool's online, unpaused nodes of one capacity and their free vGPUs."""
     vgpus = VGpu.objects.filter(
         pool=pool,
         state=VGpuState.FREE,
@@ -96,7 +107,18 @@ def _order_book(pool: Pool, bids: list[Bid], *, lock: bool) -> OrderBook:
         vgpus = vgpus.select_for_update(of=("self",))
     free: dict[str, list[VGpu]] = {}
     nodes: dict[str, Node] = {}
-    for vgpu in vgpus.order_by("node_id", "local_id"):
+    vgpus = list(vgpus.order_by("node_id", "local_id"))
+    # Colocation: a node whose availability policy keeps it out right now (outside its schedule, owner active)
+    # asks for nothing; this filter runs at every round, so a window's end takes effect at the next one.
+    node_ids = sorted({vgpu.node_id for vgpu in vgpus})
+    away = nodes_out_of_market(node_ids=node_ids)
+    # Interruptible and dedicated capacity are separate goods: each round sees the asks of one kind only.
+    interruptible = interruptible_nodes(node_ids=node_ids)
+    if capacity == Capacity.INTERRUPTIBLE:
+        away |= set(node_ids) - interruptible
+    else:
+        away |= interruptible
+    for vgpu in (vgpu for vgpu in vgpus if vgpu.node_id not in away):
         ask_id = f"node-{vgpu.node_id}"
         free.setdefault(ask_id, []).append(vgpu)
         nodes[ask_id] = vgpu.node
@@ -170,8 +192,20 @@ def round_recompute(*, market_round: MarketRound) -> Recomputation:
     return Recomputation(outputs=outputs, digest=digest, matches=digest == market_round.digest)
 
 
-def market_round_run(*, pool_id: int) -> MarketRound | None:
-    """Clear one round of a pool: price the waiting bids against the free vGPUs and reserve the winners'.
+def market_round_run(*, pool_id: int, capacity: str | None = None) -> MarketRound | None:
+    """Clear a round of each of the pool's sub-pools (dedicated, interruptible) with waiting bids, or of one.
+
+    Returns the dedicated round when it ran, else the interruptible one (None when nothing was cleared).
+    """
+    rounds = [
+        _market_round_run(pool_id=pool_id, capacity=kind)
+        for kind in ([capacity] if capacity is not None else Capacity.values)
+    ]
+    return next((market_round for market_round in rounds if market_round is not None), None)
+
+
+def _market_round_run(*, pool_id: int, capacity: str) -> MarketRound | None:
+    """Clear one round of a sub-pool: price the waiting bids against the free vGPUs and reserve the winners'.
 
     Rounds of one pool are serialised by a row lock on the pool; the free vGPUs and pending bids are
     locked too, so a vGPU is never sold twice even when two workers run a round at once.
@@ -185,12 +219,12 @@ def market_round_run(*, pool_id: int) -> MarketRound | None:
         Bid.objects.filter(pool=pool, state=BidState.PENDING, deadline__lte=now).update(state=BidState.EXPIRED)
         bids = list(
             Bid.objects.select_for_update(skip_locked=True)
-            .filter(pool=pool, state=BidState.PENDING)
+            .filter(pool=pool, state=BidState.PENDING, capacity=capacity)
             .order_by("created_at", "pk")[: settings.PRICING_MAX_BIDS_PER_ROUND]
         )
         if not bids:
             return None
-        book = _order_book(pool, bids, lock=True)
+        book = _order_book(pool, bids, lock=True, capacity=capacity)
         max_cost = _max_cost()
         # Nodes priced above the ceiling cannot trade (the API refuses such prices; this guards old rows).
         book = OrderBook(
@@ -210,6 +244,7 @@ def market_round_run(*, pool_id: int) -> MarketRound | None:
             outputs=outputs,
             digest=canonical_digest(inputs, outputs),
             mechanism=TRADE_REDUCTION,
+            capacity=capacity,
             parameters={"max_cost": str(max_cost), "reference_price": str(reference)},
             bids_count=len(book.bids),
             asks_count=len(book.asks),
@@ -223,7 +258,7 @@ def market_round_run(*, pool_id: int) -> MarketRound | None:
             transaction.on_commit(
                 lambda bid_id=bid_id: bid_allocated.send(sender=Bid, bid_id=bid_id, round_id=market_round.pk)
             )
-    logger.info("round %s of %s: %s bids, %s won", market_round.pk, pool.name, len(bids), len(won))
+    logger.info("round %s of %s (%s): %s bids, %s won", market_round.pk, pool.name, capacity, len(bids), len(won))
     return market_round
 
 
@@ -284,13 +319,17 @@ class Estimate:
     waiting_units: int
 
 
-def price_estimate(*, pool_name: str, units: int, max_price_per_hour: int) -> Estimate:
-    """Clear the current order book plus a hypothetical bid, without locking or storing anything."""
+def price_estimate(
+    *, pool_name: str, units: int, max_price_per_hour: int, capacity: str = Capacity.DEDICATED
+) -> Estimate:
+    """Clear the current order book of a sub-pool plus a hypothetical bid, without locking or storing anything."""
     pool = Pool.objects.filter(name=pool_name).first()
     if pool is None:
         raise UnknownPool(f"There is no pool named {pool_name!r}; see /api/v1/pools/ for the pools on offer.")
-    waiting = list(Bid.objects.filter(pool=pool, state=BidState.PENDING, deadline__gt=timezone.now()))
-    book = _order_book(pool, waiting, lock=False)
+    waiting = list(
+        Bid.objects.filter(pool=pool, state=BidState.PENDING, deadline__gt=timezone.now(), capacity=capacity)
+    )
+    book = _order_book(pool, waiting, lock=False, capacity=capacity)
     probe = EngineBid("estimate", units, to_price(max_price_per_hour))
     max_cost = _max_cost()
     reference = to_price(pool_default_ask(pool_name=pool.name))

@@ -74,10 +74,24 @@ class GpuTelemetry:
     fake: bool = False
 
 
+@dataclass(frozen=True)
+class GpuProcess:
+    """A process NVML lists on a GPU: compute (CUDA) or graphics (a game, a desktop session)."""
+
+    gpu_uuid: str
+    pid: int
+    kind: str  # "compute" or "graphics"
+    used_memory_bytes: int = 0
+
+
 class GpuBackend(abc.ABC):
     """Source of GPU inventory and telemetry."""
 
     fake: bool = False
+
+    def processes(self) -> list[GpuProcess]:
+        """Return every process on the host's GPUs (compute and graphics), as NVML lists them."""
+        return [GpuProcess(sample.uuid, pid, "compute") for sample in self.telemetry() for pid in sample.compute_pids]
 
     @abc.abstractmethod
     def gpus(self) -> list[GpuInfo]:

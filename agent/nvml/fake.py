@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
-from agent.nvml.base import GpuBackend, GpuInfo, GpuTelemetry, MigProfile, architecture_for
+from agent.nvml.base import GpuBackend, GpuInfo, GpuProcess, GpuTelemetry, MigProfile, architecture_for
 
 MIB = 1024 * 1024
 FAKE_DRIVER_VERSION = "550.54.15"
 FAKE_CUDA_VERSION = "12.4"
 MAX_FAKE_GPUS = 16
+MAX_FAKE_PROCESSES = 64
+# What one listed process adds to a fake GPU's readings, so utilisation and memory thresholds see it too.
+FAKE_PROCESS_UTILIZATION = 70
+FAKE_PROCESS_MEMORY_BYTES = 2 * 1024**3
 UUID_NAMESPACE = uuid.UUID("5b0f7c1e-6a43-4c3e-9f0a-3f1d7b8e2a10")
 
 
@@ -128,8 +134,11 @@ class FakeGpuBackend(GpuBackend):
 
     fake = True
 
-    def __init__(self, models: list[GpuModel], *, seed: str) -> None:
+    def __init__(self, models: list[GpuModel], *, seed: str, processes_file: Path | None = None) -> None:
         self._models = models
+        # A file of "PID[:GPU_INDEX]" lines: the live processes among them are what the fake GPUs list as
+        # running on them (NVML's process lists), so a test or a demo declares a real host process "on the GPU".
+        self._processes_file = processes_file
         self._gpus = [
             GpuInfo(
                 index=index,
@@ -154,21 +163,53 @@ class FakeGpuBackend(GpuBackend):
         """Return the declared GPUs."""
         return list(self._gpus)
 
+    def processes(self) -> list[GpuProcess]:
+        """Return the live processes the processes file declares, each on its GPU (0 unless given)."""
+        if self._processes_file is None:
+            return []
+        try:
+            lines = self._processes_file.read_text().splitlines()[:MAX_FAKE_PROCESSES]
+        except OSError:
+            return []
+        found = []
+        for line in lines:
+            pid_text, _, index_text = line.strip().partition(":")
+            if not pid_text.isdigit() or not (index_text or "0").isdigit():
+                continue
+            pid, index = int(pid_text), int(index_text or "0")
+            if index < len(self._gpus) and _alive(pid):
+                found.append(GpuProcess(self._gpus[index].uuid, pid, "compute", FAKE_PROCESS_MEMORY_BYTES))
+        return found
+
     def telemetry(self) -> list[GpuTelemetry]:
-        """Return readings that wander like a lightly used GPU's."""
+        """Return readings that wander like a lightly used GPU's, plus what the listed processes use."""
+        listed: dict[str, list[int]] = {}
+        busy_pids: dict[str, int] = {}
+        for process in self.processes():
+            listed.setdefault(process.gpu_uuid, []).append(process.pid)
+            # A stopped or frozen process (a paused placement) keeps its GPU memory but computes nothing.
+            busy_pids[process.gpu_uuid] = busy_pids.get(process.gpu_uuid, 0) + (_state(process.pid) not in "TtD")
         samples = []
         for index, (gpu, model, rng) in enumerate(zip(self._gpus, self._models, self._rngs, strict=True)):
-            load = min(100.0, max(0.0, self._load[index] + rng.uniform(-8, 8)))
+            # With a processes file the idle wander stays low, so only the declared processes load the GPU.
+            ceiling = 30.0 if self._processes_file is not None else 100.0
+            load = min(ceiling, max(0.0, self._load[index] + rng.uniform(-8, 8)))
             self._load[index] = load
+            pids = tuple(listed.get(gpu.uuid, ()))
+            busy = min(100.0, load + FAKE_PROCESS_UTILIZATION * busy_pids.get(gpu.uuid, 0))
+            # Likewise the idle memory stays at 2% then: only the declared processes hold GPU memory.
+            idle_memory = 0.02 if self._processes_file is not None else 0.02 + load / 250
+            memory = int(gpu.memory_bytes * idle_memory) + FAKE_PROCESS_MEMORY_BYTES * len(pids)
             idle_watts = model.tdp_watts * 0.12
             samples.append(
                 GpuTelemetry(
                     index=gpu.index,
                     uuid=gpu.uuid,
-                    utilization_percent=round(load),
-                    memory_used_bytes=int(gpu.memory_bytes * (0.02 + load / 250)),
-                    temperature_celsius=round(32 + load * 0.45 + rng.uniform(-1, 1)),
-                    power_milliwatts=int((idle_watts + (model.tdp_watts - idle_watts) * load / 100) * 1000),
+                    utilization_percent=round(busy),
+                    memory_used_bytes=min(memory, gpu.memory_bytes),
+                    temperature_celsius=round(32 + busy * 0.45 + rng.uniform(-1, 1)),
+                    power_milliwatts=int((idle_watts + (model.tdp_watts - idle_watts) * busy / 100) * 1000),
+                    compute_pids=pids,
                     fake=True,
                 )
             )
@@ -176,3 +217,29 @@ class FakeGpuBackend(GpuBackend):
 
     def close(self) -> None:
         """Release nothing: declared GPUs hold no resources."""
+
+
+def _state(pid: int) -> str:
+    """Return a process's state letter from /proc (R, S, D, T, Z, ...), or "" when it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """Return whether a process exists and is not a zombie."""
+    state = _state(pid)
+    if not state:
+        return pid > 0 and _signal_zero(pid)
+    return state != "Z"
+
+
+def _signal_zero(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -8,7 +8,16 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
-from agent.nvml.base import GpuBackend, GpuInfo, GpuTelemetry, MigDevice, MigProfile, NvmlUnavailable, architecture_for
+from agent.nvml.base import (
+    GpuBackend,
+    GpuInfo,
+    GpuProcess,
+    GpuTelemetry,
+    MigDevice,
+    MigProfile,
+    NvmlUnavailable,
+    architecture_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +165,22 @@ class NvmlBackend(GpuBackend):
                 )
             )
         return samples
+
+    def processes(self) -> list[GpuProcess]:
+        """Return the compute and graphics processes on every GPU (nvmlDeviceGet*RunningProcesses)."""
+        nvml = self._nvml
+        found = []
+        for handle in self._handles():
+            uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+            for kind, query in (
+                ("compute", nvml.nvmlDeviceGetComputeRunningProcesses),
+                ("graphics", nvml.nvmlDeviceGetGraphicsRunningProcesses),
+            ):
+                for process in self._read([], query, handle):
+                    memory = getattr(process, "usedGpuMemory", None)
+                    # NVML reports "not available" (e.g. without the right to see another user's memory) as None.
+                    found.append(GpuProcess(uuid, int(process.pid), kind, int(memory) if memory else 0))
+        return found
 
     def close(self) -> None:
         """Shut NVML down."""

@@ -45,6 +45,8 @@ class WorkloadState(enum.StrEnum):
     FAILED = "failed"
     # Gone for a reason on the provider's side (the agent restarted or shut down under it), not the workload's.
     LOST = "lost"
+    # Frozen while the node's owner uses the GPU (agent.colocation); not finished.
+    PAUSED = "paused"
 
     @property
     def finished(self) -> bool:
@@ -164,6 +166,22 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def remove(self, placement_id: str) -> None:
         """Delete an exited workload's leftovers."""
+
+    # -- colocation (see agent.colocation); a runtime that cannot pause says so and is stopped instead ------
+
+    supports_pause: bool = False
+
+    def pause(self, placement_id: str) -> bool:
+        """Freeze the workload (its processes stop, its memory and GPU memory stay); return whether it is frozen."""
+        return False
+
+    def resume(self, placement_id: str) -> bool:
+        """Thaw a frozen workload; return whether it runs again."""
+        return False
+
+    def placement_of_process(self, pid: int, cgroup: str) -> str | None:
+        """Return the placement whose workload the process belongs to (from its /proc cgroup text), or None."""
+        return None
 
 
 def pump_lines(pipe: IO[bytes], emit: Callable[[str], None]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import tempfile
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 1800
 PULL_TIMEOUT_SECONDS = 1800
 COMMAND_TIMEOUT_SECONDS = 60
+# A container's cgroup under the cgroupfs and systemd managers: .../libpod-<64 hex>[.scope].
+LIBPOD_SCOPE = re.compile(r"libpod-(?P<id>[0-9a-f]{64})")
 
 
 
@@ -68,6 +71,8 @@ class PodmanRuntime(Runtime):
         self._mps_pipe_directory = mps_pipe_directory
         self.disk_quota = disk_quota or ImageDiskQuota()
         self._images = _PodmanImages(self)
+        # Container id -> placement id of the containers this agent started or re-attached to (colocation).
+        self._container_ids: dict[str, str] = {}
 
     def _command(self, *args: str) -> list[str]:
         runtime = ["--runtime", self._oci_runtime] if self._oci_runtime else []
@@ -174,6 +179,8 @@ class PodmanRuntime(Runtime):
             events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, now_ms(), message=message))
             return
         info = self._inspect(spec.container_name) or {}
+        if info.get("Id"):
+            self._container_ids[info["Id"]] = spec.placement_id
         started = timestamp_ms(info.get("State", {}).get("StartedAt", "")) or now_ms()
         events.on_state(StateChange(spec.placement_id, WorkloadState.RUNNING, started))
         self._follow(spec.placement_id, events, "")
@@ -219,15 +226,38 @@ class PodmanRuntime(Runtime):
         return data[0] if data else None
 
     def stop(self, placement_id: str, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> None:
-        """Stop the container in the background; its follower reports the exit."""
-        start_thread(
-            self._run,
-            "stop",
-            "--time",
-            str(grace_seconds),
-            container_name(placement_id),
-            name=f"podman-stop-{placement_id}",
-        )
+        """Stop the container in the background (thawing it first if frozen); its follower reports the exit."""
+        start_thread(self._stop, placement_id, grace_seconds, name=f"podman-stop-{placement_id}")
+
+    def _stop(self, placement_id: str, grace_seconds: int) -> None:
+        name = container_name(placement_id)
+        # podman refuses to stop a paused container: thaw it so it gets SIGTERM and its grace period.
+        self._run("unpause", name)
+        self._run("stop", "--time", str(grace_seconds), name)
+
+    supports_pause = True
+
+    def pause(self, placement_id: str) -> bool:
+        """Freeze the container with the cgroup freezer (`podman pause`)."""
+        result = self._run("pause", container_name(placement_id))
+        if result.returncode != 0:
+            log.warning("podman pause %s failed: %s", placement_id, result.stderr.strip()[-300:])
+        return result.returncode == 0
+
+    def resume(self, placement_id: str) -> bool:
+        """Thaw the container (`podman unpause`)."""
+        result = self._run("unpause", container_name(placement_id))
+        if result.returncode != 0:
+            log.warning("podman unpause %s failed: %s", placement_id, result.stderr.strip()[-300:])
+        return result.returncode == 0
+
+    def placement_of_process(self, pid: int, cgroup: str) -> str | None:
+        """Return the placement of a process in one of this agent's containers (cgroup `libpod-<id>`)."""
+        for match in LIBPOD_SCOPE.finditer(cgroup):
+            placement_id = self._container_ids.get(match["id"])
+            if placement_id is not None:
+                return placement_id
+        return None
 
     def list_workloads(self) -> list[WorkloadInfo]:
         """Return the agent's containers, running or exited, found by label."""
@@ -239,7 +269,8 @@ class PodmanRuntime(Runtime):
             placement_id = (entry.get("Labels") or {}).get(LABEL_PLACEMENT)
             if not placement_id:
                 continue
-            running = entry.get("State") == "running"
+            # A frozen (paused) container still runs: the colocation watch thaws it when the owner leaves.
+            running = entry.get("State") in ("running", "paused")
             workloads.append(
                 WorkloadInfo(
                     placement_id=placement_id,
@@ -252,6 +283,9 @@ class PodmanRuntime(Runtime):
 
     def attach(self, placement_id: str, events: RuntimeEvents, log_cursor: str = "") -> None:
         """Follow a container that outlived an agent restart."""
+        info = self._inspect(container_name(placement_id)) or {}
+        if info.get("Id"):
+            self._container_ids[info["Id"]] = placement_id
         start_thread(self._follow, placement_id, events, log_cursor, name=f"podman-attach-{placement_id}")
 
     def remove(self, placement_id: str) -> None:

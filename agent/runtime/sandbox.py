@@ -231,6 +231,7 @@ class SandboxRuntime(Runtime):
         for pid in _descendants(process.pid):
             try:
                 os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGCONT)  # a paused (SIGSTOPped) workload must see its SIGTERM
             except ProcessLookupError:
                 pass
         try:
@@ -247,6 +248,45 @@ class SandboxRuntime(Runtime):
                     pass
             if groups is not None:
                 groups.signal_all(signal.SIGKILL)
+
+    supports_pause = True
+
+    def _workload_pids(self, placement_id: str) -> list[int]:
+        with self._lock:
+            process = self._processes.get(placement_id)
+            groups = self._groups.get(placement_id)
+        if process is None:
+            return []
+        pids = set(_descendants(process.pid))
+        if groups is not None:
+            pids |= groups.pids()
+        return sorted(pids)
+
+    def _signal_workload(self, placement_id: str, signum: int) -> bool:
+        pids = self._workload_pids(placement_id)
+        for pid in pids:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        return bool(pids)
+
+    def pause(self, placement_id: str) -> bool:
+        """Stop every process of the sandbox with SIGSTOP (it cannot be caught); memory stays."""
+        return self._signal_workload(placement_id, signal.SIGSTOP)
+
+    def resume(self, placement_id: str) -> bool:
+        """Continue the sandbox's processes with SIGCONT."""
+        return self._signal_workload(placement_id, signal.SIGCONT)
+
+    def placement_of_process(self, pid: int, cgroup: str) -> str | None:
+        """Return the placement whose sandbox the process runs in (its groups, else its process tree)."""
+        with self._lock:
+            placements = list(self._processes)
+        for placement_id in placements:
+            if pid in self._workload_pids(placement_id):
+                return placement_id
+        return None
 
     def limits_description(self) -> str:
         """Return how the sandbox enforces whole-workload limits here, for the agent's start-up log."""

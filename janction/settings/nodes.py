@@ -82,3 +82,5 @@ AGENT_LOG_BYTES_PER_PLACEMENT = env_int("AGENT_LOG_BYTES_PER_PLACEMENT", 32 * 10
 # While the database is away, a stream's usage report or status is retried with this longest pause
 # (the stream stays open; gRPC flow control holds the agent's later messages meanwhile).
 AGENT_DATABASE_RETRY_MAX_SECONDS = _env_seconds("AGENT_DATABASE_RETRY_MAX_SECONDS", 5.0)
+# Colocation: how often scheduled nodes are checked for a window that opened or closed (their agents are told).
+NODE_AVAILABILITY_PUSH_SECONDS = _env_seconds("NODE_AVAILABILITY_PUSH_SECONDS", 10.0)

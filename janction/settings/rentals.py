@@ -28,3 +28,6 @@ RENTALS_CPU_MILLICORES_PER_VGPU = env_int("RENTALS_CPU_MILLICORES_PER_VGPU", 400
 # A buyer may dispute a completed, failed or interrupted rental this long after it ended; the provider's earnings
 # from a rental stay out of settlement batches until then (and while its dispute is open): docs/reputation.md.
 RENTALS_DISPUTE_WINDOW_HOURS = env_int("RENTALS_DISPUTE_WINDOW_HOURS", 72)
+# Colocation: a placement frozen by its node's owner for longer than this is interrupted (requeued when the
+# rental asks for restarts); its frozen time is never charged and does not count toward max duration.
+RENTALS_PAUSE_LIMIT_SECONDS = env_int("RENTALS_PAUSE_LIMIT_SECONDS", 1800)

@@ -1,7 +1,7 @@
 """Celery beat: every periodic task in one place, with the periods set by each concern's settings."""
 
 from .chain import CHAIN_WATCH_INTERVAL_SECONDS, POC_EPOCH_SECONDS, SETTLEMENT_BATCH_INTERVAL_SECONDS
-from .nodes import NODE_OFFLINE_CHECK_INTERVAL_SECONDS
+from .nodes import NODE_AVAILABILITY_PUSH_SECONDS, NODE_OFFLINE_CHECK_INTERVAL_SECONDS
 from .pricing import PRICING_ROUND_INTERVAL_SECONDS
 from .rentals import RENTALS_METERING_INTERVAL_SECONDS, RENTALS_SYNC_INTERVAL_SECONDS
 from .reputation import REPUTATION_COLLECT_INTERVAL_SECONDS
@@ -9,6 +9,10 @@ from .reputation import REPUTATION_COLLECT_INTERVAL_SECONDS
 CELERY_BEAT_SCHEDULE = {
     "market-rounds": {"task": "pricing.market_rounds_tick", "schedule": PRICING_ROUND_INTERVAL_SECONDS},
     "node-offline-sweep": {"task": "nodes.node_mark_stale_offline", "schedule": NODE_OFFLINE_CHECK_INTERVAL_SECONDS},
+    "availability-schedules": {
+        "task": "nodes.availability_schedules_push",
+        "schedule": NODE_AVAILABILITY_PUSH_SECONDS,
+    },
     "settlement-batch": {"task": "ledger.settlement_batch_run", "schedule": SETTLEMENT_BATCH_INTERVAL_SECONDS},
     "idempotency-purge": {"task": "ledger.idempotency_records_purge", "schedule": 3600},
     "chain-watch": {"task": "ledger.chain_watch_scan", "schedule": CHAIN_WATCH_INTERVAL_SECONDS},

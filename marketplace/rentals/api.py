@@ -20,9 +20,12 @@ from marketplace.rentals.selectors import (
     rental_for_owner,
     rental_log_lines,
     rental_log_total,
+    rental_pause_log,
     rentals_for_owner,
 )
 from marketplace.rentals.services import rental_cancel, rental_submit
+from nodes.availability import node_reliability
+from nodes.availability_api import ReliabilitySerializer
 from nodes.models import PlacementLogLine
 
 
@@ -44,6 +47,12 @@ class RentalSubmitSerializer(serializers.Serializer):
     secret_env = serializers.JSONField(required=False, default=list, help_text="Names in env whose values are masked.")
     ports = serializers.JSONField(required=False, default=list, help_text="Container ports to expose.")
     restart_on_interruption = serializers.JSONField(required=False, default=False)
+    pausable = serializers.JSONField(
+        required=False, default=False, help_text="The workload may be frozen while a node's owner uses the GPU."
+    )
+    accepts_interruptible = serializers.JSONField(
+        required=False, default=False, help_text="Buy interruptible capacity (priced apart) instead of dedicated."
+    )
     match_deadline_seconds = serializers.JSONField(required=False, default=None, allow_null=True)
 
 
@@ -57,6 +66,9 @@ class RentalPlacementSerializer(serializers.ModelSerializer):
     buyer_price_per_vgpu_hour = serializers.SerializerMethodField()
     charged = serializers.SerializerMethodField()
     billed_vgpu_seconds = serializers.SerializerMethodField()
+    node_reliability = serializers.SerializerMethodField(
+        help_text="The node's share of scheduled availability delivered and interruptions per 100 rental-hours."
+    )
 
     class Meta:
         model = RentalPlacement
@@ -70,7 +82,12 @@ class RentalPlacementSerializer(serializers.ModelSerializer):
             "billed_vgpu_seconds",
             "charged",
             "settled_at",
+            "node_reliability",
         ]
+
+    @extend_schema_field(ReliabilitySerializer)
+    def get_node_reliability(self, placement: RentalPlacement) -> dict:
+        return ReliabilitySerializer(node_reliability(node_id=placement.node_id)).data
 
     def get_buyer_price_per_vgpu_hour(self, placement: RentalPlacement) -> str:
         # Exact: a Decimal quotient of integer base units, never a float.
@@ -108,6 +125,8 @@ class RentalSerializer(serializers.ModelSerializer):
             "secret_env_keys",
             "ports",
             "restart_on_interruption",
+            "pausable",
+            "accepts_interruptible",
             "match_deadline",
             "attempt",
             "held",
@@ -135,12 +154,25 @@ class RentalSerializer(serializers.ModelSerializer):
         return usdc(rental.refunded)
 
 
+class PauseSerializer(serializers.Serializer):
+    placement = serializers.CharField()
+    paused_at = serializers.DateTimeField()
+    resumed_at = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField()
+    ended_by = serializers.CharField(help_text="resumed, or the placement's final state when it ended paused.")
+
+
 class RentalDetailSerializer(RentalSerializer):
     events = RentalEventSerializer(many=True)
     placements = RentalPlacementSerializer(many=True)
+    pauses = serializers.SerializerMethodField(help_text="The pause log: when a node's owner froze the workload.")
 
     class Meta(RentalSerializer.Meta):
-        fields = [*RentalSerializer.Meta.fields, "events", "placements"]
+        fields = [*RentalSerializer.Meta.fields, "events", "placements", "pauses"]
+
+    @extend_schema_field(PauseSerializer(many=True))
+    def get_pauses(self, rental: Rental) -> list:
+        return PauseSerializer(rental_pause_log(rental=rental), many=True).data
 
 
 class RentalFilter(django_filters.FilterSet):
@@ -194,6 +226,8 @@ class RentalList(generics.ListAPIView):
             ports=data["ports"],
             restart_on_interruption=data["restart_on_interruption"],
             match_deadline_seconds=data["match_deadline_seconds"],
+            pausable=data["pausable"],
+            accepts_interruptible=data["accepts_interruptible"],
         )
         rental = rental_for_owner(owner=request.user, rental_id=rental.pk)
         return Response(RentalDetailSerializer(rental).data, status=status.HTTP_201_CREATED)

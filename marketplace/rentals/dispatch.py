@@ -29,6 +29,7 @@ from marketplace.rentals.services import (
     rental_transition,
     stops_send,
 )
+from nodes.availability import open_pause_started, paused_ms
 from nodes.models import PLACEMENT_FINAL_STATES, NodePlacement, NodeState, PlacementLogLine, PlacementState
 from nodes.services import Holder, node_send, placement_commands_cancel, vgpus_claim, vgpus_release
 from pricing.models import Allocation, Bid, BidState
@@ -108,6 +109,7 @@ def _start_message(rental: Rental, placement: RentalPlacement, peers: list[Renta
         "ports": [{"container_port": p, "protocol": "tcp"} for p in rental.ports],
         "expires_at_ms": int(expires.timestamp() * 1000),
         "issued_for_state": rental.state,
+        "pausable": rental.pausable,
     }
     if len(peers) > 1:
         start["peers"] = [
@@ -184,7 +186,8 @@ def rentals_sync() -> int:
             state == RentalState.RUNNING and started and now >= started + timedelta(milliseconds=max_s * 1000 - used_ms)
         )
         stale = ended is not None and now - ended > timedelta(seconds=settings.RENTALS_SETTLE_GRACE_SECONDS)
-        if lost or changed or over or stale or state in TERMINAL_STATES:
+        paused = reported == "paused"  # colocation: watched for the pause limit
+        if lost or changed or over or stale or paused or state in TERMINAL_STATES:
             due.add(rental_id)
     due |= set(Rental.objects.filter(state__in=TERMINAL_STATES, settled_at__isnull=True).values_list("pk", flat=True))
     due |= set(
@@ -327,12 +330,31 @@ def _observe(rental: Rental, placements: list[RentalPlacement]) -> bool:
     if rental.state == RentalState.ALLOCATED and any(state in started for state in states):
         rental_transition(rental=rental, to_state=RentalState.STARTING, reason="The agent is starting it")
         return True
+    if _pause_limit_passed(rental, current):
+        return True
     if rental.state == RentalState.RUNNING and timezone.now() >= rental.started_at + timedelta(
-        milliseconds=remaining_ms(rental)
+        milliseconds=remaining_ms(rental) + _paused_ms(current)
     ):
         _end(rental, current, RentalState.COMPLETED, "Max duration reached")
         return True
     return changed
+
+
+def _paused_ms(placements: list[RentalPlacement]) -> int:
+    """Return the longest time any of the placements was frozen by its owner (it does not count as run time)."""
+    totals = paused_ms(node_placement_ids=[p.node_placement_id for p in placements if p.node_placement_id])
+    return max(totals.values(), default=0)
+
+
+def _pause_limit_passed(rental: Rental, placements: list[RentalPlacement]) -> bool:
+    """Interrupt a rental a placement of which was frozen longer than RENTALS_PAUSE_LIMIT_SECONDS."""
+    limit = settings.RENTALS_PAUSE_LIMIT_SECONDS
+    opened = open_pause_started(node_placement_ids=[p.node_placement_id for p in placements if p.node_placement_id])
+    now_ms = int(timezone.now().timestamp() * 1000)
+    if not any(now_ms - paused_at > limit * 1000 for paused_at in opened.values()):
+        return False
+    _interrupt(rental, placements, reason=f"Paused by the node's owner for longer than {limit} s")
+    return True
 
 
 def _lost_reason(placement: RentalPlacement) -> str:

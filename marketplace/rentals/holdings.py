@@ -8,7 +8,7 @@ from ledger.currencies import Currency
 from ledger.services import ledger_hold, ledger_release
 from marketplace.rentals.models import Rental, RentalPlacement
 from nodes.services import Holder, vgpus_release
-from pricing.models import Bid
+from pricing.models import Bid, Capacity
 from pricing.services import bid_submit
 
 CURRENCY = Currency.USDC
@@ -43,7 +43,13 @@ def rental_bid_submit(*, rental: Rental, attempt: int) -> Bid:
         max_price_per_hour=rental.max_price_per_hour,
         reference=f"rental:{rental.pk}:{attempt}",
         deadline=rental.match_deadline,
+        capacity=rental_capacity(rental),
     )
+
+
+def rental_capacity(rental: Rental) -> str:
+    """Return the sub-pool a rental's bids buy from: interruptible when it accepts it, else dedicated only."""
+    return Capacity.INTERRUPTIBLE if rental.accepts_interruptible else Capacity.DEDICATED
 
 
 def escrow_release(*, rental: Rental, amount: int, key: str, memo: str) -> None:

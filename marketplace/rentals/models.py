@@ -39,6 +39,10 @@ class Rental(models.Model):
     secret_env_keys = models.JSONField(default=list, blank=True)
     ports = models.JSONField(default=list, blank=True)
     restart_on_interruption = models.BooleanField(default=False)
+    # Colocation (issue 19): the workload may be frozen while a node's owner uses the GPU; the buyer buys
+    # interruptible capacity (priced apart) instead of dedicated.
+    pausable = models.BooleanField(default=False)
+    accepts_interruptible = models.BooleanField(default=False)
     match_deadline = models.DateTimeField()
     state = models.CharField(max_length=12, choices=RentalState.choices, default=RentalState.PENDING, db_index=True)
     state_reason = models.CharField(max_length=300, blank=True)

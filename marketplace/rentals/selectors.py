@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from marketplace.rentals.errors import RentalNotFound
 from marketplace.rentals.models import Rental, RentalPlacement
 from marketplace.rentals.services import is_secret_env
+from nodes.availability import pause_log
 from nodes.models import PlacementLogLine
 
 MASK = "********"
@@ -51,3 +52,9 @@ def placement_buyers(*, placement_ids: set[str]) -> dict[str, int]:
     """Return the renting user of each of these placement ids that belongs to a rental."""
     rows = RentalPlacement.objects.filter(placement_id__in=placement_ids)
     return dict(rows.values_list("placement_id", "rental__owner_id"))
+
+
+def rental_pause_log(*, rental: Rental) -> list[dict]:
+    """Return the rental's pause log: each span a node's owner froze one of its placements."""
+    ids = [pid for pid in rental.placements.values_list("node_placement_id", flat=True) if pid is not None]
+    return pause_log(node_placement_ids=ids)

@@ -249,6 +249,8 @@ def rental_submit(
     ports: list[int] | None = None,
     restart_on_interruption: bool = False,
     match_deadline_seconds: int | None = None,
+    pausable: bool = False,
+    accepts_interruptible: bool = False,
 ) -> Rental:
     """Validate a rental, move its most possible cost into escrow and queue its bid for the next round.
 
@@ -275,6 +277,9 @@ def rental_submit(
     ports = _validate_ports(ports)
     if not isinstance(restart_on_interruption, bool):
         raise RentalInvalid("restart_on_interruption is true or false.", detail={"field": "restart_on_interruption"})
+    for name, flag in (("pausable", pausable), ("accepts_interruptible", accepts_interruptible)):
+        if not isinstance(flag, bool):
+            raise RentalInvalid(f"{name} is true or false.", detail={"field": name})
     window = match_deadline_seconds or settings.RENTALS_MATCH_DEADLINE_SECONDS
     _positive_int(window, "match_deadline_seconds", 24 * 3600)
     amount = hold_amount(price_per_hour=price, units=vgpus, duration_ms=duration * 1000)
@@ -291,6 +296,8 @@ def rental_submit(
             secret_env_keys=secret_env,
             ports=ports,
             restart_on_interruption=restart_on_interruption,
+            pausable=pausable,
+            accepts_interruptible=accepts_interruptible,
             match_deadline=timezone.now() + timedelta(seconds=window),
             currency=CURRENCY,
         )

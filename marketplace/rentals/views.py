@@ -15,7 +15,13 @@ from janction.errors import ApplicationError
 from ledger.currencies import usdc
 from marketplace.rentals.errors import RentalInvalid, RentalNotFound
 from marketplace.rentals.models import RentalState
-from marketplace.rentals.selectors import rental_env_masked, rental_for_owner, rental_log_lines, rentals_for_owner
+from marketplace.rentals.selectors import (
+    rental_env_masked,
+    rental_for_owner,
+    rental_log_lines,
+    rental_pause_log,
+    rentals_for_owner,
+)
 from marketplace.rentals.services import TERMINAL_STATES, rental_cancel, rental_submit
 from nodes.selectors import pools_with_supply
 
@@ -77,6 +83,8 @@ def _parse_form(post) -> dict:
         "env": env,
         "secret_env": post.get("secret_env", "").replace(",", " ").split(),
         "restart_on_interruption": post.get("restart_on_interruption") == "on",
+        "pausable": post.get("pausable") == "on",
+        "accepts_interruptible": post.get("accepts_interruptible") == "on",
     }
 
 
@@ -162,6 +170,7 @@ def rental_page(request, rental_id: int):
             for placement in rental.placements.select_related("node", "node_placement").order_by("pk")
         ],
         "lines": rental_log_lines(rental=rental),
+        "pauses": rental_pause_log(rental=rental),
         "state_labels": dict(RentalState.choices),
         "terminal_states": sorted(TERMINAL_STATES),
     }

@@ -27,6 +27,7 @@ PLACEMENT_STATES = {
     pb.PLACEMENT_STATE_EXITED: PlacementState.EXITED,
     pb.PLACEMENT_STATE_FAILED: PlacementState.FAILED,
     pb.PLACEMENT_STATE_LOST: PlacementState.LOST,
+    pb.PLACEMENT_STATE_PAUSED: PlacementState.PAUSED,
 }
 LOG_STREAMS = {pb.LOG_STREAM_STDOUT: "stdout", pb.LOG_STREAM_STDERR: "stderr"}
 
@@ -76,6 +77,7 @@ def hello_report(hello: pb.Hello) -> HelloReport:
                 started_at_ms=placement.started_at_ms,
                 last_usage_seq=placement.last_usage_seq,
                 last_log_seq=placement.last_log_seq,
+                paused_at_ms=placement.paused_at_ms,
             )
             for placement in hello.placements
         ],

@@ -20,6 +20,7 @@ from django.utils import timezone
 from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.protocol.gen.janction.agent.v1 import agent_pb2_grpc
 from janction.errors import ApplicationError
+from nodes.availability import owner_activity_record
 from nodes.gateway import convert
 from nodes.gateway.core import DATABASE_AWAY, StreamSession
 from nodes.services import (
@@ -235,6 +236,16 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
                 self._gateway.heartbeats.discard(node_id)
                 await self._db(session, node_goodbye, node_id=node_id, reason=message.goodbye.reason)
                 session.close()
+            elif kind == "owner_activity":
+                activity = message.owner_activity
+                await self._db(
+                    session,
+                    owner_activity_record,
+                    node_id=node_id,
+                    active=activity.active,
+                    at_ms=activity.at_ms,
+                    reason=activity.reason,
+                )
             elif kind == "hello":
                 hello = convert.hello_report(message.hello)
                 session.gpu_ids = await self._db(session, node_hello, node_id=node_id, hello=hello)

@@ -49,7 +49,11 @@ def _agent_command(node: Node, token: str) -> str:
         # No CA, no gateway: the agent could not enroll anywhere yet; the command is still the right shape.
         logger.warning("no agent CA is configured, so the node command carries no --ca-fingerprint")
         pin = ""
-    python, demo = (".venv/bin/python", f" {DEMO_AGENT_FLAGS}") if settings.JANCTION_EMBEDDED else ("python3", "")
+    # The demo's fake GPU lists the pids in owner-pids as its owner's processes (colocation, docs/colocation.md).
+    owner_pids = f" --fake-gpu-processes ~/.janction-agent/node-{node.pk}-owner-pids"
+    python, demo = (
+        (".venv/bin/python", f" {DEMO_AGENT_FLAGS}{owner_pids}") if settings.JANCTION_EMBEDDED else ("python3", "")
+    )
     return (
         f"{python} -m agent --gateway {settings.AGENT_GATEWAY_PUBLIC_ADDRESS}{pin} --enroll-token {token} "
         f"--state-dir ~/.janction-agent/node-{node.pk}{demo}"

@@ -9,6 +9,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from nodes.availability import availability_on_hello, placement_pause_reattach
 from nodes.checks import (
     MAX_GPU_INDEX,
     MAX_GPU_MEMORY_BYTES,
@@ -230,6 +231,7 @@ def _node_hello(*, node_id: int, hello: HelloReport) -> dict[int, int]:
         if node.state in (NodeState.ONLINE, NodeState.DRAINING):
             VGpu.objects.filter(node=node, state=VGpuState.OFFLINE).update(state=VGpuState.FREE)
         _placements_reattach(node=node, reports=hello.placements)
+        availability_on_hello(node=node)  # colocation: the agent hears the node's policy after every Hello
     return {gpu.index: gpu.pk for gpu in gpus.values()}
 
 
@@ -259,6 +261,7 @@ def _placements_reattach(*, node: Node, reports: list[RunningPlacementReport]) -
                     node=node, message={"stop_placement": {"placement_id": placement.placement_id}}
                 )
             continue
+        placement_pause_reattach(placement=placement, state=report.state, paused_at_ms=report.paused_at_ms)
         placement.state = report.state
         placement.started_at_ms = report.started_at_ms
         placement.last_usage_seq = report.last_usage_seq

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from agent.protocol.signing import usage_is_consistent, verify_usage_report
 from janction.errors import ValidationFailed
+from nodes.availability import placement_pause_track, usage_overlaps_pause
 from nodes.checks import (
     INT32_MAX,
     INT64_MAX,
@@ -60,6 +61,9 @@ def placement_status_record(*, node_id: int, status: PlacementStatusReport) -> N
                 f"Placement {status.placement_id} is {placement.state} and cannot become {status.state}.",
                 code="placement_transition_invalid",
             )
+        placement_pause_track(
+            placement=placement, before=placement.state, after=status.state, at_ms=status.at_ms, message=status.message
+        )
         placement.state = status.state
         placement.exit_code = status.exit_code
         placement.message = status.message[:500]
@@ -232,6 +236,11 @@ def _usage_report_record(*, node_id: int, report: UsageReportIn) -> bool:
                     "The usage interval covers time the platform held the node offline.",
                     code="usage_report_while_offline",
                 )
+        if usage_overlaps_pause(placement=placement, start_ms=report.interval_start_ms, end_ms=report.interval_end_ms):
+            raise UsageRefused(
+                "The usage interval covers time the agent reported the placement paused.",
+                code="usage_report_while_paused",
+            )
         if UsageReport.objects.filter(
             placement=placement,
             interval_start_ms__lt=report.interval_end_ms,

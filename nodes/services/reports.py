@@ -40,6 +40,7 @@ class RunningPlacementReport:
     started_at_ms: int
     last_usage_seq: int
     last_log_seq: int
+    paused_at_ms: int = 0  # colocation: when it was frozen, while PAUSED
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,12 @@
     const parts = fields.map(([name, problems]) => (labels[name] || name) + ": " + [].concat(problems).join(" "));
     return parts.length ? parts.join("; ") : (body && body.message) || "No estimate: check the pool, vGPUs and max price.";
   };
+  // The other sub-pool (dedicated or interruptible capacity) has its own price: say it too.
+  const other = (body) =>
+    body.other
+      ? "; " + body.other.capacity + ": " + (body.other.would_win ? trim(body.other.price_per_vgpu_hour) + " USDC" : "would not win") +
+        " (" + body.other.free_units + " free)"
+      : "";
   const trim = (decimal) => (decimal.includes(".") ? decimal.replace(/0+$/, "").replace(/\.$/, "") : decimal);
 
   button.addEventListener("click", async () => {
@@ -18,6 +24,7 @@
       pool: form.elements.pool.value,
       units: form.elements.vgpus.value,
       max_price: form.elements.max_price.value,
+      capacity: form.elements.accepts_interruptible && form.elements.accepts_interruptible.checked ? "interruptible" : "dedicated",
     });
     output.textContent = "Estimating…";
     try {
@@ -27,12 +34,12 @@
         output.textContent = explain(body);
       } else if (body.would_win) {
         output.textContent =
-          "If the round ran now: " + trim(body.price_per_vgpu_hour) + " USDC per vGPU-hour (" +
-          body.free_units + " vGPUs free, " + body.waiting_units + " asked for).";
+          "If the round ran now: " + trim(body.price_per_vgpu_hour) + " USDC per vGPU-hour of " + body.capacity +
+          " capacity (" + body.free_units + " vGPUs free, " + body.waiting_units + " asked for)" + other(body) + ".";
       } else {
         output.textContent =
           "At this max price the rental would not win now (" + body.free_units + " vGPUs free, " +
-          body.waiting_units + " asked for); it waits for a later round or its deadline.";
+          body.waiting_units + " asked for); it waits for a later round or its deadline" + other(body) + ".";
       }
     } catch (error) {
       output.textContent = "No estimate right now; you can still rent.";

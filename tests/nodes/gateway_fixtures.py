@@ -118,6 +118,7 @@ class AgentProcess:
         gpus: str = "RTX 4090:1",
         slices: int = 2,
         runtime: str = "sandbox",
+        extra_args: tuple[str, ...] = (),
     ):
         self.log_path = state_dir.parent / f"{state_dir.name}.log"
         ca_path = state_dir.parent / "gateway-ca.pem"
@@ -144,6 +145,7 @@ class AgentProcess:
             "1",
             "--ca-cert",
             str(ca_path),
+            *extra_args,
         ]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

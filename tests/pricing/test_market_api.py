@@ -35,6 +35,10 @@ def test_pools_are_public_with_supply_demand_and_last_prices(request, market, cl
             "last_buyer_price": "1.000000",
             "last_provider_price": "1.000000",
             "reference_price": "1.000000",
+            "capacities": [
+                {"capacity": "dedicated", "vgpus_on_sale": 2, "demand_units": 1, "last_buyer_price": "1.000000"},
+                {"capacity": "interruptible", "vgpus_on_sale": 0, "demand_units": 0, "last_buyer_price": None},
+            ],
         }
     ]
 

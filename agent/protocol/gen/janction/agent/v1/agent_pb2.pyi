@@ -15,6 +15,7 @@ class PlacementState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PLACEMENT_STATE_EXITED: _ClassVar[PlacementState]
     PLACEMENT_STATE_FAILED: _ClassVar[PlacementState]
     PLACEMENT_STATE_LOST: _ClassVar[PlacementState]
+    PLACEMENT_STATE_PAUSED: _ClassVar[PlacementState]
 
 class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -27,6 +28,7 @@ PLACEMENT_STATE_RUNNING: PlacementState
 PLACEMENT_STATE_EXITED: PlacementState
 PLACEMENT_STATE_FAILED: PlacementState
 PLACEMENT_STATE_LOST: PlacementState
+PLACEMENT_STATE_PAUSED: PlacementState
 LOG_STREAM_UNSPECIFIED: LogStream
 LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream
@@ -54,34 +56,38 @@ class EnrollResponse(_message.Message):
     def __init__(self, certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., node_id: _Optional[str] = ..., connect_address: _Optional[str] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "placement_status", "log_chunk", "usage_report", "goodbye")
+    __slots__ = ("hello", "heartbeat", "placement_status", "log_chunk", "usage_report", "goodbye", "owner_activity")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_STATUS_FIELD_NUMBER: _ClassVar[int]
     LOG_CHUNK_FIELD_NUMBER: _ClassVar[int]
     USAGE_REPORT_FIELD_NUMBER: _ClassVar[int]
     GOODBYE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ACTIVITY_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     heartbeat: Heartbeat
     placement_status: PlacementStatus
     log_chunk: LogChunk
     usage_report: UsageReport
     goodbye: Goodbye
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., placement_status: _Optional[_Union[PlacementStatus, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., usage_report: _Optional[_Union[UsageReport, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
+    owner_activity: OwnerActivity
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., placement_status: _Optional[_Union[PlacementStatus, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., usage_report: _Optional[_Union[UsageReport, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., owner_activity: _Optional[_Union[OwnerActivity, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
-    __slots__ = ("start_placement", "stop_placement", "drain", "ping", "usage_ack")
+    __slots__ = ("start_placement", "stop_placement", "drain", "ping", "usage_ack", "colocation")
     START_PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     STOP_PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     USAGE_ACK_FIELD_NUMBER: _ClassVar[int]
+    COLOCATION_FIELD_NUMBER: _ClassVar[int]
     start_placement: StartPlacement
     stop_placement: StopPlacement
     drain: Drain
     ping: Ping
     usage_ack: UsageAck
-    def __init__(self, start_placement: _Optional[_Union[StartPlacement, _Mapping]] = ..., stop_placement: _Optional[_Union[StopPlacement, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., usage_ack: _Optional[_Union[UsageAck, _Mapping]] = ...) -> None: ...
+    colocation: Colocation
+    def __init__(self, start_placement: _Optional[_Union[StartPlacement, _Mapping]] = ..., stop_placement: _Optional[_Union[StopPlacement, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., usage_ack: _Optional[_Union[UsageAck, _Mapping]] = ..., colocation: _Optional[_Union[Colocation, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("agent_version", "runtime", "hostname", "gpus", "vgpus", "placements", "network_unsupported")
@@ -171,20 +177,22 @@ class VGpu(_message.Message):
     def __init__(self, local_id: _Optional[str] = ..., gpu_uuid: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., compute_share_percent: _Optional[int] = ..., pool: _Optional[str] = ..., enforcement_env: _Optional[_Mapping[str, str]] = ..., enforcement: _Optional[str] = ..., mig_device_uuid: _Optional[str] = ..., fake: _Optional[bool] = ...) -> None: ...
 
 class RunningPlacement(_message.Message):
-    __slots__ = ("placement_id", "state", "vgpu_local_ids", "started_at_ms", "last_usage_seq", "last_log_seq")
+    __slots__ = ("placement_id", "state", "vgpu_local_ids", "started_at_ms", "last_usage_seq", "last_log_seq", "paused_at_ms")
     PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     VGPU_LOCAL_IDS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     LAST_USAGE_SEQ_FIELD_NUMBER: _ClassVar[int]
     LAST_LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     placement_id: str
     state: PlacementState
     vgpu_local_ids: _containers.RepeatedScalarFieldContainer[str]
     started_at_ms: int
     last_usage_seq: int
     last_log_seq: int
-    def __init__(self, placement_id: _Optional[str] = ..., state: _Optional[_Union[PlacementState, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., started_at_ms: _Optional[int] = ..., last_usage_seq: _Optional[int] = ..., last_log_seq: _Optional[int] = ...) -> None: ...
+    paused_at_ms: int
+    def __init__(self, placement_id: _Optional[str] = ..., state: _Optional[_Union[PlacementState, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., started_at_ms: _Optional[int] = ..., last_usage_seq: _Optional[int] = ..., last_log_seq: _Optional[int] = ..., paused_at_ms: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("sent_at_ms", "gpus", "ping_nonce", "draining", "running_placements")
@@ -267,7 +275,7 @@ class UsageReport(_message.Message):
     def __init__(self, placement_id: _Optional[str] = ..., seq: _Optional[int] = ..., interval_start_ms: _Optional[int] = ..., interval_end_ms: _Optional[int] = ..., vgpu_count: _Optional[int] = ..., vgpu_milliseconds: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class StartPlacement(_message.Message):
-    __slots__ = ("placement_id", "image", "command", "env", "vgpu_local_ids", "memory_limit_bytes", "cpu_millicores", "pids_limit", "network_allowed", "ports", "peers", "expires_at_ms", "issued_for_state")
+    __slots__ = ("placement_id", "image", "command", "env", "vgpu_local_ids", "memory_limit_bytes", "cpu_millicores", "pids_limit", "network_allowed", "ports", "peers", "expires_at_ms", "issued_for_state", "pausable")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -288,6 +296,7 @@ class StartPlacement(_message.Message):
     PEERS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ISSUED_FOR_STATE_FIELD_NUMBER: _ClassVar[int]
+    PAUSABLE_FIELD_NUMBER: _ClassVar[int]
     placement_id: str
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -301,7 +310,8 @@ class StartPlacement(_message.Message):
     peers: _containers.RepeatedCompositeFieldContainer[Peer]
     expires_at_ms: int
     issued_for_state: str
-    def __init__(self, placement_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., memory_limit_bytes: _Optional[int] = ..., cpu_millicores: _Optional[int] = ..., pids_limit: _Optional[int] = ..., network_allowed: _Optional[bool] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., expires_at_ms: _Optional[int] = ..., issued_for_state: _Optional[str] = ...) -> None: ...
+    pausable: bool
+    def __init__(self, placement_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., memory_limit_bytes: _Optional[int] = ..., cpu_millicores: _Optional[int] = ..., pids_limit: _Optional[int] = ..., network_allowed: _Optional[bool] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., expires_at_ms: _Optional[int] = ..., issued_for_state: _Optional[str] = ..., pausable: _Optional[bool] = ...) -> None: ...
 
 class PortMapping(_message.Message):
     __slots__ = ("container_port", "host_port", "protocol")
@@ -362,3 +372,27 @@ class UsageAck(_message.Message):
     code: str
     reason: str
     def __init__(self, placement_id: _Optional[str] = ..., seq: _Optional[int] = ..., rejected: _Optional[bool] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class OwnerActivity(_message.Message):
+    __slots__ = ("active", "at_ms", "reason")
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    active: bool
+    at_ms: int
+    reason: str
+    def __init__(self, active: _Optional[bool] = ..., at_ms: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Colocation(_message.Message):
+    __slots__ = ("watch_owner", "utilization_threshold_percent", "memory_threshold_percent", "grace_seconds", "owner_time")
+    WATCH_OWNER_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_THRESHOLD_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_THRESHOLD_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_TIME_FIELD_NUMBER: _ClassVar[int]
+    watch_owner: bool
+    utilization_threshold_percent: int
+    memory_threshold_percent: int
+    grace_seconds: int
+    owner_time: bool
+    def __init__(self, watch_owner: _Optional[bool] = ..., utilization_threshold_percent: _Optional[int] = ..., memory_threshold_percent: _Optional[int] = ..., grace_seconds: _Optional[int] = ..., owner_time: _Optional[bool] = ...) -> None: ...
