@@ -34,6 +34,9 @@ _SUPPORTED_TYPES = "address, uint8 ... uint256"
 _HIGH_BITS = int("8" * 40, 16)
 _UPPER_LETTERS = str.maketrans("0123456789ABCDEFabcdef", "0000000000888888000000")
 _LOWER_LETTERS = str.maketrans("0123456789abcdef", "0000000000888888")
+# checksum_address: 0x20 under each letter a-f, and under each hash digit 8-f (a nibble with its high bit set).
+_LETTER_MASK = bytes(0x20 if chr(byte) in "abcdef" else 0 for byte in range(256))
+_HIGH_NIBBLE_MASK = bytes(0x20 if chr(byte) in "89abcdef" else 0 for byte in range(256))
 
 
 class MerkleInputError(ValueError):
@@ -55,6 +58,7 @@ class StandardMerkleTree:
         self._nodes = nodes
         self._tree_indices = tree_indices
         self._hex_nodes: list[str] | None = None
+        self._upper_proofs: dict[int, tuple[str, ...]] = {}
 
     @classmethod
     def of(
@@ -128,11 +132,26 @@ class StandardMerkleTree:
         tree_index = self._tree_indices[index]
         proof = []
         append = proof.append
-        while tree_index:
+        # The lowest levels are walked; above them, 16 or more leaves share each node's path, kept once.
+        shared_below = max(len(self._nodes) >> 4, 1)
+        while tree_index >= shared_below:
             # The sibling: the right one (i + 1) of a left child (odd i), else the left one (i - 1).
-            append(hex_nodes[((tree_index - 1) ^ 1) + 1])
-            tree_index = (tree_index - 1) >> 1
+            tree_index -= 1
+            append(hex_nodes[(tree_index ^ 1) + 1])
+            tree_index >>= 1
+        if tree_index:
+            proof += self._upper_proof(tree_index)
         return proof
+
+    def _upper_proof(self, tree_index: int) -> tuple[str, ...]:
+        """Return the proof of inner node ``tree_index`` (a tuple, kept for the next leaf below it)."""
+        known = self._upper_proofs.get(tree_index)
+        if known is None:
+            parent = (tree_index - 1) >> 1
+            sibling = self._hex_nodes[((tree_index - 1) ^ 1) + 1]
+            known = (sibling, *self._upper_proof(parent)) if parent else (sibling,)
+            self._upper_proofs[tree_index] = known
+        return known
 
     def leaf_hash(self, value: Sequence[object]) -> str:
         """Return the leaf hash of ``value`` encoded with this tree's types."""
@@ -248,13 +267,11 @@ def _hash_pair(a: bytes, b: bytes) -> bytes:
 
 def checksum_address(address: str) -> str:
     """Return ``0x`` + 40 hex digits in EIP-55 mixed case (the input is assumed to be 40 hex digits after 0x)."""
-    lower = address[2:].lower()
-    hash_bits = int.from_bytes(_keccak_256(lower.encode("ascii")).digest()[:20], "big")
-    digits = [
-        char.upper() if char > "9" and hash_bits >> (156 - 4 * position) & 0x8 else char
-        for position, char in enumerate(lower)
-    ]
-    return "0x" + "".join(digits)
+    lower = address[2:].lower().encode("ascii")
+    # Upper-case a letter (subtract 0x20) where the hash's nibble has its high bit: byte-wise masks, no per-char loop.
+    letters = int.from_bytes(lower.translate(_LETTER_MASK), "big")
+    high = int.from_bytes(_keccak_256(lower).hexdigest()[:40].encode("ascii").translate(_HIGH_NIBBLE_MASK), "big")
+    return "0x" + (int.from_bytes(lower, "big") - (letters & high)).to_bytes(40, "big").decode("ascii")
 
 
 def _hex(node: bytes) -> str:

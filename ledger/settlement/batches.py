@@ -8,11 +8,14 @@ receipt are checked, so a batch the chain already holds is marked posted instead
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,7 +156,28 @@ def _ledger_high_water_mark() -> int:
         return Transaction.objects.aggregate(top=Max("pk"))["top"] or 0
 
 
+@contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while the block runs (reference counting still frees everything acyclic).
+
+    Preparing a batch of 100,000 accounts allocates a few million short-lived containers, and the collector's
+    full passes over them took about a third of the time; it resumes (if it was on) as soon as the batch is made.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _prepare_locked(conn: ChainConnection) -> SettlementBatch | None:
+    with _cycle_collector_paused():
+        return _prepare_batch(conn)
+
+
+def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
     if SettlementBatch.objects.filter(status__in=_UNPOSTED).exists():
         return None
     hold = settlement_posting_hold()
