@@ -40,6 +40,7 @@ from ledger.models import (
     SettlementAlert,
     SettlementBatch,
     Transaction,
+    Wallet,
 )
 from ledger.settlement.commitments import COMMITMENT_SCHEME, batch_commitments, commitment_key_new
 from ledger.settlement.connection import (
@@ -56,7 +57,6 @@ from ledger.settlement.errors import (
     SettlementBusy,
 )
 from ledger.settlement.trees import tree_remember
-from marketplace.models import Wallet
 
 logger = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from django.db.models import Q, QuerySet
 from web3 import Web3
 
 from ledger.currencies import from_base_units
+from ledger.errors import WalletNotFound
 from ledger.fields import ExactSum
 from ledger.models import (
     AccountKind,
@@ -21,6 +22,7 @@ from ledger.models import (
     SettlementAlert,
     SettlementBatch,
     StakeEvent,
+    Wallet,
 )
 from ledger.settlement.connection import CHAIN_DOWN_ERRORS, chain_confirmations, chain_connection_get
 from ledger.settlement.errors import (
@@ -31,8 +33,6 @@ from ledger.settlement.errors import (
     NoPostedBatch,
 )
 from ledger.settlement.trees import tree_get
-from marketplace.errors import WalletNotFound
-from marketplace.models import Wallet
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('ledger', '0006_poc_epoch_bound_numeric'),
+        ('ledger', '0007_wallets_in_contribution_out'),
     ]
 
     operations = [
