@@ -1,7 +1,7 @@
 """Settlement batches at 10,000 and 100,000 accounts: build time, and gas of postBatch and claim on Hardhat.
 
-Run: DATABASE_URL=postgres://... .venv/bin/python -m benchmarks.settlement_bench
-Needs node_modules (npx hardhat) and PostgreSQL. Prints:
+Run: DATABASE_URL=postgres://... .venv/bin/python -m benchmarks.settlement_bench [--gas-only]
+Needs node_modules (npx hardhat) and PostgreSQL (not with --gas-only, which prints only the last part). Prints:
 
 - the pure part (ledger/merkle.py: tree over N leaves plus every proof), median of several runs;
 - the full build from ledger rows: `settlement_batch_prepare` (cumulative sums per account, payout
@@ -36,6 +36,12 @@ LEAF_TYPES = ("uint256", "address", "address", "uint128")
 
 
 def main() -> None:
+    import sys
+
+    if sys.argv[1:] == ["--gas-only"]:
+        with hardhat() as w3:
+            run_claim_gas(w3)
+        return
     from eth_utils import to_checksum_address
 
     print("Pure part: ledger.merkle.StandardMerkleTree.of + get_proof for every leaf")

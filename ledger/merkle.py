@@ -17,7 +17,14 @@ import reprlib
 import sys
 from collections.abc import Sequence
 
-from Crypto.Hash import keccak as _keccak_hash
+try:  # safe-pysha3: a C Keccak without per-call object set-up, about 6x faster than pycryptodome's here
+    from sha3 import keccak_256 as _keccak_256
+except ImportError:  # pragma: no cover - pycryptodome, slower, same digests
+    from Crypto.Hash import keccak as _keccak_hash
+
+    def _keccak_256(data: bytes = b""):
+        return _keccak_hash.new(digest_bits=256, data=data)
+
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _UINT = re.compile(r"uint([1-9][0-9]{0,2})")
@@ -27,6 +34,9 @@ _SUPPORTED_TYPES = "address, uint8 ... uint256"
 _HIGH_BITS = int("8" * 40, 16)
 _UPPER_LETTERS = str.maketrans("0123456789ABCDEFabcdef", "0000000000888888000000")
 _LOWER_LETTERS = str.maketrans("0123456789abcdef", "0000000000888888")
+# checksum_address: 0x20 under each letter a-f, and under each hash digit 8-f (a nibble with its high bit set).
+_LETTER_MASK = bytes(0x20 if chr(byte) in "abcdef" else 0 for byte in range(256))
+_HIGH_NIBBLE_MASK = bytes(0x20 if chr(byte) in "89abcdef" else 0 for byte in range(256))
 
 
 class MerkleInputError(ValueError):
@@ -48,10 +58,17 @@ class StandardMerkleTree:
         self._nodes = nodes
         self._tree_indices = tree_indices
         self._hex_nodes: list[str] | None = None
+        self._upper_proofs: dict[int, tuple[str, ...]] = {}
 
     @classmethod
-    def of(cls, values: Sequence[Sequence[object]], types: Sequence[str]) -> StandardMerkleTree:
-        """Build the tree over ``values`` (each encoded as ``types``) with leaves sorted by hash."""
+    def of(
+        cls, values: Sequence[Sequence[object]], types: Sequence[str], *, checksums: bool = True
+    ) -> StandardMerkleTree:
+        """Build the tree over ``values`` (each encoded as ``types``) with leaves sorted by hash.
+
+        ``checksums=False`` skips the EIP-55 check of mixed-case addresses (for addresses this code base
+        wrote itself); the encoding, and so the root, does not depend on the letters' case.
+        """
         types = tuple(types)
         if not types:
             raise MerkleInputError("types: expected at least one ABI type")
@@ -59,18 +76,43 @@ class StandardMerkleTree:
             _check_type(type_name, f"types[{position}]")
         if not values:
             raise MerkleInputError("values: expected at least one leaf")
+        width = len(types)
+        for position, value in enumerate(values):
+            if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+                raise MerkleInputError(
+                    f"values[{position}]: expected a list of {width} items, got {reprlib.repr(value)}"
+                )
+            if len(value) != width:
+                raise MerkleInputError(
+                    f"values[{position}]: expected {width} items ({', '.join(types)}), got {len(value)}"
+                )
         checked: dict[str, bytes] = {}
-        leaves = [_leaf_hash(types, value, f"values[{index}]", checked) for index, value in enumerate(values)]
-        node_count = 2 * len(leaves) - 1
+        # One column at a time through map(): the per-item work stays in C except for the encoder itself.
+        try:
+            columns = [
+                list(map(_encoder(type_name, checked, checksums), column))
+                for type_name, column in zip(types, zip(*values, strict=True), strict=True)
+            ]
+        except _ItemError:
+            for position, value in enumerate(values):  # find and name the bad item (raises)
+                _leaf_hash(types, value, f"values[{position}]")
+            raise AssertionError("an encoder refused an item that _word accepts") from None
+        keccak_256 = _keccak_256
+        join = b"".join
+        leaves = [keccak_256(keccak_256(join(words)).digest()).digest() for words in zip(*columns, strict=True)]
+        count = len(leaves)
+        node_count = 2 * count - 1
         nodes = [b""] * node_count
-        tree_indices = [0] * len(leaves)
-        for rank, value_index in enumerate(sorted(range(len(leaves)), key=leaves.__getitem__)):
-            tree_index = node_count - 1 - rank
-            nodes[tree_index] = leaves[value_index]
-            tree_indices[value_index] = tree_index
-        for parent in range(node_count - 1 - len(leaves), -1, -1):
-            nodes[parent] = _hash_pair(nodes[2 * parent + 1], nodes[2 * parent + 2])
-        return cls(types, tuple(tuple(value) for value in values), nodes, tree_indices)
+        tree_indices = [0] * count
+        order = sorted(range(count), key=leaves.__getitem__)
+        # Leaves fill the last `count` slots in reverse hash order (OpenZeppelin's layout).
+        nodes[node_count - count :] = [leaves[value_index] for value_index in reversed(order)]
+        for rank, value_index in enumerate(order):
+            tree_indices[value_index] = node_count - 1 - rank
+        for parent in range(node_count - 1 - count, -1, -1):
+            left, right = nodes[2 * parent + 1], nodes[2 * parent + 2]
+            nodes[parent] = keccak_256(left + right if left <= right else right + left).digest()
+        return cls(types, tuple(map(tuple, values)), nodes, tree_indices)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -85,18 +127,35 @@ class StandardMerkleTree:
         if not 0 <= index < len(self.values):
             raise IndexError(f"leaf index {index} out of range for {len(self.values)} leaves")
         if self._hex_nodes is None:
-            self._hex_nodes = [_hex(node) for node in self._nodes]
+            self._hex_nodes = ["0x" + node.hex() for node in self._nodes]
         hex_nodes = self._hex_nodes
         tree_index = self._tree_indices[index]
         proof = []
-        while tree_index > 0:
-            proof.append(hex_nodes[tree_index + 1 if tree_index % 2 else tree_index - 1])
-            tree_index = (tree_index - 1) // 2
+        append = proof.append
+        # The lowest levels are walked; above them, 16 or more leaves share each node's path, kept once.
+        shared_below = max(len(self._nodes) >> 4, 1)
+        while tree_index >= shared_below:
+            # The sibling: the right one (i + 1) of a left child (odd i), else the left one (i - 1).
+            tree_index -= 1
+            append(hex_nodes[(tree_index ^ 1) + 1])
+            tree_index >>= 1
+        if tree_index:
+            proof += self._upper_proof(tree_index)
         return proof
+
+    def _upper_proof(self, tree_index: int) -> tuple[str, ...]:
+        """Return the proof of inner node ``tree_index`` (a tuple, kept for the next leaf below it)."""
+        known = self._upper_proofs.get(tree_index)
+        if known is None:
+            parent = (tree_index - 1) >> 1
+            sibling = self._hex_nodes[((tree_index - 1) ^ 1) + 1]
+            known = (sibling, *self._upper_proof(parent)) if parent else (sibling,)
+            self._upper_proofs[tree_index] = known
+        return known
 
     def leaf_hash(self, value: Sequence[object]) -> str:
         """Return the leaf hash of ``value`` encoded with this tree's types."""
-        return _hex(_leaf_hash(self.types, value, "value", {}))
+        return _hex(_leaf_hash(self.types, value, "value"))
 
 
 def verify(root: str | bytes, leaf: str | bytes, proof: Sequence[str | bytes]) -> bool:
@@ -107,22 +166,58 @@ def verify(root: str | bytes, leaf: str | bytes, proof: Sequence[str | bytes]) -
     return node == _to_bytes(root)
 
 
-def _leaf_hash(types: tuple[str, ...], value: Sequence[object], where: str, checked: dict[str, bytes]) -> bytes:
+def _leaf_hash(types: tuple[str, ...], value: Sequence[object], where: str) -> bytes:
+    """Return keccak256(keccak256(abi.encode(value))) for one leaf; ``where`` names it in errors."""
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         raise MerkleInputError(f"{where}: expected a list of {len(types)} items, got {reprlib.repr(value)}")
     if len(value) != len(types):
         raise MerkleInputError(f"{where}: expected {len(types)} items ({', '.join(types)}), got {len(value)}")
     # abi.encode of static types (address, uintN) is one 32-byte big-endian word per value.
+    checked: dict[str, bytes] = {}
     encoded = b"".join(
-        _word(type_name, item, f"{where}[{position}]", checked)
+        _word(type_name, item, f"{where}[{position}]", checked, checksums=True)
         for position, (type_name, item) in enumerate(zip(types, value, strict=True))
     )
     return keccak(keccak(encoded))
 
 
+class _ItemError(Exception):
+    """An item an encoder refused; the tree re-encodes slowly to name its position."""
+
+
+def _encoder(type_name: str, checked: dict[str, bytes], checksums: bool):
+    """Return a function ABI-encoding one item of ``type_name`` as a 32-byte word (``checked`` caches addresses)."""
+    if type_name == "address":
+
+        def encode_address(item: object) -> bytes:
+            word = checked.get(item) if type(item) is str else None
+            if word is None:
+                try:
+                    word = _word(type_name, item, "", checked, checksums=checksums)
+                except MerkleInputError:
+                    raise _ItemError from None
+            return word
+
+        return encode_address
+    limit = 2 ** int(type_name[4:])
+
+    def encode_uint(item: object) -> bytes:
+        # The common cases inline: an int, or a decimal string of ASCII digits, in range.
+        if type(item) is int:
+            if 0 <= item < limit:
+                return item.to_bytes(32, "big")
+        elif type(item) is str and item.isascii() and item.isdigit():
+            number = int(item)
+            if number < limit:
+                return number.to_bytes(32, "big")
+        raise _ItemError
+
+    return encode_uint
+
+
 def keccak(data: bytes) -> bytes:
     """Return the Keccak-256 digest of ``data`` (the EVM's keccak256, not NIST SHA3-256)."""
-    return _keccak_hash.new(digest_bits=256, data=data).digest()
+    return _keccak_256(data).digest()
 
 
 def _check_type(type_name: object, where: str) -> None:
@@ -133,7 +228,7 @@ def _check_type(type_name: object, where: str) -> None:
         raise MerkleInputError(f"{where}: unsupported type {reprlib.repr(type_name)} (supported: {_SUPPORTED_TYPES})")
 
 
-def _word(type_name: str, item: object, where: str, checked: dict[str, bytes]) -> bytes:
+def _word(type_name: str, item: object, where: str, checked: dict[str, bytes], *, checksums: bool) -> bytes:
     """Return ``item`` ABI-encoded as ``type_name``: one 32-byte word; ``checked`` caches validated addresses."""
     if type_name == "address":
         if isinstance(item, str) and item in checked:
@@ -142,7 +237,7 @@ def _word(type_name: str, item: object, where: str, checked: dict[str, bytes]) -
             raise MerkleInputError(f"{where}: invalid address {reprlib.repr(item)}")
         digits = item[2:]
         lower = digits.lower()
-        if digits not in (lower, digits.upper()) and not _checksum_valid(digits, lower):
+        if checksums and digits not in (lower, digits.upper()) and not _checksum_valid(digits, lower):
             raise MerkleInputError(f"{where}: address {item} has a bad checksum")
         word = checked[item] = bytes(12) + bytes.fromhex(lower)
         return word
@@ -167,7 +262,16 @@ def _checksum_valid(digits: str, lower: str) -> bool:
 
 
 def _hash_pair(a: bytes, b: bytes) -> bytes:
-    return keccak(a + b if a <= b else b + a)
+    return _keccak_256(a + b if a <= b else b + a).digest()
+
+
+def checksum_address(address: str) -> str:
+    """Return ``0x`` + 40 hex digits in EIP-55 mixed case (the input is assumed to be 40 hex digits after 0x)."""
+    lower = address[2:].lower().encode("ascii")
+    # Upper-case a letter (subtract 0x20) where the hash's nibble has its high bit: byte-wise masks, no per-char loop.
+    letters = int.from_bytes(lower.translate(_LETTER_MASK), "big")
+    high = int.from_bytes(_keccak_256(lower).hexdigest()[:40].encode("ascii").translate(_HIGH_NIBBLE_MASK), "big")
+    return "0x" + (int.from_bytes(lower, "big") - (letters & high)).to_bytes(40, "big").decode("ascii")
 
 
 def _hex(node: bytes) -> str:

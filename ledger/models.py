@@ -151,6 +151,8 @@ class SettlementBatch(models.Model):
         PREPARED = "prepared", "Prepared"
         SENT = "sent", "Sent, awaiting receipt"
         POSTED = "posted", "Posted"
+        # The guardian rejected the posted root before it became claimable (`BatchRejected` on chain).
+        REJECTED = "rejected", "Rejected by the guardian"
 
     seq = models.PositiveBigIntegerField(unique=True)
     root = models.CharField(**_HASH)
@@ -172,6 +174,7 @@ class SettlementBatch(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     posted_at = models.DateTimeField(null=True, blank=True)
+    rejected_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.CheckConstraint(condition=Q(seq__gte=1), name="ledger_batch_seq_positive")]
@@ -212,6 +215,8 @@ class SettlementAlert(models.Model):
         UNKNOWN_TOKEN = "unknown_token", "Event for an unknown token"
         CLAIM_UNMATCHED = "claim_unmatched", "Claim by an unknown address"
         CLAIM_UNBALANCED = "claim_unbalanced", "Claim exceeds recorded earnings"
+        # Open while posting is held: resolving it (after finding why) lets the next batch carry the amounts.
+        BATCH_REJECTED = "batch_rejected", "Batch rejected by the guardian"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     batch = models.ForeignKey(SettlementBatch, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")

@@ -38,10 +38,11 @@ from ledger.services import Leg, Posting, PostResult, ledger_deposit, ledger_pos
 from ledger.settlement.batches import settlement_alert_open, token_addresses
 from ledger.settlement.connection import CHAIN_DOWN_ERRORS, chain_confirmations, chain_connection_get
 from ledger.settlement.errors import ChainUnavailable
+from ledger.settlement.rejections import batch_rejection_record
 
 logger = logging.getLogger(__name__)
 
-_EVENTS = ("Deposited", "Staked", "UnstakeRequested", "StakeWithdrawn")
+_EVENTS = ("Deposited", "Staked", "UnstakeRequested", "StakeWithdrawn", "BatchRejected")
 _TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 _STAKE_KINDS = {
     "Staked": StakeEvent.Kind.STAKED,
@@ -208,6 +209,9 @@ def _record_log(
         if deposit.ledger_transaction_id is not None or not deposit.currency:
             return 1, 0
         return 1, _credit_deposit(deposit)
+    if event["event"] == "BatchRejected":
+        batch_rejection_record(seq=args["seq"], root=args["root"], tx_hash=key["tx_hash"], block_number=block)
+        return 1, 0
     unlock_at = args.get("unlockAt")
     StakeEvent.objects.get_or_create(
         **key,

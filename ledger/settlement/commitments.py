@@ -46,11 +46,19 @@ def fingerprint_of(*, kind: str, currency: str, legs: list[list[Any]]) -> str:
 
 
 def batch_commitments(*, key: str, rows: list[tuple[int, str]]) -> list[list[Any]]:
-    """Return ``[id, commitment]`` for each ``(id, fingerprint)`` row."""
-    return [
-        [pk, transaction_commitment(salt=transaction_salt(key=key, transaction_id=pk), fingerprint=fingerprint)]
-        for pk, fingerprint in rows
-    ]
+    """Return ``[id, commitment]`` for each ``(id, fingerprint)`` row.
+
+    The same HMAC-SHA256 as transaction_salt, keyed once and copied per transaction (a 100,000-transaction
+    batch would otherwise set the key up 100,000 times).
+    """
+    keyed = hmac.new(bytes.fromhex(key), digestmod=hashlib.sha256)
+    sha256 = hashlib.sha256
+    result = []
+    for pk, fingerprint in rows:
+        mac = keyed.copy()
+        mac.update(b"janction-ledger-salt:%d" % pk)
+        result.append([pk, sha256(b"%s:%s" % (mac.hexdigest().encode(), fingerprint.encode())).hexdigest()])
+    return result
 
 
 def transaction_commitment_reveal(*, user_id: int, transaction_id: int) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 from collections import defaultdict
 from typing import Any
@@ -14,7 +12,6 @@ from web3 import Web3
 from ledger.currencies import from_base_units
 from ledger.errors import WalletNotFound
 from ledger.fields import ExactSum
-from ledger.merkle import StandardMerkleTree
 from ledger.models import (
     AccountKind,
     BatchData,
@@ -27,7 +24,6 @@ from ledger.models import (
     StakeEvent,
     Wallet,
 )
-from ledger.settlement.batches import LEAF_TYPES
 from ledger.settlement.connection import CHAIN_DOWN_ERRORS, chain_confirmations, chain_connection_get
 from ledger.settlement.errors import (
     BatchDataNotFound,
@@ -36,6 +32,7 @@ from ledger.settlement.errors import (
     InvalidDataHash,
     NoPostedBatch,
 )
+from ledger.settlement.trees import tree_get
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -86,16 +83,6 @@ def alert_list() -> QuerySet[SettlementAlert]:
     return SettlementAlert.objects.select_related("batch").order_by("-resolved_at", "-created_at", "-pk")
 
 
-@functools.lru_cache(maxsize=4)
-def _tree(sha256: str) -> tuple[dict[str, Any], StandardMerkleTree, dict[tuple[str, str], int]]:
-    """Parse a batch's DA copy and build its tree once per process (batches are immutable)."""
-    content = json.loads(BatchData.objects.get(sha256=sha256).content)
-    tree = StandardMerkleTree.of(content["leaves"], content.get("leaf_types", LEAF_TYPES))
-    # Leaves are (index, token, account, amount); DA copies before version 3 had no index.
-    index = {(leaf[-3], leaf[-2]): position for position, leaf in enumerate(content["leaves"])}
-    return content, tree, index
-
-
 def _user_addresses(*, user_id: int, address: str | None) -> list[str]:
     """Return the caller's addresses (linked wallets and past payout addresses), or just ``address`` if theirs."""
     owned = set(Wallet.objects.filter(user_id=user_id).values_list("address", flat=True))
@@ -125,7 +112,8 @@ def _recorded_claimed(token: str, account: str) -> int:
 
 def _leaf_rows(*, user_id: int, address: str | None, with_proofs: bool) -> dict[str, Any]:
     batch = _latest_posted()
-    content, tree, index = _tree(batch.data_id)
+    cached = tree_get(sha256=batch.data_id)
+    content, tree, index = cached.content, cached.tree, cached.position
     currency_of = {token: currency for currency, token in content["tokens"].items()}
     conn = chain_connection_get() if with_proofs else None
     rows = []

@@ -7,12 +7,13 @@ import statistics
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak as eth_keccak
+from eth_utils import to_checksum_address
 from web3 import Web3
 
 from ledger.chain.artifacts import SETTLEMENT_CONTRACT, SETTLEMENT_V1_CONTRACT, USDC_CONTRACT
 from ledger.chain.client import contract_at, deploy, deploy_all, send
-from ledger.merkle import StandardMerkleTree
+from ledger.merkle import StandardMerkleTree, keccak
 
 LEAF_TYPES = ("uint256", "address", "address", "uint128")
 V1_LEAF_TYPES = ("address", "address", "uint256")
@@ -35,9 +36,31 @@ class ClaimGas:
     sampled: int
 
 
+class PaddedTree:
+    """A tree of a few accounts made as deep as a large batch's: its root hashed up with random siblings.
+
+    The contract only sees a leaf, its proof and a root, so a claim against it costs what a claim with a
+    proof of the same depth costs in a real tree of ``2 ** depth`` leaves (the same calldata length, the
+    same hashing, random sibling bytes alike), without building and posting that tree.
+    """
+
+    def __init__(self, tree: StandardMerkleTree, depth: int, rng: random.Random) -> None:
+        self.tree = tree
+        extra = depth - max(len(tree.get_proof(i)) for i in range(len(tree)))
+        self.siblings = ["0x" + rng.randbytes(32).hex() for _ in range(max(extra, 0))]
+        node = bytes.fromhex(tree.root[2:])
+        for sibling in self.siblings:
+            other = bytes.fromhex(sibling[2:])
+            node = keccak(node + other if node <= other else other + node)
+        self.root = "0x" + node.hex()
+
+    def get_proof(self, index: int) -> list[str]:
+        return self.tree.get_proof(index) + self.siblings
+
+
 def recipient(label: str, size: int, index: int) -> str:
     """Return the fixed address of account ``index`` in a batch of ``size`` (fresh: holds nothing on chain)."""
-    return to_checksum_address(keccak(text=f"janction-gas:{label}:{size}:{index}")[:20])
+    return to_checksum_address(eth_keccak(text=f"janction-gas:{label}:{size}:{index}")[:20])
 
 
 BOTH = ("Settlement", "SettlementV1")
@@ -51,13 +74,15 @@ def measure(
     seed: int = 18,
     contracts: tuple[str, ...] = BOTH,
     max_sample: int | None = None,
+    depth: int | None = None,
 ) -> dict[str, ClaimGas]:
     """Post one batch of ``size`` USDC leaves to a fresh Settlement and SettlementV1 and measure their claims.
 
     first: a fresh recipient's first claim; holder: a first claim by an account already holding USDC;
     repeat: a second claim after a new batch raised the amount; second_in_slot: a first claim whose packed
     neighbour already claimed; mean_first/max_first: first claims of a random 1% of the accounts (at most
-    ``max_sample``), in random order.
+    ``max_sample``), in random order. With ``depth``, the tree of ``size`` accounts is padded to proofs of that
+    depth (PaddedTree): the gas of a batch of about ``2 ** depth`` accounts at the cost of building ``size``.
     """
     addresses = deploy_all(w3, admin)
     usdc = contract_at(w3, USDC_CONTRACT, addresses.usdc)
@@ -77,7 +102,8 @@ def measure(
         # The same tree shape for both contracts, but their own recipients: each first claim meets a fresh account.
         accounts = [recipient(name, size, index) for index in range(size)]
         send(w3, admin, usdc.functions.mint(accounts[holder], 1))
-        leaves, tree = _post(w3, admin, contract, usdc.address, accounts, seq=1, raised=())
+        padding = random.Random(seed + 1)  # the same siblings for both posts
+        leaves, tree = _post(w3, admin, contract, usdc.address, accounts, seq=1, raised=(), depth=depth, rng=padding)
         gas = {
             label: _claim(w3, admin, contract, tree, leaves, i)
             for label, i in (("first", first), ("holder", holder), ("neighbour", neighbour), ("repeat", repeat))
@@ -88,7 +114,10 @@ def measure(
         else:
             second_in_slot = None
         sampled = _claims(w3, admin, contract, tree, leaves, sample)
-        leaves, tree = _post(w3, admin, contract, usdc.address, accounts, seq=2, raised=(repeat,))
+        padding = random.Random(seed + 1)
+        leaves, tree = _post(
+            w3, admin, contract, usdc.address, accounts, seq=2, raised=(repeat,), depth=depth, rng=padding
+        )
         repeat_gas = _claim(w3, admin, contract, tree, leaves, repeat)
         results[name] = ClaimGas(
             leaves=size,
@@ -104,16 +133,20 @@ def measure(
     return results
 
 
-def _post(w3, admin, contract, token, accounts, *, seq, raised):
+def _post(w3, admin, contract, token, accounts, *, seq, raised, depth=None, rng=None):
     versioned = contract.functions.postBatch.abi["inputs"].__len__() == 4
     amounts = [AMOUNT * (2 if index in raised else 1) + index for index in range(len(accounts))]
     if versioned:
         leaves = [[index, token, account, amounts[index]] for index, account in enumerate(accounts)]
         tree = StandardMerkleTree.of(leaves, LEAF_TYPES)
-        send(w3, admin, contract.functions.postBatch(seq, tree.root, b"\x00" * 32, 0))
     else:
         leaves = [[token, account, amounts[index]] for index, account in enumerate(accounts)]
         tree = StandardMerkleTree.of(leaves, V1_LEAF_TYPES)
+    if depth is not None:
+        tree = PaddedTree(tree, depth, rng)
+    if versioned:
+        send(w3, admin, contract.functions.postBatch(seq, tree.root, b"\x00" * 32, 0))
+    else:
         send(w3, admin, contract.functions.postBatch(seq, tree.root, b"\x00" * 32))
     return leaves, tree
 

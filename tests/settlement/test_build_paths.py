@@ -1,0 +1,99 @@
+"""The fast batch-building path (issue 18, item 5) gives exactly what the plain path gives, at a small size.
+
+benchmarks/settlement_build_bench.py times it at 100,000 accounts against the previous code; these tests only
+check that every shortcut is exact: the Keccak backend and EIP-55, leaves encoded column by column, the
+keyed-once HMAC, allocation ids from INSERT ... RETURNING, and proofs served from the tree built at prepare.
+"""
+
+import json
+import os
+import random
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from eth_utils import keccak as eth_keccak
+from eth_utils import to_checksum_address
+
+from ledger.merkle import MerkleInputError, StandardMerkleTree, checksum_address, keccak, verify
+from ledger.models import PayoutAllocation
+from ledger.settlement.batches import LEAF_TYPES, settlement_batch_prepare
+from ledger.settlement.commitments import batch_commitments, transaction_commitment, transaction_salt
+from ledger.settlement.trees import tree_forget_all, tree_get
+from tests.factories import UserFactory
+from tests.settlement.helpers import link_wallet
+
+
+def test_keccak_and_checksums_match_eth_utils():
+    rng = random.Random(18)
+    for size in (0, 1, 31, 32, 64, 135, 136, 137, 1000):
+        data = rng.randbytes(size)
+        assert keccak(data) == eth_keccak(data)
+    for _ in range(500):
+        address = "0x" + rng.randbytes(20).hex()
+        assert checksum_address(address) == checksum_address(address.upper().replace("0X", "0x"))
+        assert checksum_address(address) == to_checksum_address(address)
+
+
+def test_a_tree_without_the_checksum_check_is_the_same_tree_and_still_refuses_bad_items():
+    rng = random.Random(5)
+    token = to_checksum_address(rng.randbytes(20))
+    values = [[i, token, to_checksum_address(rng.randbytes(20)), str(rng.randrange(1, 10**20))] for i in range(300)]
+    checked = StandardMerkleTree.of(values, LEAF_TYPES)
+    unchecked = StandardMerkleTree.of(values, LEAF_TYPES, checksums=False)
+
+    assert checked.root == unchecked.root
+    for index in (0, 7, 299):
+        proof = unchecked.get_proof(index)
+        assert proof == checked.get_proof(index)
+        assert verify(unchecked.root, unchecked.leaf_hash(values[index]), proof)
+    bad_case = [row[:] for row in values]
+    bad_case[3][2] = bad_case[3][2][:2] + bad_case[3][2][2:].swapcase()  # a wrong checksum
+    with pytest.raises(MerkleInputError, match=r"values\[3\]\[2\]: address .* bad checksum"):
+        StandardMerkleTree.of(bad_case, LEAF_TYPES)
+    assert StandardMerkleTree.of(bad_case, LEAF_TYPES, checksums=False).root == checked.root
+    for item, message in (
+        ("12x", r"values\[9\]\[3\]: expected a uint128"),
+        (2**128, r"values\[9\]\[3\]: .* out of range"),
+    ):
+        broken = [row[:] for row in values]
+        broken[9][3] = item
+        with pytest.raises(MerkleInputError, match=message):
+            StandardMerkleTree.of(broken, LEAF_TYPES, checksums=False)
+
+
+def test_batch_commitments_equal_the_commitment_the_api_reveals():
+    key = os.urandom(32).hex()
+    rows = [(pk, eth_keccak(text=str(pk)).hex()) for pk in (1, 2, 99, 10**12)]
+    assert batch_commitments(key=key, rows=rows) == [
+        [pk, transaction_commitment(salt=transaction_salt(key=key, transaction_id=pk), fingerprint=fingerprint)]
+        for pk, fingerprint in rows
+    ]
+
+
+def test_prepare_keeps_its_tree_for_the_proofs_and_a_rebuild_from_the_da_copy_is_identical(market, live):
+    others = [UserFactory() for _ in range(5)]
+    for number, user in enumerate(others):
+        link_wallet(user, to_checksum_address(eth_keccak(text=f"build-path-{number}")[:20]).lower())
+    market.charge(3_000_000)
+    for user in others:
+        market.provider, earner = user, market.provider
+        market.charge(1_000_000 + user.pk)
+        market.provider = earner
+
+    batch = settlement_batch_prepare()
+
+    leaves = json.loads(batch.data.content)["leaves"]
+    # Each leaf's index is its (currency, address)'s first allocation id, as the plain query finds it.
+    first_ids = {(row.currency, row.address): row.pk for row in PayoutAllocation.objects.order_by("-pk")}
+    assert sorted(leaf[0] for leaf in leaves) == sorted(first_ids.values())
+    assert all(leaf[2] == to_checksum_address(leaf[2]) for leaf in leaves)  # lower-case wallets checksummed
+    with CaptureQueriesContext(connection) as queries:
+        kept = tree_get(sha256=batch.data_id)
+    assert len(queries) == 0 and kept.tree.root == batch.root  # served from the tree prepare built
+    proofs = [kept.tree.get_proof(position) for position in range(len(leaves))]
+    tree_forget_all()
+    rebuilt = tree_get(sha256=batch.data_id)  # another process: built once from the stored DA copy
+    assert rebuilt is not kept and rebuilt.tree.root == batch.root
+    assert [rebuilt.tree.get_proof(position) for position in range(len(leaves))] == proofs
+    assert StandardMerkleTree.of(leaves, LEAF_TYPES).root == batch.root
