@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "nodes",
     "pricing",
     "reputation",
+    "contributions",
 ]
 
 MIDDLEWARE = [

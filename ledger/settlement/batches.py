@@ -28,6 +28,7 @@ from ledger.chain.client import decode_custom_error
 from ledger.chain.node import ChainConnection
 from ledger.currencies import Currency
 from ledger.fields import ExactSum
+from ledger.hooks import batch_sections_build
 from ledger.merkle import StandardMerkleTree
 from ledger.models import (
     AccountKind,
@@ -189,6 +190,7 @@ def _prepare_locked(conn: ChainConnection) -> SettlementBatch | None:
                     "commitment": COMMITMENT_SCHEME,
                     "items": transactions,
                 },
+                **batch_sections_build(key=commitment_key, seq=seq),
             }
         )
         digest = hashlib.sha256(content.encode()).hexdigest()

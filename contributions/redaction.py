@@ -1,0 +1,75 @@
+"""Redaction patterns: e-mail addresses, card numbers, phone numbers, access tokens and URL query secrets.
+
+The extension (extension/src/redact.js) removes these before a record is shown for upload; the server runs
+the same patterns again and refuses a record that still holds any. Both sides are tested against the same
+vectors (extension/tests/redaction_vectors.json), so the two sets of regular expressions cannot drift apart
+unnoticed. Pure: no Django import.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Query parameter names whose values are secrets wherever they appear in a URL.
+QUERY_PARAMS_TO_REDACT = (
+    "access_token|refresh_token|id_token|token|auth|authorization|api_key|apikey|key|secret|client_secret"
+    "|password|passwd|pwd|pass|session|sessionid|sid|code|signature|sig"
+)
+URL_SECRET = re.compile(r"([?&#](?:" + QUERY_PARAMS_TO_REDACT + r")=)[^&#\s]+", re.IGNORECASE)
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+TOKEN = re.compile(
+    r"\bBearer\s+[A-Za-z0-9._~+/-]{8,}=*"
+    r"|\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
+    r"|\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|sk-[A-Za-z0-9_-]{20,}"
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|jct_[A-Za-z0-9_-]{16,})"
+    r"|\b(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,}\b"
+)
+# 13 to 19 digits, optionally grouped by single spaces or hyphens; a card only if the Luhn check passes.
+CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# 9 to 15 digits with an optional leading + and the usual separators (spaces, dots, hyphens, parentheses).
+PHONE = re.compile(r"(?<![\w+])\+?\(?\d(?:[ .()-]{0,2}\d){8,14}(?!\w)")
+
+MARKERS = {"email": "[email]", "card": "[card]", "phone": "[phone]", "token": "[token]", "url_secret": "[secret]"}
+
+
+def luhn_valid(digits: str) -> bool:
+    """Return whether a string of digits passes the Luhn check."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def _card(match: re.Match) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    return MARKERS["card"] if luhn_valid(digits) else match.group(0)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every pattern replaced by its marker, in the extension's order."""
+    text = URL_SECRET.sub(lambda match: match.group(1) + MARKERS["url_secret"], text)
+    text = EMAIL.sub(MARKERS["email"], text)
+    text = TOKEN.sub(MARKERS["token"], text)
+    text = CARD.sub(_card, text)
+    return PHONE.sub(MARKERS["phone"], text)
+
+
+def findings(text: str) -> list[str]:
+    """Return the kinds of private data still in ``text`` (empty when redaction would change nothing)."""
+    found = []
+    if URL_SECRET.search(text.replace(MARKERS["url_secret"], "")):
+        found.append("url_secret")
+    if EMAIL.search(text):
+        found.append("email")
+    if TOKEN.search(text):
+        found.append("token")
+    if any(luhn_valid(re.sub(r"\D", "", match.group(0))) for match in CARD.finditer(text)):
+        found.append("card")
+    if PHONE.search(CARD.sub(_card, text)):
+        found.append("phone")
+    return found
