@@ -38,10 +38,11 @@ js-deps: package.json package-lock.json
 run: deps
 	HOST=$(HOST) PORT=$(PORT) PY=$(PY) bash scripts/run-embedded.sh
 
-## test: install what the tests need, lint, check migrations, run pytest on PostgreSQL and Redis
+## test: install what the tests need, lint, the extension's node tests, check migrations, pytest on PostgreSQL and Redis
 test: deps-dev system-deps js-deps
 	bash scripts/ensure-services.sh
 	$(VENV)/bin/ruff check .
+	node --test extension/tests/
 	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(VENV)/bin/pytest
 
