@@ -1,7 +1,7 @@
 """Data contributions REST API: signed uploads from paired extensions, a contributor's records and devices."""
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema, inline_serializer
-from rest_framework import generics, serializers, status
+from rest_framework import exceptions, generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -67,9 +67,11 @@ class ContributionUpload(APIView):
         ),
         request=OpenApiTypes.OBJECT,
         parameters=[OpenApiParameter(SIGNATURE_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True)],
-        responses={201: UPLOAD_RESPONSE, **error_responses(400, 401, 403, 409, 413, 422, 429)},
+        responses={201: UPLOAD_RESPONSE, **error_responses(400, 401, 403, 409, 413, 415, 422, 429)},
     )
     def post(self, request):
+        if request.content_type.split(";")[0].strip() != "application/json":
+            raise exceptions.UnsupportedMediaType(request.content_type)
         result = contribution_batch_upload(body=request.body, signature=request.headers.get(SIGNATURE_HEADER))
         return Response(
             {"device_id": result.device_id, "counter": result.counter, "items": result.items},
