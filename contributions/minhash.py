@@ -12,14 +12,19 @@ import hashlib
 import random
 import re
 
+import numpy as np
+
 SHINGLE_CHARS = 5
 PERMUTATIONS = 64
 BANDS = 16
 ROWS = PERMUTATIONS // BANDS
 NEAR_DUPLICATE_JACCARD = 0.8
+# Permutations h(x) = (a x + b) mod p of 32-bit shingle hashes, with a, b < 2^31: a x + b < 2^63 never overflows
+# unsigned 64-bit arithmetic, so numpy computes all of them at once.
 _PRIME = (1 << 61) - 1
 _rng = random.Random(20261201)  # fixed: signatures must be comparable across processes and releases
-_COEFFICIENTS = [(_rng.randrange(1, _PRIME), _rng.randrange(0, _PRIME)) for _ in range(PERMUTATIONS)]
+_A = np.array([_rng.randrange(1, 1 << 31) for _ in range(PERMUTATIONS)], dtype=np.uint64)
+_B = np.array([_rng.randrange(0, 1 << 31) for _ in range(PERMUTATIONS)], dtype=np.uint64)
 
 
 def normalise(text: str) -> str:
@@ -35,14 +40,15 @@ def shingles(text: str) -> set[str]:
     return {text[i : i + SHINGLE_CHARS] for i in range(len(text) - SHINGLE_CHARS + 1)}
 
 
-def _hash64(shingle: str) -> int:
-    return int.from_bytes(hashlib.blake2b(shingle.encode(), digest_size=8).digest(), "big")
+def _hash32(shingle: str) -> int:
+    return int.from_bytes(hashlib.blake2b(shingle.encode(), digest_size=4).digest(), "big")
 
 
 def signature(text: str) -> list[int]:
     """Return the MinHash signature (PERMUTATIONS values below 2^61) of ``text``."""
-    hashes = [_hash64(shingle) for shingle in shingles(text)]
-    return [min((a * value + b) % _PRIME for value in hashes) for a, b in _COEFFICIENTS]
+    hashes = np.fromiter((_hash32(shingle) for shingle in shingles(text)), dtype=np.uint64)
+    permuted = (np.outer(hashes, _A) + _B) % np.uint64(_PRIME)
+    return [int(value) for value in permuted.min(axis=0)]
 
 
 def bands(sig: list[int]) -> list[int]:

@@ -17,15 +17,19 @@ QUERY_PARAMS_TO_REDACT = (
     "|password|passwd|pwd|pass|session|sessionid|sid|code|signature|sig"
 )
 URL_SECRET = re.compile(r"([?&#](?:" + QUERY_PARAMS_TO_REDACT + r")=)(?!\[secret\])[^&#\s]+", re.IGNORECASE | re.ASCII)
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", re.ASCII)
+# Bounded parts (local part, labels, their number) keep every pattern linear in the text's length.
+EMAIL = re.compile(
+    r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![A-Za-z])", re.ASCII
+)
 TOKEN = re.compile(
     r"\bBearer\s+[A-Za-z0-9._~+/-]{8,}=*"
     r"|\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
     r"|\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|sk-[A-Za-z0-9_-]{20,}"
-    r"|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|jct_[A-Za-z0-9_-]{16,})"
-    r"|\b(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,}\b",
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|jct_[A-Za-z0-9_-]{16,})",
     re.ASCII,
 )
+# Any other run of 32+ token characters is a token when it mixes letters and digits (checked on the match).
+LONG_RUN = re.compile(r"\b[A-Za-z0-9_-]{32,}\b", re.ASCII)
 # 13 to 19 digits, optionally grouped by single spaces or hyphens; a card only if the Luhn check passes.
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])", re.ASCII)
 # 9 to 15 digits with an optional leading + and the usual separators (spaces, dots, hyphens, parentheses).
@@ -47,6 +51,14 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _mixed(run: str) -> bool:
+    return any(char.isdigit() for char in run) and any(char.isalpha() for char in run)
+
+
+def _long_run(match: re.Match) -> str:
+    return MARKERS["token"] if _mixed(match.group(0)) else match.group(0)
+
+
 def _card(match: re.Match) -> str:
     digits = re.sub(r"\D", "", match.group(0))
     return MARKERS["card"] if luhn_valid(digits) else match.group(0)
@@ -55,8 +67,9 @@ def _card(match: re.Match) -> str:
 def redact(text: str) -> str:
     """Return ``text`` with every pattern replaced by its marker, in the extension's order."""
     text = URL_SECRET.sub(lambda match: match.group(1) + MARKERS["url_secret"], text)
-    text = EMAIL.sub(MARKERS["email"], text)
+    text = EMAIL.sub(MARKERS["email"], text) if "@" in text else text
     text = TOKEN.sub(MARKERS["token"], text)
+    text = LONG_RUN.sub(_long_run, text)
     text = CARD.sub(_card, text)
     return PHONE.sub(MARKERS["phone"], text)
 
@@ -66,9 +79,9 @@ def findings(text: str) -> list[str]:
     found = []
     if URL_SECRET.search(text):
         found.append("url_secret")
-    if EMAIL.search(text):
+    if "@" in text and EMAIL.search(text):
         found.append("email")
-    if TOKEN.search(text):
+    if TOKEN.search(text) or any(_mixed(match.group(0)) for match in LONG_RUN.finditer(text)):
         found.append("token")
     if any(luhn_valid(re.sub(r"\D", "", match.group(0))) for match in CARD.finditer(text)):
         found.append("card")

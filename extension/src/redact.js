@@ -8,15 +8,17 @@
     "access_token|refresh_token|id_token|token|auth|authorization|api_key|apikey|key|secret|client_secret" +
     "|password|passwd|pwd|pass|session|sessionid|sid|code|signature|sig";
   const URL_SECRET = new RegExp("([?&#](?:" + QUERY_PARAMS_TO_REDACT + ")=)(?!\\[secret\\])[^&#\\s]+", "gi");
-  const EMAIL = /[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}/g;
+  // Bounded parts (local part, labels, their number) keep every pattern linear in the text's length.
+  const EMAIL = /[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![A-Za-z])/g;
   const TOKEN = new RegExp(
     "\\bBearer\\s+[A-Za-z0-9._~+/-]{8,}=*" +
       "|\\beyJ[A-Za-z0-9_-]{5,}\\.[A-Za-z0-9_-]{5,}\\.[A-Za-z0-9_-]{5,}" +
       "|\\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|sk-[A-Za-z0-9_-]{20,}" +
-      "|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|jct_[A-Za-z0-9_-]{16,})" +
-      "|\\b(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,}\\b",
+      "|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|jct_[A-Za-z0-9_-]{16,})",
     "g",
   );
+  // Any other run of 32+ token characters is a token when it mixes letters and digits (checked on the match).
+  const LONG_RUN = /\b[A-Za-z0-9_-]{32,}\b/g;
   const CARD = /(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])/g;
   const PHONE = /(?<![\w+])\+?\(?\d(?:[ .()-]{0,2}\d){8,14}(?!\w)/g;
 
@@ -52,6 +54,11 @@
       return MARKERS.email;
     });
     out = out.replace(TOKEN, () => {
+      found.add("token");
+      return MARKERS.token;
+    });
+    out = out.replace(LONG_RUN, (match) => {
+      if (!(/[0-9]/.test(match) && /[A-Za-z]/.test(match))) return match;
       found.add("token");
       return MARKERS.token;
     });

@@ -253,3 +253,14 @@ def test_a_bad_key_cannot_be_paired(db):
         with pytest.raises(InvalidKey):
             device_pair(user=user, algorithm=algorithm, public_key=key, name="x")
     assert pair(user).device.algorithm == "Ed25519"
+
+
+def test_pairing_cannot_be_forged_by_another_site_without_the_csrf_token(db):
+    from django.test import Client
+
+    key = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(UserFactory())
+    params = {"public_key": base64.b64encode(key).decode(), "algorithm": "Ed25519", "name": "forged"}
+    assert client.post("/contributions/pair/", params).status_code == 403
+    assert not Device.objects.exists()
