@@ -1,5 +1,9 @@
 """Data contributions (docs/contributions.md): upload limits, consent terms and the data contributors' PoC share."""
 
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ImproperlyConfigured
+
 from .env import env_bool, env_int, env_str
 
 # The terms the extension shows; an upload must consent to exactly this version.
@@ -22,5 +26,11 @@ CONTRIBUTIONS_REVIEW_INTERVAL_SECONDS = env_int("CONTRIBUTIONS_REVIEW_INTERVAL_S
 # data contributors pro rata to their accepted records (when any were accepted in the epoch), and the most
 # records that count per device and per account in one epoch.
 POC_DATA_SHARE = env_str("POC_DATA_SHARE", "0.1")
+try:
+    _share = Decimal(POC_DATA_SHARE)
+except InvalidOperation:
+    _share = Decimal(-1)
+if not _share.is_finite() or not Decimal(0) <= _share <= Decimal(1):
+    raise ImproperlyConfigured(f"POC_DATA_SHARE={POC_DATA_SHARE!r} must be a decimal fraction from 0 to 1, e.g. 0.1.")
 POC_DATA_MAX_RECORDS_PER_DEVICE_EPOCH = env_int("POC_DATA_MAX_RECORDS_PER_DEVICE_EPOCH", 200)
 POC_DATA_MAX_RECORDS_PER_USER_EPOCH = env_int("POC_DATA_MAX_RECORDS_PER_USER_EPOCH", 400)
