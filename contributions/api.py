@@ -6,6 +6,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from contributions.models import Device, Record
 from contributions.rewards import record_commitment_reveal
 from contributions.selectors import device_status, devices_for_user, records_for_user
 from contributions.services import contribution_batch_upload, device_revoke, record_delete
@@ -81,6 +82,7 @@ class ContributionUpload(APIView):
 
 class RecordList(generics.ListAPIView):
     serializer_class = RecordSerializer
+    queryset = Record.objects.none()  # for the schema; get_queryset gives the caller's records
 
     def get_queryset(self):
         return records_for_user(user=self.request.user)
@@ -114,6 +116,7 @@ class RecordCommitment(APIView):
 
 class DeviceList(generics.ListAPIView):
     serializer_class = DeviceSerializer
+    queryset = Device.objects.none()  # for the schema; get_queryset gives the caller's devices
 
     def get_queryset(self):
         return devices_for_user(user=self.request.user)
