@@ -62,6 +62,8 @@ INSTALLED_APPS = [
     "pricing",
     "reputation",
     "contributions",
+    # The project itself, last: its only app part is the `run_embedded` command (docs/architecture.md).
+    "janction",
 ]
 
 MIDDLEWARE = [

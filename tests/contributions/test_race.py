@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from contributions.models import Content, DataReward, Record
 from contributions.review import contribution_review_run
-from ledger.contribution import contribution_epoch_close, epoch_bounds
 from ledger.models import Entry
+from reputation.contribution import contribution_epoch_close, epoch_bounds
 from tests.contributions.conftest import pair, record
 from tests.factories import UserFactory
 

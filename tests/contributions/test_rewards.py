@@ -12,11 +12,11 @@ import tests.settlement.conftest as settlement_fixtures
 from contributions.models import DataReward, Record
 from contributions.review import contribution_review_run
 from contributions.rewards import data_scores, record_salt
-from ledger.contribution import contribution_epoch_close, epoch_bounds
 from ledger.currencies import Currency
 from ledger.models import Account, AccountKind
 from ledger.settlement.batches import settlement_batch_run
 from ledger.settlement.commitments import transaction_commitment
+from reputation.contribution import contribution_epoch_close, epoch_bounds
 from tests.contributions.conftest import pair, record
 from tests.factories import UserFactory
 from tests.settlement.helpers import link_wallet
