@@ -38,11 +38,12 @@ js-deps: package.json package-lock.json
 run: deps
 	HOST=$(HOST) PORT=$(PORT) PY=$(PY) bash scripts/run-embedded.sh
 
-## test: install what the tests need, lint, check the import rules and migrations, run pytest on PostgreSQL and Redis
+## test: install what the tests need, lint, check the import rules and migrations, the extension's node tests, pytest
 test: deps-dev system-deps js-deps
 	bash scripts/ensure-services.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
+	node --test extension/tests/
 	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(VENV)/bin/pytest
 

@@ -12,12 +12,14 @@ api_v1 = [
     path("", include("marketplace.rentals.urls")),
     path("settlement/", include("ledger.settlement_urls")),
     path("", include("reputation.urls")),
+    path("contributions/", include("contributions.urls")),
 ]
 
 urlpatterns = [
     path("", include("marketplace.urls")),
     path("", include("reputation.page_urls")),
     path("accounts/", include("allauth.urls")),
+    path("contributions/", include("contributions.page_urls")),
     path("operator/", include("pricing.operator_urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

@@ -23,6 +23,7 @@ from django.utils import timezone
 from janction.errors import Conflict
 from ledger.currencies import DECIMALS, Currency, to_base_units
 from ledger.fields import ExactSum
+from ledger.hooks import epoch_shares_take
 from ledger.models import AccountKind, Entry, StakeEvent, TransactionKind, Wallet
 from ledger.services import Leg, Posting, ledger_post_bulk
 from nodes.models import UsageReport
@@ -300,7 +301,9 @@ def contribution_epoch_close(*, start: datetime) -> ContributionEpoch:
         return existing
     contributions = contribution_list(start=start, end=end)
     emission = to_base_units(settings.POC_EMISSION_JCT, Currency.JCT, allow_zero=True)
-    rewards = emission_split(scores={c.user_id: c.score for c in contributions}, emission=emission)
+    # Upper layers' shares (the data contributors'); providers split what they leave.
+    shares = epoch_shares_take(start=start, end=end, emission=emission)
+    rewards = emission_split(scores={c.user_id: c.score for c in contributions}, emission=emission - shares.total)
     caps = reward_caps(user_ids=set(rewards), start=start, end=end)
     if caps is not None:
         # What the cap holds back stays in the rewards pool: it is simply not emitted.
@@ -311,7 +314,7 @@ def contribution_epoch_close(*, start: datetime) -> ContributionEpoch:
                 start=start,
                 end=end,
                 emission=emission,
-                distributed=sum(rewards.values()),
+                distributed=sum(rewards.values()) + shares.total,
                 total_score=sum(c.score for c in contributions),
             )
             ContributionScore.objects.bulk_create(
@@ -345,7 +348,9 @@ def contribution_epoch_close(*, start: datetime) -> ContributionEpoch:
                     for user_id, amount in sorted(rewards.items())
                     if amount > 0
                 ]
+                + shares.postings
             )
+            shares.record()
     except IntegrityError:
         # Another worker closed this epoch first; its record (and its postings) stand.
         return ContributionEpoch.objects.get(start=start)

@@ -11,6 +11,7 @@ from .async_ import *  # noqa: F403
 from .auth import *  # noqa: F403
 from .base import *  # noqa: F403
 from .chain import *  # noqa: F403
+from .contributions import *  # noqa: F403
 from .database import *  # noqa: F403
 from .janction import *  # noqa: F403
 from .nodes import *  # noqa: F403

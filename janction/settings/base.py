@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "nodes",
     "pricing",
     "reputation",
+    "contributions",
     # The project itself, last: its only app part is the `run_embedded` command (docs/architecture.md).
     "janction",
 ]

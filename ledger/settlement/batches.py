@@ -31,6 +31,7 @@ from ledger.chain.client import decode_custom_error
 from ledger.chain.node import ChainConnection
 from ledger.currencies import Currency
 from ledger.fields import ExactSum
+from ledger.hooks import batch_sections_build
 from ledger.merkle import StandardMerkleTree, checksum_address
 from ledger.models import (
     AccountKind,
@@ -237,6 +238,7 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
                 "commitment": COMMITMENT_SCHEME,
                 "items": transactions,
             },
+            **batch_sections_build(key=commitment_key, seq=seq),
         }
         content = canonical_json(published)
         digest = hashlib.sha256(content.encode()).hexdigest()
