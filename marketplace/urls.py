@@ -1,10 +1,11 @@
 from django.urls import path
 
-from marketplace import account_views, views
+from marketplace import account_views, market_views, views
 from marketplace.rentals import views as rental_views
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", market_views.home, name="home"),
+    path("network/", market_views.network_fragment, name="network-fragment"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("settings/api-keys/", views.api_keys, name="api-keys-page"),
     path("settings/api-keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api-key-revoke-page"),
@@ -13,7 +14,10 @@ urlpatterns = [
     path("demo/faucet/", account_views.demo_faucet_page, name="demo-faucet-page"),
     path("demo/wallet/", account_views.demo_wallet_page, name="demo-wallet-page"),
     path("nodes/", views.nodes_page, name="nodes-page"),
-    path("market/", views.market_page, name="market-page"),
+    path("market/", market_views.market_page, name="market-page"),
+    path("market/rounds/<int:round_id>/", market_views.round_page, name="round-page"),
+    path("statement/", market_views.statement_page, name="statement-page"),
+    path("statement.csv", market_views.statement_csv, name="statement-csv"),
     path("rentals/", rental_views.rentals_page, name="rentals-page"),
     path("rentals/<int:rental_id>/", rental_views.rental_page, name="rental-page"),
     path("rentals/<int:rental_id>/cancel/", rental_views.rental_cancel_page, name="rental-cancel-page"),

@@ -15,10 +15,6 @@ from marketplace.models import ApiKey, Wallet
 from marketplace.services import api_key_create, api_key_revoke
 
 
-def home(request):
-    return render(request, "marketplace/home.html")
-
-
 @login_required
 def dashboard(request):
     balances = [
@@ -106,12 +102,3 @@ def _reserve_price(text: str) -> int | None:
     except ApplicationError:
         return None
     return value if value <= to_base_units(settings.PRICING_MAX_RESERVE_PRICE, "USDC") else None
-
-
-def market_page(request):
-    """The public market: every pool's supply, demand and last prices, and the latest rounds."""
-    from pricing.models import MarketRound
-    from pricing.selectors import pool_markets
-
-    rounds = MarketRound.objects.select_related("pool").order_by("-created_at", "-pk")[:20]
-    return render(request, "marketplace/market.html", {"pools": pool_markets(), "rounds": rounds})

@@ -1,0 +1,35 @@
+// Draw every <canvas data-chart="ID"> with Chart.js from the JSON the page embeds in <script type="application/json"
+// id="ID"> (Django's json_script): the data is the server's selector result as it is, never recomputed here.
+// Time axes are epoch milliseconds on a linear scale, labelled in the reader's local time.
+(function () {
+  if (!window.Chart) return;
+  const palette = ["#2f6fed", "#2e9d4f", "#c0392b", "#8e44ad", "#d35400", "#16a085"];
+  const timeLabel = (value) => new Date(value).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const draw = (canvas) => {
+    const source = document.getElementById(canvas.dataset.chart);
+    if (!source) return;
+    const data = JSON.parse(source.textContent);
+    data.datasets.forEach((set, i) => {
+      set.borderColor = set.backgroundColor = palette[i % palette.length];
+      set.data = set.data.map((point) => ({ x: Number(point.x), y: Number(point.y) }));
+    });
+    const timed = canvas.dataset.x === "time";
+    const chart = new window.Chart(canvas, {
+      type: canvas.dataset.type || "line",
+      data: data,
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        animation: false,
+        parsing: false,
+        plugins: { legend: { display: data.datasets.length > 1 } },
+        scales: {
+          x: timed ? { type: "linear", ticks: { callback: timeLabel, maxTicksLimit: 6 } } : { type: "category" },
+          y: { beginAtZero: true, title: { display: Boolean(canvas.dataset.yLabel), text: canvas.dataset.yLabel || "" } },
+        },
+      },
+    });
+    canvas.chart = chart;
+  };
+  document.querySelectorAll("canvas[data-chart]").forEach(draw);
+})();
