@@ -1,6 +1,7 @@
 from django.urls import path
 
 from marketplace import account_views, market_views, views
+from marketplace.rentals import action_views as rental_actions
 from marketplace.rentals import views as rental_views
 
 urlpatterns = [
@@ -20,5 +21,6 @@ urlpatterns = [
     path("statement.csv", market_views.statement_csv, name="statement-csv"),
     path("rentals/", rental_views.rentals_page, name="rentals-page"),
     path("rentals/<int:rental_id>/", rental_views.rental_page, name="rental-page"),
-    path("rentals/<int:rental_id>/cancel/", rental_views.rental_cancel_page, name="rental-cancel-page"),
+    path("rentals/<int:rental_id>/cancel/", rental_actions.rental_cancel_confirm_page, name="rental-cancel-page"),
+    path("rentals/<int:rental_id>/extend/", rental_actions.rental_extend_page, name="rental-extend-page"),
 ]

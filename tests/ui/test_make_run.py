@@ -339,3 +339,109 @@ def test_a_newcomer_walks_the_demo_in_chromium_and_every_page_is_styled(site, br
         context.close()
     expected = [f"400 {site['base']}/settings/profile/"]  # the profile form refused without a role, on purpose
     assert failed == expected, failed
+
+
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+WIDTHS = (1440, 360)
+# Pages whose screenshots are kept under docs/screenshots/ as <name>-<width>.png.
+SCREENSHOT_PAGES = {"home", "market", "round", "login", "dashboard", "rentals", "rental", "statement", "nodes"}
+
+
+def _axe_findings(page, axe_source: str) -> list[str]:
+    """Run axe-core on the page and return its serious and critical findings, one line each."""
+    page.evaluate(axe_source)  # through the DevTools protocol: the page's CSP does not apply to it
+    violations = page.evaluate(
+        "axe.run(document).then(r => r.violations.filter(v => ['serious', 'critical'].includes(v.impact))"
+        ".map(v => v.impact + ' ' + v.id + ': ' + v.nodes.slice(0, 3).map(n => n.html).join(' | ')))"
+    )
+    return violations
+
+
+def test_every_main_page_is_accessible_fits_360_px_and_loads_only_from_this_server(site, browser):
+    """axe-core on every main page, no horizontal scroll at 360 or 1440 px, the mobile menu, no outside request."""
+    from playwright.sync_api import expect
+
+    if not AXE.exists():
+        pytest.fail("axe-core is missing: run `make js-deps` (npm ci).")
+    axe_source = AXE.read_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    base = site["base"]
+    outside, failed, findings, too_wide = [], [], [], []
+
+    def visit(page, name: str, path: str, width: int) -> None:
+        page.goto(path)
+        page.wait_for_load_state("load")
+        scroll = page.evaluate("document.documentElement.scrollWidth")
+        if scroll > width:
+            too_wide.append(f"{path} at {width} px is {scroll} px wide")
+        if width == WIDTHS[0]:
+            findings.extend(f"{path}: {line}" for line in _axe_findings(page, axe_source))
+        if name in SCREENSHOT_PAGES:
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+
+    def watch(page) -> None:
+        def request(r):
+            if not (r.url.startswith(base + "/") or r.url.startswith(("data:", "blob:"))):
+                outside.append(r.url)
+
+        page.on("request", request)
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.on("pageerror", lambda error: failed.append(f"script error: {error}"))
+
+    for width in WIDTHS:
+        context = browser.new_context(base_url=base, viewport={"width": width, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        watch(page)
+        try:
+            visit(page, "home", "/", width)
+            # The demo agent's node is online; when the page came first, htmx's refresh (every 10 s) shows it.
+            expect(page.locator("#figure-nodes-online")).not_to_have_text("0", timeout=30_000)
+            visit(page, "market", "/market/", width)
+            expect(page.locator("#market-nodes")).to_contain_text("FAKE GPUs")
+            round_link = page.locator("#rounds a").first
+            if round_link.count():
+                visit(page, "round", round_link.get_attribute("href"), width)
+                expect(page.locator("#round-digest")).not_to_be_empty()
+            visit(page, "login", "/accounts/login/", width)
+            visit(page, "signup", "/accounts/signup/", width)
+            page.goto("/no-such-page/")
+            findings.extend(f"404: {line}" for line in _axe_findings(page, axe_source))
+            failed.remove(f"404 {base}/no-such-page/")
+
+            page.goto("/accounts/login/")
+            page.fill("input[name=login]", "buyer@janction.localhost")
+            page.fill("input[name=password]", "not the password")
+            page.click("button[type=submit]")
+            expect(page.locator("main form")).to_contain_text("not correct")  # the error is in the form
+            failed[:] = [f for f in failed if f != f"400 {base}/accounts/login/"]  # refused on purpose
+            page.fill("input[name=password]", site["passwords"]["buyer@janction.localhost"])
+            page.click("button[type=submit]")
+            page.wait_for_url("**/dashboard/")
+            if width == 360:
+                menu = page.locator("#nav-toggle")
+                expect(menu).to_be_visible()
+                expect(page.locator("#site-nav")).to_be_hidden()
+                menu.click()
+                expect(page.locator("#site-nav >> text=Statement")).to_be_visible()
+                assert page.evaluate("document.documentElement.scrollWidth") <= width
+                page.screenshot(path=str(SCREENSHOTS / "menu-360.png"))
+                page.keyboard.press("Escape")
+                expect(page.locator("#site-nav")).to_be_hidden()
+            visit(page, "dashboard", "/dashboard/", width)
+            visit(page, "rentals", "/rentals/", width)
+            rental_link = page.locator("#rentals a").first
+            if rental_link.count():
+                visit(page, "rental", rental_link.get_attribute("href"), width)
+            visit(page, "statement", "/statement/", width)
+            visit(page, "nodes", "/nodes/", width)
+            visit(page, "profile", "/settings/profile/", width)
+            visit(page, "wallets", "/settings/wallets/", width)
+            visit(page, "api-keys", "/settings/api-keys/", width)
+            visit(page, "two-factor", "/accounts/2fa/", width)
+        finally:
+            context.close()
+    assert not outside, outside
+    assert not findings, "\n".join(findings)
+    assert not too_wide, too_wide
+    assert not failed, failed
