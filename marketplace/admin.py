@@ -27,3 +27,4 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["prefix", "key_hash", "last_used_at"]
     search_fields = ["name", "prefix", "user__email"]
+from marketplace.rentals import admin as rentals_admin  # noqa: F401, E402  (registers RentalAdmin)
