@@ -7,13 +7,16 @@ data with the database aggregate it shows by calling the same function.
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from ledger.currencies import from_base_units
-from ledger.models import Entry
+from ledger.models import AccountKind, Entry
 from ledger.selectors import entries_for_user
 from nodes.models import Gpu, Node, NodeState, VGpu
 from pricing.models import MarketRound
@@ -208,3 +211,41 @@ def statement_entries(*, user_id: int, currency: str = "") -> QuerySet[Entry]:
     """Return a user's ledger entries for the statement, newest first, optionally in one currency."""
     entries = entries_for_user(user_id=user_id)
     return entries.filter(currency=currency) if currency else entries
+
+
+@dataclass(frozen=True)
+class DailyAmount:
+    day: object  # datetime.date (UTC)
+    amount: int  # base units
+
+
+def earnings_by_day(*, user_id: int, currency: str = "USDC", days: int = 30) -> list[DailyAmount]:
+    """Return what a provider earned each UTC day of the last `days` days (credits to their earnings account)."""
+    since = timezone.now() - timedelta(days=days)
+    rows = (
+        Entry.objects.filter(
+            account__owner_id=user_id,
+            account__kind=AccountKind.EARNINGS,
+            currency=currency,
+            amount__gt=0,
+            created_at__gte=since,
+        )
+        .annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("day")
+        .annotate(total=Sum("amount"))
+        .order_by("day")
+    )
+    return [DailyAmount(day=row["day"], amount=int(row["total"])) for row in rows]
+
+
+def earnings_chart(points: list[DailyAmount], currency: str = "USDC") -> dict:
+    """Return Chart.js data for daily earnings: one bar per day, amounts as exact decimal strings."""
+    return {
+        "labels": [point.day.isoformat() for point in points],
+        "datasets": [
+            {
+                "label": f"Earned ({currency})",
+                "data": [{"x": p.day.isoformat(), "y": from_base_units(p.amount, currency)} for p in points],
+            }
+        ],
+    }

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from marketplace import account_views, market_views, views
+from marketplace import account_views, market_views, provider_views, views
 from marketplace.rentals import action_views as rental_actions
 from marketplace.rentals import views as rental_views
 
@@ -15,6 +15,9 @@ urlpatterns = [
     path("demo/faucet/", account_views.demo_faucet_page, name="demo-faucet-page"),
     path("demo/wallet/", account_views.demo_wallet_page, name="demo-wallet-page"),
     path("nodes/", views.nodes_page, name="nodes-page"),
+    path("nodes/<int:node_id>/ask/", provider_views.node_ask_page, name="node-ask-page"),
+    path("nodes/<int:node_id>/drain/", provider_views.node_drain_page, name="node-drain-page"),
+    path("payouts/", provider_views.payouts_page, name="payouts-page"),
     path("market/", market_views.market_page, name="market-page"),
     path("market/rounds/<int:round_id>/", market_views.round_page, name="round-page"),
     path("statement/", market_views.statement_page, name="statement-page"),

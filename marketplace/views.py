@@ -12,6 +12,7 @@ from janction.errors import ApplicationError
 from ledger.currencies import from_base_units, to_base_units
 from ledger.selectors import balances_for_user, entries_for_user
 from marketplace.models import ApiKey, Wallet
+from marketplace.selectors import earnings_by_day, earnings_chart
 from marketplace.services import api_key_create, api_key_revoke
 
 
@@ -92,7 +93,16 @@ def nodes_page(request):
         {"node": node, "price": from_base_units(node.reserve_price_per_hour, "USDC")}
         for node in nodes_for_owner(owner=request.user)
     ]
-    return render(request, "marketplace/nodes.html", {"nodes": nodes, "ticket": ticket, "default_price": default_price})
+    earnings = earnings_by_day(user_id=request.user.pk)
+    context = {
+        "nodes": nodes,
+        "ticket": ticket,
+        "default_price": default_price,
+        "earnings_chart": earnings_chart(earnings),
+        "earnings_total": from_base_units(sum(day.amount for day in earnings), "USDC"),
+        "earnings_days": len(earnings),
+    }
+    return render(request, "marketplace/nodes.html", context)
 
 
 def _reserve_price(text: str) -> int | None:

@@ -9,11 +9,11 @@
     const source = document.getElementById(canvas.dataset.chart);
     if (!source) return;
     const data = JSON.parse(source.textContent);
+    const timed = canvas.dataset.x === "time";
     data.datasets.forEach((set, i) => {
       set.borderColor = set.backgroundColor = palette[i % palette.length];
-      set.data = set.data.map((point) => ({ x: Number(point.x), y: Number(point.y) }));
+      set.data = set.data.map((point) => ({ x: timed ? Number(point.x) : point.x, y: Number(point.y) }));
     });
-    const timed = canvas.dataset.x === "time";
     const chart = new window.Chart(canvas, {
       type: canvas.dataset.type || "line",
       data: data,
