@@ -19,6 +19,7 @@ from ledger.currencies import from_base_units
 from ledger.models import AccountKind, Entry
 from ledger.selectors import entries_for_user
 from nodes.models import Gpu, Node, NodeState, VGpu
+from nodes.telemetry import TelemetryPoint, gpu_telemetry
 from pricing.models import MarketRound
 from pricing.selectors import PoolMarket, pool_markets
 
@@ -248,4 +249,45 @@ def earnings_chart(points: list[DailyAmount], currency: str = "USDC") -> dict:
                 "data": [{"x": p.day.isoformat(), "y": from_base_units(p.amount, currency)} for p in points],
             }
         ],
+    }
+
+
+def rental_gpu_ids(rental) -> list[int]:
+    """Return the GPUs that hold (or held) a rental's vGPUs."""
+    gpu_ids: set[int] = set()
+    for node_id, local_ids in rental.placements.values_list("node_id", "vgpu_local_ids"):
+        gpu_ids.update(VGpu.objects.filter(node_id=node_id, local_id__in=local_ids).values_list("gpu_id", flat=True))
+    return sorted(gpu_ids)
+
+
+def rental_gpu_telemetry(rental) -> list[TelemetryPoint]:
+    """Return the heartbeat samples of a rental's GPUs while it ran (from its start to its end, or now)."""
+    since = rental.started_at or rental.created_at
+    return gpu_telemetry(gpu_ids=rental_gpu_ids(rental), since=since, until=rental.ended_at)
+
+
+def node_gpu_telemetry(node, *, hours: int = 6) -> list[TelemetryPoint]:
+    """Return the heartbeat samples of a node's GPUs over the last `hours` hours."""
+    gpu_ids = list(Gpu.objects.filter(node=node).values_list("pk", flat=True))
+    return gpu_telemetry(gpu_ids=gpu_ids, since=timezone.now() - timedelta(hours=hours))
+
+
+def telemetry_charts(points: list[TelemetryPoint]) -> dict:
+    """Return Chart.js data for two charts, utilisation (%) and memory used (GiB), one line per GPU."""
+    names = dict(Gpu.objects.filter(pk__in={p.gpu_id for p in points}).values_list("pk", "name"))
+    index = dict(Gpu.objects.filter(pk__in={p.gpu_id for p in points}).values_list("pk", "index"))
+    utilization: dict[int, list[dict]] = {}
+    memory: dict[int, list[dict]] = {}
+    for point in points:
+        x = int(point.at.timestamp() * 1000)
+        utilization.setdefault(point.gpu_id, []).append({"x": x, "y": str(point.utilization_percent)})
+        gib = (Decimal(point.memory_used_bytes) / 2**30).quantize(Decimal("0.01"))
+        memory.setdefault(point.gpu_id, []).append({"x": x, "y": str(gib)})
+
+    def label(gpu_id: int) -> str:
+        return f"GPU {index.get(gpu_id, '?')} {names.get(gpu_id, '')}".strip()
+
+    return {
+        "utilization": {"datasets": [{"label": label(g), "data": d} for g, d in utilization.items()]},
+        "memory": {"datasets": [{"label": label(g), "data": d} for g, d in memory.items()]},
     }

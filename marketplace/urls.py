@@ -26,4 +26,5 @@ urlpatterns = [
     path("rentals/<int:rental_id>/", rental_views.rental_page, name="rental-page"),
     path("rentals/<int:rental_id>/cancel/", rental_actions.rental_cancel_confirm_page, name="rental-cancel-page"),
     path("rentals/<int:rental_id>/extend/", rental_actions.rental_extend_page, name="rental-extend-page"),
+    path("rentals/<int:rental_id>/gpu/", rental_actions.rental_gpu_fragment, name="rental-gpu-fragment"),
 ]

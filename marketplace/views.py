@@ -12,7 +12,7 @@ from janction.errors import ApplicationError
 from ledger.currencies import from_base_units, to_base_units
 from ledger.selectors import balances_for_user, entries_for_user
 from marketplace.models import ApiKey, Wallet
-from marketplace.selectors import earnings_by_day, earnings_chart
+from marketplace.selectors import earnings_by_day, earnings_chart, node_gpu_telemetry, telemetry_charts
 from marketplace.services import api_key_create, api_key_revoke
 
 
@@ -89,10 +89,19 @@ def nodes_page(request):
                 ticket = node_create(owner=request.user, name=name, reserve_price_per_hour=price)
             except ApplicationError as exc:
                 messages.error(request, exc.message)
-    nodes = [
-        {"node": node, "price": from_base_units(node.reserve_price_per_hour, "USDC")}
-        for node in nodes_for_owner(owner=request.user)
-    ]
+    nodes = []
+    for node in nodes_for_owner(owner=request.user):
+        points = node_gpu_telemetry(node)
+        nodes.append(
+            {
+                "node": node,
+                "price": from_base_units(node.reserve_price_per_hour, "USDC"),
+                "charts": telemetry_charts(points),
+                "points": len(points),
+                "util_id": f"node-{node.pk}-util",
+                "memory_id": f"node-{node.pk}-memory",
+            }
+        )
     earnings = earnings_by_day(user_id=request.user.pk)
     context = {
         "nodes": nodes,
@@ -101,6 +110,7 @@ def nodes_page(request):
         "earnings_chart": earnings_chart(earnings),
         "earnings_total": from_base_units(sum(day.amount for day in earnings), "USDC"),
         "earnings_days": len(earnings),
+        "any_telemetry": any(row["points"] for row in nodes),
     }
     return render(request, "marketplace/nodes.html", context)
 

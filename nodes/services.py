@@ -45,6 +45,7 @@ from nodes.models import (
     VGpu,
     VGpuState,
 )
+from nodes.telemetry import gpu_telemetry_record
 
 ENROLLMENT_TOKEN_PREFIX = "jne"  # noqa: S105 - a public prefix, not a secret
 
@@ -700,6 +701,7 @@ def node_heartbeats_apply(*, heartbeats: list[NodeHeartbeat]) -> list[int]:
     revived = []
     with transaction.atomic():
         _bulk_set(Node, nodes, {"last_seen_at": "timestamptz"})
+        gpu_telemetry_record(samples=[(g.pk, g.telemetry_at, g.utilization_percent, g.memory_used_bytes) for g in gpus])
         if gpus:
             _bulk_set(
                 Gpu,

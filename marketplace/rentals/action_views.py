@@ -14,6 +14,7 @@ from marketplace.rentals.errors import RentalNotFound
 from marketplace.rentals.extend import extension_price_per_hour, rental_extend
 from marketplace.rentals.selectors import rental_for_owner
 from marketplace.rentals.services import TERMINAL_STATES, rental_cancel
+from marketplace.selectors import rental_gpu_telemetry, telemetry_charts
 
 EXTEND_CHOICES_MINUTES = (15, 30, 60, 120, 240)
 
@@ -83,3 +84,20 @@ def rental_cancel_confirm_page(request, rental_id: int):
     else:
         messages.success(request, "The rental is cancelled; what it did not use goes back to your balance.")
     return redirect("rental-page", rental_id=rental.pk)
+
+
+def gpu_context(rental) -> dict:
+    """The rental page's GPU charts: its GPUs' utilisation and memory from heartbeats while it ran."""
+    points = rental_gpu_telemetry(rental)
+    return {
+        "gpu_charts": telemetry_charts(points),
+        "gpu_points": len(points),
+        "gpu_live": rental.state not in TERMINAL_STATES,
+    }
+
+
+@login_required
+def rental_gpu_fragment(request, rental_id: int):
+    """The GPU charts alone, for htmx to refresh while the rental runs."""
+    rental = _owned(request, rental_id)
+    return render(request, "marketplace/_rental_gpu.html", {"rental": rental, **gpu_context(rental)})

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods
 from janction.errors import ApplicationError
 from ledger.currencies import from_base_units
 from marketplace.models import RentalState
-from marketplace.rentals.action_views import extend_context
+from marketplace.rentals.action_views import extend_context, gpu_context
 from marketplace.rentals.errors import RentalInvalid, RentalNotFound
 from marketplace.rentals.selectors import rental_env_masked, rental_for_owner, rental_log_lines, rentals_for_owner
 from marketplace.rentals.services import TERMINAL_STATES, rental_submit
@@ -178,5 +178,6 @@ def rental_page(request, rental_id: int):
         "state_labels": dict(RentalState.choices),
         "terminal_states": sorted(TERMINAL_STATES),
         **extend_context(rental),
+        **gpu_context(rental),
     }
     return render(request, "marketplace/rental_detail.html", context)

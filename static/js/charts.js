@@ -32,4 +32,11 @@
     canvas.chart = chart;
   };
   document.querySelectorAll("canvas[data-chart]").forEach(draw);
+  // htmx refreshes a chart's fragment (the rental's GPUs): free the old charts, draw the new ones.
+  document.body.addEventListener("htmx:beforeSwap", (event) => {
+    event.detail.target.querySelectorAll("canvas[data-chart]").forEach((canvas) => canvas.chart && canvas.chart.destroy());
+  });
+  document.body.addEventListener("htmx:afterSwap", (event) => {
+    event.detail.target.querySelectorAll("canvas[data-chart]").forEach(draw);
+  });
 })();
