@@ -7,6 +7,7 @@ shown, and headless Chromium walks the demo (faucet and wallet buttons, profile,
 while saving screenshots of the home, market, rental and docs pages under docs/screenshots/.
 """
 
+import csv
 import html
 import http.cookiejar
 import os
@@ -357,6 +358,96 @@ def _axe_findings(page, axe_source: str) -> list[str]:
     return violations
 
 
+def buyer_journey(page) -> None:
+    """Rent a vGPU that runs a while: watch its GPU chart, extend it, cancel it after confirming, export the CSV."""
+    from playwright.sync_api import expect
+
+    page.goto("/dashboard/")
+    page.click("#demo-faucet")
+    expect(page.locator(".messages")).to_contain_text("Credited 100 demo USDC")
+    page.goto("/rentals/")
+    page.select_option("select[name=pool]", "ampere-40g")
+    page.fill("input[name=max_price]", "1.00")
+    page.fill("input[name=max_duration_minutes]", "10")
+    page.fill("input[name=image]", "docker.io/library/busybox:latest")
+    page.fill("input[name=command]", "sh -c 'echo busy; sleep 120'")
+    page.click("#rent-submit")
+    page.wait_for_url("**/rentals/*/")
+    expect(page.locator("#rental-state")).to_have_text("Running", timeout=90_000)
+    # The demo agent's heartbeats carry its fake GPUs' load; htmx brings the chart in within a refresh or two.
+    expect(page.locator("#gpu-util-chart")).to_be_visible(timeout=60_000)
+    page.wait_for_function("document.getElementById('gpu-util-chart').chart !== undefined")
+    expect(page.locator("#gpu-section .badge.fake")).to_have_text("FAKE GPUs")
+    page.select_option("#extend-minutes", "15")
+    page.click("#extend-button")
+    expect(page.locator(".messages")).to_contain_text("Extended by 15 minutes")
+    expect(page.locator("#events")).to_contain_text("Extended by 15 min")
+    page.click("#cancel-button")
+    expect(page.locator("#cancel-confirm")).to_contain_text("Held in escrow now")
+    page.click("#confirm-cancel")
+    expect(page.locator("#rental-state")).to_have_text("Cancelled")
+    page.goto("/statement/")
+    expect(page.locator("#statement")).to_contain_text("Escrow top-up")
+    with page.expect_download() as download:
+        page.click("#statement-csv")
+    rows = list(csv.DictReader(open(download.value.path(), newline="")))
+    assert any(row["memo"].startswith("Escrow top-up: rental") for row in rows), rows[:5]
+    shown = page.locator("#statement-pager span")
+    total = int(re.search(r"(\d+) entries", shown.inner_text()).group(1)) if shown.count() else None
+    assert len(rows) == (total if total is not None else page.locator("#statement tbody tr").count())
+
+
+def operator_and_provider_journey(browser, site, watch) -> None:
+    """The provider sets a price; the operator quarantines the node in the admin and it leaves the market."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(base_url=site["base"], viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    watch(page)
+
+    def log_in(email: str) -> None:
+        page.goto("/accounts/login/")
+        page.fill("input[name=login]", email)
+        page.fill("input[name=password]", site["passwords"][email])
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard/")
+
+    try:
+        log_in("provider@janction.localhost")
+        page.goto("/nodes/")
+        card = page.locator("section.node", has_text="demo-node")
+        card.locator("input[name=reserve_price]").fill("0.42")
+        card.locator(".ask-form button").click()
+        expect(page.locator(".messages")).to_contain_text("ask 0.42 USDC per vGPU-hour, on sale")
+        page.goto("/market/")
+        expect(page.locator("#market-nodes")).to_contain_text("0.42")
+        page.click("form[action='/accounts/logout/'] button")
+
+        log_in("admin@janction.localhost")
+        page.goto("/admin/nodes/node/?q=demo-node")
+        page.locator("input[name=_selected_action]").first.check()
+        page.select_option("select[name=action]", "quarantine")
+        page.click("button[name=index]")
+        expect(page.locator(".messagelist")).to_contain_text("Quarantined: 1 node(s).")
+        page.goto("/market/")
+        expect(page.locator("#market-nodes")).to_contain_text("Quarantined")
+        expect(page.locator("#pools tbody tr").first.locator("td").nth(5)).to_have_text("0")  # no vGPU free
+        page.goto("/admin/nodes/node/?q=demo-node")
+        page.locator("input[name=_selected_action]").first.check()
+        page.select_option("select[name=action]", "release")
+        page.click("button[name=index]")
+        expect(page.locator(".messagelist")).to_contain_text("Released: 1 node(s).")
+        for _ in range(30):  # offline until the agent's next heartbeat brings it online
+            page.goto("/market/")
+            if "Online" in page.locator("#market-nodes").inner_text():
+                break
+            time.sleep(1)
+        expect(page.locator("#market-nodes")).to_contain_text("Online")
+    finally:
+        context.close()
+
+
 def test_every_main_page_is_accessible_fits_360_px_and_loads_only_from_this_server(site, browser):
     """axe-core on every main page, no horizontal scroll at 360 or 1440 px, the mobile menu, no outside request."""
     from playwright.sync_api import expect
@@ -428,6 +519,8 @@ def test_every_main_page_is_accessible_fits_360_px_and_loads_only_from_this_serv
                 page.screenshot(path=str(SCREENSHOTS / "menu-360.png"))
                 page.keyboard.press("Escape")
                 expect(page.locator("#site-nav")).to_be_hidden()
+            if width == WIDTHS[0]:
+                buyer_journey(page)
             visit(page, "dashboard", "/dashboard/", width)
             visit(page, "rentals", "/rentals/", width)
             rental_link = page.locator("#rentals a").first
@@ -439,8 +532,10 @@ def test_every_main_page_is_accessible_fits_360_px_and_loads_only_from_this_serv
             visit(page, "wallets", "/settings/wallets/", width)
             visit(page, "api-keys", "/settings/api-keys/", width)
             visit(page, "two-factor", "/accounts/2fa/", width)
+            visit(page, "payouts", "/payouts/", width)
         finally:
             context.close()
+    operator_and_provider_journey(browser, site, watch)
     assert not outside, outside
     assert not findings, "\n".join(findings)
     assert not too_wide, too_wide
