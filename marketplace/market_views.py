@@ -2,11 +2,13 @@
 
 import csv
 import json
+import re
 from decimal import Decimal, InvalidOperation
+from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import StreamingHttpResponse
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from ledger.currencies import from_base_units
@@ -123,15 +125,38 @@ def _currency(request) -> str:
     return currency if currency in Currency.values else ""
 
 
+def _month(request) -> tuple[tuple[int, int] | None, str | None]:
+    """Read ?month=YYYY-MM (a monthly statement); return it and an error message when it is not a month."""
+    text = request.GET.get("month", "")
+    if not text:
+        return None, None
+    match = re.fullmatch(r"(\d{4})-(\d{2})", text[:20])
+    if match is None or not 2000 <= int(match.group(1)) <= 9999 or not 1 <= int(match.group(2)) <= 12:
+        return None, "Month: give a month as YYYY-MM, e.g. 2026-11."
+    return (int(match.group(1)), int(match.group(2))), None
+
+
 @login_required
 def statement_page(request):
     """The signed-in user's ledger statement, 25 entries a page, newest first."""
     currency = _currency(request)
-    paginator = Paginator(statement_entries(user_id=request.user.pk, currency=currency), STATEMENT_PAGE_SIZE)
+    month, error = _month(request)
+    entries = statement_entries(user_id=request.user.pk, currency=currency, month=month)
+    paginator = Paginator(entries, STATEMENT_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
     rows = [{"entry": entry, "amount": from_base_units(int(entry.amount), entry.currency)} for entry in page]
-    context = {"page": page, "rows": rows, "currency": currency, "currencies": Currency.values}
-    return render(request, "marketplace/statement.html", context)
+    month_text = f"{month[0]:04d}-{month[1]:02d}" if month else ""
+    query = urlencode({k: v for k, v in {"currency": currency, "month": month_text}.items() if v})
+    context = {
+        "page": page,
+        "rows": rows,
+        "currency": currency,
+        "currencies": Currency.values,
+        "month": month_text,
+        "month_error": error,
+        "query": query,
+    }
+    return render(request, "marketplace/statement.html", context, status=400 if error else 200)
 
 
 class _Echo:
@@ -143,7 +168,10 @@ class _Echo:
 def statement_csv(request):
     """The whole statement as CSV (amounts in whole currency units, exact), streamed."""
     currency = _currency(request)
-    entries = statement_entries(user_id=request.user.pk, currency=currency)
+    month, error = _month(request)
+    if error:
+        return HttpResponseBadRequest(error, content_type="text/plain; charset=utf-8")
+    entries = statement_entries(user_id=request.user.pk, currency=currency, month=month)
     writer = csv.writer(_Echo())
 
     def rows():
@@ -162,7 +190,8 @@ def statement_csv(request):
             )
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="janction-statement.csv"'
+    name = "janction-statement" + (f"-{month[0]:04d}-{month[1]:02d}" if month else "") + ".csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
 

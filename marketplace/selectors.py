@@ -7,7 +7,7 @@ data with the database aggregate it shows by calling the same function.
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -208,10 +208,17 @@ def clearing_price_chart(points: list[ClearingPrice]) -> dict:
     return {"datasets": [{"label": name, "data": data} for name, data in series.items()]}
 
 
-def statement_entries(*, user_id: int, currency: str = "") -> QuerySet[Entry]:
-    """Return a user's ledger entries for the statement, newest first, optionally in one currency."""
+def statement_entries(*, user_id: int, currency: str = "", month: tuple[int, int] | None = None) -> QuerySet[Entry]:
+    """Return a user's ledger entries for the statement, newest first, optionally in one currency and UTC month."""
     entries = entries_for_user(user_id=user_id)
-    return entries.filter(currency=currency) if currency else entries
+    if currency:
+        entries = entries.filter(currency=currency)
+    if month is not None:
+        year, number = month
+        start = datetime(year, number, 1, tzinfo=UTC)
+        end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)
+        entries = entries.filter(created_at__gte=start, created_at__lt=end)
+    return entries
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Buyer actions on one rental beyond the live page: extend it (an escrow top-up) and cancel it after confirming."""
 
+import json
 import uuid
 
 from django.contrib import messages
@@ -89,8 +90,11 @@ def rental_cancel_confirm_page(request, rental_id: int):
 def gpu_context(rental) -> dict:
     """The rental page's GPU charts: its GPUs' utilisation and memory from heartbeats while it ran."""
     points = rental_gpu_telemetry(rental)
+    charts = telemetry_charts(points)
     return {
-        "gpu_charts": telemetry_charts(points),
+        "gpu_charts": charts,
+        "gpu_util_json": json.dumps(charts["utilization"]),
+        "gpu_memory_json": json.dumps(charts["memory"]),
         "gpu_points": len(points),
         "gpu_live": rental.state not in TERMINAL_STATES,
     }

@@ -1,14 +1,15 @@
 // Draw every <canvas data-chart="ID"> with Chart.js from the JSON the page embeds in <script type="application/json"
-// id="ID"> (Django's json_script): the data is the server's selector result as it is, never recomputed here.
+// id="ID"> (Django's json_script) or in the canvas's data-chart-json: the server's selector result as it is.
 // Time axes are epoch milliseconds on a linear scale, labelled in the reader's local time.
 (function () {
   if (!window.Chart) return;
   const palette = ["#2f6fed", "#2e9d4f", "#c0392b", "#8e44ad", "#d35400", "#16a085"];
   const timeLabel = (value) => new Date(value).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
   const draw = (canvas) => {
-    const source = document.getElementById(canvas.dataset.chart);
-    if (!source) return;
-    const data = JSON.parse(source.textContent);
+    // A fragment htmx swaps in carries its data in data-chart-json (htmx drops <script> elements it swaps).
+    const source = canvas.dataset.chartJson ? null : document.getElementById(canvas.dataset.chart);
+    if (!canvas.dataset.chartJson && !source) return;
+    const data = JSON.parse(canvas.dataset.chartJson || source.textContent);
     const timed = canvas.dataset.x === "time";
     data.datasets.forEach((set, i) => {
       set.borderColor = set.backgroundColor = palette[i % palette.length];
@@ -31,12 +32,12 @@
     });
     canvas.chart = chart;
   };
-  document.querySelectorAll("canvas[data-chart]").forEach(draw);
+  document.querySelectorAll("canvas[data-chart], canvas[data-chart-json]").forEach(draw);
   // htmx refreshes a chart's fragment (the rental's GPUs): free the old charts, draw the new ones.
   document.body.addEventListener("htmx:beforeSwap", (event) => {
-    event.detail.target.querySelectorAll("canvas[data-chart]").forEach((canvas) => canvas.chart && canvas.chart.destroy());
+    event.detail.target.querySelectorAll("canvas[data-chart], canvas[data-chart-json]").forEach((canvas) => canvas.chart && canvas.chart.destroy());
   });
   document.body.addEventListener("htmx:afterSwap", (event) => {
-    event.detail.target.querySelectorAll("canvas[data-chart]").forEach(draw);
+    event.detail.target.querySelectorAll("canvas[data-chart], canvas[data-chart-json]").forEach(draw);
   });
 })();

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import re
+from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
 
@@ -145,3 +146,23 @@ def test_the_vendored_scripts_are_the_pinned_npm_packages_files():
         installed = ROOT / "node_modules" / package / file
         assert installed.exists(), f"run `make js-deps`: {installed} is missing"
         assert (ROOT / "static" / "vendor" / name).read_bytes() == installed.read_bytes(), name
+
+
+def test_a_monthly_statement_holds_that_months_entries_in_html_and_csv(statement_user, client):
+    from datetime import datetime
+
+    november = Entry.objects.filter(account__owner=statement_user).order_by("pk")[:4]
+    Entry.objects.filter(pk__in=[e.pk for e in november]).update(created_at=datetime(2026, 11, 30, 23, 59, tzinfo=UTC))
+    Entry.objects.filter(pk=november[0].pk).update(created_at=datetime(2026, 12, 1, 0, 0, tzinfo=UTC))  # next month
+    client.force_login(statement_user)
+    page = client.get("/statement/?month=2026-11").content.decode()
+    assert page.count('<td class="num">1.0000') == 3 and "Monthly statement for <strong>2026-11" in page
+    assert 'href="/statement.csv?month=2026-11"' in page
+    response = client.get("/statement.csv?month=2026-11")
+    assert response["Content-Disposition"] == 'attachment; filename="janction-statement-2026-11.csv"'
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [row["time"][:10] for row in rows] == ["2026-11-30"] * 3
+    for bad in ("2026-13", "26-11", "2026-11-01", "x" * 10_000, "1999-12"):
+        response = client.get(f"/statement/?month={bad}")
+        assert response.status_code == 400 and "Month: give a month as YYYY-MM" in response.content.decode()
+        assert client.get(f"/statement.csv?month={bad}").status_code == 400

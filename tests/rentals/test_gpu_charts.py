@@ -1,5 +1,6 @@
 """GPU telemetry history from heartbeats, and the rental and node charts drawn from it (equal to the rows)."""
 
+import html
 import json
 import re
 from datetime import timedelta
@@ -70,9 +71,8 @@ def test_the_rental_charts_are_its_gpus_samples_while_it_ran(buyer, node, client
     client.force_login(buyer)
     for path in (f"/rentals/{rental.pk}/", f"/rentals/{rental.pk}/gpu/"):
         page = client.get(path).content.decode()
-        embedded = json.loads(
-            re.search(r'<script id="gpu-util-data" type="application/json">(.*?)</script>', page).group(1)
-        )
+        attribute = re.search(r'<canvas id="gpu-util-chart" data-chart-json="([^"]*)"', page).group(1)
+        embedded = json.loads(html.unescape(attribute))
         assert embedded == json.loads(json.dumps(charts["utilization"]))
     other = UserFactory()
     client.force_login(other)

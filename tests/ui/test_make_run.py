@@ -376,7 +376,8 @@ def buyer_journey(page) -> None:
     expect(page.locator("#rental-state")).to_have_text("Running", timeout=90_000)
     # The demo agent's heartbeats carry its fake GPUs' load; htmx brings the chart in within a refresh or two.
     expect(page.locator("#gpu-util-chart")).to_be_visible(timeout=60_000)
-    page.wait_for_function("document.getElementById('gpu-util-chart').chart !== undefined")
+    drawn = "Boolean(document.getElementById('gpu-util-chart').chart)"  # page.evaluate: the CSP forbids eval
+    wait_for(lambda: page.evaluate(drawn), 10, "Chart.js to draw the GPU chart")
     expect(page.locator("#gpu-section .badge.fake")).to_have_text("FAKE GPUs")
     page.select_option("#extend-minutes", "15")
     page.click("#extend-button")
