@@ -4,7 +4,23 @@
 (function () {
   if (!window.Chart) return;
   const palette = ["#2f6fed", "#2e9d4f", "#c0392b", "#8e44ad", "#d35400", "#16a085"];
-  const timeLabel = (value) => new Date(value).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const DAY = 24 * 3600 * 1000;
+  const timeLabel = (span) => (value) =>
+    span < DAY
+      ? new Date(value).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: span < 600000 ? "2-digit" : undefined })
+      : new Date(value).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  // A time axis spans the data, at least two minutes (one sample alone would stretch it over years).
+  const timeRange = (datasets) => {
+    const xs = datasets.flatMap((set) => set.data.map((point) => point.x));
+    if (!xs.length) return {};
+    let min = Math.min(...xs), max = Math.max(...xs);
+    if (max - min < 120000) {
+      const middle = (min + max) / 2;
+      min = middle - 60000;
+      max = middle + 60000;
+    }
+    return { min: min, max: max };
+  };
   const draw = (canvas) => {
     // A fragment htmx swaps in carries its data in data-chart-json (htmx drops <script> elements it swaps).
     const source = canvas.dataset.chartJson ? null : document.getElementById(canvas.dataset.chart);
@@ -15,6 +31,7 @@
       set.borderColor = set.backgroundColor = palette[i % palette.length];
       set.data = set.data.map((point) => ({ x: timed ? Number(point.x) : point.x, y: Number(point.y) }));
     });
+    const range = timed ? timeRange(data.datasets) : {};
     const chart = new window.Chart(canvas, {
       type: canvas.dataset.type || "line",
       data: data,
@@ -25,7 +42,7 @@
         parsing: false,
         plugins: { legend: { display: data.datasets.length > 1 } },
         scales: {
-          x: timed ? { type: "linear", ticks: { callback: timeLabel, maxTicksLimit: 6 } } : { type: "category" },
+          x: timed ? { type: "linear", ...range, ticks: { callback: timeLabel(range.max - range.min), maxTicksLimit: 6 } } : { type: "category" },
           y: { beginAtZero: true, title: { display: Boolean(canvas.dataset.yLabel), text: canvas.dataset.yLabel || "" } },
         },
       },
