@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 
 from janction.errors import ApplicationError
 from ledger.currencies import from_base_units
-from marketplace.models import Rental, RentalEvent, RentalPlacement
+from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement
 from marketplace.rentals.services import TERMINAL_STATES, rental_cancel
 
 

@@ -14,10 +14,10 @@ from django.db import transaction
 from ledger.currencies import from_base_units
 from ledger.errors import InsufficientFunds
 from ledger.models import Transaction
-from ledger.services import ledger_hold
-from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.errors import RentalAlreadyEnded, RentalFundsShort, RentalInvalid
-from marketplace.rentals.services import CURRENCY, TERMINAL_STATES, _lock_rental, hold_amount
+from marketplace.rentals.holdings import CURRENCY, escrow_top_up, hold_amount
+from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement, RentalState
+from marketplace.rentals.services import TERMINAL_STATES, _lock_rental
 from pricing.models import BidState
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{8,100}\Z")
@@ -74,13 +74,12 @@ def rental_extend(*, owner, rental_id: int, add_seconds, idempotency_key: str) -
             price_per_hour=extension_price_per_hour(rental), units=1, duration_ms=add_seconds * 1000
         )
         try:
-            ledger_hold(
-                user_id=owner.pk,
-                currency=CURRENCY,
+            escrow_top_up(
+                rental=rental,
                 amount=amount,
-                idempotency_key=_ledger_key(rental.pk, idempotency_key),
+                key=_ledger_key(rental.pk, idempotency_key),
                 memo=f"Escrow top-up: rental {rental.pk} extended by {add_seconds // 60} min",
-                metadata={"rental": rental.pk, "add_seconds": add_seconds},
+                metadata={"add_seconds": add_seconds},
             )
         except InsufficientFunds:
             raise RentalFundsShort(
@@ -89,8 +88,6 @@ def rental_extend(*, owner, rental_id: int, add_seconds, idempotency_key: str) -
                 detail={"needed_base_units": str(amount)},
             ) from None
         rental.max_duration_seconds += add_seconds
-        rental.held_total += amount
-        rental.escrow_held += amount
         rental.save(update_fields=["max_duration_seconds", "held_total", "escrow_held"])
         for placement in placements:  # metering bills a placement up to its limit: it grows with the rental
             placement.limit_ms += add_seconds * 1000

@@ -4,7 +4,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 
 from ledger.services import ledger_deposit
-from marketplace.models import Rental, RentalState
+from marketplace.rentals.models import Rental, RentalState
 from marketplace.rentals.services import rental_submit
 from marketplace.selectors import network_figures
 from nodes.models import Node, NodeState, VGpu, VGpuState

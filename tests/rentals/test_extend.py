@@ -6,10 +6,10 @@ import uuid
 import pytest
 from django.db import connections
 
-from marketplace.models import Rental, RentalState
 from marketplace.rentals.errors import RentalAlreadyEnded, RentalFundsShort, RentalInvalid, RentalNotFound
 from marketplace.rentals.extend import rental_extend
 from marketplace.rentals.metering import metering_run, owed
+from marketplace.rentals.models import Rental, RentalState
 from marketplace.rentals.services import hold_amount, rental_cancel
 from tests.factories import UserFactory
 from tests.rentals.conftest import (

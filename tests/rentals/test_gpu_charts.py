@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from marketplace.models import Rental
+from marketplace.rentals.models import Rental
 from marketplace.selectors import rental_gpu_telemetry, telemetry_charts
 from nodes.models import GpuTelemetrySample
 from nodes.services import GpuSampleReport, NodeHeartbeat, node_heartbeats_apply
