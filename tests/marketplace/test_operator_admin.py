@@ -95,3 +95,8 @@ def test_rounds_and_bids_are_read_only_for_operators(operator_client):
     assert operator_client.get("/admin/pricing/bid/add/").status_code == 403
     assert Bid.objects.get().units == 1
     assert Node.objects.get().state == NodeState.ONLINE
+
+
+def test_the_admin_speaks_plain_english_about_batches(operator_client):
+    index = operator_client.get("/admin/").content.decode()
+    assert "Settlement batches" in index and "Settlement batchs" not in index
