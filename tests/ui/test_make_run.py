@@ -387,6 +387,13 @@ def buyer_journey(page) -> None:
     expect(page.locator("#cancel-confirm")).to_contain_text("Held in escrow now")
     page.click("#confirm-cancel")
     expect(page.locator("#rental-state")).to_have_text("Cancelled")
+    # The last usage charge and the refund post when the agent reports the stop: wait for them (settled).
+    for _ in range(60):
+        page.reload()
+        if page.locator("#rental-settled").inner_text() != "not yet":
+            break
+        time.sleep(1)
+    expect(page.locator("#rental-settled")).not_to_have_text("not yet")
     page.goto("/statement/")
     expect(page.locator("#statement")).to_contain_text("Escrow top-up")
     with page.expect_download() as download:
