@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/janction
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DJANGO_SECRET_KEY=janction-test-only-secret-key
 
-.PHONY: run test lint format migrate proto bench deps deps-dev system-deps js-deps clean
+.PHONY: run test lint format migrate proto bench deps deps-dev system-deps js-deps vendor clean
 
 # The marketplace and the demo agent that `make run` starts share one virtualenv.
 $(VENV)/.installed: requirements.txt agent/requirements.txt
@@ -32,6 +32,10 @@ system-deps:
 
 js-deps: package.json package-lock.json
 	@if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci --no-audit --no-fund; fi
+
+## vendor: copy htmx and Chart.js from node_modules (package.json's pinned versions) into static/vendor/
+vendor: js-deps
+	node scripts/vendor-js.js
 
 ## run: set everything up and start the marketplace on the embedded default at http://$(HOST):$(PORT)
 # scripts/run-embedded.sh is the whole command after the install step; tests/test_make_run.py starts it as is.

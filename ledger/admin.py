@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from ledger.currencies import from_base_units
 from ledger.models import (
     Account,
     BatchData,
@@ -33,8 +34,12 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Account)
 class AccountAdmin(ReadOnlyAdmin):
-    list_display = ["id", "owner", "kind", "currency", "balance"]
+    list_display = ["id", "owner", "kind", "currency", "balance_units"]
     list_filter = ["kind", "currency"]
+
+    @admin.display(description="Balance", ordering="balance")
+    def balance_units(self, account):
+        return from_base_units(int(account.balance), account.currency)
     search_fields = ["owner__email"]
 
 
@@ -42,7 +47,11 @@ class EntryInline(admin.TabularInline):
     model = Entry
     extra = 0
     can_delete = False
-    readonly_fields = ["account", "currency", "amount", "created_at"]
+    fields = readonly_fields = ["account", "currency", "amount_units", "created_at"]
+
+    @admin.display(description="Amount")
+    def amount_units(self, entry):
+        return from_base_units(int(entry.amount), entry.currency)
 
 
 @admin.register(Transaction)
@@ -55,8 +64,12 @@ class TransactionAdmin(ReadOnlyAdmin):
 
 @admin.register(Entry)
 class EntryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "transaction", "account", "currency", "amount", "created_at"]
+    list_display = ["id", "transaction", "account", "currency", "amount_units", "created_at"]
     list_filter = ["currency", "account__kind"]
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_units(self, entry):
+        return from_base_units(int(entry.amount), entry.currency)
 
 
 @admin.register(IdempotencyRecord)

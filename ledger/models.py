@@ -177,6 +177,7 @@ class SettlementBatch(models.Model):
     rejected_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "settlement batches"
         constraints = [models.CheckConstraint(condition=Q(seq__gte=1), name="ledger_batch_seq_positive")]
 
     def __str__(self) -> str:

@@ -1,10 +1,12 @@
 from django.urls import path
 
-from marketplace import account_views, colocation_views, views
+from marketplace import account_views, colocation_views, market_views, provider_views, views
+from marketplace.rentals import action_views as rental_actions
 from marketplace.rentals import views as rental_views
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", market_views.home, name="home"),
+    path("network/", market_views.network_fragment, name="network-fragment"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("settings/api-keys/", views.api_keys, name="api-keys-page"),
     path("settings/api-keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api-key-revoke-page"),
@@ -18,8 +20,16 @@ urlpatterns = [
         colocation_views.node_availability_page,
         name="node-availability-page",
     ),
-    path("market/", views.market_page, name="market-page"),
+    path("nodes/<int:node_id>/ask/", provider_views.node_ask_page, name="node-ask-page"),
+    path("nodes/<int:node_id>/drain/", provider_views.node_drain_page, name="node-drain-page"),
+    path("payouts/", provider_views.payouts_page, name="payouts-page"),
+    path("market/", market_views.market_page, name="market-page"),
+    path("market/rounds/<int:round_id>/", market_views.round_page, name="round-page"),
+    path("statement/", market_views.statement_page, name="statement-page"),
+    path("statement.csv", market_views.statement_csv, name="statement-csv"),
     path("rentals/", rental_views.rentals_page, name="rentals-page"),
     path("rentals/<int:rental_id>/", rental_views.rental_page, name="rental-page"),
-    path("rentals/<int:rental_id>/cancel/", rental_views.rental_cancel_page, name="rental-cancel-page"),
+    path("rentals/<int:rental_id>/cancel/", rental_actions.rental_cancel_confirm_page, name="rental-cancel-page"),
+    path("rentals/<int:rental_id>/extend/", rental_actions.rental_extend_page, name="rental-extend-page"),
+    path("rentals/<int:rental_id>/gpu/", rental_actions.rental_gpu_fragment, name="rental-gpu-fragment"),
 ]

@@ -13,12 +13,8 @@ from ledger.currencies import from_base_units, to_base_units
 from ledger.models import Wallet
 from ledger.selectors import balances_for_user, entries_for_user
 from marketplace.models import ApiKey
+from marketplace.selectors import earnings_by_day, earnings_chart, node_gpu_telemetry, telemetry_charts
 from marketplace.services import api_key_create, api_key_revoke
-from reputation.acts import pool_score_distributions
-
-
-def home(request):
-    return render(request, "marketplace/home.html")
 
 
 @login_required
@@ -94,11 +90,30 @@ def nodes_page(request):
                 ticket = node_create(owner=request.user, name=name, reserve_price_per_hour=price)
             except ApplicationError as exc:
                 messages.error(request, exc.message)
-    nodes = [
-        {"node": node, "price": from_base_units(node.reserve_price_per_hour, "USDC")}
-        for node in nodes_for_owner(owner=request.user)
-    ]
-    return render(request, "marketplace/nodes.html", {"nodes": nodes, "ticket": ticket, "default_price": default_price})
+    nodes = []
+    for node in nodes_for_owner(owner=request.user):
+        points = node_gpu_telemetry(node)
+        nodes.append(
+            {
+                "node": node,
+                "price": from_base_units(node.reserve_price_per_hour, "USDC"),
+                "charts": telemetry_charts(points),
+                "points": len(points),
+                "util_id": f"node-{node.pk}-util",
+                "memory_id": f"node-{node.pk}-memory",
+            }
+        )
+    earnings = earnings_by_day(user_id=request.user.pk)
+    context = {
+        "nodes": nodes,
+        "ticket": ticket,
+        "default_price": default_price,
+        "earnings_chart": earnings_chart(earnings),
+        "earnings_total": from_base_units(sum(day.amount for day in earnings), "USDC"),
+        "earnings_days": len(earnings),
+        "any_telemetry": any(row["points"] for row in nodes),
+    }
+    return render(request, "marketplace/nodes.html", context)
 
 
 def _reserve_price(text: str) -> int | None:
@@ -108,13 +123,3 @@ def _reserve_price(text: str) -> int | None:
     except ApplicationError:
         return None
     return value if value <= to_base_units(settings.PRICING_MAX_RESERVE_PRICE, "USDC") else None
-
-
-def market_page(request):
-    """The public market: every pool's supply, demand and last prices, and the latest rounds."""
-    from pricing.models import MarketRound
-    from pricing.selectors import pool_markets
-
-    rounds = MarketRound.objects.select_related("pool").order_by("-created_at", "-pk")[:20]
-    context = {"pools": pool_markets(), "rounds": rounds, "pool_scores": pool_score_distributions()}
-    return render(request, "marketplace/market.html", context)

@@ -1,6 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from janction.errors import ApplicationError
+from ledger.currencies import from_base_units
 from nodes.models import Gpu, Node, NodeEvent, NodeFlag, NodePlacement, Pool, RevokedCertificate, VGpu
+from nodes.operator import node_operator_drain, node_quarantine, node_release
 
 
 class GpuInline(admin.TabularInline):
@@ -29,14 +32,59 @@ class NodeFlagInline(admin.TabularInline):
     readonly_fields = ["code", "detail", "at"]
 
 
+def _node_action(service, done: str):
+    """Return an admin action that calls a node operator service for each selected node and records it."""
+
+    def action(modeladmin, request, queryset):
+        changed = 0
+        for node in queryset.order_by("pk"):
+            try:
+                service(node_id=node.pk, reason=f"by {request.user.get_username()} in the admin")
+            except ApplicationError as exc:
+                modeladmin.message_user(request, f"{node.name}: {exc.message}", messages.ERROR)
+                continue
+            modeladmin.log_change(request, node, f"{done} (admin action)")
+            changed += 1
+        if changed:
+            modeladmin.message_user(request, f"{done}: {changed} node(s).", messages.SUCCESS)
+
+    return action
+
+
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
-    list_display = ["name", "owner", "state", "has_fake_gpus", "runtime", "last_seen_at", "reserve_price_per_hour"]
-    list_filter = ["state", "has_fake_gpus", "runtime"]
+    list_display = ["name", "owner", "state", "has_fake_gpus", "runtime", "last_seen_at", "ask_usdc", "ask_paused"]
+    list_filter = ["state", "has_fake_gpus", "runtime", "ask_paused"]
     search_fields = ["name", "owner__email", "hostname", "certificate_serial"]
-    readonly_fields = ["enrollment_token_hash", "certificate_serial", "certificate_pem", "enrolled_at", "last_seen_at"]
+    # The state changes only through the actions (the services), never by editing the field.
+    readonly_fields = [
+        "state",
+        "state_reason",
+        "enrollment_token_hash",
+        "certificate_serial",
+        "certificate_pem",
+        "enrolled_at",
+        "last_seen_at",
+    ]
     # An operator clears has_fake_gpus here once the hardware is verified: the agent cannot.
     inlines = [GpuInline, VGpuInline, NodeEventInline, NodeFlagInline]
+    actions = ["quarantine", "release", "drain"]
+
+    @admin.display(description="Ask (USDC/vGPU-h)", ordering="reserve_price_per_hour")
+    def ask_usdc(self, node):
+        return from_base_units(node.reserve_price_per_hour, "USDC")
+
+    @admin.action(description="Quarantine: take the selected nodes off the market now")
+    def quarantine(self, request, queryset):
+        _node_action(node_quarantine, "Quarantined")(self, request, queryset)
+
+    @admin.action(description="Release from quarantine (online again once the agent reports)")
+    def release(self, request, queryset):
+        _node_action(node_release, "Released")(self, request, queryset)
+
+    @admin.action(description="Drain: stop selling, let running work finish")
+    def drain(self, request, queryset):
+        _node_action(node_operator_drain, "Drained")(self, request, queryset)
 
 
 @admin.register(Pool)

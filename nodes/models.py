@@ -415,3 +415,21 @@ class PlacementPause(models.Model):
 
     def __str__(self) -> str:
         return f"{self.placement_id} paused at {self.paused_at_ms}"
+
+
+class GpuTelemetrySample(models.Model):
+    """A GPU's utilisation and memory at one moment, kept from heartbeats (at most one per GPU per interval).
+
+    The Gpu row holds only the latest values; these rows are the history the rental and node charts draw.
+    """
+
+    gpu = models.ForeignKey(Gpu, on_delete=models.CASCADE, related_name="telemetry")
+    at = models.DateTimeField()
+    utilization_percent = models.PositiveSmallIntegerField()
+    memory_used_bytes = models.PositiveBigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["gpu", "at"], name="nodes_gpu_telemetry_gpu_at")]
+
+    def __str__(self) -> str:
+        return f"gpu {self.gpu_id} at {self.at:%H:%M:%S}: {self.utilization_percent}%"

@@ -84,3 +84,7 @@ AGENT_LOG_BYTES_PER_PLACEMENT = env_int("AGENT_LOG_BYTES_PER_PLACEMENT", 32 * 10
 AGENT_DATABASE_RETRY_MAX_SECONDS = _env_seconds("AGENT_DATABASE_RETRY_MAX_SECONDS", 5.0)
 # Colocation: how often scheduled nodes are checked for a window that opened or closed (their agents are told).
 NODE_AVAILABILITY_PUSH_SECONDS = _env_seconds("NODE_AVAILABILITY_PUSH_SECONDS", 10.0)
+
+# GPU telemetry history for the rental and node charts (nodes/telemetry.py): one sample per GPU per interval.
+NODES_GPU_TELEMETRY_INTERVAL_SECONDS = _env_seconds("NODES_GPU_TELEMETRY_INTERVAL_SECONDS", 10.0)
+NODES_GPU_TELEMETRY_RETENTION_DAYS = int(_env_seconds("NODES_GPU_TELEMETRY_RETENTION_DAYS", 7))

@@ -34,6 +34,20 @@ def escrow_hold(*, rental: Rental, amount: int, attempt: int) -> None:
     rental.held_total += amount
 
 
+def escrow_top_up(*, rental: Rental, amount: int, key: str, memo: str, metadata: dict) -> None:
+    """Hold `amount` more of the owner's funds for a locked rental under `key` (unsaved); raise InsufficientFunds."""
+    ledger_hold(
+        user_id=rental.owner_id,
+        currency=rental.currency,
+        amount=amount,
+        idempotency_key=key,
+        memo=memo,
+        metadata={"rental": rental.pk, **metadata},
+    )
+    rental.escrow_held += amount
+    rental.held_total += amount
+
+
 def rental_bid_submit(*, rental: Rental, attempt: int) -> Bid:
     """Queue the bid of this attempt for the next round: the rental's vGPUs at its max price, until its deadline."""
     return bid_submit(

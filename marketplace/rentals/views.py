@@ -9,10 +9,11 @@ from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
 from janction.errors import ApplicationError
 from ledger.currencies import usdc
+from marketplace.rentals.action_views import extend_context, gpu_context
 from marketplace.rentals.errors import RentalInvalid, RentalNotFound
 from marketplace.rentals.models import RentalState
 from marketplace.rentals.selectors import (
@@ -22,7 +23,7 @@ from marketplace.rentals.selectors import (
     rental_pause_log,
     rentals_for_owner,
 )
-from marketplace.rentals.services import TERMINAL_STATES, rental_cancel, rental_submit
+from marketplace.rentals.services import TERMINAL_STATES, rental_submit
 from nodes.selectors import pools_with_supply
 
 # A submitted form token is remembered this long: a resubmission inside it shows the first rental.
@@ -133,7 +134,13 @@ def rentals_page(request):
         if error is None:
             messages.success(request, f"Rental {rental_id} is submitted: it waits for the next round.")
             return redirect("rental-page", rental_id=rental_id)
-    rows = [{"rental": rental, **_money(rental)} for rental in rentals_for_owner(owner=request.user)[:100]]
+    rentals = rentals_for_owner(owner=request.user)
+    state, pool = request.GET.get("state", ""), request.GET.get("pool", "")[:40]
+    if state in RentalState.values:
+        rentals = rentals.filter(state=state)
+    if pool:
+        rentals = rentals.filter(pool__name=pool)
+    rows = [{"rental": rental, **_money(rental)} for rental in rentals[:100]]
     context = {
         "rows": rows,
         "pools": pools_with_supply(),
@@ -143,6 +150,9 @@ def rentals_page(request):
         "error_field": _error_field(error),
         "max_vgpus": settings.RENTALS_MAX_VGPUS,
         "max_minutes": settings.RENTALS_MAX_DURATION_SECONDS // 60,
+        "filter_state": state if state in RentalState.values else "",
+        "filter_pool": pool,
+        "states": RentalState.choices,
     }
     return render(request, "marketplace/rentals.html", context, status=error.status if error else 200)
 
@@ -173,20 +183,7 @@ def rental_page(request, rental_id: int):
         "pauses": rental_pause_log(rental=rental),
         "state_labels": dict(RentalState.choices),
         "terminal_states": sorted(TERMINAL_STATES),
+        **extend_context(rental),
+        **gpu_context(rental),
     }
     return render(request, "marketplace/rental_detail.html", context)
-
-
-@login_required
-@require_POST
-def rental_cancel_page(request, rental_id: int):
-    """Cancel one of the buyer's rentals (rental_cancel); a second cancel says it already ended."""
-    try:
-        rental_cancel(owner=request.user, rental_id=rental_id)
-    except RentalNotFound:
-        raise Http404("No such rental.") from None
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, "The rental is cancelled; what it did not use goes back to your balance.")
-    return redirect("rental-page", rental_id=rental_id)

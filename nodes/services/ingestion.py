@@ -37,6 +37,7 @@ from nodes.services.flags import node_flag
 from nodes.services.lifecycle import node_transition
 from nodes.services.placements import placement_may_become
 from nodes.services.reports import HelloReport, NodeHeartbeat, RunningPlacementReport, VGpuReport
+from nodes.telemetry import gpu_telemetry_record
 
 AGENT_LOG = logging.getLogger("nodes.agent")
 
@@ -295,6 +296,7 @@ def node_heartbeats_apply(*, heartbeats: list[NodeHeartbeat]) -> list[int]:
     revived = []
     with transaction.atomic():
         _bulk_set(Node, nodes, {"last_seen_at": "timestamptz"})
+        gpu_telemetry_record(samples=[(g.pk, g.telemetry_at, g.utilization_percent, g.memory_used_bytes) for g in gpus])
         if gpus:
             _bulk_set(
                 Gpu,

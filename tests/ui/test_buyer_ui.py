@@ -185,6 +185,8 @@ def test_buyer_rents_watches_it_live_and_cancels(browser, asgi_server, tmp_path,
         page.screenshot(path=str(tmp_path / "rental-detail.png"), full_page=True)
 
         page.click("#cancel-button")
+        expect(page.locator("#cancel-confirm")).to_contain_text("Held in escrow now")  # asked first
+        page.click("#confirm-cancel")
         expect(page.locator(".messages")).to_contain_text("The rental is cancelled")
         expect(page.locator("#rental-state")).to_have_text("Cancelled")
         expect(page.locator("#cancel-button")).to_have_count(0)

@@ -10,6 +10,7 @@ def _violations(page):
     return messages
 
 
+@pytest.mark.django_db  # the landing page reads the network figures
 def test_html_pages_carry_a_strict_policy_and_json_does_not(client):
     response = client.get("/")
     policy = response["Content-Security-Policy"]

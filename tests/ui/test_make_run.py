@@ -7,6 +7,7 @@ shown, and headless Chromium walks the demo (faucet and wallet buttons, profile,
 while saving screenshots of the home, market, rental and docs pages under docs/screenshots/.
 """
 
+import csv
 import html
 import http.cookiejar
 import os
@@ -339,3 +340,211 @@ def test_a_newcomer_walks_the_demo_in_chromium_and_every_page_is_styled(site, br
         context.close()
     expected = [f"400 {site['base']}/settings/profile/"]  # the profile form refused without a role, on purpose
     assert failed == expected, failed
+
+
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+WIDTHS = (1440, 360)
+# Pages whose screenshots are kept under docs/screenshots/ as <name>-<width>.png.
+SCREENSHOT_PAGES = {"home", "market", "round", "login", "dashboard", "rentals", "rental", "statement", "nodes"}
+
+
+def _axe_findings(page, axe_source: str) -> list[str]:
+    """Run axe-core on the page and return its serious and critical findings, one line each."""
+    page.evaluate(axe_source)  # through the DevTools protocol: the page's CSP does not apply to it
+    violations = page.evaluate(
+        "axe.run(document).then(r => r.violations.filter(v => ['serious', 'critical'].includes(v.impact))"
+        ".map(v => v.impact + ' ' + v.id + ': ' + v.nodes.slice(0, 3).map(n => n.html).join(' | ')))"
+    )
+    return violations
+
+
+def buyer_journey(page) -> None:
+    """Rent a vGPU that runs a while: watch its GPU chart, extend it, cancel it after confirming, export the CSV."""
+    from playwright.sync_api import expect
+
+    page.goto("/dashboard/")
+    page.click("#demo-faucet")
+    expect(page.locator(".messages")).to_contain_text("Credited 100 demo USDC")
+    page.goto("/rentals/")
+    page.select_option("select[name=pool]", "ampere-40g")
+    page.fill("input[name=max_price]", "1.00")
+    page.fill("input[name=max_duration_minutes]", "10")
+    page.fill("input[name=image]", "docker.io/library/busybox:latest")
+    page.fill("input[name=command]", "sh -c 'echo busy; sleep 120'")
+    page.click("#rent-submit")
+    page.wait_for_url("**/rentals/*/")
+    expect(page.locator("#rental-state")).to_have_text("Running", timeout=90_000)
+    # The demo agent's heartbeats carry its fake GPUs' load; htmx brings the chart in within a refresh or two.
+    expect(page.locator("#gpu-util-chart")).to_be_visible(timeout=60_000)
+    drawn = "Boolean(document.getElementById('gpu-util-chart').chart)"  # page.evaluate: the CSP forbids eval
+    wait_for(lambda: page.evaluate(drawn), 10, "Chart.js to draw the GPU chart")
+    expect(page.locator("#gpu-section .badge.fake")).to_have_text("FAKE GPUs")
+    page.select_option("#extend-minutes", "15")
+    page.click("#extend-button")
+    expect(page.locator(".messages")).to_contain_text("Extended by 15 minutes")
+    expect(page.locator("#events")).to_contain_text("Extended by 15 min")
+    page.click("#cancel-button")
+    expect(page.locator("#cancel-confirm")).to_contain_text("Held in escrow now")
+    page.click("#confirm-cancel")
+    expect(page.locator("#rental-state")).to_have_text("Cancelled")
+    # The last usage charge and the refund post when the agent reports the stop: wait for them (settled).
+    for _ in range(60):
+        page.reload()
+        if page.locator("#rental-settled").inner_text() != "not yet":
+            break
+        time.sleep(1)
+    expect(page.locator("#rental-settled")).not_to_have_text("not yet")
+    page.goto("/statement/")
+    expect(page.locator("#statement")).to_contain_text("Escrow top-up")
+    with page.expect_download() as download:
+        page.click("#statement-csv")
+    rows = list(csv.DictReader(open(download.value.path(), newline="")))
+    assert any(row["memo"].startswith("Escrow top-up: rental") for row in rows), rows[:5]
+    shown = page.locator("#statement-pager span")
+    total = int(re.search(r"(\d+) entries", shown.inner_text()).group(1)) if shown.count() else None
+    assert len(rows) == (total if total is not None else page.locator("#statement tbody tr").count())
+
+
+def operator_and_provider_journey(browser, site, watch) -> None:
+    """The provider sets a price; the operator quarantines the node in the admin and it leaves the market."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(base_url=site["base"], viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    watch(page)
+
+    def log_in(email: str) -> None:
+        page.goto("/accounts/login/")
+        page.fill("input[name=login]", email)
+        page.fill("input[name=password]", site["passwords"][email])
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard/")
+
+    try:
+        log_in("provider@janction.localhost")
+        page.goto("/nodes/")
+        card = page.locator("section.node", has_text="demo-node")
+        card.locator("input[name=reserve_price]").fill("0.42")
+        card.locator(".ask-form button").click()
+        expect(page.locator(".messages")).to_contain_text("ask 0.42 USDC per vGPU-hour, on sale")
+        page.goto("/market/")
+        expect(page.locator("#market-nodes")).to_contain_text("0.42")
+        page.click("form[action='/accounts/logout/'] button")
+
+        log_in("admin@janction.localhost")
+        page.goto("/admin/nodes/node/?q=demo-node")
+        page.locator("input[name=_selected_action]").first.check()
+        page.select_option("select[name=action]", "quarantine")
+        page.click("button[name=index]")
+        expect(page.locator(".messagelist")).to_contain_text("Quarantined: 1 node(s).")
+        page.goto("/market/")
+        expect(page.locator("#market-nodes")).to_contain_text("Quarantined")
+        expect(page.locator("#pools tbody tr").first.locator("td").nth(5)).to_have_text("0")  # no vGPU free
+        page.goto("/admin/nodes/node/?q=demo-node")
+        page.locator("input[name=_selected_action]").first.check()
+        page.select_option("select[name=action]", "release")
+        page.click("button[name=index]")
+        expect(page.locator(".messagelist")).to_contain_text("Released: 1 node(s).")
+        for _ in range(30):  # offline until the agent's next heartbeat brings it online
+            page.goto("/market/")
+            if "Online" in page.locator("#market-nodes").inner_text():
+                break
+            time.sleep(1)
+        expect(page.locator("#market-nodes")).to_contain_text("Online")
+    finally:
+        context.close()
+
+
+def test_every_main_page_is_accessible_fits_360_px_and_loads_only_from_this_server(site, browser):
+    """axe-core on every main page, no horizontal scroll at 360 or 1440 px, the mobile menu, no outside request."""
+    from playwright.sync_api import expect
+
+    if not AXE.exists():
+        pytest.fail("axe-core is missing: run `make js-deps` (npm ci).")
+    axe_source = AXE.read_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    base = site["base"]
+    outside, failed, findings, too_wide = [], [], [], []
+
+    def visit(page, name: str, path: str, width: int) -> None:
+        page.goto(path)
+        page.wait_for_load_state("load")
+        scroll = page.evaluate("document.documentElement.scrollWidth")
+        if scroll > width:
+            too_wide.append(f"{path} at {width} px is {scroll} px wide")
+        if width == WIDTHS[0]:
+            findings.extend(f"{path}: {line}" for line in _axe_findings(page, axe_source))
+        if name in SCREENSHOT_PAGES:
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+
+    def watch(page) -> None:
+        def request(r):
+            if not (r.url.startswith(base + "/") or r.url.startswith(("data:", "blob:"))):
+                outside.append(r.url)
+
+        page.on("request", request)
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.on("pageerror", lambda error: failed.append(f"script error: {error}"))
+
+    for width in WIDTHS:
+        context = browser.new_context(base_url=base, viewport={"width": width, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        watch(page)
+        try:
+            visit(page, "home", "/", width)
+            # The demo agent's node is online; when the page came first, htmx's refresh (every 10 s) shows it.
+            expect(page.locator("#figure-nodes-online")).not_to_have_text("0", timeout=30_000)
+            visit(page, "market", "/market/", width)
+            expect(page.locator("#market-nodes")).to_contain_text("FAKE GPUs")
+            round_link = page.locator("#rounds a").first
+            if round_link.count():
+                visit(page, "round", round_link.get_attribute("href"), width)
+                expect(page.locator("#round-digest")).not_to_be_empty()
+            visit(page, "login", "/accounts/login/", width)
+            visit(page, "signup", "/accounts/signup/", width)
+            page.goto("/no-such-page/")
+            findings.extend(f"404: {line}" for line in _axe_findings(page, axe_source))
+            failed.remove(f"404 {base}/no-such-page/")
+
+            page.goto("/accounts/login/")
+            page.fill("input[name=login]", "buyer@janction.localhost")
+            page.fill("input[name=password]", "not the password")
+            page.click("button[type=submit]")
+            expect(page.locator("main form")).to_contain_text("not correct")  # the error is in the form
+            failed[:] = [f for f in failed if f != f"400 {base}/accounts/login/"]  # refused on purpose
+            page.fill("input[name=password]", site["passwords"]["buyer@janction.localhost"])
+            page.click("button[type=submit]")
+            page.wait_for_url("**/dashboard/")
+            if width == 360:
+                menu = page.locator("#nav-toggle")
+                expect(menu).to_be_visible()
+                expect(page.locator("#site-nav")).to_be_hidden()
+                menu.click()
+                expect(page.locator("#site-nav >> text=Statement")).to_be_visible()
+                assert page.evaluate("document.documentElement.scrollWidth") <= width
+                page.screenshot(path=str(SCREENSHOTS / "menu-360.png"))
+                page.keyboard.press("Escape")
+                expect(page.locator("#site-nav")).to_be_hidden()
+            if width == WIDTHS[0]:
+                buyer_journey(page)
+            visit(page, "dashboard", "/dashboard/", width)
+            visit(page, "rentals", "/rentals/", width)
+            rental_link = page.locator("#rentals a").first
+            if rental_link.count():
+                visit(page, "rental", rental_link.get_attribute("href"), width)
+            visit(page, "statement", "/statement/", width)
+            visit(page, "nodes", "/nodes/", width)
+            visit(page, "profile", "/settings/profile/", width)
+            visit(page, "wallets", "/settings/wallets/", width)
+            visit(page, "api-keys", "/settings/api-keys/", width)
+            visit(page, "two-factor", "/accounts/2fa/", width)
+            visit(page, "payouts", "/payouts/", width)
+        finally:
+            context.close()
+    operator_and_provider_journey(browser, site, watch)
+    assert not outside, outside
+    assert not findings, "\n".join(findings)
+    assert not too_wide, too_wide
+    assert not failed, failed
