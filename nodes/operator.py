@@ -10,6 +10,7 @@ from django.db import transaction
 
 from nodes.errors import InvalidNodeTransition, NodeNotFound
 from nodes.models import Node, NodeState
+from nodes.services import node_quarantine as services_node_quarantine
 from nodes.services import node_transition
 
 
@@ -21,12 +22,10 @@ def _locked(node_id: int) -> Node:
 
 
 def node_quarantine(*, node_id: int, reason: str) -> Node:
-    """Quarantine a node: nothing more is sold on it and its vGPUs leave the market now."""
-    with transaction.atomic():
-        node = _locked(node_id)
-        if node.state != NodeState.QUARANTINED:
-            node_transition(node=node, to_state=NodeState.QUARANTINED, reason=f"Quarantined by an operator: {reason}")
-    return node
+    """Quarantine a node: nothing more is sold on it and its vGPUs leave the market now (nodes.services' service)."""
+    if not Node.objects.filter(pk=node_id, deleted_at__isnull=True).exists():
+        raise NodeNotFound(f"Node {node_id} does not exist.")
+    return services_node_quarantine(node_id=node_id, reason=f"Quarantined by an operator: {reason}")
 
 
 def node_release(*, node_id: int, reason: str) -> Node:
