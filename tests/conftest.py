@@ -175,6 +175,23 @@ def _fresh_cache():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layers():
+    """Give every test a new channel layer object (the Redis layer's connections stay in the old one).
+
+    channels_redis binds what a consumer's receive() sets up to the event loop it first ran in; a later test's
+    consumer on another loop (Channels' test communicator under async_to_sync, a live view in a thread) then never
+    got its group messages. In production each server process keeps one loop.
+    """
+    yield
+    from django.conf import settings
+
+    if settings.configured and "channels" in settings.INSTALLED_APPS:
+        from channels.layers import channel_layers
+
+        channel_layers.backends = {}
+
+
 @pytest.fixture
 def celery_eager():
     """Run Celery tasks in-process for this test (the embedded default's mode)."""
