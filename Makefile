@@ -41,15 +41,17 @@ js-deps: package.json package-lock.json
 run: deps
 	HOST=$(HOST) PORT=$(PORT) PY=$(PY) bash scripts/run-embedded.sh
 
-## test: install what the tests need, lint, check migrations, run pytest on PostgreSQL and Redis
+## test: install what the tests need, lint, check the import rules and migrations, run pytest on PostgreSQL and Redis
 test: deps-dev system-deps js-deps
 	bash scripts/ensure-services.sh
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint:
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format:
 	$(VENV)/bin/ruff format .
@@ -63,11 +65,11 @@ proto: deps-dev
 serve: deps
 	HOST=$(HOST) PORT=$(PORT) bash scripts/serve.sh
 
-## bench: the benchmarks (slow; not part of the tests)
-bench: deps-dev
-	$(TEST_ENV) $(PY) -m benchmarks.ledger_bench
-	$(PY) -m benchmarks.pvcg_bench
-	$(TEST_ENV) $(PY) -m benchmarks.api_load
+## bench: every benchmark the README lists (slow; not part of the tests)
+BENCHMARKS := ledger_bench pvcg_bench gateway_bench metering_bench settlement_bench api_load
+bench: deps-dev js-deps
+	bash scripts/ensure-services.sh
+	set -e; for name in $(BENCHMARKS); do echo "== benchmarks.$$name"; $(TEST_ENV) $(PY) -m benchmarks.$$name; done
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.identity import build_csr_pem, generate_private_key, load_certificate_pem, load_private_key, private_key_pem
 from agent.pinning import PinError, certificate_fingerprint, format_fingerprint, pinned_ca_pem
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
-from agent.proto.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
 from agent.runtime.base import DEFAULT_GRACE_SECONDS
 from agent.session import AgentSession, Outbox
 from agent.state import AgentState, StateStore

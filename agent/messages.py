@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.nvml.base import GpuInfo, GpuTelemetry
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.runtime.base import (
     DEFAULT_CPU_MILLICORES,
     DEFAULT_MEMORY_BYTES,

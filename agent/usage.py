@@ -12,7 +12,7 @@ import logging
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.signing import sign_usage_report
+from agent.protocol.signing import sign_usage_report
 from agent.state import PlacementRecord, UsageRecord
 
 log = logging.getLogger(__name__)

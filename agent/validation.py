@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 
 # The grammar of github.com/distribution/reference: [domain[:port]/]path[:tag][@digest]. No component may
 # begin with "-", so a reference can never be read as a flag.

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
-from agent.proto.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
 
 P99_LIMIT_MS = 250.0
 MIN_HANDLED_SHARE = 0.95

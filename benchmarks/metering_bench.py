@@ -32,7 +32,7 @@ def _setup():
     from django.utils import timezone
 
     from ledger.services import Leg, Posting, ledger_deposit, ledger_post_bulk
-    from marketplace.models import Rental, RentalPlacement, RentalState
+    from marketplace.rentals.models import Rental, RentalPlacement, RentalState
     from nodes.models import NodePlacement
     from pricing.models import Bid, BidState
     from tests.factories import UserFactory, online_node

@@ -18,11 +18,8 @@ Needs node_modules (npx hardhat) and PostgreSQL. Prints:
 from __future__ import annotations
 
 import json
-import os
 import random
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +30,6 @@ SIZES = (10_000, 100_000)
 PURE_REPEATS = 3
 POSTING_CHUNK = 5_000
 CLAIMS = 5
-HARDHAT_STARTUP_TIMEOUT_SECONDS = 60
 GAS_SIZES = (1_000, 10_000, 100_000)
 # ledger.settlement.batches.LEAF_TYPES, repeated so the pure part runs before Django is set up.
 LEAF_TYPES = ("uint256", "address", "address", "uint128")
@@ -84,31 +80,13 @@ def _tree_and_proofs(values: list[list[str]]) -> tuple[float, float, int]:
 @contextmanager
 def hardhat() -> Iterator[object]:
     """Run `npx hardhat node` on a free loopback port for the duration of the block; yield a Web3 for it."""
-    from web3 import Web3
+    from ledger.chain.hardhat import HardhatUnavailable, hardhat_node
 
-    from tests.contracts.conftest import _free_loopback_port, _stop_process_group
-
-    port = _free_loopback_port()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            ["npx", "hardhat", "node", "--hostname", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "HARDHAT_DISABLE_TELEMETRY_PROMPT": "true"},
-        )
-        try:
-            w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 60}))
-            deadline = time.monotonic() + HARDHAT_STARTUP_TIMEOUT_SECONDS
-            while not w3.is_connected():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise SystemExit(f"hardhat node did not start:\n{log.read().decode(errors='replace')[-2000:]}")
-                time.sleep(0.2)
+    try:
+        with hardhat_node(root=ROOT, request_timeout=60) as w3:
             yield w3
-        finally:
-            _stop_process_group(process)
+    except HardhatUnavailable as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def run_full(w3) -> None:
@@ -208,9 +186,8 @@ def _populate(first: int, count: int, *, again: str = "") -> None:
     from django.contrib.auth import get_user_model
     from eth_utils import keccak, to_checksum_address
 
-    from ledger.models import Account, AccountKind
+    from ledger.models import Account, AccountKind, Wallet
     from ledger.services import Leg, Posting, ledger_post_bulk
-    from marketplace.models import Wallet
 
     user_model = get_user_model()
     numbers = range(first, first + count)
@@ -276,7 +253,7 @@ def _claims(w3, batch, settlement, usdc, send, admin, operator, numbers=None) ->
     from django.contrib.auth import get_user_model
 
     from ledger.merkle import StandardMerkleTree
-    from marketplace.models import Wallet
+    from ledger.models import Wallet
 
     leaves = json.loads(batch.data.content)["leaves"]
     tree = StandardMerkleTree.of(leaves, LEAF_TYPES)

@@ -11,8 +11,10 @@ from ledger.models import (
     PayoutAllocation,
     SettlementAlert,
     SettlementBatch,
+    SiweNonce,
     StakeEvent,
     Transaction,
+    Wallet,
 )
 
 
@@ -119,3 +121,15 @@ class StakeEventAdmin(ReadOnlyAdmin):
     list_display = ["id", "account", "kind", "amount", "unlock_at", "tx_hash", "block_number"]
     list_filter = ["kind"]
     search_fields = ["account", "tx_hash"]
+
+
+@admin.register(Wallet)
+class WalletAdmin(admin.ModelAdmin):
+    list_display = ["address", "user", "chain_id", "linked_at"]
+    search_fields = ["address", "user__email"]
+
+
+@admin.register(SiweNonce)
+class SiweNonceAdmin(admin.ModelAdmin):
+    list_display = ["nonce", "user", "address", "created_at", "expires_at", "used_at"]
+    readonly_fields = ["nonce", "user", "address", "message", "expires_at", "used_at"]

@@ -22,6 +22,8 @@ class Currency(models.TextChoices):
 
 
 DECIMALS: dict[str, int] = {Currency.USDC: 6, Currency.JCT: 18}
+# Base units in one USDC (10**6): the one place the USDC scale is written down.
+USDC_SCALE = 10 ** DECIMALS[Currency.USDC]
 
 # Balances are numeric(78, 0) columns: anything below 10**60 base units fits with room for sums.
 MAX_BASE_UNITS = 10**60
@@ -84,6 +86,39 @@ def from_base_units(base_units: int, currency: str) -> str:
     return sign + text
 
 
+def usdc(base_units: int) -> str:
+    """Render USDC base units as a plain decimal string in whole USDC (a sign when negative)."""
+    return from_base_units(base_units, Currency.USDC)
+
+
+class AmountNotText(InvalidAmount):
+    """The amount was not a string (nor, where allowed, an int of base units)."""
+
+
+class AmountAboveCeiling(InvalidAmount):
+    """The amount is more than the endpoint's ceiling."""
+
+
+def read_amount(
+    value, currency: str, *, allow_zero: bool = False, ceiling: int | None = None, int_is_base_units: bool = False
+) -> int:
+    """Read an amount a client sent into integer base units: every endpoint that reads amounts comes here.
+
+    The endpoints do not agree yet, and each keeps its behaviour through the flags: the rentals API takes a
+    bare int as base units (`int_is_base_units`), every other endpoint refuses anything but a string. Each
+    maps the exceptions (AmountNotText, AmountAboveCeiling, InvalidAmount) to its own message.
+    """
+    if int_is_base_units and isinstance(value, int) and not isinstance(value, bool):
+        base = value
+    elif isinstance(value, str):
+        base = to_base_units(value, currency, allow_zero=allow_zero)
+    else:
+        raise AmountNotText(f"Send the amount as {AMOUNT_RULE}.")
+    if ceiling is not None and base > ceiling:
+        raise AmountAboveCeiling(f"The amount may be at most {from_base_units(ceiling, currency)} {currency}.")
+    return base
+
+
 @extend_schema_field({"type": "string", "pattern": AMOUNT_PATTERN, "maxLength": MAX_AMOUNT_CHARS, "example": "12.5"})
 class AmountField(serializers.Field):
     """An amount in whole units of `currency`, read by the one rule above into integer base units."""
@@ -95,13 +130,10 @@ class AmountField(serializers.Field):
 
     def to_internal_value(self, data):
         currency = self.currency or self._sibling_currency()
-        if not isinstance(data, str):
-            raise serializers.ValidationError(f"Send the amount as {AMOUNT_RULE}.")
         try:
-            value = to_base_units(data, currency, allow_zero=self.allow_zero)
+            return read_amount(data, currency, allow_zero=self.allow_zero)
         except (InvalidAmount, UnknownCurrency) as exc:
             raise serializers.ValidationError(exc.message) from None
-        return value
 
     def to_representation(self, value):
         return from_base_units(value, self.currency or "USDC")

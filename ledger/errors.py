@@ -1,6 +1,6 @@
 """Ledger errors."""
 
-from janction.errors import ApplicationError, NotFound, Unprocessable, ValidationFailed
+from janction.errors import ApplicationError, Conflict, NotFound, Unprocessable, ValidationFailed
 
 
 class UnknownCurrency(ValidationFailed):
@@ -27,3 +27,19 @@ class IdempotencyKeyReused(Unprocessable):
 
 class FaucetDisabled(NotFound):
     code = "faucet_disabled"
+
+
+class WalletVerificationFailed(ValidationFailed):
+    code = "wallet_verification_failed"
+
+
+class NonceInvalid(ValidationFailed):
+    code = "siwe_nonce_invalid"
+
+
+class WalletTaken(Conflict):
+    code = "wallet_already_linked"
+
+
+class WalletNotFound(NotFound):
+    code = "wallet_not_found"

@@ -1,4 +1,4 @@
-"""Celery tasks of the ledger: settlement batches and the chain watcher (thin wrappers over services)."""
+"""Celery tasks of the ledger: settlement batches, the chain watcher, idempotency records (thin wrappers)."""
 
 from datetime import timedelta
 
@@ -48,22 +48,6 @@ def chain_watch_scan_task() -> dict:
         "events": result.events,
         "credited": result.credited,
     }
-
-
-@shared_task(
-    name="ledger.contribution_epoch_run",
-    autoretry_for=(OperationalError,),
-    retry_backoff=60,
-    retry_backoff_max=900,
-    retry_jitter=True,
-    max_retries=5,
-    acks_late=True,
-)
-def contribution_epoch_run_task() -> list[str]:
-    """Score every finished Proof-of-Contribution epoch not yet scored; return their start times."""
-    from ledger.contribution import contribution_epoch_run
-
-    return [epoch.start.isoformat() for epoch in contribution_epoch_run()]
 
 
 @shared_task(name="ledger.idempotency_records_purge")

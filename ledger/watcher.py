@@ -32,12 +32,12 @@ from ledger.models import (
     SettlementAlert,
     StakeEvent,
     TransactionKind,
+    Wallet,
 )
 from ledger.services import Leg, Posting, PostResult, ledger_deposit, ledger_post
 from ledger.settlement.batches import settlement_alert_open, token_addresses
 from ledger.settlement.connection import CHAIN_DOWN_ERRORS, chain_confirmations, chain_connection_get
 from ledger.settlement.errors import ChainUnavailable
-from marketplace.models import Wallet
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from marketplace.models import ApiKey, Profile, SiweNonce, Wallet
+from marketplace.models import ApiKey, Profile
 
 
 @admin.register(Profile)
@@ -8,18 +8,6 @@ class ProfileAdmin(admin.ModelAdmin):
     list_display = ["user", "display_name", "region", "is_buyer", "is_provider"]
     list_filter = ["region", "is_buyer", "is_provider"]
     search_fields = ["user__email", "display_name"]
-
-
-@admin.register(Wallet)
-class WalletAdmin(admin.ModelAdmin):
-    list_display = ["address", "user", "chain_id", "linked_at"]
-    search_fields = ["address", "user__email"]
-
-
-@admin.register(SiweNonce)
-class SiweNonceAdmin(admin.ModelAdmin):
-    list_display = ["nonce", "user", "address", "created_at", "expires_at", "used_at"]
-    readonly_fields = ["nonce", "user", "address", "message", "expires_at", "used_at"]
 
 
 @admin.register(ApiKey)

@@ -8,15 +8,10 @@ from rest_framework.views import APIView
 
 from janction.openapi import error_responses
 from janction.throttling import ApiKeyRateThrottle
-from marketplace.models import ApiKey, Profile, Region, Wallet
-from marketplace.services import (
-    api_key_create,
-    api_key_revoke,
-    profile_update,
-    wallet_challenge_create,
-    wallet_link,
-    wallet_unlink,
-)
+from ledger.models import Wallet
+from ledger.wallets import wallet_challenge_create, wallet_link, wallet_unlink
+from marketplace.models import ApiKey, Profile, Region
+from marketplace.services import api_key_create, api_key_revoke, profile_update
 
 
 class ProfileSerializer(serializers.ModelSerializer):

@@ -8,10 +8,9 @@ from eth_account.messages import encode_defunct
 
 from janction.errors import Conflict, NotFound
 from ledger.currencies import to_base_units
-from ledger.models import TransactionKind
+from ledger.models import TransactionKind, Wallet
 from ledger.services import ledger_deposit
-from marketplace.models import Wallet
-from marketplace.services import wallet_challenge_create, wallet_link
+from ledger.wallets import wallet_challenge_create, wallet_link
 
 DEMO_FAUCET_CURRENCY = "USDC"
 DEMO_FAUCET_AMOUNT = "100"

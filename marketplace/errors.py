@@ -1,18 +1,6 @@
-"""Account, wallet and API-key errors."""
+"""Account and API-key errors (wallet errors are the ledger's: ledger.errors)."""
 
-from janction.errors import Conflict, NotFound, ValidationFailed
-
-
-class WalletVerificationFailed(ValidationFailed):
-    code = "wallet_verification_failed"
-
-
-class NonceInvalid(ValidationFailed):
-    code = "siwe_nonce_invalid"
-
-
-class WalletTaken(Conflict):
-    code = "wallet_already_linked"
+from janction.errors import Conflict, NotFound
 
 
 class ApiKeyNotFound(NotFound):
@@ -21,7 +9,3 @@ class ApiKeyNotFound(NotFound):
 
 class ApiKeyNameTaken(Conflict):
     code = "api_key_name_taken"
-
-
-class WalletNotFound(NotFound):
-    code = "wallet_not_found"

@@ -1,11 +1,15 @@
-"""Signal receivers: a won bid becomes a rental's placements."""
+"""Signal receivers: a won bid becomes a rental's placements, a quarantined node's rentals are settled at once,
+Proof of Contribution learns who rented what."""
 
 import logging
 
 from django.dispatch import receiver
 
-from marketplace.rentals.dispatch import rental_allocate
+from marketplace.rentals.dispatch import rental_allocate, rentals_on_node_observe
+from marketplace.rentals.selectors import placement_buyers
+from nodes.signals import node_quarantined
 from pricing.signals import bid_allocated
+from reputation.signals import placement_buyers_requested
 
 logger = logging.getLogger(__name__)
 
@@ -17,3 +21,18 @@ def rental_on_bid_allocated(sender, bid_id: int, round_id: int, **kwargs) -> Non
         rental_allocate(bid_id=bid_id)
     except Exception:
         logger.exception("allocating the rental of bid %s (round %s) failed; the next sync retries", bid_id, round_id)
+
+
+@receiver(placement_buyers_requested, dispatch_uid="marketplace.placement_buyers")
+def rental_placement_buyers(sender, placement_ids: set[str], **kwargs) -> dict[str, int]:
+    """Return the renting user of each placement id that a rental made."""
+    return placement_buyers(placement_ids=placement_ids)
+
+
+@receiver(node_quarantined, dispatch_uid="marketplace.rentals_on_node_quarantined")
+def rentals_on_node_quarantined(sender, node_id: int, **kwargs) -> None:
+    """Interrupt, settle and refund the rentals that ran on a quarantined node; the sync task retries failures."""
+    try:
+        rentals_on_node_observe(node_id=node_id)
+    except Exception:
+        logger.exception("settling the rentals of quarantined node %s failed; the next sync retries", node_id)

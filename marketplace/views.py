@@ -10,8 +10,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from janction.errors import ApplicationError
 from ledger.currencies import from_base_units, to_base_units
+from ledger.models import Wallet
 from ledger.selectors import balances_for_user, entries_for_user
-from marketplace.models import ApiKey, Wallet
+from marketplace.models import ApiKey
 from marketplace.services import api_key_create, api_key_revoke
 
 

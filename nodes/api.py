@@ -7,8 +7,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from janction.openapi import error_responses
-from ledger.currencies import AmountField, to_base_units
+from ledger.currencies import AmountAboveCeiling, AmountField, read_amount, to_base_units
+from ledger.errors import InvalidAmount
 from nodes.errors import NodeNotFound
+from nodes.hooks import default_reserve_price
 from nodes.models import Gpu, Node, VGpu
 from nodes.selectors import nodes_for_owner
 from nodes.services import (
@@ -20,21 +22,23 @@ from nodes.services import (
     node_token_regenerate,
     node_undrain,
 )
-from pricing.services import default_reserve_price
 
 
 class PriceField(AmountField):
-    """A USDC price per vGPU-hour (ledger.currencies' amount rule), stored as integer base units."""
+    """A USDC price per vGPU-hour (read by ledger.currencies.read_amount), stored as integer base units."""
 
     def __init__(self, **kwargs):
         super().__init__(currency="USDC", allow_zero=True, **kwargs)
 
     def to_internal_value(self, data):
-        value = super().to_internal_value(data)
         ceiling = settings.PRICING_MAX_RESERVE_PRICE
-        if value > to_base_units(ceiling, "USDC"):
-            raise serializers.ValidationError(f"Reserve prices above {ceiling} USDC per vGPU-hour are refused.")
-        return value
+        try:
+            return read_amount(data, "USDC", allow_zero=True, ceiling=to_base_units(ceiling, "USDC"))
+        except AmountAboveCeiling:
+            message = f"Reserve prices above {ceiling} USDC per vGPU-hour are refused."
+            raise serializers.ValidationError(message) from None
+        except InvalidAmount as exc:
+            raise serializers.ValidationError(exc.message) from None
 
 
 class GpuSerializer(serializers.ModelSerializer):

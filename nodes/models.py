@@ -157,6 +157,35 @@ class VGpu(models.Model):
         return f"{self.node_id}/{self.local_id} ({self.pool_id})"
 
 
+class PlacementState(models.TextChoices):
+    """Where a placement is, as the platform last heard it: `requested` until its agent reports."""
+
+    REQUESTED = "requested", "Requested"
+    STARTING = "starting", "Starting"
+    RUNNING = "running", "Running"
+    # No agent reports it yet: the transition table keeps room for a later pause/resume.
+    PAUSED = "paused", "Paused"
+    EXITED = "exited", "Exited"
+    FAILED = "failed", "Failed"
+    LOST = "lost", "Lost"
+
+
+_LIVE_ENDS = frozenset({PlacementState.EXITED, PlacementState.FAILED, PlacementState.LOST})
+# Which placement state may follow which: forward only, plus paused <-> running. The one table both the
+# gateway (what an agent may report) and the rentals code (what has ended) read.
+PLACEMENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    PlacementState.REQUESTED: frozenset({PlacementState.STARTING, PlacementState.RUNNING}) | _LIVE_ENDS,
+    PlacementState.STARTING: frozenset({PlacementState.RUNNING}) | _LIVE_ENDS,
+    PlacementState.RUNNING: frozenset({PlacementState.PAUSED}) | _LIVE_ENDS,
+    PlacementState.PAUSED: frozenset({PlacementState.RUNNING}) | _LIVE_ENDS,
+    PlacementState.EXITED: frozenset(),
+    PlacementState.FAILED: frozenset(),
+    PlacementState.LOST: frozenset(),
+}
+# The states a placement never leaves.
+PLACEMENT_FINAL_STATES = frozenset(state for state, after in PLACEMENT_TRANSITIONS.items() if not after)
+
+
 class NodePlacement(models.Model):
     """A placement the platform sent to a node, with what the node last reported about it.
 
@@ -166,8 +195,8 @@ class NodePlacement(models.Model):
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="placements")
     placement_id = models.CharField(max_length=128, unique=True)
-    # "requested" until the agent reports; then the agent's state: starting, running, exited, failed.
-    state = models.CharField(max_length=12, default="requested")
+    # A PlacementState (no `choices`, so adding one needs no migration): "requested" until the agent reports.
+    state = models.CharField(max_length=12, default=PlacementState.REQUESTED)
     vgpu_local_ids = models.JSONField(default=list)
     exit_code = models.IntegerField(null=True, blank=True)
     message = models.CharField(max_length=500, blank=True)
@@ -216,7 +245,7 @@ class UsageReport(models.Model):
     interval_end_ms = models.BigIntegerField()
     vgpu_count = models.PositiveIntegerField()
     vgpu_milliseconds = models.PositiveBigIntegerField()
-    # DER ECDSA-SHA256 signature over agent.signing.canonical_usage_bytes: evidence for disputes.
+    # DER ECDSA-SHA256 signature over agent.protocol.signing.canonical_usage_bytes: evidence for disputes.
     signature = models.BinaryField()
     received_at = models.DateTimeField(auto_now_add=True)
 

@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from janction.api import IsoDateTimeFilter
 from janction.openapi import error_responses
-from ledger.currencies import AMOUNT_PATTERN, AmountField, from_base_units
+from ledger.currencies import AMOUNT_PATTERN, AmountField, from_base_units, usdc
 from pricing.market_account import market_account_alert_text, market_account_summary
 from pricing.models import MarketRound
 from pricing.selectors import pool_markets
@@ -172,9 +172,6 @@ class MarketAccountSerializer(serializers.Serializer):
     days = MarketAccountDaySerializer(many=True)
 
 
-def _usdc(base_units: int) -> str:
-    return ("-" if base_units < 0 else "") + from_base_units(abs(base_units), "USDC")
-
 
 class MarketAccountView(APIView):
     """The platform market account, for operators (staff only)."""
@@ -187,13 +184,13 @@ class MarketAccountView(APIView):
         return Response(
             MarketAccountSerializer(
                 {
-                    "balance": _usdc(summary.balance),
-                    "fees_balance": _usdc(summary.fees_balance),
-                    "income": _usdc(summary.income),
-                    "outflows": _usdc(summary.outflows),
-                    "lowest_balance": _usdc(summary.lowest_balance),
+                    "balance": usdc(summary.balance),
+                    "fees_balance": usdc(summary.fees_balance),
+                    "income": usdc(summary.income),
+                    "outflows": usdc(summary.outflows),
+                    "lowest_balance": usdc(summary.lowest_balance),
                     "lowest_at": summary.lowest_at,
-                    "threshold": _usdc(summary.threshold),
+                    "threshold": usdc(summary.threshold),
                     "alert": summary.alert,
                     "alert_message": market_account_alert_text(summary),
                     "rounds": summary.rounds,
@@ -201,9 +198,9 @@ class MarketAccountView(APIView):
                     "days": [
                         {
                             "day": d.day,
-                            "income": _usdc(d.income),
-                            "outflows": _usdc(d.outflows),
-                            "balance": _usdc(d.balance),
+                            "income": usdc(d.income),
+                            "outflows": usdc(d.outflows),
+                            "balance": usdc(d.balance),
                         }
                         for d in summary.days
                     ],

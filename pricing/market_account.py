@@ -12,7 +12,7 @@ from datetime import date, datetime
 from django.conf import settings
 from django.db.models import Count, Q
 
-from ledger.currencies import Currency, to_base_units
+from ledger.currencies import USDC_SCALE, Currency, to_base_units
 from ledger.models import Account, AccountKind, Entry
 from pricing.models import MarketRound
 
@@ -111,7 +111,7 @@ def market_account_alert_text(summary: MarketAccount) -> str:
         return ""
     when = f" on {summary.lowest_at:%Y-%m-%d %H:%M} UTC" if summary.lowest_at else ""
     return (
-        f"The market account fell to {summary.lowest_balance / 1_000_000:.6f} USDC{when}, below the alert threshold "
-        f"of {summary.threshold / 1_000_000:.6f} USDC (now {summary.balance / 1_000_000:.6f}): "
+        f"The market account fell to {summary.lowest_balance / USDC_SCALE:.6f} USDC{when}, below the alert threshold "
+        f"of {summary.threshold / USDC_SCALE:.6f} USDC (now {summary.balance / USDC_SCALE:.6f}): "
         "some round or charge paid providers more than buyers paid; check the rounds with a negative budget."
     )

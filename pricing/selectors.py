@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from django.db.models import Sum
 
+from ledger.currencies import USDC_SCALE
 from nodes.selectors import pools_with_supply
 from pricing.models import Bid, BidState, MarketRound
 from pricing.services import pool_default_ask
@@ -29,7 +30,7 @@ class PoolMarket:
 def _per_unit(total: int, units: int) -> Decimal | None:
     if not units:
         return None
-    return (Decimal(total) / Decimal(1_000_000) / units).quantize(Decimal("0.000001"))
+    return (Decimal(total) / Decimal(USDC_SCALE) / units).quantize(Decimal("0.000001"))
 
 
 def pool_markets() -> list[PoolMarket]:

@@ -12,8 +12,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
+from ledger.currencies import USDC_SCALE
 from nodes.models import Node, NodeState, Pool, VGpu, VGpuState
-from nodes.services import vgpu_transition
+from nodes.services import Holder, vgpus_reserve
 from pricing.errors import InvalidBid, UnknownPool
 from pricing.models import Allocation, Bid, BidState, MarketRound, RoundAward
 from pricing.placement import plan_placements
@@ -23,7 +24,7 @@ from pricing.signals import bid_allocated
 
 logger = logging.getLogger(__name__)
 
-MICRO = Decimal(1_000_000)
+MICRO = Decimal(USDC_SCALE)
 
 
 def to_price(base_units: int) -> Decimal:
@@ -242,7 +243,7 @@ def _allocate(market_round: MarketRound, result: Result, book: OrderBook, bids: 
         bid = bids[bid_key]
         for ask_id, units in parts:
             taken, free[ask_id] = free[ask_id][:units], free[ask_id][units:]
-            vgpu_transition(vgpus=taken, to_state=VGpuState.RESERVED, holder=f"bid:{bid.pk}")
+            vgpus_reserve(vgpus=taken, holder=Holder.bid(bid.pk))
             allocation = Allocation.objects.create(
                 round=market_round, bid=bid, award=awards[ask_id], node=book.nodes[ask_id], units=units
             )

@@ -7,11 +7,17 @@ import enum
 import logging
 import resource
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Protocol
 
 from agent.slicing import ContainerGpuSettings
+
+
+def now_ms() -> int:
+    """Return the wall-clock time in Unix milliseconds (what state changes are stamped with)."""
+    return int(time.time() * 1000)
 
 log = logging.getLogger(__name__)
 

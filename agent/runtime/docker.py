@@ -9,7 +9,6 @@ import logging
 import os
 import socket
 import struct
-import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +31,7 @@ from agent.runtime.base import (
     WorkloadState,
     container_name,
     container_ulimits,
+    now_ms,
     start_thread,
 )
 from agent.runtime.disk import DiskQuotaExceeded, ImageDiskQuota, ImageStore, StoredImage
@@ -64,9 +64,6 @@ class _UnixConnection(http.client.HTTPConnection):
         sock.connect(self._socket_path)
         self.sock = sock
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _query(**params: object) -> str:
@@ -183,13 +180,13 @@ class DockerRuntime(Runtime):
             info = self._call("GET", f"/containers/{name}/json")
         except DiskQuotaExceeded as exc:
             # The provider's limit, not the buyer's fault: LOST lets the platform requeue the rental elsewhere.
-            events.on_state(StateChange(spec.placement_id, WorkloadState.LOST, _now_ms(), message=str(exc)))
+            events.on_state(StateChange(spec.placement_id, WorkloadState.LOST, now_ms(), message=str(exc)))
             return
         except (OSError, RuntimeError) as exc:
             self._delete(name)
-            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, _now_ms(), message=str(exc)))
+            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, now_ms(), message=str(exc)))
             return
-        started = timestamp_ms(info["State"].get("StartedAt", "")) or _now_ms()
+        started = timestamp_ms(info["State"].get("StartedAt", "")) or now_ms()
         events.on_state(StateChange(spec.placement_id, WorkloadState.RUNNING, started))
         self._follow(spec.placement_id, events, "")
 
@@ -214,10 +211,10 @@ class DockerRuntime(Runtime):
         except (OSError, DockerApiError) as exc:
             # Removed under the workload on the host: the provider's side, not the workload's.
             message = f"container {name} disappeared: {exc}"
-            events.on_state(StateChange(placement_id, WorkloadState.LOST, _now_ms(), message=message))
+            events.on_state(StateChange(placement_id, WorkloadState.LOST, now_ms(), message=message))
             return
         exit_code = int(state.get("ExitCode", waited.get("StatusCode", -1)))
-        finished = timestamp_ms(state.get("FinishedAt", "")) or _now_ms()
+        finished = timestamp_ms(state.get("FinishedAt", "")) or now_ms()
         events.on_state(StateChange(placement_id, WorkloadState.EXITED, finished, exit_code=exit_code))
 
     def stop(self, placement_id: str, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> None:

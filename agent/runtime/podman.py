@@ -7,7 +7,6 @@ import logging
 import shutil
 import subprocess
 import tempfile
-import time
 
 from agent.runtime.base import (
     CONTAINER_TMP,
@@ -26,6 +25,7 @@ from agent.runtime.base import (
     WorkloadState,
     container_name,
     container_ulimits,
+    now_ms,
     pump_lines,
     start_thread,
 )
@@ -38,9 +38,6 @@ START_TIMEOUT_SECONDS = 1800
 PULL_TIMEOUT_SECONDS = 1800
 COMMAND_TIMEOUT_SECONDS = 60
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def env_file_text(env: dict[str, str]) -> str:
@@ -151,7 +148,7 @@ class PodmanRuntime(Runtime):
         try:
             env_text = env_file_text({**spec.env, **spec.gpu.env})
         except ValueError as exc:
-            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, _now_ms(), message=str(exc)))
+            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, now_ms(), message=str(exc)))
             return
         try:
             with (
@@ -166,18 +163,18 @@ class PodmanRuntime(Runtime):
                     result = subprocess.CompletedProcess([], 1, "", "podman run timed out")
         except DiskQuotaExceeded as exc:
             # The provider's limit, not the buyer's fault: LOST lets the platform requeue the rental elsewhere.
-            events.on_state(StateChange(spec.placement_id, WorkloadState.LOST, _now_ms(), message=str(exc)))
+            events.on_state(StateChange(spec.placement_id, WorkloadState.LOST, now_ms(), message=str(exc)))
             return
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, _now_ms(), message=str(exc)))
+            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, now_ms(), message=str(exc)))
             return
         if result.returncode != 0:
             self._run("rm", "--force", "--ignore", spec.container_name)
             message = result.stderr.strip()[-1000:] or f"podman run exited with {result.returncode}"
-            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, _now_ms(), message=message))
+            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, now_ms(), message=message))
             return
         info = self._inspect(spec.container_name) or {}
-        started = timestamp_ms(info.get("State", {}).get("StartedAt", "")) or _now_ms()
+        started = timestamp_ms(info.get("State", {}).get("StartedAt", "")) or now_ms()
         events.on_state(StateChange(spec.placement_id, WorkloadState.RUNNING, started))
         self._follow(spec.placement_id, events, "")
 
@@ -207,11 +204,11 @@ class PodmanRuntime(Runtime):
         if waited.returncode != 0 or info is None:
             # Removed under the workload on the host: the provider's side, not the workload's.
             message = f"container {name} disappeared: {waited.stderr.strip()[-500:]}"
-            events.on_state(StateChange(placement_id, WorkloadState.LOST, _now_ms(), message=message))
+            events.on_state(StateChange(placement_id, WorkloadState.LOST, now_ms(), message=message))
             return
         state = info.get("State", {})
         exit_code = int(state.get("ExitCode", waited.stdout.strip() or -1))
-        finished = timestamp_ms(state.get("FinishedAt", "")) or _now_ms()
+        finished = timestamp_ms(state.get("FinishedAt", "")) or now_ms()
         events.on_state(StateChange(placement_id, WorkloadState.EXITED, finished, exit_code=exit_code))
 
     def _inspect(self, name: str) -> dict | None:

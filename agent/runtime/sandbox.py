@@ -19,7 +19,6 @@ import signal
 import stat
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 from agent.runtime.base import (
@@ -35,6 +34,7 @@ from agent.runtime.base import (
     StateChange,
     WorkloadInfo,
     WorkloadState,
+    now_ms,
     pump_lines,
     start_thread,
 )
@@ -44,9 +44,6 @@ NOBODY = 65534
 HIDDEN_PATHS = ("/home", "/root", "/run", "/var", "/mnt", "/media", "/srv")
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class SandboxRuntime(Runtime):
@@ -165,11 +162,11 @@ class SandboxRuntime(Runtime):
         placement_id = spec.placement_id
         if not spec.command:
             message = "the sandbox runtime runs a command on the host and cannot run an image's default command"
-            events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=message))
+            events.on_state(StateChange(placement_id, WorkloadState.FAILED, now_ms(), message=message))
             return
         if spec.network_allowed:
             message = "the sandbox runtime has no network; run this node with --runtime podman or docker"
-            events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=message))
+            events.on_state(StateChange(placement_id, WorkloadState.FAILED, now_ms(), message=message))
             return
         env = {"PATH": SANDBOX_PATH, "HOME": CONTAINER_TMP, **spec.env, **spec.gpu.env}
         groups, note = self._limits(spec)
@@ -185,13 +182,13 @@ class SandboxRuntime(Runtime):
         except OSError as exc:
             if groups is not None:
                 groups.remove()
-            events.on_state(StateChange(placement_id, WorkloadState.FAILED, _now_ms(), message=str(exc)))
+            events.on_state(StateChange(placement_id, WorkloadState.FAILED, now_ms(), message=str(exc)))
             return
         with self._lock:
             self._processes[placement_id] = process
             if groups is not None:
                 self._groups[placement_id] = groups
-        events.on_state(StateChange(placement_id, WorkloadState.RUNNING, _now_ms(), limits_not_enforced=note))
+        events.on_state(StateChange(placement_id, WorkloadState.RUNNING, now_ms(), limits_not_enforced=note))
         assert process.stdout is not None and process.stderr is not None
         readers = [
             start_thread(
@@ -212,7 +209,7 @@ class SandboxRuntime(Runtime):
             self._groups.pop(placement_id, None)
             self._stopping.discard(placement_id)
         exit_code = 128 - code if code < 0 else code
-        events.on_state(StateChange(placement_id, WorkloadState.EXITED, _now_ms(), exit_code=exit_code))
+        events.on_state(StateChange(placement_id, WorkloadState.EXITED, now_ms(), exit_code=exit_code))
 
     def stop(self, placement_id: str, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> None:
         """Terminate the sandbox (its workload dies with it), killing it after the grace period."""
@@ -264,7 +261,7 @@ class SandboxRuntime(Runtime):
     def attach(self, placement_id: str, events: RuntimeEvents, log_cursor: str = "") -> None:
         """Fail: a sandbox dies with the agent, so there is nothing to re-attach to."""
         message = "the sandbox ended when the agent stopped (sandboxes do not outlive the agent)"
-        events.on_state(StateChange(placement_id, WorkloadState.LOST, _now_ms(), message=message))
+        events.on_state(StateChange(placement_id, WorkloadState.LOST, now_ms(), message=message))
 
     def remove(self, placement_id: str) -> None:
         """Forget nothing: an exited sandbox leaves nothing behind."""

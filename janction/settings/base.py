@@ -61,6 +61,8 @@ INSTALLED_APPS = [
     "nodes",
     "pricing",
     "reputation",
+    # The project itself, last: its only app part is the `run_embedded` command (docs/architecture.md).
+    "janction",
 ]
 
 MIDDLEWARE = [

@@ -2,7 +2,7 @@
 
 from .env import env_int, env_str
 
-# A rental's bid waits this long for a round before the rental expires (DESIGN.md: 20 minutes).
+# A rental's bid waits this long for a round before the rental expires (20 minutes by default).
 RENTALS_MATCH_DEADLINE_SECONDS = env_int("RENTALS_MATCH_DEADLINE_SECONDS", 20 * 60)
 # Upper bounds that catch typos: duration (30 days), vGPUs per rental, price per vGPU-hour in USDC.
 RENTALS_MAX_DURATION_SECONDS = env_int("RENTALS_MAX_DURATION_SECONDS", 30 * 24 * 3600)

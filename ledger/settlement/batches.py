@@ -37,6 +37,7 @@ from ledger.models import (
     SettlementAlert,
     SettlementBatch,
     Transaction,
+    Wallet,
 )
 from ledger.settlement.commitments import COMMITMENT_SCHEME, batch_commitments, commitment_key_new
 from ledger.settlement.connection import (
@@ -52,7 +53,6 @@ from ledger.settlement.errors import (
     ChainUnavailable,
     SettlementBusy,
 )
-from marketplace.models import Wallet
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from django.db.models import Q, QuerySet
 from web3 import Web3
 
 from ledger.currencies import from_base_units
+from ledger.errors import WalletNotFound
 from ledger.fields import ExactSum
 from ledger.merkle import StandardMerkleTree
 from ledger.models import (
@@ -24,6 +25,7 @@ from ledger.models import (
     SettlementAlert,
     SettlementBatch,
     StakeEvent,
+    Wallet,
 )
 from ledger.settlement.batches import LEAF_TYPES
 from ledger.settlement.connection import CHAIN_DOWN_ERRORS, chain_confirmations, chain_connection_get
@@ -34,8 +36,6 @@ from ledger.settlement.errors import (
     InvalidDataHash,
     NoPostedBatch,
 )
-from marketplace.errors import WalletNotFound
-from marketplace.models import Wallet
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

@@ -11,10 +11,10 @@ from rest_framework.views import APIView
 
 from janction.api import IsoDateTimeFilter
 from janction.openapi import error_responses
-from ledger.currencies import AMOUNT_PATTERN, AMOUNT_RULE, from_base_units
+from ledger.currencies import AMOUNT_PATTERN, AMOUNT_RULE, USDC_SCALE, usdc
 from ledger.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
-from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.errors import RentalInvalid
+from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.selectors import (
     rental_env_masked,
     rental_for_owner,
@@ -24,10 +24,6 @@ from marketplace.rentals.selectors import (
 )
 from marketplace.rentals.services import rental_cancel, rental_submit
 from nodes.models import PlacementLogLine
-
-
-def _usdc(base_units: int) -> str:
-    return from_base_units(base_units, "USDC")
 
 
 @extend_schema_field({"type": "string", "pattern": AMOUNT_PATTERN, "example": "1.25"})
@@ -78,11 +74,11 @@ class RentalPlacementSerializer(serializers.ModelSerializer):
 
     def get_buyer_price_per_vgpu_hour(self, placement: RentalPlacement) -> str:
         # Exact: a Decimal quotient of integer base units, never a float.
-        per_unit = Decimal(placement.buyer_payment_per_hour) / placement.bid_units / 1_000_000
+        per_unit = Decimal(placement.buyer_payment_per_hour) / placement.bid_units / USDC_SCALE
         return str(per_unit.quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN))
 
     def get_charged(self, placement: RentalPlacement) -> str:
-        return _usdc(placement.buyer_charged)
+        return usdc(placement.buyer_charged)
 
     def get_billed_vgpu_seconds(self, placement: RentalPlacement) -> str:
         return f"{placement.metered_vgpu_ms / 1000:.3f}"
@@ -127,16 +123,16 @@ class RentalSerializer(serializers.ModelSerializer):
         return rental_env_masked(rental)
 
     def get_max_price_per_hour(self, rental: Rental) -> str:
-        return _usdc(rental.max_price_per_hour)
+        return usdc(rental.max_price_per_hour)
 
     def get_held(self, rental: Rental) -> str:
-        return _usdc(rental.escrow_held)
+        return usdc(rental.escrow_held)
 
     def get_charged(self, rental: Rental) -> str:
-        return _usdc(rental.charged)
+        return usdc(rental.charged)
 
     def get_refunded(self, rental: Rental) -> str:
-        return _usdc(rental.refunded)
+        return usdc(rental.refunded)
 
 
 class RentalDetailSerializer(RentalSerializer):

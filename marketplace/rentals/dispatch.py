@@ -14,31 +14,27 @@ from django.db import transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
+from ledger.currencies import USDC_SCALE
 from ledger.errors import InsufficientFunds
-from ledger.services import ledger_hold
-from marketplace.models import Rental, RentalPlacement, RentalState
+from marketplace.rentals.holdings import escrow_hold, hold_amount, rental_bid_submit, rental_release
 from marketplace.rentals.metering import placements_settle
+from marketplace.rentals.models import Rental, RentalPlacement, RentalState
 from marketplace.rentals.services import (
     ACTIVE_STATES,
     TERMINAL_STATES,
-    hold_amount,
     placements_stop,
     remaining_ms,
     rental_notify,
-    rental_release,
     rental_settle,
     rental_transition,
     stops_send,
 )
-from nodes.commands import placement_commands_cancel
-from nodes.models import NodePlacement, NodeState, PlacementLogLine, VGpu, VGpuState
-from nodes.services import node_send, vgpu_transition
+from nodes.models import PLACEMENT_FINAL_STATES, NodePlacement, NodeState, PlacementLogLine, PlacementState
+from nodes.services import Holder, node_send, placement_commands_cancel, vgpus_claim, vgpus_release
 from pricing.models import Allocation, Bid, BidState
-from pricing.services import bid_submit
 
 logger = logging.getLogger(__name__)
 
-FINAL_PLACEMENT_STATES = frozenset({"exited", "failed", "lost"})
 LOST_NODE_STATES = (NodeState.OFFLINE, NodeState.QUARANTINED)
 
 
@@ -57,7 +53,11 @@ def rental_allocate(*, bid_id: int) -> Rental | None:
         if rental.state != RentalState.PENDING:
             # Cancelled or expired while the round ran: hand the reserved vGPUs back.
             for allocation in allocations:
-                _vgpus_release(allocation.node_id, [v.local_id for v in allocation.vgpus.all()], f"bid:{bid.pk}")
+                vgpus_release(
+                    node_id=allocation.node_id,
+                    local_ids=[v.local_id for v in allocation.vgpus.all()],
+                    holders=[Holder.bid(bid.pk)],
+                )
             return rental
         limit = remaining_ms(rental)
         for allocation in allocations:
@@ -83,7 +83,7 @@ def rental_allocate(*, bid_id: int) -> Rental | None:
             key=f"rental:{rental.pk}:cut:{bid.pk}",
             memo=f"Rental {rental.pk} cleared below its max price",
         )
-        price = (bid.payment_per_hour or 0) / bid.units / 1_000_000
+        price = (bid.payment_per_hour or 0) / bid.units / USDC_SCALE
         rental_transition(
             rental=rental,
             to_state=RentalState.ALLOCATED,
@@ -91,16 +91,6 @@ def rental_allocate(*, bid_id: int) -> Rental | None:
         )
         transaction.on_commit(lambda: rental_dispatch(rental_id=rental.pk))
     return rental
-
-
-def _vgpus_release(node_id: int, local_ids: list[str], holder: str) -> None:
-    vgpus = list(
-        VGpu.objects.select_for_update()
-        .filter(node_id=node_id, local_id__in=local_ids, holder=holder, state__in=[VGpuState.RESERVED, VGpuState.BUSY])
-        .order_by("pk")
-    )
-    if vgpus:
-        vgpu_transition(vgpus=vgpus, to_state=VGpuState.FREE)
 
 
 def _start_message(rental: Rental, placement: RentalPlacement, peers: list[RentalPlacement]) -> dict:
@@ -154,7 +144,7 @@ def rental_dispatch(*, rental_id: int) -> None:
             placement.save(update_fields=["dispatched_at", "node_placement"])
         if unreachable:
             for placement in unreachable:
-                placement.observed_state = "lost"
+                placement.observed_state = PlacementState.LOST
                 placement.save(update_fields=["observed_state"])
             _interrupt(rental, placements, reason=f"Node {unreachable[0].node_id} was not connected")
             return
@@ -188,8 +178,8 @@ def rentals_sync() -> int:
     )
     due = set()
     for rental_id, state, started, used_ms, max_s, observed, reported, node_state, ended in rows:
-        lost = node_state in LOST_NODE_STATES and observed not in FINAL_PLACEMENT_STATES
-        changed = reported is not None and reported != observed and observed != "lost"
+        lost = node_state in LOST_NODE_STATES and observed not in PLACEMENT_FINAL_STATES
+        changed = reported is not None and reported != observed and observed != PlacementState.LOST
         over = (
             state == RentalState.RUNNING and started and now >= started + timedelta(milliseconds=max_s * 1000 - used_ms)
         )
@@ -199,12 +189,25 @@ def rentals_sync() -> int:
     due |= set(Rental.objects.filter(state__in=TERMINAL_STATES, settled_at__isnull=True).values_list("pk", flat=True))
     due |= set(
         RentalPlacement.objects.filter(
-            settled_at__isnull=True, node_placement__state="requested", dispatched_at__lt=now - _start_deadline()
+            settled_at__isnull=True,
+            node_placement__state=PlacementState.REQUESTED,
+            dispatched_at__lt=now - _start_deadline(),
         ).values_list("rental_id", flat=True)
     )
     for rental_id in sorted(due):
         moved += rental_observe(rental_id=rental_id)
     return moved
+
+
+def rentals_on_node_observe(*, node_id: int) -> int:
+    """Observe now every rental with an unsettled placement on this node (it was quarantined); return how many moved."""
+    rental_ids = (
+        RentalPlacement.objects.filter(node_id=node_id, settled_at__isnull=True)
+        .values_list("rental_id", flat=True)
+        .distinct()
+        .order_by("rental_id")
+    )
+    return sum(rental_observe(rental_id=rental_id) for rental_id in list(rental_ids))
 
 
 def orphans_stop() -> int:
@@ -219,7 +222,7 @@ def orphans_stop() -> int:
     orphans = list(
         RentalPlacement.objects.filter(
             settled_at__isnull=False,
-            node_placement__state__in=["starting", "running"],
+            node_placement__state__in=[PlacementState.STARTING, PlacementState.RUNNING],
             node_placement__reported_at__gt=F("settled_at"),
             node_placement__reported_at__gte=recent,
             node__state__in=[NodeState.ONLINE, NodeState.DRAINING],
@@ -258,7 +261,7 @@ def rental_observe(*, rental_id: int) -> int:
 
 
 def _settleable(rental: Rental, placement: RentalPlacement) -> bool:
-    if placement.observed_state in FINAL_PLACEMENT_STATES:
+    if placement.observed_state in PLACEMENT_FINAL_STATES:
         return True
     grace = timedelta(seconds=settings.RENTALS_SETTLE_GRACE_SECONDS)
     return rental.state in TERMINAL_STATES and (
@@ -271,49 +274,57 @@ def _observe(rental: Rental, placements: list[RentalPlacement]) -> bool:
     for placement in placements:
         observed = placement.observed_state
         node_placement = placement.node_placement
-        if observed in FINAL_PLACEMENT_STATES:
+        if observed in PLACEMENT_FINAL_STATES:
             continue
         if placement.node.state in LOST_NODE_STATES or placement.node.deleted_at is not None:
-            observed = "lost"
+            observed = PlacementState.LOST
         elif _start_never_arrived(placement):
-            observed = "lost"
+            observed = PlacementState.LOST
         elif node_placement is not None:
             observed = node_placement.state
         if observed != placement.observed_state:
             placement.observed_state = observed
             placement.exit_code = node_placement.exit_code if node_placement else None
             fields = ["observed_state", "exit_code"]
-            if observed in FINAL_PLACEMENT_STATES:
+            if observed in PLACEMENT_FINAL_STATES:
                 placement.ended_at = placement.ended_at or timezone.now()
                 fields.append("ended_at")
             placement.save(update_fields=fields)
-            if observed == "running":
-                _vgpus_busy(placement)
+            if observed == PlacementState.RUNNING:
+                vgpus_claim(
+                    node_id=placement.node_id,
+                    local_ids=placement.vgpu_local_ids,
+                    reserved_by=Holder.bid(placement.bid_id),
+                    holder=Holder.placement(placement.placement_id),
+                )
             changed = True
     current = [p for p in placements if p.bid_id == rental.bid_id]
     if rental.state not in ACTIVE_STATES or not current:
         return changed
     states = [p.observed_state for p in current]
-    if "lost" in states:
-        lost = next(p for p in current if p.observed_state == "lost")
+    if PlacementState.LOST in states:
+        lost = next(p for p in current if p.observed_state == PlacementState.LOST)
         _interrupt(rental, current, reason=_lost_reason(lost))
         return True
-    failed = next((p for p in current if p.observed_state == "failed"), None)
+    failed = next((p for p in current if p.observed_state == PlacementState.FAILED), None)
     if failed is not None:
         message = failed.node_placement.message if failed.node_placement else ""
         _end(rental, current, RentalState.FAILED, f"The provider could not run it: {message}".strip())
         return True
-    crashed = next((p for p in current if p.observed_state == "exited" and p.exit_code not in (0, None)), None)
+    crashed = next(
+        (p for p in current if p.observed_state == PlacementState.EXITED and p.exit_code not in (0, None)), None
+    )
     if crashed is not None:
         _end(rental, current, RentalState.FAILED, f"The workload exited with code {crashed.exit_code}")
         return True
-    if all(state == "exited" for state in states):
+    if all(state == PlacementState.EXITED for state in states):
         _end(rental, current, RentalState.COMPLETED, "The workload exited with code 0")
         return True
-    if rental.state != RentalState.RUNNING and all(state == "running" for state in states):
+    if rental.state != RentalState.RUNNING and all(state == PlacementState.RUNNING for state in states):
         rental_transition(rental=rental, to_state=RentalState.RUNNING, reason="Running on every node")
         return True
-    if rental.state == RentalState.ALLOCATED and any(state in ("starting", "running") for state in states):
+    started = (PlacementState.STARTING, PlacementState.RUNNING)
+    if rental.state == RentalState.ALLOCATED and any(state in started for state in states):
         rental_transition(rental=rental, to_state=RentalState.STARTING, reason="The agent is starting it")
         return True
     if rental.state == RentalState.RUNNING and timezone.now() >= rental.started_at + timedelta(
@@ -327,7 +338,7 @@ def _observe(rental: Rental, placements: list[RentalPlacement]) -> bool:
 def _lost_reason(placement: RentalPlacement) -> str:
     """Say why a placement was lost; every cause is on the provider's side, none is the buyer's."""
     reported = placement.node_placement
-    if reported is not None and reported.state == "lost":
+    if reported is not None and reported.state == PlacementState.LOST:
         return f"The provider's agent lost the workload: {reported.message}"[:300]
     if _start_never_arrived(placement):
         return f"Node {placement.node_id} never confirmed the start in time"
@@ -343,25 +354,10 @@ def _start_never_arrived(placement: RentalPlacement) -> bool:
     node_placement = placement.node_placement
     return (
         node_placement is not None
-        and node_placement.state == "requested"
+        and node_placement.state == PlacementState.REQUESTED
         and placement.dispatched_at is not None
         and timezone.now() - placement.dispatched_at > _start_deadline()
     )
-
-
-def _vgpus_busy(placement: RentalPlacement) -> None:
-    vgpus = list(
-        VGpu.objects.select_for_update()
-        .filter(
-            node_id=placement.node_id,
-            local_id__in=placement.vgpu_local_ids,
-            holder=f"bid:{placement.bid_id}",
-            state=VGpuState.RESERVED,
-        )
-        .order_by("pk")
-    )
-    if vgpus:
-        vgpu_transition(vgpus=vgpus, to_state=VGpuState.BUSY, holder=placement.placement_id)
 
 
 def _end(rental: Rental, placements: list[RentalPlacement], to_state: str, reason: str) -> None:
@@ -374,7 +370,7 @@ def _interrupt(rental: Rental, placements: list[RentalPlacement], *, reason: str
     """Interrupt a locked rental whose node was lost: charge only what was reported, then requeue or end it."""
     now_ms = int(timezone.now().timestamp() * 1000)
     rental_transition(rental=rental, to_state=RentalState.INTERRUPTED, reason=reason)
-    lost = [p for p in placements if p.observed_state == "lost"]
+    lost = [p for p in placements if p.observed_state == PlacementState.LOST]
     placements_settle(rental=rental, placements=lost)
     placement_commands_cancel(placement_ids=[p.placement_id for p in lost])
     placements_stop(rental=rental, placements=[p for p in placements if p not in lost], bill_until_ms=now_ms)
@@ -393,30 +389,14 @@ def _requeue(rental: Rental) -> None:
     if top_up > 0:
         try:
             with transaction.atomic():
-                ledger_hold(
-                    user_id=rental.owner_id,
-                    currency=rental.currency,
-                    amount=top_up,
-                    idempotency_key=f"rental:{rental.pk}:hold:{attempt}",
-                    memo=f"Escrow for rental {rental.pk}, attempt {attempt}",
-                    metadata={"rental": rental.pk},
-                )
+                escrow_hold(rental=rental, amount=top_up, attempt=attempt)
         except InsufficientFunds:
             rental.state_reason = f"{rental.state_reason}; not requeued: not enough funds for the rest"[:300]
             rental.save(update_fields=["state_reason"])
             return
-        rental.escrow_held += top_up
-        rental.held_total += top_up
     window = timedelta(seconds=settings.RENTALS_MATCH_DEADLINE_SECONDS)
     rental.match_deadline = timezone.now() + window
-    rental.bid = bid_submit(
-        owner=rental.owner,
-        pool_name=rental.pool.name,
-        units=rental.vgpus,
-        max_price_per_hour=rental.max_price_per_hour,
-        reference=f"rental:{rental.pk}:{attempt}",
-        deadline=rental.match_deadline,
-    )
+    rental.bid = rental_bid_submit(rental=rental, attempt=attempt)
     rental.attempt = attempt
     rental.save(update_fields=["escrow_held", "held_total", "match_deadline", "bid", "attempt"])
     rental_transition(rental=rental, to_state=RentalState.PENDING, reason=f"Requeued (attempt {attempt})")

@@ -17,8 +17,8 @@ from django.utils import timezone
 from ledger.errors import InsufficientFunds
 from ledger.models import AccountKind, TransactionKind
 from ledger.services import Leg, Posting, charge_posting, ledger_hold, ledger_post_bulk, platform_fee
-from marketplace.models import Rental, RentalPlacement
-from marketplace.rentals.services import MS_PER_HOUR, placement_vgpus_free, rental_release
+from marketplace.rentals.holdings import MS_PER_HOUR, placement_vgpus_free, rental_release
+from marketplace.rentals.models import Rental, RentalPlacement
 from nodes.models import UsageReport
 from nodes.services import placement_stopped
 

@@ -3,8 +3,8 @@
 from django.conf import settings
 from django.db.models import QuerySet
 
-from marketplace.models import Rental
 from marketplace.rentals.errors import RentalNotFound
+from marketplace.rentals.models import Rental, RentalPlacement
 from marketplace.rentals.services import is_secret_env
 from nodes.models import PlacementLogLine
 
@@ -45,3 +45,9 @@ def rental_log_lines(*, rental: Rental, after: int = 0) -> QuerySet[PlacementLog
 def rental_log_total(*, rental: Rental) -> int:
     """Return how many log lines a rental's placements produced (they may exceed the cap)."""
     return PlacementLogLine.objects.filter(placement__rental_placement__rental=rental).count()
+
+
+def placement_buyers(*, placement_ids: set[str]) -> dict[str, int]:
+    """Return the renting user of each of these placement ids that belongs to a rental."""
+    rows = RentalPlacement.objects.filter(placement_id__in=placement_ids)
+    return dict(rows.values_list("placement_id", "rental__owner_id"))

@@ -12,10 +12,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ledger.currencies import to_base_units
+from ledger.currencies import AmountAboveCeiling, AmountNotText, read_amount, to_base_units, usdc
 from ledger.errors import InsufficientFunds, InvalidAmount
-from ledger.services import ledger_hold, ledger_release
-from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.errors import (
     InvalidRentalTransition,
     RentalAlreadyEnded,
@@ -24,21 +22,28 @@ from marketplace.rentals.errors import (
     RentalNotFound,
     RentalPoolUnknown,
 )
-from nodes.models import Pool, VGpu, VGpuState
-from nodes.services import node_send, vgpu_transition
+from marketplace.rentals.holdings import (
+    CURRENCY,
+    escrow_hold,
+    escrow_release,
+    hold_amount,
+    rental_bid_submit,
+)
+from marketplace.rentals.metering import placements_settle
+from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement, RentalState
+from nodes.models import PLACEMENT_FINAL_STATES, Pool, VGpu
+from nodes.services import node_send
 from pricing.models import Bid, BidState
-from pricing.services import bid_cancel, bid_submit
+from pricing.services import bid_cancel
 
 logger = logging.getLogger(__name__)
 
-CURRENCY = "USDC"
-MS_PER_HOUR = 3_600_000
 
 ACTIVE_STATES = frozenset({RentalState.ALLOCATED, RentalState.STARTING, RentalState.RUNNING})
 TERMINAL_STATES = frozenset(
     {RentalState.COMPLETED, RentalState.FAILED, RentalState.CANCELLED, RentalState.EXPIRED, RentalState.INTERRUPTED}
 )
-# DESIGN.md section 6; interrupted -> pending is the requeue of a rental that asked for restarts.
+# The rental state machine (docs/rentals.md); interrupted -> pending is the requeue of a rental that asked for restarts.
 TRANSITIONS: dict[str, set[str]] = {
     RentalState.PENDING: {RentalState.ALLOCATED, RentalState.CANCELLED, RentalState.EXPIRED},
     RentalState.ALLOCATED: {
@@ -162,11 +167,6 @@ def _validate_ports(ports) -> list[int]:
             detail={"field": "ports"},
         )
     return list(ports)
-
-
-def hold_amount(*, price_per_hour: int, units: int, duration_ms: int) -> int:
-    """Return what `units` vGPUs at `price_per_hour` each cost for `duration_ms`, rounded up to a base unit."""
-    return -(-price_per_hour * units * duration_ms // MS_PER_HOUR)
 
 
 # -- Notifications -------------------------------------------------------------------------------------------
@@ -295,63 +295,39 @@ def rental_submit(
             currency=CURRENCY,
         )
         try:
-            ledger_hold(
-                user_id=owner.pk,
-                currency=CURRENCY,
-                amount=amount,
-                idempotency_key=f"rental:{rental.pk}:hold:1",
-                memo=f"Escrow for rental {rental.pk}",
-                metadata={"rental": rental.pk},
-            )
+            escrow_hold(rental=rental, amount=amount, attempt=1)
         except InsufficientFunds:
             raise RentalFundsShort(
-                f"This rental needs {_usdc(amount)} USDC in escrow (max price x vGPUs x duration); "
+                f"This rental needs {usdc(amount)} USDC in escrow (max price x vGPUs x duration); "
                 "add funds or ask for less.",
                 detail={"needed_base_units": str(amount)},
             ) from None
-        rental.held_total = rental.escrow_held = amount
-        bid = bid_submit(
-            owner=owner,
-            pool_name=pool.name,
-            units=vgpus,
-            max_price_per_hour=price,
-            reference=f"rental:{rental.pk}:1",
-            deadline=rental.match_deadline,
-        )
-        rental.bid = bid
+        rental.bid = rental_bid_submit(rental=rental, attempt=1)
         rental.save(update_fields=["held_total", "escrow_held", "bid"])
         RentalEvent.objects.create(rental=rental, from_state="", to_state=RentalState.PENDING, reason="Submitted")
     return rental
 
 
 def _price(value) -> int:
+    """Read max_price_per_hour: a decimal string of USDC, or an int of base units (this endpoint's rule)."""
     maximum = to_base_units(settings.RENTALS_MAX_PRICE_PER_VGPU_HOUR, CURRENCY)
-    if isinstance(value, int) and not isinstance(value, bool):
-        base = value
-    elif isinstance(value, str):
-        try:
-            base = to_base_units(value, CURRENCY, allow_zero=True)
-        except InvalidAmount as exc:
-            raise RentalInvalid(f"max_price_per_hour: {exc.message}", detail={"field": "max_price_per_hour"}) from None
-    else:
+    field = {"field": "max_price_per_hour"}
+    try:
+        base = read_amount(value, CURRENCY, allow_zero=True, ceiling=maximum, int_is_base_units=True)
+    except AmountNotText:
         raise RentalInvalid(
-            'Send max_price_per_hour as a decimal string of USDC per vGPU-hour, e.g. "1.25".',
-            detail={"field": "max_price_per_hour"},
-        )
-    if base < 1:
-        raise RentalInvalid("max_price_per_hour must be greater than zero.", detail={"field": "max_price_per_hour"})
-    if base > maximum:
+            'Send max_price_per_hour as a decimal string of USDC per vGPU-hour, e.g. "1.25".', detail=field
+        ) from None
+    except AmountAboveCeiling:
         raise RentalInvalid(
             f"max_price_per_hour may be at most {settings.RENTALS_MAX_PRICE_PER_VGPU_HOUR} USDC per vGPU-hour.",
-            detail={"field": "max_price_per_hour"},
-        )
+            detail=field,
+        ) from None
+    except InvalidAmount as exc:
+        raise RentalInvalid(f"max_price_per_hour: {exc.message}", detail=field) from None
+    if base < 1:
+        raise RentalInvalid("max_price_per_hour must be greater than zero.", detail=field)
     return base
-
-
-def _usdc(base_units: int) -> str:
-    from ledger.currencies import from_base_units
-
-    return from_base_units(base_units, CURRENCY)
 
 
 def rental_cancel(*, owner, rental_id: int) -> Rental:
@@ -377,8 +353,6 @@ def rental_cancel(*, owner, rental_id: int) -> Rental:
 
 def placements_stop(*, rental: Rental, placements: list[RentalPlacement], bill_until_ms: int | None) -> None:
     """Stop locked placements: clip their billing, settle the undispatched ones, and tell the agents after commit."""
-    from marketplace.rentals.metering import placements_settle
-
     now = timezone.now()
     to_stop = []
     undispatched = []
@@ -389,7 +363,7 @@ def placements_stop(*, rental: Rental, placements: list[RentalPlacement], bill_u
         placement.save(update_fields=["bill_until_ms", "ended_at"])
         if placement.dispatched_at is None:
             undispatched.append(placement)
-        elif placement.observed_state not in ("exited", "failed", "lost"):
+        elif placement.observed_state not in PLACEMENT_FINAL_STATES:
             to_stop.append((placement.node_id, placement.placement_id))
     if undispatched:
         placements_settle(rental=rental, placements=undispatched)
@@ -406,41 +380,18 @@ def stops_send(stops: list[tuple[int, str]]) -> None:
             logger.info("could not stop placement %s on node %s: %s", placement_id, node_id, exc)
 
 
-def placement_vgpus_free(*, placement: RentalPlacement) -> None:
-    """Give a placement's vGPUs back to the pool if this placement still holds them."""
-    holders = [placement.placement_id, f"bid:{placement.bid_id}"]
-    vgpus = list(
-        VGpu.objects.select_for_update()
-        .filter(
-            node_id=placement.node_id,
-            local_id__in=placement.vgpu_local_ids,
-            holder__in=holders,
-            state__in=[VGpuState.RESERVED, VGpuState.BUSY],
-        )
-        .order_by("pk")
-    )
-    if vgpus:
-        vgpu_transition(vgpus=vgpus, to_state=VGpuState.FREE)
-
-
 def rental_settle(*, rental: Rental) -> bool:
     """Release what a locked, ended rental still holds once all its placements are settled; return whether done."""
     if rental.state not in TERMINAL_STATES or rental.settled_at is not None:
         return False
     if RentalPlacement.objects.filter(rental=rental, settled_at__isnull=True).exists():
         return False
-    refund = rental.escrow_held
-    if refund > 0:
-        ledger_release(
-            user_id=rental.owner_id,
-            currency=rental.currency,
-            amount=refund,
-            idempotency_key=f"rental:{rental.pk}:settle",
-            memo=f"Unused escrow of rental {rental.pk}",
-            metadata={"rental": rental.pk},
-        )
-    rental.escrow_held = 0
-    rental.refunded += refund
+    escrow_release(
+        rental=rental,
+        amount=rental.escrow_held,
+        key=f"rental:{rental.pk}:settle",
+        memo=f"Unused escrow of rental {rental.pk}",
+    )
     rental.settled_at = timezone.now()
     rental.save(update_fields=["escrow_held", "refunded", "settled_at"])
     rental_notify(
@@ -452,23 +403,6 @@ def rental_settle(*, rental: Rental) -> bool:
         },
     )
     return True
-
-
-def rental_release(*, rental: Rental, amount: int, key: str, memo: str) -> None:
-    """Release part of a locked rental's escrow back to its owner's available balance."""
-    if amount <= 0:
-        return
-    ledger_release(
-        user_id=rental.owner_id,
-        currency=rental.currency,
-        amount=amount,
-        idempotency_key=key,
-        memo=memo,
-        metadata={"rental": rental.pk},
-    )
-    rental.escrow_held -= amount
-    rental.refunded += amount
-    rental.save(update_fields=["escrow_held", "refunded"])
 
 
 def rental_expire_unmatched(*, now=None) -> list[int]:

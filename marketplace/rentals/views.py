@@ -12,9 +12,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from janction.errors import ApplicationError
-from ledger.currencies import from_base_units
-from marketplace.models import RentalState
+from ledger.currencies import usdc
 from marketplace.rentals.errors import RentalInvalid, RentalNotFound
+from marketplace.rentals.models import RentalState
 from marketplace.rentals.selectors import rental_env_masked, rental_for_owner, rental_log_lines, rentals_for_owner
 from marketplace.rentals.services import TERMINAL_STATES, rental_cancel, rental_submit
 from nodes.selectors import pools_with_supply
@@ -27,17 +27,14 @@ _IN_FLIGHT = "in-flight"
 _FORM_FIELDS = {"max_price_per_hour": "max_price", "max_duration_seconds": "max_duration_minutes", "secret_env": "env"}
 
 
-def _usdc(base_units: int) -> str:
-    return from_base_units(base_units, "USDC")
-
 
 def _money(rental) -> dict:
     return {
-        "max_price": _usdc(rental.max_price_per_hour),
-        "held_total": _usdc(rental.held_total),
-        "held": _usdc(rental.escrow_held),
-        "charged": _usdc(rental.charged),
-        "refunded": _usdc(rental.refunded),
+        "max_price": usdc(rental.max_price_per_hour),
+        "held_total": usdc(rental.held_total),
+        "held": usdc(rental.escrow_held),
+        "charged": usdc(rental.charged),
+        "refunded": usdc(rental.refunded),
     }
 
 
@@ -161,7 +158,7 @@ def rental_page(request, rental_id: int):
         "command": shlex.join(rental.command),
         "events": rental.events.all(),
         "placements": [
-            {"placement": placement, "charged": _usdc(placement.buyer_charged)}
+            {"placement": placement, "charged": usdc(placement.buyer_charged)}
             for placement in rental.placements.select_related("node", "node_placement").order_by("pk")
         ],
         "lines": rental_log_lines(rental=rental),

@@ -6,8 +6,9 @@ from datetime import datetime
 
 from google.protobuf import json_format
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.checks import sample_problem
+from nodes.models import PlacementState
 from nodes.services import (
     GpuReport,
     GpuSampleReport,
@@ -21,11 +22,11 @@ from nodes.services import (
 )
 
 PLACEMENT_STATES = {
-    pb.PLACEMENT_STATE_STARTING: "starting",
-    pb.PLACEMENT_STATE_RUNNING: "running",
-    pb.PLACEMENT_STATE_EXITED: "exited",
-    pb.PLACEMENT_STATE_FAILED: "failed",
-    pb.PLACEMENT_STATE_LOST: "lost",
+    pb.PLACEMENT_STATE_STARTING: PlacementState.STARTING,
+    pb.PLACEMENT_STATE_RUNNING: PlacementState.RUNNING,
+    pb.PLACEMENT_STATE_EXITED: PlacementState.EXITED,
+    pb.PLACEMENT_STATE_FAILED: PlacementState.FAILED,
+    pb.PLACEMENT_STATE_LOST: PlacementState.LOST,
 }
 LOG_STREAMS = {pb.LOG_STREAM_STDOUT: "stdout", pb.LOG_STREAM_STDERR: "stderr"}
 
@@ -70,7 +71,7 @@ def hello_report(hello: pb.Hello) -> HelloReport:
         placements=[
             RunningPlacementReport(
                 placement_id=placement.placement_id,
-                state=PLACEMENT_STATES.get(placement.state, "starting"),
+                state=PLACEMENT_STATES.get(placement.state, PlacementState.STARTING),
                 vgpu_local_ids=list(placement.vgpu_local_ids),
                 started_at_ms=placement.started_at_ms,
                 last_usage_seq=placement.last_usage_seq,
@@ -111,7 +112,7 @@ def placement_status_report(status: pb.PlacementStatus) -> PlacementStatusReport
     """Return the service input of a PlacementStatus."""
     return PlacementStatusReport(
         placement_id=status.placement_id,
-        state=PLACEMENT_STATES.get(status.state, "failed"),
+        state=PLACEMENT_STATES.get(status.state, PlacementState.FAILED),
         exit_code=status.exit_code if status.HasField("exit_code") else None,
         message=status.message,
         at_ms=status.at_ms,

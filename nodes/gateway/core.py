@@ -15,11 +15,10 @@ from typing import Any
 import grpc
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
-from nodes.commands import node_commands_pending
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.gateway.convert import control_message
 from nodes.models import NodePlacement, RevokedCertificate
-from nodes.services import NodeHeartbeat, node_commands_mark_delivered, node_heartbeats_apply
+from nodes.services import NodeHeartbeat, node_commands_mark_delivered, node_commands_pending, node_heartbeats_apply
 
 log = logging.getLogger("nodes.gateway")
 

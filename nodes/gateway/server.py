@@ -20,7 +20,7 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2, agent_pb2_grpc
+from agent.protocol.gen.janction.agent.v1 import agent_pb2, agent_pb2_grpc
 from nodes.ca import platform_ca
 from nodes.gateway.core import CommandDispatcher, DbWorkers, HeartbeatBuffer, NodeGuard
 from nodes.gateway.servicer import AgentGatewayServicer

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from django.utils import timezone
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
-from agent.proto.gen.janction.agent.v1 import agent_pb2_grpc
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2_grpc
 from janction.errors import ApplicationError
-from nodes.commands import node_goodbye
 from nodes.gateway import convert
 from nodes.gateway.core import DATABASE_AWAY, StreamSession
 from nodes.services import (
     node_authenticate,
     node_enroll,
+    node_goodbye,
     node_hello,
     placement_logs_append,
     placement_status_record,

@@ -10,9 +10,9 @@ from concurrent import futures
 
 import grpc
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
-from agent.proto.gen.janction.agent.v1 import agent_pb2_grpc
-from agent.signing import verify_usage_report
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2_grpc
+from agent.protocol.signing import verify_usage_report
 from tests.agent.pki import ThrowawayPki
 
 NODE_ID = "node-test-1"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.identity import generate_private_key
 from agent.nvml.fake import FakeGpuBackend, parse_fake_gpu_spec
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.runtime.base import LogLine, PlacementSpec, Runtime, RuntimeEvents, StateChange, WorkloadInfo
 from agent.session import AgentSession
 from agent.slicing import plan_node

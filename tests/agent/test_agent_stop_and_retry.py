@@ -12,7 +12,7 @@ import grpc
 
 from agent.client import AgentClient, Backoff, enroll
 from agent.identity import mutual_tls_credentials
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.state import StateStore
 from tests.agent.conftest import REPO, requires_bwrap
 from tests.agent.gateway import ENROLL_TOKEN, FakeGateway

@@ -14,9 +14,9 @@ from cryptography import x509
 
 from agent.client import AgentClient, Backoff, EnrollmentError, enroll, resolve_connect_address
 from agent.identity import load_private_key, mutual_tls_credentials
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.signing import verify_usage_report
 from agent.runtime.sandbox import SandboxRuntime
-from agent.signing import verify_usage_report
 from agent.state import StateStore
 from tests.agent.conftest import requires_bwrap
 from tests.agent.gateway import ENROLL_TOKEN, NODE_ID, FakeGateway
@@ -84,7 +84,7 @@ def test_enroll_refuses_a_gateway_signed_by_an_untrusted_ca(tmp_path, gateway):
 
 def test_connect_port_rejects_an_agent_without_a_client_certificate(gateway, pki):
     channel = grpc.secure_channel(f"localhost:{gateway.connect_port}", grpc.ssl_channel_credentials(pki.ca_pem))
-    stub = __import__("agent.proto.gen.janction.agent.v1.agent_pb2_grpc", fromlist=["x"]).AgentGatewayStub(channel)
+    stub = __import__("agent.protocol.gen.janction.agent.v1.agent_pb2_grpc", fromlist=["x"]).AgentGatewayStub(channel)
     with pytest.raises(grpc.RpcError) as failure:
         list(stub.Connect(iter([pb.AgentMessage(hello=pb.Hello())]), timeout=5))
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.runtime.base import DEFAULT_CPU_MILLICORES, PlacementSpec
 from agent.runtime.podman import PodmanRuntime
 from agent.slicing import ContainerGpuSettings

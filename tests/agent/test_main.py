@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from tests.agent.conftest import REPO, requires_bwrap, requires_podman
 from tests.agent.gateway import ENROLL_TOKEN
 from tests.agent.support import start_message

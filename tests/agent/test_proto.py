@@ -18,7 +18,7 @@ def test_committed_stubs_are_regenerated_identically(tmp_path):
         check=True,
         capture_output=True,
     )
-    committed = REPO / "agent" / "proto" / "gen"
+    committed = REPO / "agent" / "protocol" / "gen"
     generated = sorted(path.relative_to(out) for path in out.rglob("*") if path.is_file())
     assert generated == sorted(
         path.relative_to(committed)
@@ -30,7 +30,7 @@ def test_committed_stubs_are_regenerated_identically(tmp_path):
 
 
 def test_stubs_import_from_the_agent_package():
-    from agent.proto.gen.janction.agent.v1 import agent_pb2, agent_pb2_grpc
+    from agent.protocol.gen.janction.agent.v1 import agent_pb2, agent_pb2_grpc
 
     assert agent_pb2.DESCRIPTOR.package == "janction.agent.v1"
     assert agent_pb2.DESCRIPTOR.name == "janction/agent/v1/agent.proto"

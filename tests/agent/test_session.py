@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from agent.identity import generate_private_key
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.signing import verify_usage_report
 from agent.runtime.base import LogLine, StateChange, WorkloadInfo, WorkloadState
 from agent.session import AgentSession
-from agent.signing import verify_usage_report
 from agent.state import StateStore
 from tests.agent.support import FakeRuntime, build_session, drain, of_kind, start_message
 

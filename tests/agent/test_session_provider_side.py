@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.runtime.base import StateChange, WorkloadState
 from agent.validation import CLOCK_SKEW_MS
 from tests.agent.support import FakeRuntime, build_session, drain, of_kind, start_message

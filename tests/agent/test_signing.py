@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.identity import build_csr_pem, generate_private_key
 from agent.messages import usage_message
-from agent.signing import canonical_usage_bytes, load_node_public_key, sign_usage_report, verify_usage_report
+from agent.protocol.signing import canonical_usage_bytes, load_node_public_key, sign_usage_report, verify_usage_report
 from agent.state import UsageRecord
 from tests.agent.pki import make_pki
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.identity import generate_private_key
-from agent.signing import verify_usage_report
+from agent.protocol.signing import verify_usage_report
 from agent.state import PlacementRecord
 from agent.usage import UsageMeter
 

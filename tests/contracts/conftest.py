@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,62 +19,21 @@ from web3.types import TxReceipt
 
 from ledger.chain.artifacts import JCT_CONTRACT, SETTLEMENT_CONTRACT, USDC_CONTRACT
 from ledger.chain.client import contract_at, decode_custom_error, deploy_all, send
+from ledger.chain.hardhat import HardhatUnavailable, hardhat_node
 
 REPO_ROOT = next(parent for parent in Path(__file__).resolve().parents if (parent / "package.json").is_file())
-HARDHAT_STARTUP_TIMEOUT_SECONDS = 60
-HARDHAT_CHAIN_ID = 31337
 UNSTAKE_COOLDOWN_SECONDS = 3 * 24 * 60 * 60
 ACCOUNT_BALANCE_WEI = 10**21
-
-
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """Stop the process group that ``process`` leads: npx and the node it started."""
-    for sig, grace_seconds in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace_seconds)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture(scope="session")
 def hardhat_w3() -> Iterator[Web3]:
     """Start `npx hardhat node` on a free loopback port and yield a Web3 talking to it over HTTP."""
-    if not (REPO_ROOT / "node_modules" / ".bin" / "hardhat").exists():
-        pytest.fail("node_modules/.bin/hardhat is missing: run `npm ci` at the repository root")
-    port = _free_loopback_port()
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            ["npx", "hardhat", "node", "--hostname", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "HARDHAT_DISABLE_TELEMETRY_PROMPT": "true"},
-        )
-        try:
-            w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 30}))
-            deadline = time.monotonic() + HARDHAT_STARTUP_TIMEOUT_SECONDS
-            while not w3.is_connected():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    output = log.read().decode(errors="replace")[-4000:]
-                    pytest.fail(f"hardhat node did not answer on port {port} (exit status {process.poll()}):\n{output}")
-                time.sleep(0.2)
-            assert w3.eth.chain_id == HARDHAT_CHAIN_ID
+    try:
+        with hardhat_node(root=REPO_ROOT) as w3:
             yield w3
-        finally:
-            _stop_process_group(process)
+    except HardhatUnavailable as exc:
+        pytest.fail(str(exc))
 
 
 def funded_account(w3: Web3, name: str) -> LocalAccount:

@@ -7,7 +7,7 @@ import requests
 
 from ledger.models import IdempotencyRecord, Transaction, TransactionKind
 from ledger.services import ledger_deposit
-from marketplace.models import Rental
+from marketplace.rentals.models import Rental
 from marketplace.services import api_key_create
 from tests.factories import UserFactory, online_node
 from tests.hardening.server import daphne_server

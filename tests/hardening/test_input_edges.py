@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ledger.models import Transaction
-from marketplace.models import Rental
+from marketplace.rentals.models import Rental
 from nodes.models import Node
 from tests.factories import online_node
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from ledger.models import Account
-from marketplace.models import Profile, SiweNonce, Wallet
+from ledger.models import Account, SiweNonce, Wallet
+from marketplace.models import Profile
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

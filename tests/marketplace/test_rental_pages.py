@@ -5,7 +5,7 @@ import re
 import pytest
 from django.test import Client
 
-from marketplace.models import Rental, RentalState
+from marketplace.rentals.models import Rental, RentalState
 from tests.factories import UserFactory, online_node
 from tests.rentals.conftest import USDC, balance, fund, run_round, submit
 

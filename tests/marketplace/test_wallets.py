@@ -7,7 +7,7 @@ from django.utils import timezone
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from marketplace.models import SiweNonce, Wallet
+from ledger.models import SiweNonce, Wallet
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ import pytest
 
 from agent.client import enroll
 from agent.identity import mutual_tls_credentials
-from agent.proto.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
+from agent.protocol.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
 from agent.state import StateStore
 from nodes.ca import ca_generate, ca_key_pem
 from nodes.gateway.server import Gateway, GatewayConfig

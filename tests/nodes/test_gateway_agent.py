@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.signing import verify_usage_report
+from agent.protocol.signing import verify_usage_report
 from nodes.models import Gpu, NodeCommand, NodePlacement, NodeState, PlacementLogLine, Pool, UsageReport, VGpu
 from nodes.services import node_create, node_send
 from tests.factories import UserFactory

@@ -17,7 +17,7 @@ from django.utils import timezone
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.identity import load_private_key
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.gateway.core import HeartbeatBuffer
 from nodes.models import (
     GatewayClock,

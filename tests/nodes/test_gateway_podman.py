@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from rest_framework.test import APIClient
 
-from agent.signing import verify_usage_report
+from agent.protocol.signing import verify_usage_report
 from nodes.models import Node, NodePlacement, NodeState, PlacementLogLine, UsageReport, VGpu
 from nodes.services import node_send
 from tests.nodes.gateway_fixtures import *  # noqa: F403

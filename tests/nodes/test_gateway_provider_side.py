@@ -12,11 +12,10 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
-from agent.proto.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
-from nodes.commands import placement_commands_cancel
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
 from nodes.models import Node, NodeEvent, NodePlacement, NodeState, UsageReport
-from nodes.services import node_create, node_send
+from nodes.services import node_create, node_send, placement_commands_cancel
 from tests.agent.conftest import requires_bwrap
 from tests.factories import UserFactory
 from tests.nodes.gateway_fixtures import *  # noqa: F403

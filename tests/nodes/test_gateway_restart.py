@@ -14,9 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from django.db import connection
 
-from marketplace.models import RentalState
 from marketplace.rentals.dispatch import rentals_sync
 from marketplace.rentals.metering import metering_run, owed
+from marketplace.rentals.models import RentalState
 from marketplace.rentals.services import rental_cancel, rental_submit
 from nodes.models import NodeEvent, NodeState, UsageReport, VGpu, VGpuState
 from nodes.services import node_create, node_mark_stale_offline

@@ -20,9 +20,9 @@ from agent.identity import (
     mutual_tls_credentials,
     private_key_pem,
 )
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
-from agent.proto.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
-from agent.signing import sign_usage_report
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1.agent_pb2_grpc import AgentGatewayStub
+from agent.protocol.signing import sign_usage_report
 from nodes.ca import ca_generate
 from nodes.models import Node, NodeState, UsageReport
 from nodes.services import node_create, node_delete, node_send, node_transition

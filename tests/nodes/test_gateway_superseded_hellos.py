@@ -12,7 +12,7 @@ import time
 
 import grpc
 
-from agent.proto.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.gateway import servicer
 from nodes.models import Node, NodeState, VGpu
 from nodes.services import node_create

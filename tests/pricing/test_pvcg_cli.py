@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pricing import pvcg
 from pricing.pvcg import Ask, Bid, MarketError, clear, format_amount, parse_market
+from pricing.pvcg.__main__ import main as pvcg_main
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = (
@@ -27,7 +27,7 @@ EXAMPLE_OUT = (
 def run_main(monkeypatch, capsys, data: bytes) -> tuple[int, str, str]:
     """Run the command-line entry point in-process on ``data``."""
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
-    status = pvcg.main()
+    status = pvcg_main()
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 

@@ -18,13 +18,13 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from ledger.contribution import contribution_epoch_close, epoch_bounds
 from ledger.models import Account, Transaction, TransactionKind
 from marketplace.rentals.dispatch import rentals_sync
 from marketplace.rentals.metering import metering_run
 from nodes.models import NodePlacement, UsageReport
 from pricing.models import MarketRound
 from pricing.services import market_round_run
+from reputation.contribution import contribution_epoch_close, epoch_bounds
 from tests.factories import UserFactory, online_node
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,8 +9,8 @@ from django.db.models import Sum
 
 from ledger.models import Account, Entry
 from ledger.services import ledger_deposit
-from marketplace.models import Rental, RentalPlacement
 from marketplace.rentals.dispatch import rentals_sync
+from marketplace.rentals.models import Rental, RentalPlacement
 from marketplace.rentals.services import rental_submit
 from nodes.models import NodePlacement, UsageReport
 from pricing.services import market_round_run

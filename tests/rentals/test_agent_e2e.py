@@ -21,9 +21,9 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from janction.asgi import application
-from marketplace.models import Rental, RentalState
 from marketplace.rentals.dispatch import rental_logs_stream, rentals_sync
 from marketplace.rentals.metering import metering_run, owed
+from marketplace.rentals.models import Rental, RentalState
 from marketplace.rentals.services import rental_cancel, rental_submit
 from marketplace.rentals.tasks import metering, placements_sync
 from nodes.models import NodeState, UsageReport, VGpu, VGpuState

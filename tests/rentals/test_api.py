@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from marketplace.models import Rental, RentalState
+from marketplace.rentals.models import Rental, RentalState
 from nodes.models import NodePlacement, PlacementLogLine
 from pricing.models import Bid
 from tests.rentals.conftest import USDC, balance, fund, run_round, submit

@@ -6,8 +6,8 @@ import pytest
 from django.utils import timezone
 
 from ledger.services import platform_fee
-from marketplace.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.metering import metering_run, owed
+from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement, RentalState
 from marketplace.rentals.services import hold_amount, rental_cancel, rental_expire_unmatched
 from nodes.models import NodeCommand, NodeState, VGpu, VGpuState
 from nodes.services import node_transition

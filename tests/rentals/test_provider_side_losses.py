@@ -6,11 +6,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from marketplace.models import RentalPlacement, RentalState
 from marketplace.rentals.metering import owed
+from marketplace.rentals.models import RentalPlacement, RentalState
 from marketplace.rentals.services import rental_cancel
-from nodes.commands import node_commands_pending
 from nodes.models import NodeCommand, NodePlacement
+from nodes.services import node_commands_pending
 from tests.factories import UserFactory, online_node
 from tests.rentals.conftest import USDC, balance, ledger_total, report_state, report_usage, run_round, submit, sync
 

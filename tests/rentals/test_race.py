@@ -5,9 +5,9 @@ import threading
 import pytest
 from django.db import connections
 
-from marketplace.models import RentalState
 from marketplace.rentals.errors import RentalAlreadyEnded
 from marketplace.rentals.metering import metering_run, owed
+from marketplace.rentals.models import RentalState
 from marketplace.rentals.services import rental_cancel
 from tests.factories import UserFactory, online_node
 from tests.rentals.conftest import (

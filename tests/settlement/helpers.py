@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from web3 import Web3
 
+from ledger.chain.hardhat import HARDHAT_CHAIN_ID
 from ledger.currencies import Currency
+from ledger.models import Wallet
 from ledger.services import ledger_charge, ledger_deposit, ledger_hold
-from marketplace.models import Wallet
-from tests.contracts.conftest import HARDHAT_CHAIN_ID, SettlementChain
+from tests.contracts.conftest import SettlementChain
 
 CONFIRMATIONS = 2
 

@@ -11,7 +11,14 @@ from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.contribution import (
+from ledger.currencies import Currency
+from ledger.models import Account, AccountKind, StakeEvent, Transaction
+from ledger.settlement.batches import settlement_batch_run
+from nodes.models import NodePlacement, Pool, UsageReport
+from pricing.models import MarketRound
+from pricing.pvcg import Ask, Bid, clear
+from pricing.services import bid_submit, from_price, market_round_run
+from reputation.contribution import (
     EpochNotOver,
     contribution_epoch_close,
     contribution_epoch_run,
@@ -20,13 +27,7 @@ from ledger.contribution import (
     reputation_weight,
     stake_weight,
 )
-from ledger.currencies import Currency
-from ledger.models import Account, AccountKind, ContributionEpoch, ContributionScore, StakeEvent, Transaction
-from ledger.settlement.batches import settlement_batch_run
-from nodes.models import NodePlacement, Pool, UsageReport
-from pricing.models import MarketRound
-from pricing.pvcg import Ask, Bid, clear
-from pricing.services import bid_submit, from_price, market_round_run
+from reputation.models import ContributionEpoch, ContributionScore
 from tests.factories import UserFactory, online_node
 from tests.settlement.helpers import link_wallet
 from tests.settlement.test_batches import proof_for
@@ -218,7 +219,7 @@ def test_a_fake_high_bid_and_self_delivery_earn_no_contribution(db, epoch):
     assert market_round.units_traded == 1 and market_round.budget_per_hour == 0
     # Its own rental's usage on its own node, as the gateway would record it.
     report = deliver(node, start_ms=ms(start), end_ms=ms(start) + HOUR_MS // 2, vgpus=1)
-    from marketplace.models import Rental, RentalPlacement
+    from marketplace.rentals.models import Rental, RentalPlacement
 
     rental = Rental.objects.create(
         owner=attacker,
@@ -343,7 +344,7 @@ def test_run_closes_each_finished_epoch_once_after_the_grace_period(db, epoch, s
 
 
 def test_celery_task_runs_the_epoch_service(db, epoch, settings, celery_eager):
-    from ledger.tasks import contribution_epoch_run_task
+    from reputation.tasks import contribution_epoch_run_task
 
     settings.POC_GRACE_SECONDS = 0
     start, _ = epoch

@@ -18,8 +18,8 @@ import pytest
 from django.db import connection, connections
 
 from ledger.services import ledger_deposit
-from marketplace.models import Rental, RentalPlacement, RentalState
 from marketplace.rentals.dispatch import rental_logs_stream, rentals_sync
+from marketplace.rentals.models import Rental, RentalPlacement, RentalState
 from nodes.models import NodePlacement, PlacementLogLine
 from pricing.services import market_round_run
 from tests.factories import PASSWORD, UserFactory, online_node

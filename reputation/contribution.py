@@ -23,8 +23,12 @@ from django.utils import timezone
 from janction.errors import Conflict
 from ledger.currencies import DECIMALS, Currency, to_base_units
 from ledger.fields import ExactSum
-from ledger.models import AccountKind, ContributionEpoch, ContributionScore, StakeEvent, TransactionKind
+from ledger.models import AccountKind, Entry, StakeEvent, TransactionKind, Wallet
 from ledger.services import Leg, Posting, ledger_post_bulk
+from nodes.models import UsageReport
+from pricing.models import Allocation, RoundAward
+from reputation.models import ContributionEpoch, ContributionScore
+from reputation.signals import placement_buyers_requested
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ MAX_CATCH_UP_EPOCHS = 7
 def reputation_weight(*, user_id: int) -> Decimal:
     """Return 1 for every provider: no reputation app exists yet, so there is no evidence to weigh.
 
-    The reputation issue (DESIGN.md section 10) brings evidence and scores; until it lands every provider
+    The reputation issue brings evidence and scores (docs/architecture.md); until it lands every provider
     is weighted equally rather than by an invented number.
     """
     return Decimal(1)
@@ -117,13 +121,14 @@ def _to_ms(moment: datetime) -> int:
 
 
 def _buyers_of(placement_ids: set[str]) -> dict[str, int]:
-    """Return the renting user of each placement id (placements not made by a rental are left out)."""
-    from marketplace.models import RentalPlacement
+    """Return the renting user of each placement id (placements not made by a rental are left out).
 
-    rows = RentalPlacement.objects.filter(placement_id__in=placement_ids).values_list(
-        "placement_id", "rental__owner_id"
-    )
-    return dict(rows)
+    Rentals live above this app, so it asks through its own signal, which the marketplace answers.
+    """
+    buyers: dict[str, int] = {}
+    for _receiver, answer in placement_buyers_requested.send(sender=None, placement_ids=placement_ids):
+        buyers.update(answer or {})
+    return buyers
 
 
 def _delivered(start: datetime, end: datetime) -> dict[int, int]:
@@ -131,8 +136,6 @@ def _delivered(start: datetime, end: datetime) -> dict[int, int]:
 
     Delivery to the provider's own rentals counts for nothing: renting your own node earns no JCT.
     """
-    from nodes.models import UsageReport
-
     start_ms, end_ms = _to_ms(start), _to_ms(end)
     reports = list(
         UsageReport.objects.filter(interval_end_ms__gt=start_ms, interval_start_ms__lt=end_ms).values_list(
@@ -160,8 +163,6 @@ def _marginal_surplus(start: datetime, end: datetime) -> tuple[dict[int, int], d
     Payments under the default mechanism are set by the pool's reference price and excluded asks, not by the
     winning bids' reported values, so a fake high bid cannot inflate this term (docs/proof-of-contribution.md).
     """
-    from pricing.models import Allocation, RoundAward
-
     surplus: dict[int, int] = defaultdict(int)
     rounds: dict[int, set[int]] = defaultdict(set)
     awards = RoundAward.objects.filter(round__created_at__gte=start, round__created_at__lt=end)
@@ -184,8 +185,6 @@ def _marginal_surplus(start: datetime, end: datetime) -> tuple[dict[int, int], d
 
 def fees_paid(*, start: datetime, end: datetime) -> dict[int, int]:
     """Return per provider the USDC platform fees (base units) charged on its deliveries in [start, end)."""
-    from ledger.models import Entry
-
     charges = Entry.objects.filter(
         transaction__kind=TransactionKind.CHARGE,
         transaction__created_at__gte=start,
@@ -221,8 +220,6 @@ def reward_caps(*, user_ids: set[int], start: datetime, end: datetime) -> dict[i
 
 def _stakes(user_ids: set[int], end: datetime) -> dict[int, int]:
     """Return each user's JCT stake (staked less unstake requested) recorded before ``end``, over their wallets."""
-    from marketplace.models import Wallet
-
     owner_of = dict(Wallet.objects.filter(user_id__in=user_ids).values_list("address", "user_id"))
     stakes: dict[int, int] = defaultdict(int)
     totals = (

@@ -1,1 +1,0 @@
-"""Protocol buffers of the agent protocol; generated modules live in agent.proto.gen."""
