@@ -1,6 +1,120 @@
-"""Fixtures shared by every test: users, API clients per role."""
+"""Fixtures shared by every test: users, API clients per role; the session's speed settings (docs/testing.md)."""
+
+import os
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+# Test users' passwords are hashed with this many PBKDF2 rounds instead of Django's 1,000,000 (0.7 s per hash on
+# a loaded 2-core machine, paid by every UserFactory and log-in). The hashes stay standard pbkdf2_sha256 ones, so
+# the servers the tests start in subprocesses (daphne, granian, `make run`) still verify them.
+TEST_PBKDF2_ITERATIONS = 1_000
+
+
+def xdist_worker_index(config) -> int | None:
+    """Return this pytest-xdist worker's number (gw0 is 0), or None when the tests run in one process.
+
+    It asks the configuration, not the PYTEST_XDIST_WORKER variable, which a pytest started by a test inherits.
+    """
+    worker = getattr(config, "workerinput", {}).get("workerid", "")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
+def worker_redis_url(url: str, index: int | None) -> str:
+    """Return the Redis URL of worker `index`: REDIS_URL's database number plus the worker's number."""
+    if not index:
+        return url
+    parts = urlsplit(url)
+    database = int(parts.path.strip("/") or 0) + index
+    if database > 15:
+        raise pytest.UsageError(
+            f"pytest-xdist worker gw{index} would use Redis database {database} (REDIS_URL {url} plus {index}); "
+            "Redis has 16 (0-15): use a lower database in REDIS_URL or fewer workers (-n)."
+        )
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, give each worker its own Redis database (gwN uses REDIS_URL's database + N).
+
+    Every test starts with cache.clear(), which empties the whole Redis database, and the cache, the channel
+    layer and Celery share it: workers sharing one would wipe each other's throttles, groups and queues. The
+    settings are read lazily, so changing them here (before the first test) is enough for this process; the
+    environment variable carries the worker's database to the servers the tests start in subprocesses.
+    pytest-django gives each worker its own test database (test_<name>_gwN) by itself.
+    """
+    index = xdist_worker_index(config)
+    url = os.environ.get("REDIS_URL")
+    if not index or not url:
+        return
+    from django.conf import settings
+
+    own = worker_redis_url(url, index)
+    os.environ["REDIS_URL"] = own
+    if not settings.configured:
+        return
+    from django.core.signals import setting_changed
+
+    def swapped(config: dict, key: str) -> dict:
+        return {**config, key: own} if config.get(key) == url else config
+
+    changed = {name: own for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")}
+    changed = {name: value for name, value in changed.items() if getattr(settings, name, None) == url}
+    changed["CACHES"] = {alias: swapped(cache, "LOCATION") for alias, cache in settings.CACHES.items()}
+    layers = {}
+    for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
+        hosts = layer.get("CONFIG", {}).get("hosts") or []
+        layers[alias] = {**layer, "CONFIG": {**layer["CONFIG"], "hosts": [own if h == url else h for h in hosts]}}
+        layers[alias] = layers[alias] if hosts else layer
+    changed["CHANNEL_LAYERS"] = layers
+    for name, value in changed.items():
+        setattr(settings, name, value)
+        # Django's and Channels' own receivers drop any cache or channel layer already built from the old value.
+        setting_changed.send(sender=type(settings._wrapped), setting=name, value=value, enter=True)
+    from janction.celery import app
+
+    app.conf.broker_url = settings.CELERY_BROKER_URL
+    app.conf.result_backend = settings.CELERY_RESULT_BACKEND
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing():
+    """Hash test passwords with few PBKDF2 rounds (the algorithm and format stay the production ones)."""
+    try:
+        from django.conf import settings
+
+        configured = settings.configured
+    except ImportError:  # pure tests run with `-p no:django` may have no Django at all
+        configured = False
+    if not configured:
+        yield
+        return
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    previous = PBKDF2PasswordHasher.iterations
+    PBKDF2PasswordHasher.iterations = TEST_PBKDF2_ITERATIONS
+    yield
+    PBKDF2PasswordHasher.iterations = previous
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test databases, with commits that do not wait for the disk.
+
+    synchronous_commit=off changes durability after a PostgreSQL crash only, never what a transaction sees, and
+    it is set on the test database itself so that the servers the tests start in subprocesses get it too. It
+    makes the many commits of transactional tests (and the TRUNCATE that ends each of them) several times cheaper.
+    """
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    name = connection.ops.quote_name(connection.settings_dict["NAME"])
+                    cursor.execute(f"ALTER DATABASE {name} SET synchronous_commit TO off")
+                    cursor.execute("SET synchronous_commit TO off")
+    yield
 
 
 @pytest.fixture
@@ -59,6 +173,23 @@ def _fresh_cache():
 
         cache.clear()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layers():
+    """Give every test a new channel layer object (the Redis layer's connections stay in the old one).
+
+    channels_redis binds what a consumer's receive() sets up to the event loop it first ran in; a later test's
+    consumer on another loop (Channels' test communicator under async_to_sync, a live view in a thread) then never
+    got its group messages. In production each server process keeps one loop.
+    """
+    yield
+    from django.conf import settings
+
+    if settings.configured and "channels" in settings.INSTALLED_APPS:
+        from channels.layers import channel_layers
+
+        channel_layers.backends = {}
 
 
 @pytest.fixture

@@ -63,6 +63,11 @@ def recipient(label: str, size: int, index: int) -> str:
     return to_checksum_address(eth_keccak(text=f"janction-gas:{label}:{size}:{index}")[:20])
 
 
+def _web3_args(leaf: list) -> list:
+    """Return a leaf's values as web3 takes them: addresses checksummed."""
+    return [to_checksum_address(value) if isinstance(value, str) else value for value in leaf]
+
+
 BOTH = ("Settlement", "SettlementV1")
 
 
@@ -152,7 +157,7 @@ def _post(w3, admin, contract, token, accounts, *, seq, raised, depth=None, rng=
 
 
 def _claim(w3, admin, contract, tree, leaves, index) -> int:
-    return send(w3, admin, contract.functions.claim(*leaves[index], tree.get_proof(index)))["gasUsed"]
+    return send(w3, admin, contract.functions.claim(*_web3_args(leaves[index]), tree.get_proof(index)))["gasUsed"]
 
 
 def _claims(w3, admin, contract, tree, leaves, indices) -> list[int]:
@@ -168,7 +173,7 @@ def _claims(w3, admin, contract, tree, leaves, indices) -> list[int]:
     }
     hashes = []
     for offset, index in enumerate(indices):
-        call = contract.functions.claim(*leaves[index], tree.get_proof(index))
+        call = contract.functions.claim(*_web3_args(leaves[index]), tree.get_proof(index))
         signed = admin.sign_transaction(call.build_transaction({**params, "nonce": nonce + offset}))
         hashes.append(w3.eth.send_raw_transaction(signed.raw_transaction))
     receipts = [w3.eth.wait_for_transaction_receipt(tx_hash) for tx_hash in hashes]

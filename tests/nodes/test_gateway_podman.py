@@ -19,6 +19,7 @@ from tests.nodes.podman_fixtures import podman_containers, requires_podman
 
 USAGE_FIELDS = ("seq", "interval_start_ms", "interval_end_ms", "vgpu_count", "vgpu_milliseconds")
 CONTAINER_START_SECONDS = 30
+RESTART_GRACE_SECONDS = 30.0
 pytestmark = [pytest.mark.slow, requires_podman]
 
 
@@ -123,8 +124,12 @@ def test_podman_agent_enrolls_runs_a_placement_reports_usage_and_goes_offline_wh
 
 
 def test_a_killed_agent_restarts_finds_its_container_again_and_reports_nothing_twice(
-    gateway, provider_client, start_podman_agent, podman_image, placement_ids, caplog
+    gateway, gateway_settings, provider_client, start_podman_agent, podman_image, placement_ids, caplog
 ):
+    # The restart is meant to fit in the heartbeat grace. With the fixture's 2 s, a loaded machine (several
+    # seconds to start the agent's Python) took the node offline meanwhile, and the gateway then refused the
+    # reports sent before the crash as usage_report_while_offline: another scenario, with its own tests.
+    gateway_settings.NODE_HEARTBEAT_GRACE_SECONDS = RESTART_GRACE_SECONDS
     caplog.set_level(logging.WARNING, logger="nodes.gateway")
     node, token = _create_node(provider_client, "podman-restart")
     agent = start_podman_agent(gateway, token)

@@ -8,21 +8,35 @@ import pytest
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright():
-    """One Playwright for the session: its sync API cannot be started twice in one thread."""
+    """One Playwright per test module (its sync API cannot be started twice at once in one thread).
+
+    Not per session: Playwright's sync API keeps an asyncio event loop running in this (the main) thread while
+    it is open, and async_to_sync (the live view's group_send, Channels' test communicator) refuses to run in a
+    thread with a running loop. A session-wide browser broke every such test that ran after a UI module in the
+    same process, which under pytest-xdist is any order. Closing it at the end of the module ends the loop.
+    """
     if not os.path.exists(CHROMIUM):
         pytest.fail("Chromium is missing: run `make system-deps` (Debian package chromium).")
     # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make are still synchronous.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        yield playwright
+        with sync_playwright() as running:
+            yield running
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright):
+    """One headless Chromium per test module (see `playwright`)."""
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM,
         headless=True,

@@ -73,6 +73,8 @@ def server(django_db_setup, django_db_blocker):
         "WEB_HEADER_READ_TIMEOUT_MS": "1500",
         "WEB_BODY_READ_TIMEOUT_SECONDS": "2",
         "WEB_LOG_LEVEL": "warning",
+        # Stopping the server at the end waits this long at most for its workers (30 s by default).
+        "WEB_KILL_TIMEOUT_SECONDS": "5",
     }
     process = subprocess.Popen(["bash", "scripts/serve.sh"], cwd=ROOT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
