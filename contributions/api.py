@@ -13,6 +13,8 @@ from contributions.services import contribution_batch_upload, device_revoke, rec
 from janction.openapi import error_responses
 
 SIGNATURE_HEADER = "X-Janction-Signature"
+WALLET_HEADER = "X-Janction-Wallet"
+WALLET_SIGNATURE_HEADER = "X-Janction-Wallet-Signature"
 
 
 class RecordSerializer(serializers.Serializer):
@@ -31,6 +33,7 @@ class RecordSerializer(serializers.Serializer):
     accepted_at = serializers.DateTimeField(allow_null=True)
     deleted_at = serializers.DateTimeField(allow_null=True)
     da_batch_seq = serializers.IntegerField(allow_null=True)
+    cosigner = serializers.CharField(help_text="The linked wallet that co-signed the upload (EIP-191), or ''")
 
 
 class DeviceSerializer(serializers.Serializer):
@@ -64,16 +67,28 @@ class ContributionUpload(APIView):
             "The body is JSON: device_id, counter (larger than any before from this device), consent "
             "{terms_version, accepted_at} and records [{kind, source, content, captured_at, metadata, "
             f"quotes_others}}]. {SIGNATURE_HEADER} is the device's base64 signature of "
-            "'janction-contribution-v1\\n' followed by the exact body bytes."
+            "'janction-contribution-v1\\n' followed by the exact body bytes. Optionally, a wallet linked to the "
+            f"device's account co-signs: {WALLET_HEADER} is its address and {WALLET_SIGNATURE_HEADER} its EIP-191 "
+            "personal_sign signature (hex) of 'janction-contribution-cosign-v1\\n' followed by the body's SHA-256 "
+            "in lower-case hex."
         ),
         request=OpenApiTypes.OBJECT,
-        parameters=[OpenApiParameter(SIGNATURE_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True)],
+        parameters=[
+            OpenApiParameter(SIGNATURE_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True),
+            OpenApiParameter(WALLET_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=False),
+            OpenApiParameter(WALLET_SIGNATURE_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=False),
+        ],
         responses={201: UPLOAD_RESPONSE, **error_responses(400, 401, 403, 409, 413, 415, 422, 429)},
     )
     def post(self, request):
         if request.content_type.split(";")[0].strip() != "application/json":
             raise exceptions.UnsupportedMediaType(request.content_type)
-        result = contribution_batch_upload(body=request.body, signature=request.headers.get(SIGNATURE_HEADER))
+        result = contribution_batch_upload(
+            body=request.body,
+            signature=request.headers.get(SIGNATURE_HEADER),
+            wallet=request.headers.get(WALLET_HEADER),
+            wallet_signature=request.headers.get(WALLET_SIGNATURE_HEADER),
+        )
         return Response(
             {"device_id": result.device_id, "counter": result.counter, "items": result.items},
             status=status.HTTP_201_CREATED,

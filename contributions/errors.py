@@ -25,6 +25,19 @@ class ReplayedCounter(Conflict):
     code = "replayed_counter"
 
 
+class MalformedCosignature(ValidationFailed):
+    code = "malformed_cosignature"
+
+
+class BadCosignature(ApplicationError):
+    code = "bad_cosignature"
+    status = 401
+
+
+class WalletNotLinked(PermissionDenied):
+    code = "wallet_not_linked"
+
+
 class ConsentOutdated(ValidationFailed):
     code = "consent_outdated"
 

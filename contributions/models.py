@@ -67,6 +67,8 @@ class Record(models.Model):
     deleted_at = models.DateTimeField(null=True, blank=True)
     # The settlement batch whose DA copy commits to this record (set when the batch is prepared).
     da_batch_seq = models.PositiveBigIntegerField(null=True, blank=True, db_index=True)
+    # The linked wallet (EIP-55) that co-signed the upload with EIP-191; blank when the upload was not co-signed.
+    cosigner = models.CharField(max_length=42, blank=True, default="")
 
     class Meta:
         indexes = [models.Index(fields=["device", "created_at"]), models.Index(fields=["user", "created_at"])]

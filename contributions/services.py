@@ -20,15 +20,17 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from contributions import minhash, redaction, signing
+from contributions import cosigning, minhash, redaction, signing
 from contributions.epochs import epoch_bounds
 from contributions.errors import (
+    BadCosignature,
     BadSignature,
     ConsentOutdated,
     DeviceNotFound,
     DeviceRevoked,
     InvalidKey,
     KeyAlreadyPaired,
+    MalformedCosignature,
     MalformedUpload,
     PrivateDataLeft,
     RecordNotFound,
@@ -36,8 +38,10 @@ from contributions.errors import (
     ReplayedCounter,
     UnknownDevice,
     UploadCapReached,
+    WalletNotLinked,
 )
 from contributions.models import Content, Device, MinHashBand, Record
+from ledger.models import Wallet
 
 SOURCE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}\Z")
 MAX_COUNTER = 2**62
@@ -204,8 +208,53 @@ def _parse(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def contribution_batch_upload(*, body: bytes, signature: str | None) -> UploadResult:
-    """Verify and store one signed batch of records; raise before writing anything if any part is bad."""
+def _cosigner(*, body: bytes, user_id: int, wallet: str | None, signature: str | None) -> str:
+    """Return the linked wallet that co-signed ``body`` ('' when not co-signed); raise if the co-signature is bad."""
+    if not wallet and not signature:
+        return ""
+    if not wallet or not signature:
+        raise MalformedCosignature(
+            "Send both X-Janction-Wallet and X-Janction-Wallet-Signature, or neither.",
+            detail={"field": "X-Janction-Wallet" if not wallet else "X-Janction-Wallet-Signature"},
+        )
+    try:
+        claimed = cosigning.cosign_address(wallet)
+    except ValueError as error:
+        raise MalformedCosignature(f"X-Janction-Wallet: {error}.", detail={"field": "X-Janction-Wallet"}) from None
+    try:
+        signer = cosigning.cosign_signer(body=body, signature=signature)
+    except ValueError as error:
+        raise MalformedCosignature(
+            f"X-Janction-Wallet-Signature: {error}.", detail={"field": "X-Janction-Wallet-Signature"}
+        ) from None
+    if signer != claimed:
+        raise BadCosignature(
+            f"The wallet signature does not verify for {claimed} over this body; sign"
+            f" {cosigning.COSIGN_PREFIX!r} + the body's SHA-256 (hex) with personal_sign.",
+            detail={"wallet": claimed},
+        )
+    _linked_wallet_check(user_id=user_id, address=claimed, lock=False)
+    return claimed
+
+
+def _linked_wallet_check(*, user_id: int, address: str, lock: bool) -> None:
+    wallets = Wallet.objects.filter(user_id=user_id, address=address)
+    if not (wallets.select_for_update() if lock else wallets).exists():
+        raise WalletNotLinked(
+            f"{address} is not a wallet linked to this device's account; link it on the site first.",
+            detail={"wallet": address},
+        )
+
+
+def contribution_batch_upload(
+    *, body: bytes, signature: str | None, wallet: str | None = None, wallet_signature: str | None = None
+) -> UploadResult:
+    """Verify and store one signed batch of records; raise before writing anything if any part is bad.
+
+    ``wallet`` and ``wallet_signature`` are the optional EIP-191 co-signature (contributions.cosigning): when
+    given, the signer must be ``wallet`` and ``wallet`` a wallet linked to the device's user; it is stored on
+    every record of the batch.
+    """
     now = timezone.now()
     payload = _parse(body)
     device_id = _int(payload["device_id"], field="device_id", low=1, high=2**63 - 1)
@@ -223,6 +272,7 @@ def contribution_batch_upload(*, body: bytes, signature: str | None) -> UploadRe
         algorithm=device.algorithm, public_key=bytes(device.public_key), signature=raw_signature, body=body
     ):
         raise BadSignature("The signature does not verify under this device's key.")
+    cosigner = _cosigner(body=body, user_id=device.user_id, wallet=wallet, signature=wallet_signature)
     consent = payload["consent"]
     if not isinstance(consent, dict) or consent.get("terms_version") != settings.CONTRIBUTIONS_TERMS_VERSION:
         raise ConsentOutdated(
@@ -235,11 +285,17 @@ def contribution_batch_upload(*, body: bytes, signature: str | None) -> UploadRe
     if not isinstance(records, list) or not 1 <= len(records) <= limit:
         raise MalformedUpload(f"records must be a list of 1 to {limit} records.", detail={"max_records": limit})
     checked = [_record(index, raw, now=now) for index, raw in enumerate(records)]
-    return _store(device_id=device.pk, counter=counter, consent=(consent["terms_version"], consent_at), checked=checked)
+    return _store(
+        device_id=device.pk,
+        counter=counter,
+        consent=(consent["terms_version"], consent_at),
+        checked=checked,
+        cosigner=cosigner,
+    )
 
 
 def _store(
-    *, device_id: int, counter: int, consent: tuple[str, datetime], checked: list[CheckedRecord]
+    *, device_id: int, counter: int, consent: tuple[str, datetime], checked: list[CheckedRecord], cosigner: str = ""
 ) -> UploadResult:
     first: dict[str, CheckedRecord] = {}
     for record in checked:
@@ -255,6 +311,9 @@ def _store(
                 f"Counter {counter} was used already; the next batch needs a counter above {device.last_counter}.",
                 detail={"last_counter": device.last_counter},
             )
+        if cosigner:
+            # Again under a lock: a wallet unlinked since the check above no longer co-signs.
+            _linked_wallet_check(user_id=device.user_id, address=cosigner, lock=True)
         known = set(Record.objects.filter(sha256__in=list(first)).values_list("sha256", flat=True))
         fresh = [record for sha, record in first.items() if sha not in known]
         start, _ = epoch_bounds(moment=timezone.now())
@@ -282,6 +341,7 @@ def _store(
                     consent_terms_version=terms,
                     consent_at=consent_at,
                     minhash=signatures[record.sha256],
+                    cosigner=cosigner,
                 )
                 for record in fresh
             ],
