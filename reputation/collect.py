@@ -63,6 +63,29 @@ def placement_evidence(*, node_id: int, placement_id: str, state: str, message: 
     return evidence
 
 
+def interruption_evidence(
+    *, node_id: int, placement_id: str, dedicated: bool, how: str, key: str, message: str = ""
+) -> Evidence | None:
+    """Record that the node's owner took the GPU from a placement (once per interruption, keyed by it).
+
+    Interruptible capacity (schedule, when idle) weighs little: buyers accepted it. A dedicated node weighs
+    as much as an upheld dispute. Against the buyer's own node it counts for nothing (self-dealing).
+    """
+    if not Node.objects.filter(pk=node_id).exists():
+        return None
+    kind = EvidenceKind.DEDICATED_OWNER_USE if dedicated else EvidenceKind.OWNER_INTERRUPTION
+    return evidence_record(
+        kind=kind,
+        subject_kind=SubjectKind.NODE,
+        node_id=node_id,
+        source="colocation",
+        source_key=f"interruption:{placement_id}:{key}"[:160],
+        detail=f"{placement_id} {how} by the node's owner: {message}"[:300],
+        counterparty_id=buyer_of(placement_id),
+        alert=f"Node {node_id}: its owner took a dedicated GPU from {placement_id}."[:500] if dedicated else "",
+    )
+
+
 def _many_buyers_check(*, node_id: int, day: date) -> None:
     keys = Evidence.objects.filter(
         node_id=node_id, day=day, kind=EvidenceKind.PLACEMENT_LOST, self_dealing=False
