@@ -13,7 +13,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from django.db.models import F
 from django.utils import timezone
 
-from nodes.models import Gpu, Node, NodeEvent, NodeFlag, NodePlacement, NodeState
+from nodes.availability import OWNER_MESSAGE_MARK
+from nodes.models import (
+    AvailabilityMode,
+    Gpu,
+    Node,
+    NodeAvailability,
+    NodeEvent,
+    NodeFlag,
+    NodePlacement,
+    NodeState,
+    PlacementPause,
+)
 from pricing.models import Bid
 from reputation.challenges import challenge_judge
 from reputation.models import Challenge, Evidence, EvidenceKind, SubjectKind
@@ -213,8 +224,45 @@ def missed_signals(*, since: datetime) -> int:
         count += (
             placement_evidence(node_id=node_id, placement_id=placement_id, state=state, message=message) is not None
         )
+    count += _missed_interruptions(since=since)
     for flag in NodeFlag.objects.filter(at__gte=since, code__in=list(FLAG_KINDS)):
         count += flag_evidence(node_id=flag.node_id, flag_id=flag.pk, code=flag.code, detail=flag.detail) is not None
+    return count
+
+
+def _missed_interruptions(*, since: datetime) -> int:
+    """Record owner interruptions (pauses, placements stopped for the owner) whose signal was lost."""
+    since_ms = int(since.timestamp() * 1000)
+    interruptions = [
+        (node_id, placement_id, "paused", f"pause:{pk}", reason)
+        for pk, node_id, placement_id, reason in PlacementPause.objects.filter(paused_at_ms__gte=since_ms).values_list(
+            "pk", "placement__node_id", "placement__placement_id", "reason"
+        )
+    ]
+    interruptions += [
+        (node_id, placement_id, "lost", "lost", message)
+        for node_id, placement_id, message in NodePlacement.objects.filter(
+            stopped_at__gte=since, state="lost", message__contains=OWNER_MESSAGE_MARK
+        ).values_list("node_id", "placement_id", "message")
+    ]
+    interruptible = set(
+        NodeAvailability.objects.filter(node_id__in={row[0] for row in interruptions})
+        .exclude(mode=AvailabilityMode.ALWAYS)
+        .values_list("node_id", flat=True)
+    )
+    count = 0
+    for node_id, placement_id, how, key, message in interruptions:
+        count += (
+            interruption_evidence(
+                node_id=node_id,
+                placement_id=placement_id,
+                dedicated=node_id not in interruptible,
+                how=how,
+                key=key,
+                message=message,
+            )
+            is not None
+        )
     return count
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+from datetime import timedelta
+
 import pytest
+from django.db import connections
 from django.utils import timezone
 
 from ledger.models import Account, AccountKind, Transaction
@@ -15,6 +20,7 @@ from nodes.availability import node_availability_set, owner_activity_record
 from nodes.models import NodeFlag, NodePlacement
 from nodes.services.placements import placement_status_record
 from nodes.services.reports import PlacementStatusReport
+from reputation.collect import missed_signals
 from reputation.models import Evidence, EvidenceKind
 from tests.colocation.test_rental_pauses import _running
 from tests.rentals.conftest import ledger_total, platform_balance, report_usage
@@ -144,3 +150,43 @@ def test_self_dealing_interruptions_count_for_nothing(provider, django_capture_o
     evidence = Evidence.objects.get(node_id=placement.node_id, kind=EvidenceKind.DEDICATED_OWNER_USE)
     assert evidence.self_dealing and (evidence.positive, evidence.negative) == (0, 0)
     assert NodePlacement.objects.get(pk=placement.node_placement_id).state == "paused"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_refunds_of_one_placement_move_money_once(buyer, provider):
+    _, placement = _charged(buyer, provider)
+    buyer_before = _balance(buyer, AccountKind.AVAILABLE)
+    barrier, outcomes = threading.Barrier(2), []
+
+    def refund():
+        try:
+            barrier.wait()
+            outcomes.append(owner_use_refund(placement_id=placement.placement_id))
+        except Exception as exc:
+            outcomes.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=refund) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes) == [0, placement.buyer_charged]
+    assert _refunds() == 1 and ledger_total() == 0
+    assert _balance(buyer, AccountKind.AVAILABLE) == buyer_before + placement.buyer_charged
+
+
+@pytest.mark.django_db
+def test_the_collector_records_an_interruption_whose_signal_was_lost(buyer, provider):
+    _, placement = _charged(buyer, provider, mode="when_idle")
+    _status(placement, "paused", OWNER_PAUSE, _no_callbacks)  # the signal never runs
+    assert _interruptions(placement.node_id) == []
+    assert missed_signals(since=timezone.now() - timedelta(hours=1)) >= 1
+    assert missed_signals(since=timezone.now() - timedelta(hours=1)) == 0
+    assert _interruptions(placement.node_id) == [(EvidenceKind.OWNER_INTERRUPTION, 250_000)]
+
+
+@contextmanager
+def _no_callbacks(execute: bool = False):
+    yield
