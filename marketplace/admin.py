@@ -16,5 +16,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ["prefix", "key_hash", "last_used_at"]
     search_fields = ["name", "prefix", "user__email"]
 
+
 from marketplace.rentals import admin as rentals_admin  # noqa: E402, F401 - registers RentalAdmin
 from marketplace.rentals import dispute_admin  # noqa: E402, F401 - registers the dispute admin

@@ -200,4 +200,3 @@ def statement_csv(request):
 def _csv_safe(text: str) -> str:
     """Keep a spreadsheet from reading a memo as a formula (CSV injection)."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-

@@ -8,8 +8,9 @@ from django.dispatch import receiver
 from ledger.settlement.holds import earnings_hold_source_set
 from marketplace.rentals.dispatch import rental_allocate, rentals_on_node_observe
 from marketplace.rentals.disputes import held_rental_ids
+from marketplace.rentals.owner_refunds import owner_use_refund
 from marketplace.rentals.selectors import placement_buyers
-from nodes.signals import node_quarantined
+from nodes.signals import node_quarantined, placement_interrupted
 from pricing.signals import bid_allocated
 from reputation.signals import placement_buyers_requested
 
@@ -38,6 +39,17 @@ def rentals_on_node_quarantined(sender, node_id: int, **kwargs) -> None:
         rentals_on_node_observe(node_id=node_id)
     except Exception:
         logger.exception("settling the rentals of quarantined node %s failed; the next sync retries", node_id)
+
+
+@receiver(placement_interrupted, dispatch_uid="marketplace.owner_use_refund")
+def rentals_on_placement_interrupted(sender, placement_id: str, dedicated: bool, **kwargs) -> None:
+    """Refund the buyer of a placement a dedicated node's owner interrupted (once per placement)."""
+    if not dedicated:
+        return  # interruptible capacity: the buyer accepted it, usage stops being charged at the interruption
+    try:
+        owner_use_refund(placement_id=placement_id)
+    except Exception:
+        logger.exception("refunding placement %s after its owner took the dedicated GPU failed", placement_id)
 
 
 # Earnings of rentals that may still be refunded stay out of settlement batches (marketplace.rentals.disputes).

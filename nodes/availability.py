@@ -39,6 +39,7 @@ from nodes.models import (
     PlacementPause,
     UsageReport,
 )
+from nodes.signals import placement_interrupted
 
 log = logging.getLogger("nodes.availability")
 
@@ -346,8 +347,12 @@ def placement_pause_track(*, placement: NodePlacement, before: str, after: str, 
         # Never before usage already stored (it was charged), never in the future.
         charged_until = UsageReport.objects.filter(placement=placement).aggregate(end=Max("interval_end_ms"))["end"]
         at = max(_ms(_moment(at_ms, now)), charged_until or 0)
-        PlacementPause.objects.create(placement=placement, paused_at_ms=at, reason=message[:300])
+        pause = PlacementPause.objects.create(placement=placement, paused_at_ms=at, reason=message[:300])
+        _interrupted(placement=placement, how="paused", key=f"pause:{pause.pk}", message=message)
         return
+    if after == "lost" and before != "paused" and _owner_has_gpu(placement.node_id, message):
+        # A frozen placement's interruption was its pause; a running one stopped for the owner is one now.
+        _interrupted(placement=placement, how="lost", key="lost", message=message)
     if before == "paused":
         pause = (
             PlacementPause.objects.select_for_update().filter(placement=placement, resumed_at_ms__isnull=True).first()
@@ -356,6 +361,33 @@ def placement_pause_track(*, placement: NodePlacement, before: str, after: str, 
             pause.resumed_at_ms = max(_ms(_moment(at_ms, now)), pause.paused_at_ms)
             pause.ended_by = "resumed" if after == "running" else after
             pause.save(update_fields=["resumed_at_ms", "ended_by"])
+
+
+OWNER_MESSAGE_MARK = "owner is using the GPU"  # agent.session's OWNER_STOP_MESSAGE / OWNER_PAUSE_MESSAGE
+
+
+def _owner_has_gpu(node_id: int, message: str) -> bool:
+    """Return whether a placement lost now was lost to the node's owner (claimed, scheduled, or said so)."""
+    policy = NodeAvailability.objects.filter(node_id=node_id).first()
+    return OWNER_MESSAGE_MARK in message or (policy is not None and (policy.owner_active or policy.schedule_owner_time))
+
+
+def _interrupted(*, placement: NodePlacement, how: str, key: str, message: str) -> None:
+    """Tell the layers above, after commit, that the owner interrupted a placement (reputation, refunds)."""
+    mode = NodeAvailability.objects.filter(node_id=placement.node_id).values_list("mode", flat=True).first()
+    dedicated = mode in (None, AvailabilityMode.ALWAYS)
+    node_id, placement_id = placement.node_id, placement.placement_id
+    transaction.on_commit(
+        lambda: placement_interrupted.send(
+            sender=NodePlacement,
+            node_id=node_id,
+            placement_id=placement_id,
+            dedicated=dedicated,
+            how=how,
+            key=key,
+            message=message[:300],
+        )
+    )
 
 
 def placement_pause_reattach(*, placement: NodePlacement, state: str, paused_at_ms: int) -> None:

@@ -16,3 +16,8 @@ node_flagged = Signal()
 # A placement reached a final state the agent reported: kwargs node_id, placement_id, state
 # ("exited", "failed" or "lost"), exit_code, message.
 placement_ended = Signal()
+
+# The node's owner took the GPU from a running placement (froze it, or stopped it): kwargs node_id,
+# placement_id, dedicated (the node's policy is `always`: the owner had no right to it), how ("paused" or
+# "lost"), key (unique per interruption of that placement), message.
+placement_interrupted = Signal()

@@ -13,7 +13,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from django.db.models import F
 from django.utils import timezone
 
-from nodes.models import Gpu, Node, NodeEvent, NodeFlag, NodePlacement, NodeState
+from nodes.availability import OWNER_MESSAGE_MARK
+from nodes.models import (
+    AvailabilityMode,
+    Gpu,
+    Node,
+    NodeAvailability,
+    NodeEvent,
+    NodeFlag,
+    NodePlacement,
+    NodeState,
+    PlacementPause,
+)
 from pricing.models import Bid
 from reputation.challenges import challenge_judge
 from reputation.models import Challenge, Evidence, EvidenceKind, SubjectKind
@@ -61,6 +72,29 @@ def placement_evidence(*, node_id: int, placement_id: str, state: str, message: 
     if evidence is not None and kind == EvidenceKind.PLACEMENT_LOST:
         _many_buyers_check(node_id=node_id, day=evidence.day)
     return evidence
+
+
+def interruption_evidence(
+    *, node_id: int, placement_id: str, dedicated: bool, how: str, key: str, message: str = ""
+) -> Evidence | None:
+    """Record that the node's owner took the GPU from a placement (once per interruption, keyed by it).
+
+    Interruptible capacity (schedule, when idle) weighs little: buyers accepted it. A dedicated node weighs
+    as much as an upheld dispute. Against the buyer's own node it counts for nothing (self-dealing).
+    """
+    if not Node.objects.filter(pk=node_id).exists():
+        return None
+    kind = EvidenceKind.DEDICATED_OWNER_USE if dedicated else EvidenceKind.OWNER_INTERRUPTION
+    return evidence_record(
+        kind=kind,
+        subject_kind=SubjectKind.NODE,
+        node_id=node_id,
+        source="colocation",
+        source_key=f"interruption:{placement_id}:{key}"[:160],
+        detail=f"{placement_id} {how} by the node's owner: {message}"[:300],
+        counterparty_id=buyer_of(placement_id),
+        alert=f"Node {node_id}: its owner took a dedicated GPU from {placement_id}."[:500] if dedicated else "",
+    )
 
 
 def _many_buyers_check(*, node_id: int, day: date) -> None:
@@ -190,8 +224,45 @@ def missed_signals(*, since: datetime) -> int:
         count += (
             placement_evidence(node_id=node_id, placement_id=placement_id, state=state, message=message) is not None
         )
+    count += _missed_interruptions(since=since)
     for flag in NodeFlag.objects.filter(at__gte=since, code__in=list(FLAG_KINDS)):
         count += flag_evidence(node_id=flag.node_id, flag_id=flag.pk, code=flag.code, detail=flag.detail) is not None
+    return count
+
+
+def _missed_interruptions(*, since: datetime) -> int:
+    """Record owner interruptions (pauses, placements stopped for the owner) whose signal was lost."""
+    since_ms = int(since.timestamp() * 1000)
+    interruptions = [
+        (node_id, placement_id, "paused", f"pause:{pk}", reason)
+        for pk, node_id, placement_id, reason in PlacementPause.objects.filter(paused_at_ms__gte=since_ms).values_list(
+            "pk", "placement__node_id", "placement__placement_id", "reason"
+        )
+    ]
+    interruptions += [
+        (node_id, placement_id, "lost", "lost", message)
+        for node_id, placement_id, message in NodePlacement.objects.filter(
+            stopped_at__gte=since, state="lost", message__contains=OWNER_MESSAGE_MARK
+        ).values_list("node_id", "placement_id", "message")
+    ]
+    interruptible = set(
+        NodeAvailability.objects.filter(node_id__in={row[0] for row in interruptions})
+        .exclude(mode=AvailabilityMode.ALWAYS)
+        .values_list("node_id", flat=True)
+    )
+    count = 0
+    for node_id, placement_id, how, key, message in interruptions:
+        count += (
+            interruption_evidence(
+                node_id=node_id,
+                placement_id=placement_id,
+                dedicated=node_id not in interruptible,
+                how=how,
+                key=key,
+                message=message,
+            )
+            is not None
+        )
     return count
 
 

@@ -96,6 +96,8 @@ class EvidenceKind(models.TextChoices):
     USAGE_REFUSED = "usage_refused", "Usage the platform's records contradict"
     TELEMETRY_CONTRADICTION = "telemetry_contradiction", "Telemetry contradicting the claimed GPU"
     MANY_BUYERS_FAILED = "many_buyers_failed", "Placements failing for many buyers"
+    OWNER_INTERRUPTION = "owner_interruption", "Interruptible placement interrupted by the node's owner"
+    DEDICATED_OWNER_USE = "dedicated_owner_use", "Dedicated node's GPU taken by its owner"
     CORRECTION = "correction", "Correction by an operator"
 
 

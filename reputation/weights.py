@@ -17,6 +17,10 @@ WEIGHTS: dict[str, tuple[float, float]] = {
     EvidenceKind.SYBIL_GPU_UUID: (0, 20),
     EvidenceKind.TELEMETRY_CONTRADICTION: (0, 5),
     EvidenceKind.MANY_BUYERS_FAILED: (0, 5),
+    # Per interruption of a rental's placement by the node's owner (docs/colocation.md): interruptible capacity
+    # is sold as takeable, so it weighs little; a dedicated node's owner broke the promise (and owes a refund).
+    EvidenceKind.OWNER_INTERRUPTION: (0, 0.25),
+    EvidenceKind.DEDICATED_OWNER_USE: (0, 5),
 }
 
 # Usage refusals by the gateway's code: a count above the allocation is a lie; an interval while the platform

@@ -19,7 +19,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from janction.errors import Conflict, ValidationFailed
-from ledger.models import AccountKind, TransactionKind
+from ledger.models import AccountKind, Transaction, TransactionKind
 from ledger.services import Leg, Posting, ledger_post
 from marketplace.models import Dispute, DisputeState, Rental, RentalPlacement, RentalState
 from marketplace.rentals.errors import RentalNotFound
@@ -29,6 +29,7 @@ from reputation.services import evidence_record
 DISPUTABLE_STATES = (RentalState.COMPLETED, RentalState.FAILED, RentalState.INTERRUPTED)
 ENDED_STATES = (*DISPUTABLE_STATES, RentalState.CANCELLED, RentalState.EXPIRED)
 MAX_REASON_CHARS = 2000
+OWNER_REFUND_PREFIX = "owner-use:"
 
 
 class DisputeInvalid(ValidationFailed):
@@ -78,11 +79,19 @@ class Resolution:
     moved: bool  # False: it was already resolved this way (nothing moved again)
 
 
-def _refund_legs(rental: Rental, amount: int) -> list[Leg]:
-    """Split a refund pro rata over what each provider and the platform took from the rental's charges."""
+def _refund_legs(rental: Rental, amount: int, *, placement_ids: list[int] | None = None) -> list[Leg]:
+    """Split a refund pro rata over what each provider and the platform took from the rental's charges.
+
+    With `placement_ids`, over what those placements alone charged (an owner-use refund: marketplace.rentals.
+    owner_refunds); otherwise over the whole rental.
+    """
+    placements = RentalPlacement.objects.filter(rental=rental)
+    charged = rental.charged
+    if placement_ids is not None:
+        placements = placements.filter(pk__in=placement_ids)
+        charged = int(placements.aggregate(total=Sum("buyer_charged"))["total"] or 0)
     paid = dict(
-        RentalPlacement.objects.filter(rental=rental)
-        .values_list("provider_id")
+        placements.values_list("provider_id")
         .annotate(total=Sum("provider_paid"))
         .values_list("provider_id", "total")
         .order_by()
@@ -90,7 +99,7 @@ def _refund_legs(rental: Rental, amount: int) -> list[Leg]:
     legs = [Leg(rental.owner_id, AccountKind.AVAILABLE, amount)]
     taken = 0
     for provider_id in sorted(paid):
-        share = amount * int(paid[provider_id]) // rental.charged
+        share = amount * int(paid[provider_id]) // charged
         if share:
             legs.append(Leg(provider_id, AccountKind.EARNINGS, -share))
             taken += share
@@ -113,18 +122,20 @@ def dispute_resolve(
         if dispute is None:
             raise DisputeInvalid(f"Dispute {dispute_id} does not exist.", code="dispute_not_found", status=404)
         rental = Rental.objects.select_for_update().get(pk=dispute.rental_id)
+        refundable = rental.charged - owner_refunded(rental_id=rental.pk)
         if outcome == "refund":
-            amount = rental.charged
+            amount = refundable
         elif outcome == "partial":
             if isinstance(refund, bool) or not isinstance(refund, int) or refund <= 0:
                 raise DisputeInvalid(
                     "A partial refund is a positive number of USDC base units.", detail={"field": "refund"}
                 )
-            if refund > rental.charged:
+            if refund > refundable:
                 raise DisputeInvalid(
-                    f"The refund ({refund}) is larger than what the rental charged ({rental.charged}).",
+                    f"The refund ({refund}) is larger than what the rental charged and was not refunded yet "
+                    f"({refundable}).",
                     code="refund_too_large",
-                    detail={"field": "refund", "most": rental.charged},
+                    detail={"field": "refund", "most": refundable},
                 )
             amount = refund
         else:
@@ -156,6 +167,16 @@ def dispute_resolve(
         dispute.save(update_fields=["state", "refund", "note", "resolved_by", "resolved_at", "ledger_idempotency_key"])
         _evidence(dispute, rental, amount)
     return Resolution(dispute=dispute, moved=True)
+
+
+def owner_refunded(*, rental_id: int) -> int:
+    """Return what owner-use refunds (marketplace.rentals.owner_refunds) already gave back of a rental."""
+    return sum(
+        int(metadata.get("amount", 0))
+        for metadata in Transaction.objects.filter(
+            idempotency_key__startswith=OWNER_REFUND_PREFIX, metadata__rental=rental_id
+        ).values_list("metadata", flat=True)
+    )
 
 
 def _evidence(dispute: Dispute, rental: Rental, amount: int) -> None:

@@ -70,9 +70,7 @@ def rental_extend(*, owner, rental_id: int, add_seconds, idempotency_key: str) -
         placements = list(
             RentalPlacement.objects.select_for_update().filter(rental=rental, settled_at__isnull=True).order_by("pk")
         )
-        amount = hold_amount(
-            price_per_hour=extension_price_per_hour(rental), units=1, duration_ms=add_seconds * 1000
-        )
+        amount = hold_amount(price_per_hour=extension_price_per_hour(rental), units=1, duration_ms=add_seconds * 1000)
         try:
             escrow_top_up(
                 rental=rental,

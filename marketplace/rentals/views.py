@@ -34,7 +34,6 @@ _IN_FLIGHT = "in-flight"
 _FORM_FIELDS = {"max_price_per_hour": "max_price", "max_duration_seconds": "max_duration_minutes", "secret_env": "env"}
 
 
-
 def _money(rental) -> dict:
     return {
         "max_price": usdc(rental.max_price_per_hour),
