@@ -197,7 +197,11 @@ def test_a_non_pausable_restartable_rental_is_interrupted_and_finishes_on_anothe
     wait_until(lambda: _tick(rental).state == RentalState.RUNNING, timeout=60, what=f"running:\n{first.output()}")
     on_gamer = rental.placements.get()
     wait_until(lambda: UsageReport.objects.filter(placement_id=on_gamer.node_placement_id).exists(), timeout=30)
-    second = agents(gateway, spare.token, name="spare", listing=None)
+    # The spare's own (empty) listing: without one a fake GPU's idle load wanders up to 100%, which a
+    # "when idle" policy rightly reads as its owner at work, and the rental could never land there.
+    spare_listing = owner_processes.path.with_name("spare-gpu-processes")
+    spare_listing.write_text("")
+    second = agents(gateway, spare.token, name="spare", listing=spare_listing)
     wait_until(lambda: _online(spare.node), timeout=60, what=f"spare online:\n{second.output()}")
     owner = owner_processes.start()
     owner_processes.list(owner.pid)
