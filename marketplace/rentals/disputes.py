@@ -19,7 +19,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from janction.errors import Conflict, ValidationFailed
-from ledger.models import AccountKind, Transaction, TransactionKind
+from ledger.models import AccountKind, Entry, Transaction, TransactionKind
 from ledger.services import Leg, Posting, ledger_post
 from marketplace.models import Dispute, DisputeState, Rental, RentalPlacement, RentalState
 from marketplace.rentals.errors import RentalNotFound
@@ -79,33 +79,39 @@ class Resolution:
     moved: bool  # False: it was already resolved this way (nothing moved again)
 
 
-def _refund_legs(rental: Rental, amount: int, *, placement_ids: list[int] | None = None) -> list[Leg]:
-    """Split a refund pro rata over what each provider and the platform took from the rental's charges.
+def _refund_legs(rental: Rental, amount: int) -> list[Leg]:
+    """Split a refund over the accounts the rental's charges credited, pro rata to what each still holds of them.
 
-    With `placement_ids`, over what those placements alone charged (an owner-use refund: marketplace.rentals.
-    owner_refunds); otherwise over the whole rental.
+    The credits are read from the charge postings themselves (the providers' earnings net of the fee, the platform
+    fee, the market's residual), less what owner-use refunds already reversed: no account is asked for more than
+    the rental gave it (a provider's `provider_paid` is gross of the fee, so it cannot be the measure). The
+    rounding remainder, fewer base units than accounts, comes from the accounts with the most left.
     """
-    placements = RentalPlacement.objects.filter(rental=rental)
-    charged = rental.charged
-    if placement_ids is not None:
-        placements = placements.filter(pk__in=placement_ids)
-        charged = int(placements.aggregate(total=Sum("buyer_charged"))["total"] or 0)
-    paid = dict(
-        placements.values_list("provider_id")
-        .annotate(total=Sum("provider_paid"))
-        .values_list("provider_id", "total")
-        .order_by()
-    )
-    legs = [Leg(rental.owner_id, AccountKind.AVAILABLE, amount)]
-    taken = 0
-    for provider_id in sorted(paid):
-        share = amount * int(paid[provider_id]) // charged
-        if share:
-            legs.append(Leg(provider_id, AccountKind.EARNINGS, -share))
-            taken += share
-    if amount - taken:
-        legs.append(Leg(None, AccountKind.FEES, -(amount - taken)))
-    return legs
+    credited: dict[tuple[int | None, str], int] = {}
+    charges = Transaction.objects.filter(kind=TransactionKind.CHARGE, metadata__rental=rental.pk)
+    reversals = Transaction.objects.filter(idempotency_key__startswith=OWNER_REFUND_PREFIX, metadata__rental=rental.pk)
+    for entries in (
+        Entry.objects.filter(transaction__in=charges, amount__gt=0),
+        Entry.objects.filter(transaction__in=reversals, amount__lt=0),
+    ):
+        for owner_id, kind, value in entries.values_list("account__owner_id", "account__kind", "amount"):
+            credited[(owner_id, kind)] = credited.get((owner_id, kind), 0) + int(value)
+    accounts = sorted(((key, left) for key, left in credited.items() if left > 0), key=str)
+    total = sum(left for _, left in accounts)
+    if amount > total:
+        raise DisputeInvalid(
+            f"The refund ({amount}) is larger than what the rental's charges left to give back ({total}).",
+            code="refund_too_large",
+            detail={"field": "refund", "most": total},
+        )
+    shares = [[key, left * amount // total, left] for key, left in accounts]
+    remainder = amount - sum(share for _, share, _ in shares)
+    for entry in sorted(shares, key=lambda item: item[2] - item[1], reverse=True):
+        extra = min(remainder, entry[2] - entry[1])
+        entry[1] += extra
+        remainder -= extra
+    debits = [Leg(owner_id, kind, -share) for (owner_id, kind), share, _ in shares if share]
+    return [Leg(rental.owner_id, AccountKind.AVAILABLE, amount), *debits]
 
 
 def dispute_resolve(

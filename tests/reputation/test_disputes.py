@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from ledger.models import Account, Transaction
-from ledger.services import charge_posting, ledger_deposit, ledger_hold, ledger_post
+from ledger.services import charge_posting, ledger_deposit, ledger_hold, ledger_post, platform_fee
 from marketplace.models import Dispute, DisputeState, Rental, RentalPlacement, RentalState
 from marketplace.rentals.disputes import (
     DisputeInvalid,
@@ -34,8 +34,14 @@ def _balance(user, kind: str) -> int:
     return int(account.balance) if account else 0
 
 
-def _ended_rental(*, state=RentalState.COMPLETED, ended_hours_ago: float = 1) -> Rental:
-    """A rental that ran on one node and was charged CHARGE (the provider's share to earnings, the fee to fees)."""
+def _ended_rental(
+    *, state=RentalState.COMPLETED, ended_hours_ago: float = 1, provider_gross: int | None = None
+) -> Rental:
+    """A rental that ran on one node and was charged CHARGE (the provider's share to earnings, the fee to fees).
+
+    With `provider_gross`, charged as metering charges: the provider is paid that price less the platform fee,
+    the rest goes to the market account, and the placement's `provider_paid` is the gross figure.
+    """
     buyer, provider = UserFactory(), UserFactory()
     node = online_node(provider, vgpus=1)
     ledger_deposit(user_id=buyer.pk, currency="USDC", amount=10 * USDC, idempotency_key=f"fund-{buyer.pk}")
@@ -59,11 +65,14 @@ def _ended_rental(*, state=RentalState.COMPLETED, ended_hours_ago: float = 1) ->
         provider_id=provider.pk,
         currency="USDC",
         buyer_amount=CHARGE,
+        provider_amount=None if provider_gross is None else provider_gross - platform_fee(CHARGE),
         idempotency_key=f"charge-{rental.pk}",
         metadata={"rental": rental.pk},
     )
     ledger_post(posting)
     provider_paid = next(leg.amount for leg in posting.legs if leg.owner_id == provider.pk)
+    if provider_gross is not None:
+        provider_paid = provider_gross
     RentalPlacement.objects.create(
         rental=rental,
         bid=bid,
@@ -188,3 +197,41 @@ def test_two_concurrent_refunds_of_one_dispute_move_money_once_and_lower_the_pro
     assert _balance(placement.provider, "earnings") == earnings - placement.provider_paid
     assert score_of(kind=SubjectKind.NODE, subject_id=placement.node_id) < score_before
     assert Evidence.objects.get(kind=EvidenceKind.DISPUTE_UPHELD).negative == 5_000_000
+
+
+def _platform(kind: str) -> int:
+    account = Account.objects.filter(owner__isnull=True, kind=kind, currency="USDC").first()
+    return int(account.balance) if account else 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("outcome", ["refund", "partial"])
+def test_a_refund_of_a_metered_rental_takes_back_what_each_account_was_credited(outcome):
+    """Metering pays the provider its price less the fee and leaves a residual in the market account; a refund
+    asks each account for its share of what it was credited, never the gross `provider_paid` (which is more than
+    the provider's earnings received, and which the ledger would refuse)."""
+    rental = _ended_rental(provider_gross=3 * USDC)
+    placement = rental.placements.get()
+    fee = platform_fee(CHARGE)
+    before = {
+        "available": _balance(rental.owner, "available"),
+        "earnings": _balance(placement.provider, "earnings"),
+        "fees": _platform("fees"),
+        "market": _platform("market"),
+    }
+    dispute = dispute_open(owner=rental.owner, rental_id=rental.pk, reason="it never ran my job")
+    amount = CHARGE if outcome == "refund" else CHARGE // 3
+    partial = None if outcome == "refund" else amount
+    dispute_resolve(dispute_id=dispute.pk, outcome=outcome, operator=None, refund=partial)
+    taken = {
+        "earnings": before["earnings"] - _balance(placement.provider, "earnings"),
+        "fees": before["fees"] - _platform("fees"),
+        "market": before["market"] - _platform("market"),
+    }
+    assert _balance(rental.owner, "available") == before["available"] + amount
+    assert sum(taken.values()) == amount
+    if outcome == "refund":
+        assert taken == {"earnings": 3 * USDC - fee, "fees": fee, "market": CHARGE - 3 * USDC}
+    else:
+        assert all(value >= 0 for value in taken.values())
+        assert taken["earnings"] <= 3 * USDC - fee
