@@ -201,3 +201,12 @@ def celery_eager():
     app.conf.task_always_eager = True
     yield app
     app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def requires_postgresql():
+    """Fail, never skip, a test that needs PostgreSQL's row locks when the suite runs on another database."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.fail("This test needs PostgreSQL row locks: set DATABASE_URL=postgres://... (make test does).")

@@ -94,7 +94,7 @@ def test_sqlite_database_from_before_the_move_migrates_forward(tmp_path):
 def test_postgresql_database_from_before_the_move_migrates_forward(tmp_path):
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
-        pytest.skip("DATABASE_URL is not PostgreSQL")
+        pytest.fail("This test migrates a PostgreSQL database: set DATABASE_URL=postgres://... (make test does).")
     import psycopg
 
     name = f"janction_forward_{uuid.uuid4().hex[:10]}"

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from janction.errors import Conflict, ValidationFailed
@@ -221,21 +221,26 @@ def held_rental_ids(*, now: datetime | None = None) -> set[int]:
 
 
 def held_earnings(*, provider) -> list[dict]:
-    """Return what of a provider's earnings is held out of settlement, per rental, and why."""
+    """Return what of a provider's earnings is held out of settlement, per rental, and why.
+
+    The amounts are the provider's earnings entries of each held rental (charges net of the fee, less refunds):
+    exactly what the settlement batch leaves out, not the gross `provider_paid`.
+    """
     held = held_rental_ids()
-    rows = (
-        RentalPlacement.objects.filter(provider=provider, rental_id__in=held, provider_paid__gt=0)
-        .values("rental_id", "rental__state", "rental__ended_at", "rental__dispute__state")
-        .annotate(amount=Sum("provider_paid"))
-        .order_by("rental_id")
+    amounts: dict[int, int] = {}
+    entries = Entry.objects.filter(
+        account__owner=provider, account__kind=AccountKind.EARNINGS, transaction__metadata__rental__in=sorted(held)
     )
+    for metadata, amount in entries.values_list("transaction__metadata", "amount"):
+        amounts[metadata["rental"]] = amounts.get(metadata["rental"], 0) + int(amount)
+    rentals = Rental.objects.filter(pk__in=[pk for pk, amount in amounts.items() if amount > 0]).order_by("pk")
     result = []
-    for row in rows:
-        if row["rental__dispute__state"] == DisputeState.OPEN:
+    for rental in rentals.values("pk", "state", "ended_at", "dispute__state"):
+        if rental["dispute__state"] == DisputeState.OPEN:
             why, until = "the buyer disputes this rental", None
-        elif row["rental__ended_at"] is None or row["rental__state"] not in ENDED_STATES:
+        elif rental["ended_at"] is None or rental["state"] not in ENDED_STATES:
             why, until = "the rental has not ended", None
         else:
-            why, until = "the dispute window is open", row["rental__ended_at"] + _window()
-        result.append({"rental": row["rental_id"], "amount": int(row["amount"]), "why": why, "until": until})
+            why, until = "the dispute window is open", rental["ended_at"] + _window()
+        result.append({"rental": rental["pk"], "amount": amounts[rental["pk"]], "why": why, "until": until})
     return result

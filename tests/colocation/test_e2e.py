@@ -95,6 +95,24 @@ def _when_idle(ticket, provider) -> None:
     node_availability_set(owner=provider, node_id=ticket.node.pk, mode="when_idle", grace_seconds=1)
 
 
+def _running_rental(buyer, agent, *, image: str, command: list[str], **options):
+    """Fund the buyer, rent one interruptible ada-24g vGPU for `command`, and wait until it runs."""
+    fund(buyer, 50 * USDC)
+    rental = rental_submit(
+        owner=buyer,
+        pool_name="ada-24g",
+        vgpus=1,
+        max_price_per_hour="2",
+        max_duration_seconds=600,
+        image=image,
+        command=command,
+        accepts_interruptible=True,
+        **options,
+    )
+    wait_until(lambda: _tick(rental).state == RentalState.RUNNING, timeout=60, what=f"running:\n{agent.output()}")
+    return rental
+
+
 def test_owner_process_freezes_a_pausable_placement_unpaid_and_off_the_market_then_it_resumes_paid(
     gateway, agents, owner_processes, test_image, settings
 ):
@@ -104,19 +122,9 @@ def test_owner_process_freezes_a_pausable_placement_unpaid_and_off_the_market_th
     _when_idle(ticket, provider)
     agent = agents(gateway, ticket.token, name="gamer", listing=owner_processes.path)
     wait_until(lambda: _online(ticket.node), timeout=60, what=f"node online; agent said:\n{agent.output()}")
-    fund(buyer, 50 * USDC)
-    rental = rental_submit(
-        owner=buyer,
-        pool_name="ada-24g",
-        vgpus=1,
-        max_price_per_hour="2",
-        max_duration_seconds=600,
-        image=test_image,
-        command=["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
-        pausable=True,
-        accepts_interruptible=True,
+    rental = _running_rental(
+        buyer, agent, image=test_image, command=["sh", "-c", "while true; do echo tick; sleep 0.2; done"], pausable=True
     )
-    wait_until(lambda: _tick(rental).state == RentalState.RUNNING, timeout=60, what=f"running:\n{agent.output()}")
     placement = rental.placements.get()
     # The workload's own process on the GPU is the agent's (pid -> cgroup): not the owner.
     workload_pid = _container(placement.placement_id)["State"]["Pid"]
@@ -182,19 +190,13 @@ def test_a_non_pausable_restartable_rental_is_interrupted_and_finishes_on_anothe
     _when_idle(spare, provider)
     first = agents(gateway, gamer.token, name="gamer", listing=owner_processes.path)
     wait_until(lambda: _online(gamer.node), timeout=60, what=f"gamer online:\n{first.output()}")
-    fund(buyer, 50 * USDC)
-    rental = rental_submit(
-        owner=buyer,
-        pool_name="ada-24g",
-        vgpus=1,
-        max_price_per_hour="2",
-        max_duration_seconds=600,
+    rental = _running_rental(
+        buyer,
+        first,
         image=test_image,
         command=["sh", "-c", "echo started; sleep 4; echo done"],
         restart_on_interruption=True,
-        accepts_interruptible=True,
     )
-    wait_until(lambda: _tick(rental).state == RentalState.RUNNING, timeout=60, what=f"running:\n{first.output()}")
     on_gamer = rental.placements.get()
     wait_until(lambda: UsageReport.objects.filter(placement_id=on_gamer.node_placement_id).exists(), timeout=30)
     # The spare's own (empty) listing: without one a fake GPU's idle load wanders up to 100%, which a

@@ -4,7 +4,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 
 from contributions.models import Content, DataReward, Record
@@ -15,7 +15,7 @@ from tests.contributions.conftest import pair, record
 from tests.factories import UserFactory
 
 pytestmark = [
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="the race tests need PostgreSQL row locks"),
+    pytest.mark.usefixtures("requires_postgresql"),
     pytest.mark.django_db(transaction=True),
 ]
 THREADS = 6

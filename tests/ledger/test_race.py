@@ -4,7 +4,7 @@ import random
 import threading
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.db.models import Count, Sum
 
 from ledger.errors import InsufficientFunds
@@ -47,7 +47,7 @@ def _run(op):
         ledger_charge(buyer_id=a, provider_id=b, currency=USDC, buyer_amount=amount, idempotency_key=key)
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the race test needs PostgreSQL row locks")
+@pytest.mark.usefixtures("requires_postgresql")
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_postings_keep_the_books_exact():
     rng = random.Random(20261125)

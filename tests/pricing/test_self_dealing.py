@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -32,7 +31,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
 USDC = 1_000_000
 HOUR_MS = 3_600_000
-NESTED = "JANCTION_SELF_DEALING_ON_SQLITE"
 
 
 def usdc_total(*users) -> int:
@@ -142,12 +140,14 @@ def test_renting_your_own_node_from_a_second_account_costs_the_fee(settings):
     assert 0 < jct_gained <= money["fees"] * 10**12  # 1 JCT (10**18) per USDC (10**6) of fees
 
 
-@pytest.mark.skipif(os.environ.get(NESTED) == "1" or connection.vendor == "sqlite", reason="already on SQLite")
 def test_the_same_scenarios_pass_on_the_embedded_sqlite_default(tmp_path):
+    """The scenarios above again, in a pytest of their own on the embedded SQLite default (this test deselected)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PYTEST_ADDOPTS")}
-    env.update({NESTED: "1", "JANCTION_VAR_DIR": str(tmp_path)})
+    env["JANCTION_VAR_DIR"] = str(tmp_path)
+    this = f"{__file__}::test_the_same_scenarios_pass_on_the_embedded_sqlite_default"
+    pytest_args = ["-q", "-p", "no:randomly", "-p", "no:cacheprovider", "--deselect", this, __file__]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", __file__],
+        [sys.executable, "-m", "pytest", *pytest_args],
         cwd=ROOT,
         env=env,
         capture_output=True,

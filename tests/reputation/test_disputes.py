@@ -235,3 +235,17 @@ def test_a_refund_of_a_metered_rental_takes_back_what_each_account_was_credited(
     else:
         assert all(value >= 0 for value in taken.values())
         assert taken["earnings"] <= 3 * USDC - fee
+
+
+@pytest.mark.django_db
+def test_held_earnings_are_what_the_provider_was_credited_not_the_gross_price():
+    rental = _ended_rental(provider_gross=3 * USDC)
+    provider = rental.placements.get().provider
+    [held] = held_earnings(provider=provider)
+    assert held["amount"] == 3 * USDC - platform_fee(CHARGE) == _balance(provider, "earnings")
+    dispute = dispute_open(owner=rental.owner, rental_id=rental.pk, reason="half of it never ran")
+    dispute_resolve(dispute_id=dispute.pk, outcome="partial", refund=CHARGE // 2, operator=None)
+    left = _balance(provider, "earnings")
+    assert left < 3 * USDC - platform_fee(CHARGE)
+    [after] = held_earnings(provider=provider)  # the window is still open: held, less what the refund took back
+    assert after["amount"] == left
