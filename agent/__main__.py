@@ -39,7 +39,12 @@ def run(config: AgentConfig) -> int:
     try:
         runtime.check_available()
         backend: GpuBackend = (
-            FakeGpuBackend(config.fake_gpus, seed=state.fake_seed, processes_file=config.fake_gpu_processes)
+            FakeGpuBackend(
+                config.fake_gpus,
+                seed=state.fake_seed,
+                processes_file=config.fake_gpu_processes,
+                fault=config.fake_gpu_fault,
+            )
             if config.fake_gpus
             else NvmlBackend()
         )

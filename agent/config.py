@@ -10,7 +10,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.identity import load_certificate_pem
-from agent.nvml.fake import FakeGpuSpecError, GpuModel, known_model_names, parse_fake_gpu_spec
+from agent.nvml.fake import FAULTS, FakeGpuSpecError, GpuModel, known_model_names, parse_fake_gpu_spec
 from agent.pinning import parse_fingerprint
 from agent.runtime import RUNTIME_NAMES
 from agent.runtime.disk import DEFAULT_IMAGE_DISK_QUOTA_BYTES
@@ -45,6 +45,7 @@ class AgentConfig:
     ca_fingerprint: bytes | None = None  # SHA-256 of the gateway's CA certificate (--ca-fingerprint)
     image_disk_quota: int = DEFAULT_IMAGE_DISK_QUOTA_BYTES  # bytes the agent's images and containers may take
     fake_gpu_processes: Path | None = None  # with --fake-gpus: a file of "PID[:GPU]" the fake GPUs list
+    fake_gpu_fault: str | None = None  # with --fake-gpus: a test fault (agent.nvml.fake.FAULTS)
 
 
 def gateway_address(value: str) -> str:
@@ -134,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --fake-gpus: a file of PID[:GPU_INDEX] lines; the live processes among them are what the fake "
         "GPUs list as running on them (NVML's process lists), e.g. to show the owner using the GPU",
     )
+    parser.add_argument(
+        "--fake-gpu-fault",
+        choices=FAULTS,
+        help="with --fake-gpus, for tests: the fake GPUs are faulty inside the container; 'model': the container "
+        "sees a cheaper model than the node declares, 'memory': half the declared memory (verification "
+        "challenges fail on it)",
+    )
     parser.add_argument("--runtime", choices=RUNTIME_NAMES, default="podman", help="how to run workloads")
     parser.add_argument(
         "--slices", type=_slicing, default=1, help="vGPUs per GPU: 1, 2 or 4, or a MIG profile such as 1g.10gb"
@@ -184,6 +192,8 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         parser.error("this node is not enrolled yet: pass --enroll-token with the token from the provider dashboard")
     if args.fake_gpu_processes is not None and args.fake_gpus is None:
         parser.error("--fake-gpu-processes only applies to --fake-gpus")
+    if args.fake_gpu_fault is not None and args.fake_gpus is None:
+        parser.error("--fake-gpu-fault only applies to --fake-gpus")
     if args.docker_socket and args.runtime != "docker":
         parser.error("--docker-socket only applies to --runtime docker")
     return AgentConfig(
@@ -202,4 +212,5 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         ca_fingerprint=args.ca_fingerprint,
         image_disk_quota=args.image_disk_quota,
         fake_gpu_processes=args.fake_gpu_processes,
+        fake_gpu_fault=args.fake_gpu_fault,
     )

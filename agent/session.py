@@ -8,6 +8,7 @@ can re-send every final status and every usage report the gateway has not acknow
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -30,7 +31,7 @@ from agent.messages import (
 from agent.nvml.base import GpuBackend
 from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.runtime.base import DEFAULT_GRACE_SECONDS, LogLine, Runtime, StateChange, WorkloadState
-from agent.slicing import SlicingError, VGpuPlan, container_gpu_settings
+from agent.slicing import ContainerGpuSettings, SlicingError, VGpuPlan, container_gpu_settings
 from agent.state import AgentState, PlacementRecord, StateStore
 from agent.usage import UsageMeter
 from agent.validation import (
@@ -186,7 +187,7 @@ class AgentSession:
                     raise NodeCannotRun("this node is draining and accepts no new placements")
                 if self._state.owner_active:
                     raise NodeCannotRun(OWNER_BUSY_MESSAGE)
-                spec = placement_spec(start, container_gpu_settings(self._claim(list(start.vgpu_local_ids))))
+                spec = placement_spec(start, self._gpu_settings(self._claim(list(start.vgpu_local_ids))))
             except (InvalidPlacement, SlicingError) as exc:
                 log.warning("refusing placement %r: %s", placement_id, exc)
                 # An expired command or a node that cannot take a sound one is not the workload's fault: lost.
@@ -209,6 +210,12 @@ class AgentSession:
             start.issued_for_state or "an unstated rental state",
         )
         self._runtime.start(spec, self)
+
+    def _gpu_settings(self, vgpus: list[VGpuPlan]) -> ContainerGpuSettings:
+        """Return how a container gets these vGPUs, with what the backend says it sees of them (fake GPUs)."""
+        gpu = container_gpu_settings(vgpus)
+        view = self._backend.container_view(gpu.device_uuids) if gpu.fake else ()
+        return dataclasses.replace(gpu, nvidia_smi_lines=view) if view else gpu
 
     def _claim(self, local_ids: list[str]) -> list[VGpuPlan]:
         if not local_ids:

@@ -52,6 +52,9 @@ class ContainerGpuSettings:
     device_uuids: tuple[str, ...]
     fake: bool
     uses_mps: bool
+    # Fake GPUs only: what a stand-in nvidia-smi in the container prints ("name, memory MiB" per GPU), as the
+    # NVIDIA toolkit's real one would for real GPUs (GpuBackend.container_view); empty: none is provided.
+    nvidia_smi_lines: tuple[str, ...] = ()
 
 
 def parse_slicing(text: str) -> Slicing:

@@ -9,15 +9,16 @@ PRIME = 65521
 MINSTD_MULTIPLIER = 48271
 MINSTD_MODULUS = 2_147_483_647
 
-# The workload: run with JANCTION_CHALLENGE_SEED and JANCTION_CHALLENGE_N in its environment. It reports the GPU the
-# container sees (nvidia-smi when present; "none" on CPU-only or fake-GPU hosts) and the answer on stdout.
+# The workload: `sh -c SCRIPT challenge SEED N` (the seed and size as arguments: the agent refuses JANCTION_*
+# environment variables, reserved for the platform). It reports the GPU the container sees (nvidia-smi when
+# present, "none" otherwise) and the answer on stdout.
 SCRIPT = r"""
 if command -v nvidia-smi >/dev/null 2>&1; then
   echo "gpu=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits | head -n 1)"
 else
   echo "gpu=none"
 fi
-awk -v seed="$JANCTION_CHALLENGE_SEED" -v n="$JANCTION_CHALLENGE_N" 'BEGIN {
+awk -v seed="$1" -v n="$2" 'BEGIN {
   x = seed
   for (i = 0; i < n * n; i++) { x = (x * 48271) % 2147483647; a[i] = x % 65521 }
   for (i = 0; i < n * n; i++) { x = (x * 48271) % 2147483647; b[i] = x % 65521 }
@@ -30,6 +31,11 @@ awk -v seed="$JANCTION_CHALLENGE_SEED" -v n="$JANCTION_CHALLENGE_N" 'BEGIN {
   printf "answer=%d\n", s
 }'
 """
+
+
+def command(seed: int, n: int) -> list[str]:
+    """Return the workload's command line for one challenge."""
+    return ["sh", "-c", SCRIPT, "challenge", str(seed), str(n)]
 
 
 def answer(seed: int, n: int) -> int:

@@ -77,8 +77,8 @@ def challenge_issue(*, node_id: int) -> Challenge:
                 "start_placement": {
                     "placement_id": placement_id,
                     "image": settings.REPUTATION_CHALLENGE_IMAGE,
-                    "command": ["sh", "-c", challenge_math.SCRIPT],
-                    "env": {"JANCTION_CHALLENGE_SEED": str(seed), "JANCTION_CHALLENGE_N": str(size)},
+                    "command": challenge_math.command(seed, size),
+                    "env": {},
                     "vgpu_local_ids": [vgpu.local_id],
                     "cpu_millicores": settings.RENTALS_CPU_MILLICORES_PER_VGPU,
                     "network_allowed": False,
@@ -91,8 +91,13 @@ def challenge_issue(*, node_id: int) -> Challenge:
 
 
 def _gpu_mismatch(challenge: Challenge, seen: str) -> str:
-    """Return why the GPU seen inside the container is not what the node claimed ("" when it matches)."""
-    if challenge.on_cpu:
+    """Return why the GPU seen inside the container is not what the node claimed ("" when it matches).
+
+    Fake-GPU nodes whose container sees no GPU at all ("none": no stand-in nvidia-smi, e.g. the docker runtime)
+    are not checked; when their container does see one (the agent's fake backend provides it), the same check
+    as for a real GPU applies.
+    """
+    if challenge.on_cpu and seen.strip() == "none":
         return ""
     gpu = Gpu.objects.filter(node_id=challenge.node_id, vgpus__local_id=challenge.vgpu_local_id).first()
     if gpu is None:

@@ -105,6 +105,14 @@ class GpuBackend(abc.ABC):
     def close(self) -> None:
         """Release the backend's resources."""
 
+    def container_view(self, device_uuids: tuple[str, ...]) -> tuple[str, ...]:
+        """Return what `nvidia-smi --query-gpu=name,memory.total` shows inside a container given these GPUs.
+
+        One "name, memory MiB" line per GPU, for a runtime to put a stand-in nvidia-smi in the container; empty
+        when the GPU stack provides the real one (NVML GPUs: the NVIDIA container toolkit mounts it).
+        """
+        return ()
+
 
 ARCHITECTURE_BY_CC_MAJOR = {
     3: "kepler",

@@ -129,13 +129,26 @@ def fake_gpu_uuid(seed: str, index: int, model: GpuModel) -> str:
     return f"GPU-{uuid.uuid5(UUID_NAMESPACE, f'{seed}/{index}/{model.key}')}"
 
 
+# --fake-gpu-fault: how a faulty or fraudulent card shows inside the container (a test flag; see container_view).
+FAULT_MODEL = "model"  # the container sees another, cheaper model than the one the node declares (a relabelled card)
+FAULT_MEMORY = "memory"  # the container sees half the declared memory (a failed memory bank, a smaller card sold big)
+FAULTS = (FAULT_MODEL, FAULT_MEMORY)
+# What a relabelled card really is: a T4 behind any other model, an RTX 3090 behind a claimed T4.
+_RELABELLED = {"T4": "RTX 3090"}
+
+
 class FakeGpuBackend(GpuBackend):
     """GPUs declared on the command line; every record is flagged fake."""
 
     fake = True
 
-    def __init__(self, models: list[GpuModel], *, seed: str, processes_file: Path | None = None) -> None:
+    def __init__(
+        self, models: list[GpuModel], *, seed: str, processes_file: Path | None = None, fault: str | None = None
+    ) -> None:
+        if fault is not None and fault not in FAULTS:
+            raise FakeGpuSpecError(f"unknown fake GPU fault {fault!r}; known faults: {', '.join(FAULTS)}")
         self._models = models
+        self._fault = fault
         # A file of "PID[:GPU_INDEX]" lines: the live processes among them are what the fake GPUs list as
         # running on them (NVML's process lists), so a test or a demo declares a real host process "on the GPU".
         self._processes_file = processes_file
@@ -214,6 +227,26 @@ class FakeGpuBackend(GpuBackend):
                 )
             )
         return samples
+
+    def container_view(self, device_uuids: tuple[str, ...]) -> tuple[str, ...]:
+        """Return the "name, memory MiB" lines a container given these fake GPUs sees through nvidia-smi.
+
+        Honest: the declared model and memory, exactly what Hello reported. With a fault the card inside the
+        container is not what the node declares, as with a broken or relabelled card; the platform's checks
+        (reputation.challenges) see it the way they would see a real one.
+        """
+        lines = []
+        for gpu, model in zip(self._gpus, self._models, strict=True):
+            if gpu.uuid not in device_uuids:
+                continue
+            name, memory_mib = model.name, model.memory_mib
+            if self._fault == FAULT_MODEL:
+                actual = _MODELS_BY_KEY[_normalise(_RELABELLED.get(model.key, "T4"))]
+                name, memory_mib = actual.name, actual.memory_mib
+            elif self._fault == FAULT_MEMORY:
+                memory_mib //= 2
+            lines.append(f"{name}, {memory_mib}")
+        return tuple(lines)
 
     def close(self) -> None:
         """Release nothing: declared GPUs hold no resources."""

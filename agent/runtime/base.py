@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import enum
 import logging
+import os
 import resource
 import threading
 import time
@@ -203,6 +204,28 @@ def start_thread(target: Callable[..., None], *args: object, name: str) -> threa
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     return thread
+
+
+FAKE_NVIDIA_SMI = "nvidia-smi"
+
+
+def write_fake_nvidia_smi(directory: str, lines: tuple[str, ...]) -> str:
+    """Write a stand-in nvidia-smi for fake GPUs into `directory` and return its path.
+
+    It prints the "name, memory MiB" lines whatever it is asked (what `--query-gpu=name,memory.total
+    --format=csv,noheader,nounits` prints on a real GPU); everyone may read and run it, so a workload running
+    as nobody can. The lines come from the agent's own model table (agent.nvml.fake), never from the platform.
+    """
+    for line in lines:
+        if not all(char.isalnum() or char in " ,.-_()" for char in line):
+            raise ValueError(f"unexpected character in a fake GPU's description {line!r}")
+    path = os.path.join(directory, FAKE_NVIDIA_SMI)
+    body = "".join(f"echo '{line}'\n" for line in lines)
+    with open(path, "w") as script:
+        script.write(f"#!/bin/sh\n# A fake GPU's nvidia-smi (janction agent --fake-gpus).\n{body}")
+    os.chmod(directory, 0o755)  # noqa: S103 - the workload (nobody) must reach it
+    os.chmod(path, 0o755)  # noqa: S103 - and run it
+    return path
 
 
 def container_ulimits() -> list[tuple[str, int]]:

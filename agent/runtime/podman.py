@@ -29,6 +29,7 @@ from agent.runtime.base import (
     now_ms,
     pump_lines,
     start_thread,
+    write_fake_nvidia_smi,
 )
 from agent.runtime.disk import DiskQuotaExceeded, ImageDiskQuota, ImageStore, StoredImage
 from agent.runtime.logs import TimestampedLogForwarder, cursor_ns, format_timestamp_ns, timestamp_ms
@@ -39,6 +40,8 @@ START_TIMEOUT_SECONDS = 1800
 PULL_TIMEOUT_SECONDS = 1800
 COMMAND_TIMEOUT_SECONDS = 60
 # A container's cgroup under the cgroupfs and systemd managers: .../libpod-<64 hex>[.scope].
+# Where a fake GPU's stand-in nvidia-smi appears in the container (where the NVIDIA toolkit mounts the real one).
+FAKE_NVIDIA_SMI_PATH = "/usr/bin/nvidia-smi"
 LIBPOD_SCOPE = re.compile(r"libpod-(?P<id>[0-9a-f]{64})")
 
 
@@ -92,8 +95,11 @@ class PodmanRuntime(Runtime):
         if result.returncode != 0:
             raise RuntimeUnavailable(f"podman does not work here: {result.stderr.strip()[-500:]}")
 
-    def run_arguments(self, spec: PlacementSpec, env_file: str) -> list[str]:
-        """Return the `podman run` arguments (after the global flags) for a placement."""
+    def run_arguments(self, spec: PlacementSpec, env_file: str, nvidia_smi: str | None = None) -> list[str]:
+        """Return the `podman run` arguments (after the global flags) for a placement.
+
+        `nvidia_smi`: a fake GPU's stand-in nvidia-smi on the host, mounted where the NVIDIA toolkit puts the real one.
+        """
         args = [
             "run",
             "--detach",
@@ -135,6 +141,8 @@ class PodmanRuntime(Runtime):
                 args += ["--publish", f"{host}{port.container_port}/{port.protocol}"]
         else:
             args += ["--network", "none"]
+        if nvidia_smi:
+            args += ["--volume", f"{nvidia_smi}:{FAKE_NVIDIA_SMI_PATH}:ro"]
         if not spec.gpu.fake:
             for uuid in spec.gpu.device_uuids:
                 args += ["--device", f"nvidia.com/gpu={uuid}"]
@@ -159,11 +167,17 @@ class PodmanRuntime(Runtime):
             with (
                 self.disk_quota.reserved(self._images, spec.image),
                 tempfile.NamedTemporaryFile("w", prefix="janction-env-", suffix=".env") as env_file,
+                tempfile.TemporaryDirectory(prefix="janction-gpu-") as gpu_tools,
             ):
                 env_file.write(env_text)
                 env_file.flush()
+                # Mounted when the container starts (podman run returns after that), so the file may go after.
+                nvidia_smi = None
+                if spec.gpu.fake and spec.gpu.nvidia_smi_lines:
+                    nvidia_smi = write_fake_nvidia_smi(gpu_tools, spec.gpu.nvidia_smi_lines)
+                arguments = self.run_arguments(spec, env_file.name, nvidia_smi)
                 try:
-                    result = self._run(*self.run_arguments(spec, env_file.name), timeout=START_TIMEOUT_SECONDS)
+                    result = self._run(*arguments, timeout=START_TIMEOUT_SECONDS)
                 except subprocess.TimeoutExpired:
                     result = subprocess.CompletedProcess([], 1, "", "podman run timed out")
         except DiskQuotaExceeded as exc:

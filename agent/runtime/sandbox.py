@@ -18,6 +18,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -37,12 +38,15 @@ from agent.runtime.base import (
     now_ms,
     pump_lines,
     start_thread,
+    write_fake_nvidia_smi,
 )
 from agent.runtime.cgroups import CgroupLimiter, CgroupUnavailable, WorkloadGroups, entry_command
 
 NOBODY = 65534
 HIDDEN_PATHS = ("/home", "/root", "/run", "/var", "/mnt", "/media", "/srv")
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Where a fake GPU's stand-in nvidia-smi appears (on the sandbox's own /tmp: the host's root is read-only).
+FAKE_GPU_TOOLS = f"{CONTAINER_TMP}/.janction-gpu"
 
 
 
@@ -131,11 +135,17 @@ class SandboxRuntime(Runtime):
             return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
         return []
 
-    def command_line(self, spec: PlacementSpec, groups: WorkloadGroups | None = None) -> list[str]:
-        """Return the full command line that runs a placement (entering its cgroups first, as root)."""
+    def command_line(
+        self, spec: PlacementSpec, groups: WorkloadGroups | None = None, gpu_tools: str | None = None
+    ) -> list[str]:
+        """Return the full command line that runs a placement (entering its cgroups first, as root).
+
+        `gpu_tools`: a host directory holding a fake GPU's nvidia-smi, shown read-only at FAKE_GPU_TOOLS.
+        """
         enter = entry_command(groups.procs_files()) if groups is not None else []
         limit = ["prlimit", f"--as={spec.memory_limit_bytes}", "--"]
-        return [*enter, *self._drop_root(), *limit, *self._bwrap_arguments(), "--", *spec.command]
+        tools = ["--ro-bind", gpu_tools, FAKE_GPU_TOOLS] if gpu_tools else []
+        return [*enter, *self._drop_root(), *limit, *self._bwrap_arguments(), *tools, "--", *spec.command]
 
     def _limits(self, spec: PlacementSpec) -> tuple[WorkloadGroups | None, str]:
         """Return the workload's cgroups, or None and the "limits not enforced" note saying why."""
@@ -169,10 +179,25 @@ class SandboxRuntime(Runtime):
             events.on_state(StateChange(placement_id, WorkloadState.FAILED, now_ms(), message=message))
             return
         env = {"PATH": SANDBOX_PATH, "HOME": CONTAINER_TMP, **spec.env, **spec.gpu.env}
+        gpu_tools = None
+        if spec.gpu.fake and spec.gpu.nvidia_smi_lines:
+            gpu_tools = tempfile.mkdtemp(prefix="janction-gpu-")
+            write_fake_nvidia_smi(gpu_tools, spec.gpu.nvidia_smi_lines)
+            env["PATH"] = f"{FAKE_GPU_TOOLS}:{env['PATH']}"
+        try:
+            self._run_and_follow(spec, events, env, gpu_tools)
+        finally:
+            if gpu_tools is not None:
+                shutil.rmtree(gpu_tools, ignore_errors=True)
+
+    def _run_and_follow(
+        self, spec: PlacementSpec, events: RuntimeEvents, env: dict[str, str], gpu_tools: str | None
+    ) -> None:
+        placement_id = spec.placement_id
         groups, note = self._limits(spec)
         try:
             process = subprocess.Popen(
-                self.command_line(spec, groups),
+                self.command_line(spec, groups, gpu_tools),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -210,7 +210,15 @@ def rentals_on_node_observe(*, node_id: int) -> int:
         .distinct()
         .order_by("rental_id")
     )
-    return sum(rental_observe(rental_id=rental_id) for rental_id in list(rental_ids))
+    moved = sum(rental_observe(rental_id=rental_id) for rental_id in list(rental_ids))
+    # Nobody pays for what the node still runs: its agent (quarantine does not disconnect it) is told to stop.
+    still_running = RentalPlacement.objects.filter(
+        node_id=node_id,
+        settled_at__isnull=False,
+        node_placement__state__in=[PlacementState.STARTING, PlacementState.RUNNING],
+    ).values_list("node_id", "placement_id")
+    stops_send(list(still_running))
+    return moved
 
 
 def orphans_stop() -> int:

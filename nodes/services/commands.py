@@ -57,7 +57,9 @@ def node_send(*, node_id: int, message) -> NodeCommand:
         node = Node.objects.select_for_update().filter(pk=node_id, deleted_at__isnull=True).first()
         if node is None:
             raise NodeNotFound(f"Node {node_id} does not exist.")
-        if node.state not in (NodeState.ONLINE, NodeState.DRAINING):
+        # A quarantined node's agent may still be connected: it is told to stop what it runs, nothing else.
+        stoppable = kind == "stop_placement" and node.state == NodeState.QUARANTINED
+        if node.state not in (NodeState.ONLINE, NodeState.DRAINING) and not stoppable:
             raise Conflict(
                 f"Node {node_id} is {node.state}, not connected; wait for its agent to come online.",
                 code="node_not_connected",

@@ -56,6 +56,8 @@ def test_defaults(tmp_path):
         (["--heartbeat-interval", "999"], "from 1 to 300"),
         (["--ca-cert", "/nonexistent.pem"], "is not a file"),
         (["--docker-socket", "/x.sock"], "only applies to --runtime docker"),
+        (["--fake-gpu-fault", "model"], "--fake-gpu-fault only applies to --fake-gpus"),
+        (["--fake-gpus", "L4", "--fake-gpu-fault", "melted"], "invalid choice: 'melted'"),
     ],
 )
 def test_bad_flags_exit_2_with_a_message(tmp_path, capsys, extra, message):

@@ -63,3 +63,19 @@ def test_telemetry_is_plausible_flagged_and_varies():
         assert 40_000 <= sample.power_milliwatts <= 450_000
     assert len({sample.utilization_percent for sample in samples}) > 5
     assert len({sample.power_milliwatts for sample in samples}) > 5
+
+
+def test_a_container_sees_the_declared_card_unless_the_fake_gpu_is_faulty():
+    models = parse_fake_gpu_spec("RTX 4090,T4")
+    honest = FakeGpuBackend(models, seed="node")
+    uuids = tuple(gpu.uuid for gpu in honest.gpus())
+    assert honest.container_view(uuids) == ("NVIDIA GeForce RTX 4090, 24564", "Tesla T4, 15360")
+    assert honest.container_view(uuids[1:]) == ("Tesla T4, 15360",)  # only the GPUs the container was given
+    assert honest.container_view(("GPU-someone-else",)) == ()
+    relabelled = FakeGpuBackend(models, seed="node", fault="model")
+    assert relabelled.container_view(uuids) == ("Tesla T4, 15360", "NVIDIA GeForce RTX 3090, 24576")
+    shrunk = FakeGpuBackend(models, seed="node", fault="memory")
+    assert shrunk.container_view(uuids) == ("NVIDIA GeForce RTX 4090, 12282", "Tesla T4, 7680")
+    assert [gpu.name for gpu in relabelled.gpus()] == [gpu.name for gpu in honest.gpus()]  # Hello still claims them
+    with pytest.raises(FakeGpuSpecError, match="known faults: model, memory"):
+        FakeGpuBackend(models, seed="node", fault="melted")

@@ -94,3 +94,9 @@ def test_env_file_refuses_newlines():
 def test_container_names_are_safe():
     assert container_name("abc-1.2_3") == "janction-abc-1.2_3"
     assert container_name("a b/c") == "janction-a_b_c"
+
+
+def test_podman_mounts_a_fake_gpus_nvidia_smi_where_the_toolkit_puts_the_real_one():
+    args = PodmanRuntime().run_arguments(_spec(FAKE), "f", "/tmp/janction-gpu-x/nvidia-smi")
+    assert _pairs(args, "--volume") == ["/tmp/janction-gpu-x/nvidia-smi:/usr/bin/nvidia-smi:ro"]
+    assert "--volume" not in PodmanRuntime().run_arguments(_spec(FAKE), "f")

@@ -102,3 +102,23 @@ def test_sandboxes_do_not_survive_the_agent():
     events = Recorder()
     runtime.attach("gone", events)
     assert events.changes[0].state == WorkloadState.LOST
+
+
+def test_a_fake_gpu_shows_a_stand_in_nvidia_smi_in_the_sandbox_and_it_is_removed_after():
+    gpu = ContainerGpuSettings(
+        {"NVIDIA_VISIBLE_DEVICES": "GPU-f"}, ("GPU-f",), True, False, nvidia_smi_lines=("Tesla T4, 15360",)
+    )
+    events = Recorder()
+    script = "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits; ls -d /tmp/.janction-gpu"
+    SandboxRuntime().start(PlacementSpec("sb-smi", "img:1", ("sh", "-c", script), {}, gpu), events)
+    events.wait_finished()
+    assert events.changes[-1].exit_code == 0, events.texts()
+    assert events.texts("stdout") == ["Tesla T4, 15360", "/tmp/.janction-gpu"]
+    assert _run(SandboxRuntime(), "command -v nvidia-smi || echo none").texts("stdout") == ["none"]  # no lines, none
+
+
+def test_a_fake_gpu_description_cannot_smuggle_shell():
+    from agent.runtime.base import write_fake_nvidia_smi
+
+    with pytest.raises(ValueError, match="unexpected character"):
+        write_fake_nvidia_smi("/nonexistent", ("x'; rm -rf /; echo '",))

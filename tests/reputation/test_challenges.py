@@ -56,7 +56,7 @@ def test_a_node_answering_wrongly_is_quarantined_drained_and_refunded_and_an_hon
 
     good = challenge_issue(node_id=honest.pk)
     start = NodeCommand.objects.get(node=honest)
-    assert set(start.message["start_placement"]) >= {"placement_id", "image", "command", "env", "vgpu_local_ids"}
+    assert set(start.message["start_placement"]) >= {"placement_id", "image", "command", "vgpu_local_ids"}
     assert start.message["start_placement"]["placement_id"].startswith("rental-")  # looks like any placement
     _answer(good, django_capture_on_commit_callbacks)
     assert good.state == ChallengeState.PASSED and good.on_cpu and "CPU" in Evidence.objects.get(node=honest).detail
