@@ -11,10 +11,12 @@ Challenges cost the provider nothing and pay nothing.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -166,6 +168,70 @@ def _decide(challenge: Challenge, reason: str) -> None:
         if failures >= settings.REPUTATION_CHALLENGE_FAILURES_TO_QUARANTINE:
             node_quarantine(node_id=challenge.node_id, reason=f"{failures} failed verification challenges")
             logger.warning("node %s quarantined after %s failed challenges", challenge.node_id, failures)
+
+
+DAY_SECONDS = 86_400
+
+
+def challenge_period_and_window() -> tuple[int, int]:
+    """Return the seconds between one node's scheduled challenges and how long after its slot starts it is due.
+
+    The window is two schedule ticks (so one missed tick misses nothing), never longer than the period.
+    """
+    rate = settings.REPUTATION_CHALLENGES_PER_NODE_PER_DAY
+    period = DAY_SECONDS // rate if rate > 0 else 0
+    return period, min(period, 2 * max(1, settings.REPUTATION_CHALLENGE_SCHEDULE_SECONDS))
+
+
+def challenge_slot_start(*, node_id: int, now: datetime, period: int) -> datetime:
+    """Return when the node's current challenge slot began: a phase per node, keyed so providers cannot compute it."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"challenge-slot:{node_id}".encode(), hashlib.sha256).digest()
+    phase = int.from_bytes(digest[:8], "big") % period
+    seconds = now.timestamp()
+    return datetime.fromtimestamp(seconds - (seconds - phase) % period, tz=UTC)
+
+
+def challenge_due(*, node_id: int, now: datetime, last_issued_at: datetime | None, period: int, window: int) -> bool:
+    """Return whether the node is due a scheduled challenge: inside its slot's window and not yet challenged in it."""
+    slot = challenge_slot_start(node_id=node_id, now=now, period=period)
+    return (now - slot).total_seconds() < window and (last_issued_at is None or last_issued_at < slot)
+
+
+def challenges_schedule(*, now: datetime | None = None) -> list[Challenge]:
+    """Challenge every online node whose slot is open now and that has a free vGPU; return the challenges sent.
+
+    Busy nodes (every vGPU reserved or in use) and nodes with a challenge still unanswered are skipped until their
+    next slot. Each node is decided under its row lock (skipped when another worker holds it), and a challenge
+    already sent in the node's slot is seen, so two workers running this at once send each node one challenge.
+    """
+    period, window = challenge_period_and_window()
+    if period <= 0:
+        return []
+    now = now or timezone.now()
+    candidates = (
+        Node.objects.filter(state=NodeState.ONLINE, deleted_at__isnull=True, vgpus__state=VGpuState.FREE)
+        .values_list("pk", flat=True)
+        .distinct()
+        .order_by("pk")
+    )
+    issued = []
+    for node_id in list(candidates):
+        if not challenge_due(node_id=node_id, now=now, last_issued_at=None, period=period, window=window):
+            continue  # not its turn: decided without a lock or a query
+        with transaction.atomic():
+            if Node.objects.select_for_update(skip_locked=True).filter(pk=node_id).first() is None:
+                continue  # another worker is deciding it
+            challenges = Challenge.objects.filter(node_id=node_id)
+            last = challenges.order_by("-created_at").values_list("created_at", flat=True).first()
+            if challenges.filter(state=ChallengeState.SENT).exists() or not challenge_due(
+                node_id=node_id, now=now, last_issued_at=last, period=period, window=window
+            ):
+                continue
+            try:
+                issued.append(challenge_issue(node_id=node_id))
+            except ChallengeRefused as exc:
+                logger.info("scheduled challenge of node %s skipped: %s", node_id, exc)
+    return issued
 
 
 def challenges_expire(*, now: datetime | None = None) -> int:

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
-from reputation.challenges import challenges_expire
+from reputation.challenges import challenges_expire, challenges_schedule
 from reputation.collect import evidence_collect
 from reputation.contribution import contribution_epoch_run
 from reputation.services import scores_fold
@@ -30,3 +30,9 @@ def evidence_collect_task() -> dict:
     counts["challenges_expired"] = challenges_expire()
     counts["folded_days"] = len(scores_fold())
     return counts
+
+
+@shared_task(name="reputation.challenges_schedule")
+def challenges_schedule_task() -> list[int]:
+    """Challenge the online nodes whose turn it is (REPUTATION_CHALLENGES_PER_NODE_PER_DAY); return their ids."""
+    return [challenge.node_id for challenge in challenges_schedule()]

@@ -27,6 +27,11 @@ REPUTATION_CHALLENGE_SIZE = env_int("REPUTATION_CHALLENGE_SIZE", 32)
 REPUTATION_CHALLENGE_TIMEOUT_SECONDS = env_int("REPUTATION_CHALLENGE_TIMEOUT_SECONDS", 600)
 REPUTATION_CHALLENGE_FAILURES_TO_QUARANTINE = env_int("REPUTATION_CHALLENGE_FAILURES_TO_QUARANTINE", 2)
 REPUTATION_CHALLENGE_WINDOW_DAYS = env_int("REPUTATION_CHALLENGE_WINDOW_DAYS", 7)
+# The challenge schedule (Celery beat, reputation.challenges_schedule): each online node with a free vGPU is challenged
+# this many times per UTC-free period of a day (0: no scheduled challenges), each node at its own secret phase
+# within the period so that nodes are not all challenged at once; the task runs every ..._SCHEDULE_SECONDS.
+REPUTATION_CHALLENGES_PER_NODE_PER_DAY = env_int("REPUTATION_CHALLENGES_PER_NODE_PER_DAY", 4)
+REPUTATION_CHALLENGE_SCHEDULE_SECONDS = env_int("REPUTATION_CHALLENGE_SCHEDULE_SECONDS", 300)
 # Staking gate: a node's asks enter a pool's rounds only while its provider's JCT stake (staked on chain, less
 # unstake requests, as the chain watcher recorded it) is at least this many JCT ("0": no gate). Per-pool overrides
 # "pool=JCT" pairs separated by commas.
