@@ -34,6 +34,9 @@ class Bid(models.Model):
     reference = models.CharField(max_length=64, unique=True)
     # Which sub-pool the bid buys from (colocation): it is only ever matched with asks of that capacity.
     capacity = models.CharField(max_length=13, choices=Capacity.choices, default=Capacity.DEDICATED)
+    # The least provider score in [0, 1] of the nodes the bid may buy from (None: the pool's minimum only). Bids
+    # with one clear in a round of their own against the asks of nodes scoring at least that (market_round_run).
+    min_provider_score = models.DecimalField(max_digits=7, decimal_places=6, null=True, blank=True)
     state = models.CharField(max_length=10, choices=BidState.choices, default=BidState.PENDING, db_index=True)
     deadline = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -46,6 +49,11 @@ class Bid(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(units__gte=1), name="pricing_bid_units_positive"),
             models.CheckConstraint(condition=Q(max_price_per_hour__gte=0), name="pricing_bid_price_non_negative"),
+            models.CheckConstraint(
+                condition=Q(min_provider_score__isnull=True)
+                | Q(min_provider_score__gte=0, min_provider_score__lte=1),
+                name="pricing_bid_min_provider_score_in_unit_interval",
+            ),
         ]
 
     def __str__(self) -> str:

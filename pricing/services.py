@@ -27,6 +27,7 @@ from pricing.standing import Standing, node_standing
 logger = logging.getLogger(__name__)
 
 MICRO = Decimal(USDC_SCALE)
+SCORE_QUANTUM = Decimal("0.000001")
 
 
 def to_price(base_units: int) -> Decimal:
@@ -57,10 +58,21 @@ def bid_submit(
     reference: str,
     deadline: datetime | None = None,
     capacity: str = Capacity.DEDICATED,
+    min_provider_score: Decimal | None = None,
 ) -> Bid:
-    """Queue a bid for the next rounds of its pool's sub-pool (dedicated or interruptible capacity)."""
+    """Queue a bid for the next rounds of its pool's sub-pool (dedicated or interruptible capacity).
+
+    `min_provider_score` (a Decimal in [0, 1] with at most 6 decimals, or None) limits the nodes it may buy from.
+    """
     if capacity not in Capacity.values:
         raise InvalidBid(f"capacity is one of {', '.join(Capacity.values)}.")
+    if min_provider_score is not None and (
+        not isinstance(min_provider_score, Decimal)
+        or not min_provider_score.is_finite()
+        or not Decimal(0) <= min_provider_score <= Decimal(1)
+        or min_provider_score != min_provider_score.quantize(SCORE_QUANTUM)
+    ):
+        raise InvalidBid("A bid's min_provider_score is a number from 0 to 1 with at most 6 decimals.")
     pool = Pool.objects.filter(name=pool_name).first()
     if pool is None:
         raise UnknownPool(f"There is no pool named {pool_name!r}; see /api/v1/pools/ for the pools on offer.")
@@ -77,6 +89,7 @@ def bid_submit(
         reference=reference,
         deadline=deadline,
         capacity=capacity,
+        min_provider_score=min_provider_score or None,
     )
 
 
@@ -94,8 +107,18 @@ class OrderBook:
     standing: Standing = field(default_factory=Standing)
 
 
-def _order_book(pool: Pool, bids: list[Bid], *, lock: bool, capacity: str = Capacity.DEDICATED) -> OrderBook:
-    """Build the engine's market from the pool's online, unpaused nodes of one capacity and their free vGPUs."""
+def _order_book(
+    pool: Pool,
+    bids: list[Bid],
+    *,
+    lock: bool,
+    capacity: str = Capacity.DEDICATED,
+    min_provider_score: Decimal | None = None,
+) -> OrderBook:
+    """Build the engine's market from the pool's online, unpaused nodes of one capacity and their free vGPUs.
+
+    With `min_provider_score`, only the asks of nodes scoring at least that enter (the bids' own minimum).
+    """
     vgpus = VGpu.objects.filter(
         pool=pool,
         state=VGpuState.FREE,
@@ -125,6 +148,12 @@ def _order_book(pool: Pool, bids: list[Bid], *, lock: bool, capacity: str = Capa
     # Asks of nodes below the pool's minimum score (pricing.standing, filled by reputation) do not enter.
     standing = node_standing(pool_name=pool.name, node_ids=sorted({node.pk for node in nodes.values()}))
     free = {ask_id: vgpus for ask_id, vgpus in free.items() if standing.admits(nodes[ask_id].pk)}
+    if min_provider_score is not None:
+        free = {
+            ask_id: vgpus
+            for ask_id, vgpus in free.items()
+            if standing.scores.get(nodes[ask_id].pk, Decimal(1)) >= min_provider_score
+        }
     if standing.rank:
         # The engine breaks ties between equal asks by input position: the higher score goes first.
         free = dict(sorted(free.items(), key=lambda item: -standing.scores.get(nodes[item[0]].pk, 0)))
@@ -224,40 +253,56 @@ def _market_round_run(*, pool_id: int, capacity: str) -> MarketRound | None:
         )
         if not bids:
             return None
-        book = _order_book(pool, bids, lock=True, capacity=capacity)
-        max_cost = _max_cost()
-        # Nodes priced above the ceiling cannot trade (the API refuses such prices; this guards old rows).
-        book = OrderBook(
-            asks=[a for a in book.asks if a.cost <= max_cost],
-            bids=book.bids,
-            nodes=book.nodes,
-            free_vgpus=book.free_vgpus,
-            standing=book.standing,
+        # Bids that ask for a minimum provider score clear in rounds of their own, one per minimum, against the
+        # asks of the nodes that meet it; the most demanding first, then the bids without one, as before.
+        groups: dict[Decimal | None, list[Bid]] = {}
+        for bid in bids:
+            groups.setdefault(bid.min_provider_score, []).append(bid)
+        order = sorted((m for m in groups if m is not None), reverse=True) + ([None] if None in groups else [])
+        rounds = [_clear(pool, groups[minimum], capacity=capacity, min_provider_score=minimum) for minimum in order]
+    return rounds[-1]  # the round of the bids without a minimum when there were any
+
+
+def _clear(pool: Pool, bids: list[Bid], *, capacity: str, min_provider_score: Decimal | None) -> MarketRound:
+    """Clear one round of these bids against the pool's free vGPUs (in the caller's transaction, pool locked)."""
+    book = _order_book(pool, bids, lock=True, capacity=capacity, min_provider_score=min_provider_score)
+    max_cost = _max_cost()
+    # Nodes priced above the ceiling cannot trade (the API refuses such prices; this guards old rows).
+    book = OrderBook(
+        asks=[a for a in book.asks if a.cost <= max_cost],
+        bids=book.bids,
+        nodes=book.nodes,
+        free_vgpus=book.free_vgpus,
+        standing=book.standing,
+    )
+    reference = to_price(pool_default_ask(pool_name=pool.name))
+    result = clear(book.asks, book.bids, max_cost=max_cost, reference_price=reference)
+    inputs = _inputs_json(book, max_cost, reference)
+    outputs = result_to_json(result)
+    market_round = MarketRound.objects.create(
+        pool=pool,
+        inputs=inputs,
+        outputs=outputs,
+        digest=canonical_digest(inputs, outputs),
+        mechanism=TRADE_REDUCTION,
+        capacity=capacity,
+        parameters={
+            "max_cost": str(max_cost),
+            "reference_price": str(reference),
+            **({"min_provider_score": str(min_provider_score)} if min_provider_score is not None else {}),
+        },
+        bids_count=len(book.bids),
+        asks_count=len(book.asks),
+        units_traded=sum(a.units_sold for a in result.asks),
+        buyer_payments_per_hour=sum(from_price(b.payment) for b in result.bids),
+        provider_payments_per_hour=sum(from_price(a.payment) for a in result.asks),
+        budget_per_hour=from_price(result.budget),
+    )
+    won = _allocate(market_round, result, book, {f"bid-{b.pk}": b for b in bids})
+    for bid_id in won:
+        transaction.on_commit(
+            lambda bid_id=bid_id: bid_allocated.send(sender=Bid, bid_id=bid_id, round_id=market_round.pk)
         )
-        reference = to_price(pool_default_ask(pool_name=pool.name))
-        result = clear(book.asks, book.bids, max_cost=max_cost, reference_price=reference)
-        inputs = _inputs_json(book, max_cost, reference)
-        outputs = result_to_json(result)
-        market_round = MarketRound.objects.create(
-            pool=pool,
-            inputs=inputs,
-            outputs=outputs,
-            digest=canonical_digest(inputs, outputs),
-            mechanism=TRADE_REDUCTION,
-            capacity=capacity,
-            parameters={"max_cost": str(max_cost), "reference_price": str(reference)},
-            bids_count=len(book.bids),
-            asks_count=len(book.asks),
-            units_traded=sum(a.units_sold for a in result.asks),
-            buyer_payments_per_hour=sum(from_price(b.payment) for b in result.bids),
-            provider_payments_per_hour=sum(from_price(a.payment) for a in result.asks),
-            budget_per_hour=from_price(result.budget),
-        )
-        won = _allocate(market_round, result, book, {f"bid-{b.pk}": b for b in bids})
-        for bid_id in won:
-            transaction.on_commit(
-                lambda bid_id=bid_id: bid_allocated.send(sender=Bid, bid_id=bid_id, round_id=market_round.pk)
-            )
     logger.info("round %s of %s (%s): %s bids, %s won", market_round.pk, pool.name, capacity, len(bids), len(won))
     return market_round
 

@@ -54,6 +54,13 @@ class RentalSubmitSerializer(serializers.Serializer):
         required=False, default=False, help_text="Buy interruptible capacity (priced apart) instead of dedicated."
     )
     match_deadline_seconds = serializers.JSONField(required=False, default=None, allow_null=True)
+    min_provider_score = serializers.JSONField(
+        required=False,
+        default=None,
+        allow_null=True,
+        help_text='Least provider (node) score in [0, 1], e.g. "0.6": the rental only lands on nodes scoring at least '
+        "that; a round without such nodes leaves it waiting. Leave it out for the pool's own minimum.",
+    )
 
 
 class RentalEventSerializer(serializers.ModelSerializer):
@@ -127,6 +134,7 @@ class RentalSerializer(serializers.ModelSerializer):
             "restart_on_interruption",
             "pausable",
             "accepts_interruptible",
+            "min_provider_score",
             "match_deadline",
             "attempt",
             "held",
@@ -228,6 +236,7 @@ class RentalList(generics.ListAPIView):
             match_deadline_seconds=data["match_deadline_seconds"],
             pausable=data["pausable"],
             accepts_interruptible=data["accepts_interruptible"],
+            min_provider_score=data["min_provider_score"],
         )
         rental = rental_for_owner(owner=request.user, rental_id=rental.pk)
         return Response(RentalDetailSerializer(rental).data, status=status.HTTP_201_CREATED)

@@ -4,6 +4,7 @@ import logging
 import re
 from collections.abc import Iterable
 from datetime import timedelta
+from decimal import Decimal
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -251,6 +252,7 @@ def rental_submit(
     match_deadline_seconds: int | None = None,
     pausable: bool = False,
     accepts_interruptible: bool = False,
+    min_provider_score=None,
 ) -> Rental:
     """Validate a rental, move its most possible cost into escrow and queue its bid for the next round.
 
@@ -280,6 +282,7 @@ def rental_submit(
     for name, flag in (("pausable", pausable), ("accepts_interruptible", accepts_interruptible)):
         if not isinstance(flag, bool):
             raise RentalInvalid(f"{name} is true or false.", detail={"field": name})
+    min_provider_score = _min_provider_score(min_provider_score)
     window = match_deadline_seconds or settings.RENTALS_MATCH_DEADLINE_SECONDS
     _positive_int(window, "match_deadline_seconds", 24 * 3600)
     amount = hold_amount(price_per_hour=price, units=vgpus, duration_ms=duration * 1000)
@@ -298,6 +301,7 @@ def rental_submit(
             restart_on_interruption=restart_on_interruption,
             pausable=pausable,
             accepts_interruptible=accepts_interruptible,
+            min_provider_score=min_provider_score,
             match_deadline=timezone.now() + timedelta(seconds=window),
             currency=CURRENCY,
         )
@@ -313,6 +317,23 @@ def rental_submit(
         rental.save(update_fields=["held_total", "escrow_held", "bid"])
         RentalEvent.objects.create(rental=rental, from_state="", to_state=RentalState.PENDING, reason="Submitted")
     return rental
+
+
+def _min_provider_score(value) -> Decimal | None:
+    """Read min_provider_score: a number from 0 to 1 (string or JSON number, at most 6 decimals), or none."""
+    if value is None or value == "":
+        return None
+    field = {"field": "min_provider_score"}
+    rule = 'Send min_provider_score as a number from 0 to 1 with at most 6 decimals, e.g. "0.6", or leave it out.'
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or len(str(value)) > 40:
+        raise RentalInvalid(rule, detail=field)
+    try:
+        score = Decimal(str(value).strip())
+    except ArithmeticError:
+        raise RentalInvalid(rule, detail=field) from None
+    if not score.is_finite() or not Decimal(0) <= score <= Decimal(1) or score != score.quantize(Decimal("1e-6")):
+        raise RentalInvalid(f"min_provider_score is {str(value)[:40]!r}. {rule}", detail=field)
+    return score or None  # 0 asks for nothing beyond the pool's minimum
 
 
 def _price(value) -> int:

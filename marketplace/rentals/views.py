@@ -85,6 +85,7 @@ def _parse_form(post) -> dict:
         "restart_on_interruption": post.get("restart_on_interruption") == "on",
         "pausable": post.get("pausable") == "on",
         "accepts_interruptible": post.get("accepts_interruptible") == "on",
+        "min_provider_score": post.get("min_provider_score", "").strip() or None,
     }
 
 
