@@ -10,11 +10,12 @@ from rest_framework.views import APIView
 from janction.api import IsoDateTimeFilter
 from janction.openapi import error_responses
 from ledger.currencies import AmountField, Currency, from_base_units, to_base_units
-from ledger.errors import FaucetDisabled
+from ledger.errors import FaucetDisabled, StakeOnChain
 from ledger.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
-from ledger.models import Account, Entry, TransactionKind
+from ledger.models import Account, Entry, TransactionKind, Unstake
 from ledger.selectors import balances_for_user, entries_for_user
 from ledger.services import ledger_deposit
+from ledger.staking import stake_add, stake_balances, unstake_request
 
 
 class BalanceSerializer(serializers.ModelSerializer):
@@ -152,3 +153,90 @@ class Faucet(APIView):
             },
             status=status.HTTP_201_CREATED,
         )
+
+
+class StakeAmountSerializer(serializers.Serializer):
+    amount = AmountField(currency="JCT", help_text='Whole JCT as a decimal string, e.g. "100" or "2.5".')
+
+
+class UnstakeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    amount = serializers.SerializerMethodField()
+    slashed = serializers.SerializerMethodField()
+    requested_at = serializers.DateTimeField()
+    release_at = serializers.DateTimeField(help_text="When the rest goes back to the available balance.")
+    released_at = serializers.DateTimeField(allow_null=True)
+
+    def get_amount(self, unstake) -> str:
+        return from_base_units(int(unstake.amount), "JCT")
+
+    def get_slashed(self, unstake) -> str:
+        return from_base_units(int(unstake.slashed), "JCT")
+
+
+class StakeSerializer(serializers.Serializer):
+    mode = serializers.CharField(help_text="ledger (the embedded default) or chain (real mode: stake on chain).")
+    staked = serializers.CharField(help_text="JCT counted by the staking gate.")
+    unstaking = serializers.CharField(help_text="JCT waiting out the cool-down (still slashable).")
+    cooldown_seconds = serializers.IntegerField()
+    unstakes = UnstakeSerializer(many=True)
+
+
+def _stake_view(user) -> dict:
+    balance = stake_balances(user_ids=[user.pk])[user.pk]
+    return {
+        "mode": "chain" if settings.CHAIN_RPC_URL else "ledger",
+        "staked": from_base_units(balance.staked, "JCT"),
+        "unstaking": from_base_units(balance.unstaking, "JCT"),
+        "cooldown_seconds": settings.LEDGER_UNSTAKE_COOLDOWN_SECONDS,
+        "unstakes": list(Unstake.objects.filter(user=user)[:50]),
+    }
+
+
+def _ledger_stake_only() -> None:
+    if settings.CHAIN_RPC_URL:
+        raise StakeOnChain("This platform runs on a chain: stake and unstake JCT on chain (Settlement.stake).")
+
+
+class StakeView(APIView):
+    @extend_schema(responses=StakeSerializer, summary="Your JCT stake (ledger-level in the embedded default)")
+    def get(self, request):
+        return Response(StakeSerializer(_stake_view(request.user)).data)
+
+    @extend_schema(
+        request=StakeAmountSerializer,
+        responses={201: StakeSerializer, **error_responses(402, 409)},
+        summary="Stake JCT from your available balance (embedded default)",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+    )
+    @idempotent
+    def post(self, request):
+        _ledger_stake_only()
+        serializer = StakeAmountSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        stake_add(
+            user_id=request.user.pk,
+            amount=serializer.validated_data["amount"],
+            idempotency_key=f"api:{request.idempotency_key}",
+        )
+        return Response(StakeSerializer(_stake_view(request.user)).data, status=status.HTTP_201_CREATED)
+
+
+class UnstakeView(APIView):
+    @extend_schema(
+        request=StakeAmountSerializer,
+        responses={201: StakeSerializer, **error_responses(402, 409)},
+        summary="Ask to unstake JCT: it comes back to your available balance after the cool-down",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+    )
+    @idempotent
+    def post(self, request):
+        _ledger_stake_only()
+        serializer = StakeAmountSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        unstake_request(
+            user_id=request.user.pk,
+            amount=serializer.validated_data["amount"],
+            idempotency_key=f"api:{request.idempotency_key}",
+        )
+        return Response(StakeSerializer(_stake_view(request.user)).data, status=status.HTTP_201_CREATED)

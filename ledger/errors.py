@@ -43,3 +43,7 @@ class WalletTaken(Conflict):
 
 class WalletNotFound(NotFound):
     code = "wallet_not_found"
+
+
+class StakeOnChain(Conflict):
+    code = "stake_on_chain"

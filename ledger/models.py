@@ -16,10 +16,23 @@ class AccountKind(models.TextChoices):
     MARKET = "market", "Platform market"
     REWARDS_POOL = "rewards_pool", "Rewards pool"
     CHAIN_CLEARING = "chain_clearing", "Chain clearing"
+    # Ledger-level JCT stake (the embedded default's stand-in for the on-chain stake): staked, and unstaking
+    # (requested, waiting out the cool-down, still slashable); slashed stake goes to the platform's account.
+    STAKE = "stake", "Stake"
+    UNSTAKING = "unstaking", "Unstaking (cool-down)"
+    SLASHED = "slashed", "Slashed stake"
 
 
-USER_KINDS = (AccountKind.AVAILABLE, AccountKind.ESCROW, AccountKind.EARNINGS)
-PLATFORM_KINDS = (AccountKind.FEES, AccountKind.MARKET, AccountKind.REWARDS_POOL, AccountKind.CHAIN_CLEARING)
+# The accounts every user has from the start; stake accounts appear on first use.
+BASIC_USER_KINDS = (AccountKind.AVAILABLE, AccountKind.ESCROW, AccountKind.EARNINGS)
+USER_KINDS = (*BASIC_USER_KINDS, AccountKind.STAKE, AccountKind.UNSTAKING)
+PLATFORM_KINDS = (
+    AccountKind.FEES,
+    AccountKind.MARKET,
+    AccountKind.REWARDS_POOL,
+    AccountKind.CHAIN_CLEARING,
+    AccountKind.SLASHED,
+)
 
 
 class Account(models.Model):
@@ -64,6 +77,10 @@ class TransactionKind(models.TextChoices):
     TRANSFER = "transfer", "Transfer"
     WITHDRAWAL = "withdrawal", "Withdrawal"
     REWARD = "reward", "Reward"
+    STAKE = "stake", "Stake"
+    UNSTAKE = "unstake", "Unstake request"
+    UNSTAKE_RELEASE = "unstake_release", "Unstake release"
+    SLASH = "slash", "Stake slash"
 
 
 class Transaction(models.Model):
@@ -359,3 +376,31 @@ class SiweNonce(models.Model):
 
     def __str__(self) -> str:
         return self.nonce
+
+
+class Unstake(models.Model):
+    """A request to unstake ledger-level JCT: it waits out the cool-down in the user's unstaking account.
+
+    `slashed` is what a slash took from it during the cool-down; `released_at` is when the rest went back to the
+    user's available balance (ledger.staking).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="unstakes")
+    amount = BaseUnitsField()
+    slashed = BaseUnitsField(default=0)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    release_at = models.DateTimeField(db_index=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="ledger_unstake_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(slashed__gte=0) & Q(slashed__lte=models.F("amount")), name="ledger_unstake_slashed_in_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"unstake {self.pk} of user {self.user_id}"

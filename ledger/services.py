@@ -13,7 +13,15 @@ from django.utils import timezone
 
 from ledger.currencies import DECIMALS, currency_decimals, from_base_units
 from ledger.errors import IdempotencyKeyReused, InsufficientFunds, InvalidAmount, UnbalancedTransaction
-from ledger.models import PLATFORM_KINDS, USER_KINDS, Account, AccountKind, Entry, Transaction, TransactionKind
+from ledger.models import (
+    BASIC_USER_KINDS,
+    PLATFORM_KINDS,
+    Account,
+    AccountKind,
+    Entry,
+    Transaction,
+    TransactionKind,
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ def ledger_accounts_ensure(*, user_id: int) -> list[Account]:
     return [
         ledger_account_get(user_id=user_id, kind=kind, currency=currency)
         for currency in DECIMALS
-        for kind in USER_KINDS
+        for kind in BASIC_USER_KINDS
     ]
 
 

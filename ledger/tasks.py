@@ -9,6 +9,7 @@ from django.db import OperationalError
 from ledger.idempotency import idempotency_records_purge
 from ledger.settlement.batches import settlement_batch_run
 from ledger.settlement.errors import BatchPostFailed, BatchPostPending, ChainUnavailable
+from ledger.staking import unstakes_release
 from ledger.watcher import chain_watch_scan
 
 # Failures that go away by themselves: the node is down, a post reverted or is not mined yet, a lock timed out.
@@ -54,3 +55,9 @@ def chain_watch_scan_task() -> dict:
 def idempotency_records_purge_task() -> int:
     """Forget completed Idempotency-Key responses past their retention; return how many were deleted."""
     return idempotency_records_purge(older_than=timedelta(hours=settings.JANCTION_IDEMPOTENCY_TTL_HOURS))
+
+
+@shared_task(name="ledger.unstakes_release")
+def unstakes_release_task() -> int:
+    """Return the ledger-level unstake requests whose cool-down is over; return how many."""
+    return unstakes_release()

@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 
+from janction.errors import ValidationFailed
 from ledger.currencies import from_base_units
 from ledger.models import Currency
 from marketplace.models import Region
@@ -25,7 +26,7 @@ from marketplace.selectors import (
     statement_entries,
 )
 from pricing.models import MarketRound
-from reputation.acts import pool_score_distributions
+from reputation.acts import min_score_filter, pool_score_distributions
 
 STATEMENT_PAGE_SIZE = 25
 MAX_FILTER_CHARS = 100
@@ -67,8 +68,14 @@ def _filters(request) -> tuple[dict, list[str]]:
             min_reliability = int(text)
         else:
             errors.append("Minimum reliability: give a whole percentage from 0 to 100.")
+    min_score = None
+    try:
+        min_score = min_score_filter(request.GET.get("min_score", ""))
+    except ValidationFailed as exc:
+        errors.append(f"Minimum score: {exc.message}")
     filters = {"pool": pool, "gpu_model": model, "region": region, "max_price": max_price}
     filters["min_reliability"] = min_reliability
+    filters["min_score"] = min_score
     return filters, errors
 
 

@@ -22,6 +22,8 @@ from nodes.models import Gpu, Node, NodeState, VGpu
 from nodes.telemetry import TelemetryPoint, gpu_telemetry
 from pricing.models import MarketRound
 from pricing.selectors import PoolMarket, pool_markets
+from reputation.models import SubjectKind
+from reputation.selectors import scores
 
 MICRO = Decimal("0.000001")
 FINISHED_PLACEMENT_STATES = ("exited", "failed", "lost")
@@ -96,6 +98,7 @@ class MarketNode:
     fake: bool
     placements_finished: int
     placements_exited: int
+    score: Decimal = Decimal("0.5")  # reputation score in [0, 1] (docs/reputation.md)
 
     @property
     def reliability_percent(self) -> int | None:
@@ -112,6 +115,7 @@ def market_nodes(
     region: str = "",
     max_price: Decimal | None = None,
     min_reliability: int | None = None,
+    min_score: Decimal | None = None,
 ) -> list[MarketNode]:
     """Return the enrolled nodes, anonymised, with their pools, GPUs, ask and reliability; filters narrow them."""
     nodes = (
@@ -143,8 +147,11 @@ def market_nodes(
     models_of: dict[int, set[str]] = {}
     for node_id, name in Gpu.objects.filter(node__in=nodes).values_list("node_id", "name"):
         models_of.setdefault(node_id, set()).add(name)
+    node_scores = scores(kind=SubjectKind.NODE, ids=[node.pk for node in nodes])
     rows = []
     for node in nodes:
+        if min_score is not None and node_scores[node.pk] < min_score:
+            continue
         profile = getattr(node.owner, "profile", None)
         row = MarketNode(
             alias=node_alias(node.pk),
@@ -159,6 +166,7 @@ def market_nodes(
             fake=node.has_fake_gpus,
             placements_finished=node.placements_finished,
             placements_exited=node.placements_exited,
+            score=node_scores[node.pk],
         )
         if min_reliability is not None and (row.reliability_percent or 0) < min_reliability:
             continue

@@ -8,8 +8,10 @@ from decimal import ROUND_DOWN, Decimal
 from django.conf import settings
 from django.utils import timezone
 
+from janction.errors import ValidationFailed
 from ledger.fields import ExactSum
 from ledger.models import StakeEvent, Wallet
+from ledger.staking import stake_balances
 from nodes.models import Node, NodeState
 from pricing.standing import Standing
 from reputation import config
@@ -38,7 +40,18 @@ def understaked_nodes(*, pool_name: str, node_ids: list[int]) -> set[int]:
 
 
 def provider_stakes(*, user_ids: set[int], at) -> dict[int, int]:
-    """Return each provider's JCT stake in base units (staked less unstake requested, over its wallets) at `at`."""
+    """Return each provider's JCT stake in base units, as the staking gate counts it.
+
+    Embedded default (no CHAIN_RPC_URL): the ledger-level stake (ledger.staking; unstaking JCT does not count).
+    Real mode: the on-chain stake as the chain watcher recorded it, over the provider's wallets, at `at`.
+    """
+    if not settings.CHAIN_RPC_URL:
+        return {user: balance.staked for user, balance in stake_balances(user_ids=user_ids).items()}
+    return onchain_stakes(user_ids=user_ids, at=at)
+
+
+def onchain_stakes(*, user_ids: set[int], at) -> dict[int, int]:
+    """Return each provider's recorded on-chain JCT stake (staked less unstake requested and slashed) at `at`."""
     owner_of = dict(Wallet.objects.filter(user_id__in=user_ids).values_list("address", "user_id"))
     stakes: dict[int, int] = {}
     totals = (
@@ -48,7 +61,7 @@ def provider_stakes(*, user_ids: set[int], at) -> dict[int, int]:
         .order_by()
     )
     for account, kind, total in totals:
-        sign = {StakeEvent.Kind.STAKED: 1, StakeEvent.Kind.UNSTAKE_REQUESTED: -1}.get(kind, 0)
+        sign = {StakeEvent.Kind.STAKED: 1, StakeEvent.Kind.UNSTAKE_REQUESTED: -1, "slashed": -1}.get(kind, 0)
         stakes[owner_of[account]] = stakes.get(owner_of[account], 0) + sign * int(total)
     return {user: max(stake, 0) for user, stake in stakes.items()}
 
@@ -67,8 +80,32 @@ def provider_weight(*, user_id: int) -> Decimal:
     return (score / cold_start).quantize(Decimal("0.000001"), rounding=ROUND_DOWN)
 
 
-def pool_score_distributions() -> list[dict]:
-    """Return per pool the scores of its live nodes: count, minimum to enter, quartiles and each node's score."""
+MIN_SCORE_RULE = "give a number from 0 to 1 with at most 6 decimals, e.g. 0.6."
+
+
+def min_score_filter(text: str) -> Decimal | None:
+    """Read a `min_score` filter (market page, offers API): None when empty; ValidationFailed naming it when bad."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        value = Decimal(text[:40]) if len(text) <= 40 else None
+    except ArithmeticError:
+        value = None
+    if value is None or not value.is_finite() or not Decimal(0) <= value <= Decimal(1) or value != value.quantize(
+        Decimal("0.000001")
+    ):
+        raise ValidationFailed(
+            f"min_score is {text[:40]!r}: {MIN_SCORE_RULE}", code="invalid_filter", detail={"filter": "min_score"}
+        )
+    return value
+
+
+def pool_score_distributions(*, min_score: Decimal | None = None) -> list[dict]:
+    """Return per pool the scores of its live nodes: count, minimum to enter, quartiles and each node's score.
+
+    The distribution covers every node; with `min_score` the list of nodes holds only those scoring at least that.
+    """
     by_pool: dict[str, set[int]] = {}
     rows = Node.objects.filter(deleted_at__isnull=True).exclude(state=NodeState.PENDING)
     for node_id, pool in rows.values_list("pk", "vgpus__pool__name").distinct():
@@ -87,7 +124,11 @@ def pool_score_distributions() -> list[dict]:
                 "lowest": values[0],
                 "quartiles": [Decimal(q).quantize(Decimal("0.000001")) for q in quartiles],
                 "highest": values[-1],
-                "node_scores": [{"node": n, "score": all_scores[n]} for n in sorted(by_pool[pool])],
+                "node_scores": [
+                    {"node": n, "score": all_scores[n]}
+                    for n in sorted(by_pool[pool])
+                    if min_score is None or all_scores[n] >= min_score
+                ],
             }
         )
     return result

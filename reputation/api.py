@@ -1,13 +1,13 @@
 """Reputation REST API: your own scores and the evidence behind them (operators see everyone's in the admin)."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from janction.openapi import error_responses
-from reputation.acts import pool_score_distributions
+from reputation.acts import min_score_filter, pool_score_distributions
 from reputation.models import Evidence
 from reputation.selectors import reputation_overview
 
@@ -83,6 +83,14 @@ class PoolScores(APIView):
     @extend_schema(
         responses=PoolScoresSerializer(many=True),
         summary="Each pool's score distribution and each node's score (public, like the pools' offers)",
+        parameters=[
+            OpenApiParameter(
+                "min_score",
+                str,
+                description="List only the nodes scoring at least this (0 to 1); a bad value is a 400 naming it.",
+            )
+        ],
     )
     def get(self, request):
-        return Response(PoolScoresSerializer(pool_score_distributions(), many=True).data)
+        min_score = min_score_filter(request.query_params.get("min_score", ""))
+        return Response(PoolScoresSerializer(pool_score_distributions(min_score=min_score), many=True).data)

@@ -99,6 +99,7 @@ class EvidenceKind(models.TextChoices):
     OWNER_INTERRUPTION = "owner_interruption", "Interruptible placement interrupted by the node's owner"
     DEDICATED_OWNER_USE = "dedicated_owner_use", "Dedicated node's GPU taken by its owner"
     CORRECTION = "correction", "Correction by an operator"
+    STAKE_SLASHED = "stake_slashed", "Stake slashed by an operator after an upheld dispute"
 
 
 class Evidence(models.Model):

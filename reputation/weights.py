@@ -21,6 +21,8 @@ WEIGHTS: dict[str, tuple[float, float]] = {
     # is sold as takeable, so it weighs little; a dedicated node's owner broke the promise (and owes a refund).
     EvidenceKind.OWNER_INTERRUPTION: (0, 0.25),
     EvidenceKind.DEDICATED_OWNER_USE: (0, 5),
+    # The record of an operator's slash: the dispute it follows already weighed against the provider's nodes.
+    EvidenceKind.STAKE_SLASHED: (0, 0),
 }
 
 # Usage refusals by the gateway's code: a count above the allocation is a lie; an interval while the platform

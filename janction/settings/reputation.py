@@ -28,12 +28,18 @@ REPUTATION_CHALLENGE_TIMEOUT_SECONDS = env_int("REPUTATION_CHALLENGE_TIMEOUT_SEC
 REPUTATION_CHALLENGE_FAILURES_TO_QUARANTINE = env_int("REPUTATION_CHALLENGE_FAILURES_TO_QUARANTINE", 2)
 REPUTATION_CHALLENGE_WINDOW_DAYS = env_int("REPUTATION_CHALLENGE_WINDOW_DAYS", 7)
 # The challenge schedule (Celery beat, reputation.challenges_schedule): each online node with a free vGPU is challenged
-# this many times per UTC-free period of a day (0: no scheduled challenges), each node at its own secret phase
+# this many times a day (0: no scheduled challenges), each node at its own secret phase
 # within the period so that nodes are not all challenged at once; the task runs every ..._SCHEDULE_SECONDS.
 REPUTATION_CHALLENGES_PER_NODE_PER_DAY = env_int("REPUTATION_CHALLENGES_PER_NODE_PER_DAY", 4)
 REPUTATION_CHALLENGE_SCHEDULE_SECONDS = env_int("REPUTATION_CHALLENGE_SCHEDULE_SECONDS", 300)
-# Staking gate: a node's asks enter a pool's rounds only while its provider's JCT stake (staked on chain, less
-# unstake requests, as the chain watcher recorded it) is at least this many JCT ("0": no gate). Per-pool overrides
-# "pool=JCT" pairs separated by commas.
+# Staking gate: a node's asks enter a pool's rounds only while its provider's JCT stake is at least this many JCT
+# ("0": no gate). Per-pool overrides "pool=JCT" pairs separated by commas. The stake is the ledger-level stake
+# (ledger.staking) in the embedded default (no CHAIN_RPC_URL), and the on-chain stake as the chain watcher recorded
+# it (staked less unstake requests and slashes) in real mode.
 REPUTATION_POOL_MIN_STAKE_JCT = env_str("REPUTATION_POOL_MIN_STAKE_JCT", "0")
 REPUTATION_POOL_MIN_STAKES_JCT = env_str("REPUTATION_POOL_MIN_STAKES_JCT", "")
+# Ledger-level stake: how long an unstake request waits (still slashable) before the JCT is available again. Longer
+# than the dispute window (RENTALS_DISPUTE_WINDOW_HOURS, 72 h) so a stake cannot leave before a dispute is decided.
+LEDGER_UNSTAKE_COOLDOWN_SECONDS = env_int("LEDGER_UNSTAKE_COOLDOWN_SECONDS", 7 * 86_400)
+# How often the unstake requests whose cool-down is over are released (Celery beat).
+LEDGER_UNSTAKE_RELEASE_INTERVAL_SECONDS = env_int("LEDGER_UNSTAKE_RELEASE_INTERVAL_SECONDS", 600)

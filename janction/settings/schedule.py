@@ -5,7 +5,11 @@ from .contributions import CONTRIBUTIONS_REVIEW_INTERVAL_SECONDS
 from .nodes import NODE_AVAILABILITY_PUSH_SECONDS, NODE_OFFLINE_CHECK_INTERVAL_SECONDS
 from .pricing import PRICING_ROUND_INTERVAL_SECONDS
 from .rentals import RENTALS_METERING_INTERVAL_SECONDS, RENTALS_SYNC_INTERVAL_SECONDS
-from .reputation import REPUTATION_CHALLENGE_SCHEDULE_SECONDS, REPUTATION_COLLECT_INTERVAL_SECONDS
+from .reputation import (
+    LEDGER_UNSTAKE_RELEASE_INTERVAL_SECONDS,
+    REPUTATION_CHALLENGE_SCHEDULE_SECONDS,
+    REPUTATION_COLLECT_INTERVAL_SECONDS,
+)
 
 CELERY_BEAT_SCHEDULE = {
     "market-rounds": {"task": "pricing.market_rounds_tick", "schedule": PRICING_ROUND_INTERVAL_SECONDS},
@@ -24,6 +28,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "reputation.challenges_schedule",
         "schedule": REPUTATION_CHALLENGE_SCHEDULE_SECONDS,
     },
+    "unstakes-release": {"task": "ledger.unstakes_release", "schedule": LEDGER_UNSTAKE_RELEASE_INTERVAL_SECONDS},
     "contribution-epoch": {"task": "ledger.contribution_epoch_run", "schedule": POC_EPOCH_SECONDS},
     "contributions-review": {
         "task": "contributions.review_pending",

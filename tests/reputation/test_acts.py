@@ -127,11 +127,12 @@ def test_the_market_page_shows_each_pools_score_distribution(client):
 
 
 @pytest.mark.django_db
-def test_a_node_whose_provider_has_not_staked_the_pools_minimum_does_not_enter_rounds(settings):
+def test_in_real_mode_a_node_whose_provider_has_not_staked_on_chain_the_pools_minimum_does_not_enter_rounds(settings):
     import uuid
 
     from ledger.models import StakeEvent, Wallet
 
+    settings.CHAIN_RPC_URL = "http://127.0.0.1:9"  # real mode: the gate reads the recorded on-chain stake
     settings.REPUTATION_POOL_MIN_STAKE_JCT = "100"
     buyer = UserFactory()
     unstaked = online_node(UserFactory(), name="unstaked", vgpus=1, price=100_000)  # the cheaper ask
