@@ -19,7 +19,7 @@ from django.utils import timezone
 from ledger.currencies import Currency
 from ledger.errors import InsufficientFunds, InvalidAmount
 from ledger.models import Account, AccountKind, Transaction, TransactionKind, Unstake
-from ledger.services import Leg, Posting, ledger_post
+from ledger.services import Leg, Posting, ledger_account_get, ledger_post
 
 JCT = Currency.JCT
 
@@ -40,6 +40,17 @@ def _key(idempotency_key: str) -> str:
     if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 150:
         raise InvalidAmount("A stake operation needs an idempotency key of 1 to 150 characters.")
     return idempotency_key
+
+
+def _lock_stake_accounts(user_id: int) -> list[Account]:
+    """Lock the user's JCT available, stake and unstaking accounts in primary-key order (the ledger's lock order)."""
+    kinds = [AccountKind.AVAILABLE, AccountKind.STAKE, AccountKind.UNSTAKING]
+    # Create them first: a row another transaction is still creating would be missing from the locked set.
+    for kind in kinds:
+        ledger_account_get(user_id=user_id, kind=kind, currency=JCT)
+    return list(
+        Account.objects.select_for_update().filter(owner_id=user_id, currency=JCT, kind__in=kinds).order_by("pk")
+    )
 
 
 def stake_balances(*, user_ids) -> dict[int, StakeBalance]:
@@ -98,9 +109,10 @@ def unstakes_release(*, now: datetime | None = None) -> int:
     """Return every unstake whose cool-down is over (less what was slashed) to its user's available balance."""
     now = now or timezone.now()
     released = 0
-    due = Unstake.objects.filter(released_at__isnull=True, release_at__lte=now).values_list("pk", flat=True)
-    for pk in list(due):
+    due = Unstake.objects.filter(released_at__isnull=True, release_at__lte=now).values_list("pk", "user_id")
+    for pk, user_id in list(due):
         with transaction.atomic():
+            _lock_stake_accounts(user_id)  # accounts before requests, as a slash locks them: no deadlock
             unstake = (
                 Unstake.objects.select_for_update(skip_locked=True).filter(pk=pk, released_at__isnull=True).first()
             )
@@ -137,12 +149,7 @@ def stake_slash(*, user_id: int, amount: int, idempotency_key: str, memo: str = 
     key = f"slash:{_key(idempotency_key)}"
     with transaction.atomic():
         # Lock the two accounts (and the pending requests) before reading what can be taken.
-        accounts = {
-            account.kind: account
-            for account in Account.objects.select_for_update().filter(
-                owner_id=user_id, currency=JCT, kind__in=[AccountKind.STAKE, AccountKind.UNSTAKING]
-            )
-        }
+        accounts = {account.kind: account for account in _lock_stake_accounts(user_id)}
         pending = list(
             Unstake.objects.select_for_update()
             .filter(user_id=user_id, released_at__isnull=True)
