@@ -15,6 +15,14 @@ from agent.runtime.base import (
 )
 from agent.runtime.disk import DEFAULT_IMAGE_DISK_QUOTA_BYTES, ImageDiskQuota, ImageLedger
 from agent.runtime.docker import DockerRuntime
+from agent.runtime.netns import (
+    ConnectTimedOut,
+    ContainerNotListening,
+    PlacementNotRunning,
+    PlacementPaused,
+    ServiceConnectError,
+    ServiceConnectionsUnavailable,
+)
 from agent.runtime.podman import PodmanRuntime
 from agent.runtime.sandbox import SandboxRuntime
 
@@ -47,8 +55,12 @@ def make_runtime(
 
 __all__ = [
     "RUNTIME_NAMES",
+    "ConnectTimedOut",
+    "ContainerNotListening",
     "DockerRuntime",
     "LogLine",
+    "PlacementNotRunning",
+    "PlacementPaused",
     "PlacementSpec",
     "PodmanRuntime",
     "PortSpec",
@@ -56,6 +68,8 @@ __all__ = [
     "RuntimeEvents",
     "RuntimeUnavailable",
     "SandboxRuntime",
+    "ServiceConnectError",
+    "ServiceConnectionsUnavailable",
     "StateChange",
     "WorkloadInfo",
     "WorkloadState",

@@ -32,6 +32,7 @@ from agent.runtime.base import (
 )
 from agent.runtime.disk import DiskQuotaExceeded, ImageDiskQuota, ImageStore, StoredImage
 from agent.runtime.logs import TimestampedLogForwarder, cursor_ns, format_timestamp_ns, timestamp_ms
+from agent.runtime.netns import NamespaceTarget, PlacementNotRunning, running_container_target
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ PULL_TIMEOUT_SECONDS = 1800
 COMMAND_TIMEOUT_SECONDS = 60
 # A container's cgroup under the cgroupfs and systemd managers: .../libpod-<64 hex>[.scope].
 LIBPOD_SCOPE = re.compile(r"libpod-(?P<id>[0-9a-f]{64})")
-
 
 
 def env_file_text(env: dict[str, str]) -> str:
@@ -242,6 +242,8 @@ class PodmanRuntime(Runtime):
         result = self._run("pause", container_name(placement_id))
         if result.returncode != 0:
             log.warning("podman pause %s failed: %s", placement_id, result.stderr.strip()[-300:])
+        else:
+            self._service_paused(placement_id, True)
         return result.returncode == 0
 
     def resume(self, placement_id: str) -> bool:
@@ -249,6 +251,8 @@ class PodmanRuntime(Runtime):
         result = self._run("unpause", container_name(placement_id))
         if result.returncode != 0:
             log.warning("podman unpause %s failed: %s", placement_id, result.stderr.strip()[-300:])
+        else:
+            self._service_paused(placement_id, False)
         return result.returncode == 0
 
     def placement_of_process(self, pid: int, cgroup: str) -> str | None:
@@ -290,7 +294,18 @@ class PodmanRuntime(Runtime):
 
     def remove(self, placement_id: str) -> None:
         """Delete the placement's container."""
+        self._service_forget(placement_id)
         self._run("rm", "--force", "--ignore", container_name(placement_id))
+
+    supports_service_connections = True
+
+    def service_target(self, placement_id: str) -> NamespaceTarget:
+        """Return the container's init process, if this agent started (or re-attached to) the running container."""
+        info = self._inspect(container_name(placement_id))
+        # The container id, not the name: another agent on this host may run a container of the same name.
+        if info is None or self._container_ids.get(info.get("Id", "")) != placement_id:
+            raise PlacementNotRunning(f"placement {placement_id} does not run on this agent")
+        return running_container_target(placement_id, info.get("State") or {})
 
 
 class _PodmanImages(ImageStore):

@@ -395,6 +395,7 @@ async def send_bytes(request: Request, writer: asyncio.StreamWriter) -> bool:
 
 # -- websockets (RFC 6455) ------------------------------------------------------------------------------------
 
+
 class WebSocketClosed(Exception):
     def __init__(self, code: int, reason: str = "") -> None:
         super().__init__(reason)
@@ -499,9 +500,8 @@ async def websocket(request: Request, reader: asyncio.StreamReader, writer: asyn
 
 # -- dispatch -------------------------------------------------------------------------------------------------
 
-async def handle_one(
-    request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
-) -> bool:
+
+async def handle_one(request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> bool:
     """Answer one request; return whether the connection may carry another."""
     route = (request.method, request.path)
     if route == ("POST", "/echo"):
