@@ -35,6 +35,7 @@ def run(config: AgentConfig) -> int:
         oci_runtime=config.oci_runtime,
         image_disk_quota=config.image_disk_quota,
         image_ledger=config.state_dir / "images.json",
+        allow_egress=config.allow_egress,
     )
     try:
         runtime.check_available()

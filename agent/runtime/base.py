@@ -162,6 +162,8 @@ class Runtime(abc.ABC):
 
     name: str = ""
     supports_network: bool = True
+    # Whether a placement may ask for internet egress on this node (see agent.runtime.egress).
+    egress_allowed: bool = False
 
     @abc.abstractmethod
     def check_available(self) -> None:

@@ -148,14 +148,8 @@ class DockerRuntime(Runtime):
         }
         if spec.command:
             body["Cmd"] = list(spec.command)
-        if spec.network_allowed:
-            ports = {f"{port.container_port}/{port.protocol}": port for port in spec.ports}
-            body["ExposedPorts"] = {key: {} for key in ports}
-            host["PortBindings"] = {
-                key: [{"HostPort": str(port.host_port) if port.host_port else ""}] for key, port in ports.items()
-            }
-        else:
-            host["NetworkMode"] = "none"
+        # No network and nothing published: internet egress needs the podman runtime (agent.runtime.egress).
+        host["NetworkMode"] = "none"
         if not spec.gpu.fake and spec.gpu.device_uuids:
             device_ids = [f"nvidia.com/gpu={uuid}" for uuid in spec.gpu.device_uuids]
             host["DeviceRequests"] = [{"Driver": "cdi", "DeviceIDs": device_ids}]
@@ -174,6 +168,10 @@ class DockerRuntime(Runtime):
 
     def _start_and_follow(self, spec: PlacementSpec, events: RuntimeEvents) -> None:
         name = spec.container_name
+        if spec.network_allowed:
+            message = "the docker runtime gives containers no network; internet egress needs --runtime podman"
+            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, now_ms(), message=message))
+            return
         try:
             self._delete(name)
             with self.disk_quota.reserved(self._images, spec.image):

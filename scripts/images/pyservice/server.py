@@ -554,6 +554,12 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         writer.close()
 
 
+def log(line: str) -> None:
+    """Write one whole line at once (podman's log would split a line written in pieces)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 async def main() -> None:
     delay = float(os.environ.get("PYSERVICE_START_DELAY", "0") or 0)
     if delay:
@@ -570,7 +576,7 @@ async def main() -> None:
             reuse_address=True,
         )
         servers.append(server)
-        print(f"pyservice listening on {host}:{port}", flush=True)
+        log(f"pyservice listening on {host}:{port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -578,7 +584,7 @@ async def main() -> None:
     await stop.wait()
     for server in servers:
         server.close()
-    print("pyservice stopping", flush=True)
+    log("pyservice stopping")
 
 
 if __name__ == "__main__":
