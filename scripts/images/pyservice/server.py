@@ -368,8 +368,11 @@ async def echo(request: Request, reader: asyncio.StreamReader, writer: asyncio.S
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     writer.write(head_bytes(200, headers))
     await writer.drain()
-    async for data in body_chunks(reader, request):
-        await write_chunk(writer, data)
+    try:
+        async for data in body_chunks(reader, request):
+            await write_chunk(writer, data)
+    except BadRequest:
+        return False  # the response has begun: a bad body can only end the connection
     await end_chunks(writer)
     return request.keep_alive
 
@@ -536,6 +539,24 @@ async def handle_one(request: Request, reader: asyncio.StreamReader, writer: asy
     return request.keep_alive
 
 
+async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close our side, then read (a bounded amount, briefly) what the client still sends.
+
+    Closing with unread input would reset the connection, and the client could lose the error response.
+    """
+    try:
+        writer.write_eof()
+        deadline = time.monotonic() + 1.0
+        unread = 0
+        while unread < MAX_PLAIN_BODY and (left := deadline - time.monotonic()) > 0:
+            data = await asyncio.wait_for(reader.read(CHUNK), left)
+            if not data:
+                break
+            unread += len(data)
+    except (OSError, TimeoutError):
+        pass
+
+
 async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
     try:
         while True:
@@ -547,6 +568,7 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                     break
             except BadRequest as exc:
                 await respond(writer, exc.status, error_body(str(exc)), keep_alive=False)
+                await linger(reader, writer)
                 break
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
