@@ -37,6 +37,8 @@ class Bid(models.Model):
     # The least provider score in [0, 1] of the nodes the bid may buy from (None: the pool's minimum only). Bids
     # with one clear in a round of their own against the asks of nodes scoring at least that (market_round_run).
     min_provider_score = models.DecimalField(max_digits=7, decimal_places=6, null=True, blank=True)
+    # The rental asks for internet egress: the bid is only matched with asks of nodes that allow it (issue 15).
+    needs_egress = models.BooleanField(default=False)
     state = models.CharField(max_length=10, choices=BidState.choices, default=BidState.PENDING, db_index=True)
     deadline = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -74,6 +76,8 @@ class MarketRound(models.Model):
     mechanism = models.CharField(max_length=32, default="trade-reduction")
     # The sub-pool this round cleared (dedicated or interruptible asks and bids only).
     capacity = models.CharField(max_length=13, choices=Capacity.choices, default=Capacity.DEDICATED)
+    # A round of egress bids: only the asks of nodes that allow internet egress took part.
+    egress = models.BooleanField(default=False)
     parameters = models.JSONField(default=dict)
     bids_count = models.PositiveIntegerField()
     asks_count = models.PositiveIntegerField()

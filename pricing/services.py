@@ -59,6 +59,7 @@ def bid_submit(
     deadline: datetime | None = None,
     capacity: str = Capacity.DEDICATED,
     min_provider_score: Decimal | None = None,
+    needs_egress: bool = False,
 ) -> Bid:
     """Queue a bid for the next rounds of its pool's sub-pool (dedicated or interruptible capacity).
 
@@ -90,6 +91,7 @@ def bid_submit(
         deadline=deadline,
         capacity=capacity,
         min_provider_score=min_provider_score or None,
+        needs_egress=needs_egress,
     )
 
 
@@ -113,10 +115,12 @@ def _order_book(
     *,
     lock: bool,
     capacity: str = Capacity.DEDICATED,
+    egress: bool = False,
     min_provider_score: Decimal | None = None,
 ) -> OrderBook:
     """Build the engine's market from the pool's online, unpaused nodes of one capacity and their free vGPUs.
 
+    With `egress`, only nodes whose agent allows internet egress ask (the others would refuse the placement).
     With `min_provider_score`, only the asks of nodes scoring at least that enter (the bids' own minimum).
     """
     vgpus = VGpu.objects.filter(
@@ -126,6 +130,8 @@ def _order_book(
         node__ask_paused=False,
         node__deleted_at__isnull=True,
     ).select_related("node")
+    if egress:
+        vgpus = vgpus.filter(node__egress_allowed=True)
     if lock:
         vgpus = vgpus.select_for_update(of=("self",))
     free: dict[str, list[VGpu]] = {}
@@ -226,14 +232,16 @@ def market_round_run(*, pool_id: int, capacity: str | None = None) -> MarketRoun
 
     Returns the dedicated round when it ran, else the interruptible one (None when nothing was cleared).
     """
+    # Bids that need internet egress clear in rounds of their own, among the nodes that allow it.
     rounds = [
-        _market_round_run(pool_id=pool_id, capacity=kind)
+        _market_round_run(pool_id=pool_id, capacity=kind, egress=egress)
+        for egress in (False, True)
         for kind in ([capacity] if capacity is not None else Capacity.values)
     ]
     return next((market_round for market_round in rounds if market_round is not None), None)
 
 
-def _market_round_run(*, pool_id: int, capacity: str) -> MarketRound | None:
+def _market_round_run(*, pool_id: int, capacity: str, egress: bool = False) -> MarketRound | None:
     """Clear one round of a sub-pool: price the waiting bids against the free vGPUs and reserve the winners'.
 
     Rounds of one pool are serialised by a row lock on the pool; the free vGPUs and pending bids are
@@ -248,7 +256,7 @@ def _market_round_run(*, pool_id: int, capacity: str) -> MarketRound | None:
         Bid.objects.filter(pool=pool, state=BidState.PENDING, deadline__lte=now).update(state=BidState.EXPIRED)
         bids = list(
             Bid.objects.select_for_update(skip_locked=True)
-            .filter(pool=pool, state=BidState.PENDING, capacity=capacity)
+            .filter(pool=pool, state=BidState.PENDING, capacity=capacity, needs_egress=egress)
             .order_by("created_at", "pk")[: settings.PRICING_MAX_BIDS_PER_ROUND]
         )
         if not bids:
@@ -259,13 +267,20 @@ def _market_round_run(*, pool_id: int, capacity: str) -> MarketRound | None:
         for bid in bids:
             groups.setdefault(bid.min_provider_score, []).append(bid)
         order = sorted((m for m in groups if m is not None), reverse=True) + ([None] if None in groups else [])
-        rounds = [_clear(pool, groups[minimum], capacity=capacity, min_provider_score=minimum) for minimum in order]
+        rounds = [
+            _clear(pool, groups[minimum], capacity=capacity, egress=egress, min_provider_score=minimum)
+            for minimum in order
+        ]
     return rounds[-1]  # the round of the bids without a minimum when there were any
 
 
-def _clear(pool: Pool, bids: list[Bid], *, capacity: str, min_provider_score: Decimal | None) -> MarketRound:
+def _clear(
+    pool: Pool, bids: list[Bid], *, capacity: str, egress: bool, min_provider_score: Decimal | None
+) -> MarketRound:
     """Clear one round of these bids against the pool's free vGPUs (in the caller's transaction, pool locked)."""
-    book = _order_book(pool, bids, lock=True, capacity=capacity, min_provider_score=min_provider_score)
+    book = _order_book(
+        pool, bids, lock=True, capacity=capacity, egress=egress, min_provider_score=min_provider_score
+    )
     max_cost = _max_cost()
     # Nodes priced above the ceiling cannot trade (the API refuses such prices; this guards old rows).
     book = OrderBook(
@@ -286,6 +301,7 @@ def _clear(pool: Pool, bids: list[Bid], *, capacity: str, min_provider_score: De
         digest=canonical_digest(inputs, outputs),
         mechanism=TRADE_REDUCTION,
         capacity=capacity,
+        egress=egress,
         parameters={
             "max_cost": str(max_cost),
             "reference_price": str(reference),
@@ -303,7 +319,8 @@ def _clear(pool: Pool, bids: list[Bid], *, capacity: str, min_provider_score: De
         transaction.on_commit(
             lambda bid_id=bid_id: bid_allocated.send(sender=Bid, bid_id=bid_id, round_id=market_round.pk)
         )
-    logger.info("round %s of %s (%s): %s bids, %s won", market_round.pk, pool.name, capacity, len(bids), len(won))
+    kind = f"{capacity}, egress" if egress else capacity
+    logger.info("round %s of %s (%s): %s bids, %s won", market_round.pk, pool.name, kind, len(bids), len(won))
     return market_round
 
 

@@ -61,6 +61,12 @@ class RentalSubmitSerializer(serializers.Serializer):
         help_text='Least provider (node) score in [0, 1], e.g. "0.6": the rental only lands on nodes scoring at least '
         "that; a round without such nodes leaves it waiting. Leave it out for the pool's own minimum.",
     )
+    internet_egress = serializers.JSONField(
+        required=False,
+        default=False,
+        allow_null=True,  # the service then says what to send
+        help_text="The workload may reach the internet (never the provider's LAN or host); only nodes that allow it.",
+    )
 
 
 class RentalEventSerializer(serializers.ModelSerializer):
@@ -135,6 +141,7 @@ class RentalSerializer(serializers.ModelSerializer):
             "pausable",
             "accepts_interruptible",
             "min_provider_score",
+            "internet_egress",
             "match_deadline",
             "attempt",
             "held",
@@ -237,6 +244,7 @@ class RentalList(generics.ListAPIView):
             pausable=data["pausable"],
             accepts_interruptible=data["accepts_interruptible"],
             min_provider_score=data["min_provider_score"],
+            internet_egress=data["internet_egress"],
         )
         rental = rental_for_owner(owner=request.user, rental_id=rental.pk)
         return Response(RentalDetailSerializer(rental).data, status=status.HTTP_201_CREATED)

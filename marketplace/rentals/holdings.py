@@ -59,6 +59,7 @@ def rental_bid_submit(*, rental: Rental, attempt: int) -> Bid:
         deadline=rental.match_deadline,
         capacity=rental_capacity(rental),
         min_provider_score=rental.min_provider_score,
+        needs_egress=rental.internet_egress,
     )
 
 

@@ -45,6 +45,8 @@ class Rental(models.Model):
     accepts_interruptible = models.BooleanField(default=False)
     # The least provider (node) score the rental accepts, in [0, 1]; None: the pool's minimum. Its bids carry it.
     min_provider_score = models.DecimalField(max_digits=7, decimal_places=6, null=True, blank=True)
+    # The workload may reach the internet (never the provider's LAN or host), on nodes that allow it (issue 15).
+    internet_egress = models.BooleanField(default=False)
     match_deadline = models.DateTimeField()
     state = models.CharField(max_length=12, choices=RentalState.choices, default=RentalState.PENDING, db_index=True)
     state_reason = models.CharField(max_length=300, blank=True)

@@ -253,6 +253,7 @@ def rental_submit(
     pausable: bool = False,
     accepts_interruptible: bool = False,
     min_provider_score=None,
+    internet_egress: bool = False,
 ) -> Rental:
     """Validate a rental, move its most possible cost into escrow and queue its bid for the next round.
 
@@ -279,7 +280,8 @@ def rental_submit(
     ports = _validate_ports(ports)
     if not isinstance(restart_on_interruption, bool):
         raise RentalInvalid("restart_on_interruption is true or false.", detail={"field": "restart_on_interruption"})
-    for name, flag in (("pausable", pausable), ("accepts_interruptible", accepts_interruptible)):
+    flags = {"pausable": pausable, "accepts_interruptible": accepts_interruptible, "internet_egress": internet_egress}
+    for name, flag in flags.items():
         if not isinstance(flag, bool):
             raise RentalInvalid(f"{name} is true or false.", detail={"field": name})
     min_provider_score = _min_provider_score(min_provider_score)
@@ -302,6 +304,7 @@ def rental_submit(
             pausable=pausable,
             accepts_interruptible=accepts_interruptible,
             min_provider_score=min_provider_score,
+            internet_egress=internet_egress,
             match_deadline=timezone.now() + timedelta(seconds=window),
             currency=CURRENCY,
         )

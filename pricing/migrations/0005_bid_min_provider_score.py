@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('nodes', '0006_merge_0005_colocation_0005_gpu_telemetry_samples'),
-        ('pricing', '0003_capacity'),
+        ('pricing', '0004_bid_needs_egress'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
