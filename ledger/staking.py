@@ -19,7 +19,7 @@ from django.utils import timezone
 from ledger.currencies import Currency
 from ledger.errors import InsufficientFunds, InvalidAmount
 from ledger.models import Account, AccountKind, Transaction, TransactionKind, Unstake
-from ledger.services import Leg, Posting, ledger_account_get, ledger_post
+from ledger.services import Leg, Posting, ledger_post
 
 JCT = Currency.JCT
 
@@ -43,14 +43,16 @@ def _key(idempotency_key: str) -> str:
 
 
 def _lock_stake_accounts(user_id: int) -> list[Account]:
-    """Lock the user's JCT available, stake and unstaking accounts in primary-key order (the ledger's lock order)."""
+    """Lock the user's JCT available, stake and unstaking accounts in primary-key order (the ledger's lock order).
+
+    The first statement waits for any transaction moving them; the second, with a fresh snapshot, also sees and
+    locks an account such a transaction created (an unstake's first `unstaking` account). Creating accounts here
+    instead would deadlock with that transaction.
+    """
     kinds = [AccountKind.AVAILABLE, AccountKind.STAKE, AccountKind.UNSTAKING]
-    # Create them first: a row another transaction is still creating would be missing from the locked set.
-    for kind in kinds:
-        ledger_account_get(user_id=user_id, kind=kind, currency=JCT)
-    return list(
-        Account.objects.select_for_update().filter(owner_id=user_id, currency=JCT, kind__in=kinds).order_by("pk")
-    )
+    query = Account.objects.select_for_update().filter(owner_id=user_id, currency=JCT, kind__in=kinds).order_by("pk")
+    list(query)
+    return list(query)
 
 
 def stake_balances(*, user_ids) -> dict[int, StakeBalance]:
