@@ -51,8 +51,8 @@ def _lock_stake_accounts(user_id: int) -> list[Account]:
     """
     kinds = [AccountKind.AVAILABLE, AccountKind.STAKE, AccountKind.UNSTAKING]
     query = Account.objects.select_for_update().filter(owner_id=user_id, currency=JCT, kind__in=kinds).order_by("pk")
-    list(query)
-    return list(query)
+    list(query.all())  # .all(): a new statement each time, not the queryset's cached rows
+    return list(query.all())
 
 
 def stake_balances(*, user_ids) -> dict[int, StakeBalance]:
