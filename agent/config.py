@@ -45,6 +45,8 @@ class AgentConfig:
     ca_fingerprint: bytes | None = None  # SHA-256 of the gateway's CA certificate (--ca-fingerprint)
     image_disk_quota: int = DEFAULT_IMAGE_DISK_QUOTA_BYTES  # bytes the agent's images and containers may take
     fake_gpu_processes: Path | None = None  # with --fake-gpus: a file of "PID[:GPU]" the fake GPUs list
+    overlay: bool = False  # join the platform's WireGuard overlay and run segments (docs/overlay.md)
+    overlay_prefix: str = "jo"  # names of every interface and namespace the overlay makes start with it
 
 
 def gateway_address(value: str) -> str:
@@ -163,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_IMAGE_DISK_QUOTA_BYTES // 1024**3}GiB)",
     )
     parser.add_argument("--oci-runtime", default="runc", help="OCI runtime podman uses (with --runtime podman)")
+    parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help="join the platform's WireGuard overlay so multi-node rentals get private VxLAN segments "
+        "(needs root or CAP_NET_ADMIN, wireguard-go or kernel WireGuard; checked at start)",
+    )
+    parser.add_argument(
+        "--overlay-prefix",
+        default="jo",
+        help="prefix (2-5 lower-case letters/digits) of the overlay's interfaces and namespaces; "
+        "leftovers with it are removed at start",
+    )
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
     return parser
 
@@ -184,6 +198,10 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         parser.error("this node is not enrolled yet: pass --enroll-token with the token from the provider dashboard")
     if args.fake_gpu_processes is not None and args.fake_gpus is None:
         parser.error("--fake-gpu-processes only applies to --fake-gpus")
+    if not re.match(r"^[a-z][a-z0-9]{1,4}$", args.overlay_prefix):
+        parser.error("--overlay-prefix: 2 to 5 lower-case letters and digits, starting with a letter")
+    if args.overlay and args.runtime != "podman":
+        parser.error("--overlay needs --runtime podman (the container joins a prepared network namespace)")
     if args.docker_socket and args.runtime != "docker":
         parser.error("--docker-socket only applies to --runtime docker")
     return AgentConfig(
@@ -202,4 +220,6 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         ca_fingerprint=args.ca_fingerprint,
         image_disk_quota=args.image_disk_quota,
         fake_gpu_processes=args.fake_gpu_processes,
+        overlay=args.overlay,
+        overlay_prefix=args.overlay_prefix,
     )

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from agent import __version__
 from agent.colocation import OwnerWatch, Share, WatchPolicy
@@ -28,6 +29,10 @@ from agent.messages import (
     vgpu_message,
 )
 from agent.nvml.base import GpuBackend
+from agent.overlay.host import OverlayHost
+from agent.overlay.net import NetError
+from agent.overlay.segments import SegmentSpec
+from agent.overlay.underlay import UnderlayConfig
 from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.runtime.base import DEFAULT_GRACE_SECONDS, LogLine, Runtime, StateChange, WorkloadState
 from agent.slicing import SlicingError, VGpuPlan, container_gpu_settings
@@ -69,7 +74,9 @@ class AgentSession:
         heartbeat_interval: float = 5.0,
         clock: Callable[[], float] = time.time,
         watch: OwnerWatch | None = None,
+        overlay: OverlayHost | None = None,
     ) -> None:
+        self._overlay = overlay
         self._store = store
         self._state = state
         self._backend = backend
@@ -149,6 +156,7 @@ class AgentSession:
                     vgpus=[vgpu_message(vgpu) for vgpu in self._plan.values()],
                     placements=[running_placement_message(record) for record in live],
                     network_unsupported=not self._runtime.supports_network,
+                    overlay=pb.OverlayHello(public_key=self._overlay.public_key) if self._overlay else None,
                 )
             )
 
@@ -169,6 +177,8 @@ class AgentSession:
             self._acknowledge(message.usage_ack)
         elif kind == "colocation":
             self._set_colocation(message.colocation)
+        elif kind == "overlay_config":
+            self._configure_overlay(message.overlay_config)
         else:
             log.warning("ignoring an empty or unknown control message")
 
@@ -187,6 +197,7 @@ class AgentSession:
                 if self._state.owner_active:
                     raise NodeCannotRun(OWNER_BUSY_MESSAGE)
                 spec = placement_spec(start, container_gpu_settings(self._claim(list(start.vgpu_local_ids))))
+                segment = self._segment_of(start)
             except (InvalidPlacement, SlicingError) as exc:
                 log.warning("refusing placement %r: %s", placement_id, exc)
                 # An expired command or a node that cannot take a sound one is not the workload's fault: lost.
@@ -208,7 +219,73 @@ class AgentSession:
             ", ".join(start.vgpu_local_ids),
             start.issued_for_state or "an unstated rental state",
         )
+        if segment is not None:
+            assert self._overlay is not None
+            try:
+                netns_path = self._overlay.placement_up(placement_id, segment)
+            except NetError as exc:
+                log.warning("placement %s: segment failed: %s", placement_id, exc)
+                self._overlay_down(placement_id)
+                message = f"the provider's overlay network failed: {exc}"[:500]
+                self.on_state(StateChange(placement_id, WorkloadState.LOST, self._now_ms(), message=message))
+                return
+            spec = replace(
+                spec,
+                netns_path=netns_path,
+                hosts=segment.names,
+                env={
+                    **spec.env,
+                    "JANCTION_SEGMENT_ADDRESS": segment.address,
+                    "JANCTION_SEGMENT_HOSTS": ",".join(f"{name}={address}" for name, address in segment.names),
+                },
+            )
         self._runtime.start(spec, self)
+
+    def _segment_of(self, start: pb.StartPlacement) -> SegmentSpec | None:
+        """Return the placement's validated segment, None without one; raise NodeCannotRun off the overlay."""
+        if not start.HasField("segment"):
+            return None
+        if self._overlay is None or not self._overlay.ready:
+            raise NodeCannotRun("this node is not on the overlay network (start the agent with --overlay)")
+        segment = start.segment
+        try:
+            return SegmentSpec(
+                vni=segment.vni,
+                address=segment.address,
+                prefix_length=segment.prefix_length,
+                mtu=segment.mtu,
+                remote_hosts=tuple(segment.remote_hosts),
+                names=tuple((item.name, item.address) for item in segment.names),
+            ).validated()
+        except ValueError as exc:
+            raise InvalidPlacement(f"segment: {exc}") from None
+
+    def _configure_overlay(self, message: pb.OverlayConfig) -> None:
+        """Bring the WireGuard link to the hub up as the platform assigned it."""
+        if self._overlay is None:
+            log.warning("ignoring an overlay configuration: this agent runs without --overlay")
+            return
+        config = UnderlayConfig(
+            address=message.address,
+            prefix_length=message.prefix_length,
+            hub_public_key=message.hub_public_key,
+            hub_endpoint=message.hub_endpoint,
+            hub_address=message.hub_address,
+            network=message.network,
+            keepalive_seconds=message.keepalive_seconds or 25,
+            mtu=message.mtu or 1420,
+        )
+        try:
+            self._overlay.configure(config)
+        except (NetError, ValueError) as exc:
+            log.error("overlay: could not apply the platform's configuration: %s", exc)
+
+    def _overlay_down(self, placement_id: str) -> None:
+        if self._overlay is not None:
+            try:
+                self._overlay.placement_down(placement_id)
+            except NetError as exc:
+                log.warning("overlay: could not take placement %s off its segment: %s", placement_id, exc)
 
     def _claim(self, local_ids: list[str]) -> list[VGpuPlan]:
         if not local_ids:
@@ -316,6 +393,7 @@ class AgentSession:
         log.info("placement %s is %s %s", change.placement_id, change.state.value, change.message)
         if remove:
             self._runtime.remove(change.placement_id)
+            self._overlay_down(change.placement_id)
 
     # -- periodic work ---------------------------------------------------------------------
 
@@ -454,7 +532,12 @@ class AgentSession:
             self._last_heartbeat = self._clock()
             running = sum(1 for r in self._state.placements.values() if r.state == WorkloadState.RUNNING)
             return heartbeat_message(
-                samples, at_ms=self._now_ms(), ping_nonce=nonce, draining=self._draining, running=running
+                samples,
+                at_ms=self._now_ms(),
+                ping_nonce=nonce,
+                draining=self._draining,
+                running=running,
+                overlay_rtt_us=self._overlay.rtt_us if self._overlay else 0,
             )
 
     def _save(self) -> None:

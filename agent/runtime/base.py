@@ -19,6 +19,7 @@ def now_ms() -> int:
     """Return the wall-clock time in Unix milliseconds (what state changes are stamped with)."""
     return int(time.time() * 1000)
 
+
 log = logging.getLogger(__name__)
 
 LABEL_PLACEMENT = "io.janction.placement-id"
@@ -81,6 +82,9 @@ class PlacementSpec:
     pids_limit: int = DEFAULT_PIDS_LIMIT
     network_allowed: bool = False
     ports: tuple[PortSpec, ...] = ()
+    # Overlay segment (docs/overlay.md): run in this prepared network namespace, with these names in /etc/hosts.
+    netns_path: str = ""
+    hosts: tuple[tuple[str, str], ...] = ()
 
     @property
     def container_name(self) -> str:

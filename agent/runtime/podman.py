@@ -42,7 +42,6 @@ COMMAND_TIMEOUT_SECONDS = 60
 LIBPOD_SCOPE = re.compile(r"libpod-(?P<id>[0-9a-f]{64})")
 
 
-
 def env_file_text(env: dict[str, str]) -> str:
     """Return the --env-file contents for env; values may not contain newlines."""
     for key, value in env.items():
@@ -129,7 +128,12 @@ class PodmanRuntime(Runtime):
             args += ["--ulimit", f"{name}={limit}:{limit}"]
         if spec.cpu_millicores:
             args += ["--cpus", f"{spec.cpu_millicores / 1000:g}"]
-        if spec.network_allowed:
+        if spec.netns_path:
+            # The overlay prepared the namespace (its only link is the segment's eth0): nothing else to reach.
+            args += ["--network", f"ns:{spec.netns_path}"]
+            for name, address in spec.hosts:
+                args += ["--add-host", f"{name}:{address}"]
+        elif spec.network_allowed:
             for port in spec.ports:
                 host = f"{port.host_port}:" if port.host_port else ""
                 args += ["--publish", f"{host}{port.container_port}/{port.protocol}"]
