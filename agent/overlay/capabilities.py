@@ -62,7 +62,8 @@ def _probe_links(name: str) -> list[str]:
     net = Net()
     missing = []
     for kind, args in (
-        ("vxlan", ["type", "vxlan", "id", "1", "dstport", "4789"]),
+        # The highest VNI: the platform never allocates it, so no live segment holds it.
+        ("vxlan", ["type", "vxlan", "id", "16777215", "dstport", "4789"]),
         ("bridge", ["type", "bridge"]),
         ("veth", ["type", "veth", "peer", "name", name[:-1] + "q"]),
     ):

@@ -32,7 +32,7 @@ from marketplace.rentals.holdings import (
 from marketplace.rentals.metering import placements_settle
 from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement, RentalState
 from nodes.models import PLACEMENT_FINAL_STATES, Pool, VGpu
-from nodes.services import node_send
+from nodes.services import node_send, overlay_segments_release
 from pricing.models import Bid, BidState
 from pricing.services import bid_cancel
 
@@ -359,7 +359,11 @@ def rental_cancel(*, owner, rental_id: int) -> Rental:
 
 
 def placements_stop(*, rental: Rental, placements: list[RentalPlacement], bill_until_ms: int | None) -> None:
-    """Stop locked placements: clip their billing, settle the undispatched ones, and tell the agents after commit."""
+    """Stop locked placements: clip their billing, settle the undispatched ones, and tell the agents after commit.
+
+    The rental's overlay segments are released: the hub stops forwarding for them at its next sync.
+    """
+    overlay_segments_release(key_prefix=f"rental-{rental.pk}-")
     now = timezone.now()
     to_stop = []
     undispatched = []
