@@ -56,6 +56,10 @@ def test_defaults(tmp_path):
         (["--heartbeat-interval", "999"], "from 1 to 300"),
         (["--ca-cert", "/nonexistent.pem"], "is not a file"),
         (["--docker-socket", "/x.sock"], "only applies to --runtime docker"),
+        (["--overlay", "--runtime", "sandbox"], "--overlay needs --runtime podman"),
+        (["--overlay-prefix", "x"], "--overlay-prefix: 2 to 5"),
+        (["--overlay-prefix", "ab;rm"], "--overlay-prefix: 2 to 5"),
+        (["--overlay-prefix", "abcdef"], "--overlay-prefix: 2 to 5"),
     ],
 )
 def test_bad_flags_exit_2_with_a_message(tmp_path, capsys, extra, message):

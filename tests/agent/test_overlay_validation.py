@@ -84,3 +84,13 @@ def test_names_are_derived_safely_and_fit_linux_limits():
         interface_name("eth0 type")
     with pytest.raises(ValueError):
         wg_key("AAAA")
+
+
+def test_the_capability_check_says_what_is_missing(monkeypatch):
+    from agent.overlay import capabilities
+
+    monkeypatch.setattr(capabilities.shutil, "which", lambda name: None)
+    caps = capabilities.check("zzprobe0k")
+    message = caps.describe()
+    assert not caps.ok
+    assert "apt-get install wireguard-go" in message and "`wg` command (apt-get install wireguard-tools)" in message

@@ -56,6 +56,12 @@ class Lab:
         return f"172.29.{self.subnet}.1"
 
     def create(self, roles: list[str]) -> Lab:
+        # Another run on this machine may hold a prefix or a subnet: pick ones nobody uses.
+        taken = sh("ip", "-o", "-4", "addr", "show").stdout
+        while f"172.29.{self.subnet}." in taken:
+            self.subnet = random.randint(0, 255)
+        while any(Path("/run/netns").glob(f"{self.prefix}*")) or Path(f"/sys/class/net/{self.bridge}").exists():
+            self.prefix = "o" + uuid.uuid4().hex[:3]
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         sh("ip", "addr", "add", f"{self.gateway_address}/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
