@@ -13,7 +13,7 @@ from agent.config import AgentConfig, parse_config
 from agent.identity import load_private_key, mutual_tls_credentials
 from agent.nvml import FakeGpuBackend, GpuBackend, NvmlBackend, NvmlUnavailable
 from agent.overlay.host import OverlayHost, OverlayUnavailable, rtt_loop
-from agent.runtime import RuntimeUnavailable, make_runtime
+from agent.runtime import RuntimeUnavailable, ServiceConnectError, make_runtime
 from agent.session import AgentSession
 from agent.slicing import SlicingError, plan_node
 from agent.state import StateStore
@@ -36,6 +36,7 @@ def run(config: AgentConfig) -> int:
         oci_runtime=config.oci_runtime,
         image_disk_quota=config.image_disk_quota,
         image_ledger=config.state_dir / "images.json",
+        allow_egress=config.allow_egress,
     )
     try:
         runtime.check_available()
@@ -57,6 +58,11 @@ def run(config: AgentConfig) -> int:
         log.info(overlay.capabilities.describe())
         live = {pid for pid, record in state.placements.items() if record.state in ("starting", "running", "paused")}
         overlay.cleanup(keep=live)
+    try:
+        runtime.check_service_connections()
+    except ServiceConnectError as exc:
+        # Batch rentals still work; only connections into workloads (service rentals) do not.
+        log.warning("service rentals will fail on this node: %s", exc)
     try:
         plan = plan_node(backend.gpus(), config.slicing)
     except SlicingError as exc:

@@ -45,6 +45,7 @@ class AgentConfig:
     ca_fingerprint: bytes | None = None  # SHA-256 of the gateway's CA certificate (--ca-fingerprint)
     image_disk_quota: int = DEFAULT_IMAGE_DISK_QUOTA_BYTES  # bytes the agent's images and containers may take
     fake_gpu_processes: Path | None = None  # with --fake-gpus: a file of "PID[:GPU]" the fake GPUs list
+    allow_egress: bool = False  # rentals that ask for internet egress may run here (podman only)
     overlay: bool = False  # join the platform's WireGuard overlay and run segments (docs/overlay.md)
     overlay_prefix: str = "jo"  # names of every interface and namespace the overlay makes start with it
 
@@ -177,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefix (2-5 lower-case letters/digits) of the overlay's interfaces and namespaces; "
         "leftovers with it are removed at start",
     )
+    parser.add_argument(
+        "--allow-egress",
+        action="store_true",
+        help="let rentals that ask for it reach the internet (podman only; never this host's services or its LAN, "
+        "which an nftables table blocks); without it no workload has any network",
+    )
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
     return parser
 
@@ -204,6 +211,8 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         parser.error("--overlay needs --runtime podman (the container joins a prepared network namespace)")
     if args.docker_socket and args.runtime != "docker":
         parser.error("--docker-socket only applies to --runtime docker")
+    if args.allow_egress and args.runtime != "podman":
+        parser.error("--allow-egress only applies to --runtime podman (the others give workloads no network)")
     return AgentConfig(
         gateway=args.gateway,
         state_dir=state_dir,
@@ -220,6 +229,7 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         ca_fingerprint=args.ca_fingerprint,
         image_disk_quota=args.image_disk_quota,
         fake_gpu_processes=args.fake_gpu_processes,
+        allow_egress=args.allow_egress,
         overlay=args.overlay,
         overlay_prefix=args.overlay_prefix,
     )

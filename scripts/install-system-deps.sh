@@ -2,7 +2,7 @@
 # Install the Debian packages the tests need (container runtime, sandbox, browser, overlay network), only when missing.
 set -euo pipefail
 
-PACKAGES=(podman runc catatonit bubblewrap busybox-static chromium chromium-driver wireguard-go wireguard-tools nftables)
+PACKAGES=(podman runc catatonit bubblewrap busybox-static chromium chromium-driver mmdebstrap nftables wireguard-go wireguard-tools)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

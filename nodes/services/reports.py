@@ -52,6 +52,7 @@ class HelloReport:
     gpus: list[GpuReport]
     vgpus: list[VGpuReport]
     placements: list[RunningPlacementReport]
+    egress_allowed: bool = False
     overlay_public_key: str = ""  # the agent's WireGuard key when it runs the overlay (docs/overlay.md)
 
 

@@ -92,7 +92,7 @@ class ControlMessage(_message.Message):
     def __init__(self, start_placement: _Optional[_Union[StartPlacement, _Mapping]] = ..., stop_placement: _Optional[_Union[StopPlacement, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., usage_ack: _Optional[_Union[UsageAck, _Mapping]] = ..., colocation: _Optional[_Union[Colocation, _Mapping]] = ..., overlay_config: _Optional[_Union[OverlayConfig, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_version", "runtime", "hostname", "gpus", "vgpus", "placements", "network_unsupported", "overlay")
+    __slots__ = ("agent_version", "runtime", "hostname", "gpus", "vgpus", "placements", "network_unsupported", "egress_allowed", "overlay")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class Hello(_message.Message):
     VGPUS_FIELD_NUMBER: _ClassVar[int]
     PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_UNSUPPORTED_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_ALLOWED_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     runtime: str
@@ -108,8 +109,9 @@ class Hello(_message.Message):
     vgpus: _containers.RepeatedCompositeFieldContainer[VGpu]
     placements: _containers.RepeatedCompositeFieldContainer[RunningPlacement]
     network_unsupported: bool
+    egress_allowed: bool
     overlay: OverlayHello
-    def __init__(self, agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., vgpus: _Optional[_Iterable[_Union[VGpu, _Mapping]]] = ..., placements: _Optional[_Iterable[_Union[RunningPlacement, _Mapping]]] = ..., network_unsupported: _Optional[bool] = ..., overlay: _Optional[_Union[OverlayHello, _Mapping]] = ...) -> None: ...
+    def __init__(self, agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., vgpus: _Optional[_Iterable[_Union[VGpu, _Mapping]]] = ..., placements: _Optional[_Iterable[_Union[RunningPlacement, _Mapping]]] = ..., network_unsupported: _Optional[bool] = ..., egress_allowed: _Optional[bool] = ..., overlay: _Optional[_Union[OverlayHello, _Mapping]] = ...) -> None: ...
 
 class OverlayHello(_message.Message):
     __slots__ = ("public_key",)

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('nodes', '0006_merge_0005_colocation_0005_gpu_telemetry_samples'),
+        ('nodes', '0007_node_egress_allowed'),
     ]
 
     operations = [
