@@ -33,3 +33,6 @@ SERVICE_PUBLIC_URL = env_str("SERVICE_PUBLIC_URL", "")
 SERVICE_STATS_FLUSH_SECONDS = env_int("SERVICE_STATS_FLUSH_SECONDS", 2)
 # Run the ingress inside `make run`'s process (the embedded default).
 SERVICE_INGRESS_EMBEDDED = env_bool("SERVICE_INGRESS_EMBEDDED", JANCTION_EMBEDDED)
+# Sent on every response of the service endpoint: the service's pages run in a sandbox with an opaque origin, so
+# their scripts cannot read the site's cookies or storage nor act as the site.
+SERVICE_CSP = env_str("SERVICE_CSP", "sandbox")
