@@ -99,7 +99,7 @@ class Upstream:
             except h11.RemoteProtocolError as exc:
                 raise IngressError(
                     502, "bad_upstream_response", f"The service answered with bad HTTP: {exc}", close=True
-                )
+                ) from None
             if event is not h11.NEED_DATA:
                 return event
             try:
