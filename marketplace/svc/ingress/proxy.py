@@ -170,8 +170,8 @@ class Proxy:
                     break
         except h11.RemoteProtocolError as exc:
             await self._send_error(conn, writer, IngressError(exc.error_status_hint, "bad_request", str(exc)))
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the caller went away, or the ingress is stopping
         except Exception:
             log.exception("the ingress failed on a connection from %s", peer)
         finally:
