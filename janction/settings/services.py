@@ -28,7 +28,9 @@ SERVICE_MAX_CONCURRENT_REQUESTS = env_int("SERVICE_MAX_CONCURRENT_REQUESTS", 64)
 # Content-Security-Policy sandbox and the stripped cookies still hold).
 SERVICE_ORIGIN = env_str("SERVICE_ORIGIN", "")
 # Where the links on the rental page and in the API point: SERVICE_ORIGIN, or the ingress's own address.
-SERVICE_PUBLIC_URL = env_str("SERVICE_PUBLIC_URL", "")
+SERVICE_PUBLIC_URL = env_str(
+    "SERVICE_PUBLIC_URL", f"http://{SERVICE_INGRESS_LISTEN}" if JANCTION_EMBEDDED and not SERVICE_ORIGIN else ""
+)
 # How often the ingress writes its per-service counters to the database.
 SERVICE_STATS_FLUSH_SECONDS = env_int("SERVICE_STATS_FLUSH_SECONDS", 2)
 # Run the ingress inside `make run`'s process (the embedded default).

@@ -10,6 +10,7 @@ while saving screenshots of the home, market, rental and docs pages under docs/s
 import csv
 import html
 import http.cookiejar
+import json
 import os
 import re
 import signal
@@ -90,7 +91,7 @@ def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("make-run")
     home = tmp / "home"
     home.mkdir()
-    web, enroll, connect = free_port(), free_port(), free_port()
+    web, enroll, connect, ingress, tunnels = free_port(), free_port(), free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
     env.update(
         PORT=str(web),
@@ -100,6 +101,8 @@ def site(tmp_path_factory):
         AGENT_GATEWAY_ENROLL_LISTEN=f"127.0.0.1:{enroll}",
         AGENT_GATEWAY_PUBLIC_ADDRESS=f"127.0.0.1:{enroll}",
         AGENT_GATEWAY_LISTEN=f"127.0.0.1:{connect}",
+        SERVICE_INGRESS_LISTEN=f"127.0.0.1:{ingress}",
+        SERVICE_INGRESS_TUNNEL_LISTEN=f"127.0.0.1:{tunnels}",
     )
     log = tmp / "run.log"
     with open(log, "wb") as output:
@@ -548,3 +551,106 @@ def test_every_main_page_is_accessible_fits_360_px_and_loads_only_from_this_serv
     assert not findings, "\n".join(findings)
     assert not too_wide, too_wide
     assert not failed, failed
+
+
+def readme_service() -> str:
+    """Return the README's service block (deploy, then call)."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("A service: a rental that exposes an HTTP port")
+    return re.search(r"```bash\n(.*?)```", readme[start:], re.S).group(1)
+
+
+def _buyer_key(site) -> tuple[Browserless, str]:
+    client = Browserless(site["base"])
+    client.log_in("buyer@janction.localhost", site["passwords"]["buyer@janction.localhost"])
+    client.get("/settings/api-keys/")
+    _, page = client.post("/settings/api-keys/", {"name": f"svc-{time.monotonic_ns()}"})
+    return client, html.unescape(re.search(r'<code id="new-key-value">(.*?)</code>', page).group(1))
+
+
+def _cancel_services(site, key: str) -> None:
+    """Cancel the buyer's running services, so the demo node's vGPUs are free for the next test."""
+    request = urllib.request.Request(  # noqa: S310
+        site["base"] + "/api/v1/rentals/?state=running&state=pending&state=allocated&state=starting",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        rentals = json.load(response)["results"]
+    for rental in rentals:
+        cancel = urllib.request.Request(  # noqa: S310
+            f"{site['base']}/api/v1/rentals/{rental['id']}/cancel/",
+            method="POST",
+            headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"cancel-{rental['id']}"},
+        )
+        urllib.request.urlopen(cancel, timeout=10).close()  # noqa: S310
+
+
+def test_the_readme_service_deploys_and_answers_through_the_endpoint(site):
+    _, key = _buyer_key(site)
+    setup = f"SITE={site['base']}\nKEY={key}\nuuid() {{ python3 -c 'import uuid; print(uuid.uuid4())'; }}\n"
+    faucet = (
+        'curl -sS -H "Authorization: Bearer $KEY" -H "Idempotency-Key: $(uuid)" -H "Content-Type: application/json" '
+        '-d \'{"currency": "USDC", "amount": "50"}\' $SITE/api/v1/ledger/faucet/ >/dev/null\n'
+    )
+    try:
+        result = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", setup + faucet + readme_service()],
+            env=site["env"],
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Directory listing" in result.stdout, result.stdout[-2000:]
+    finally:
+        _cancel_services(site, key)
+
+
+def test_a_buyer_deploys_the_readme_service_in_chromium_and_calls_it(site, browser):
+    """The README's service, rented with the form; the browser then calls it at the URL the rental page shows."""
+    from playwright.sync_api import expect
+
+    _, key = _buyer_key(site)
+    context = browser.new_context(base_url=site["base"], viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        page.goto("/accounts/login/")
+        page.fill("input[name=login]", "buyer@janction.localhost")
+        page.fill("input[name=password]", site["passwords"]["buyer@janction.localhost"])
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard/")
+        page.click("#demo-faucet")
+        page.click("nav >> text=Rentals")
+        page.select_option("select[name=pool]", "ada-12g")
+        page.fill("input[name=max_price]", "1.00")
+        page.fill("input[name=max_duration_minutes]", "10")
+        page.fill("input[name=image]", "docker.io/library/python:3.12")
+        page.fill("input[name=command]", "python3 -m http.server 8000")
+        page.fill("input[name=expose]", "web=8000")
+        page.click("#rent-submit")
+        page.wait_for_url("**/rentals/*/")
+        url = page.locator("#service-section code.service-url").inner_text()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/svc/[a-z2-9]{12}/web/", url), url
+        expect(page.locator("#rental-state")).to_have_text("Running", timeout=90_000)
+        # The site's session cookie is sent to the ingress's host too (cookies ignore ports): it is stripped.
+        service = browser.new_context(extra_http_headers={"Authorization": f"Bearer {key}"})
+        service.add_cookies(context.cookies())
+        calling = service.new_page()
+
+        def answered() -> bool:
+            response = calling.goto(url)
+            return response is not None and response.status == 200
+
+        wait_for(answered, 60, "the service to answer through the endpoint", site["log"])
+        expect(calling.locator("body")).to_contain_text("Directory listing")
+        headers = calling.goto(url).headers
+        assert headers["content-security-policy"] == "sandbox"
+        assert "set-cookie" not in headers
+        anonymous = browser.new_context().new_page()
+        assert anonymous.goto(url).status == 401
+        page.reload()
+        expect(page.locator("#service-section")).to_contain_text("web")
+    finally:
+        context.close()
+        _cancel_services(site, key)
