@@ -38,3 +38,6 @@ SERVICE_INGRESS_EMBEDDED = env_bool("SERVICE_INGRESS_EMBEDDED", JANCTION_EMBEDDE
 # Sent on every response of the service endpoint: the service's pages run in a sandbox with an opaque origin, so
 # their scripts cannot read the site's cookies or storage nor act as the site.
 SERVICE_CSP = env_str("SERVICE_CSP", "sandbox")
+# How long the ingress reuses a successful authorisation (key or token, service, port) without asking the database:
+# a revoked token or key, or a cancelled rental, is refused at most this long after. 0: ask on every request.
+SERVICE_AUTH_CACHE_SECONDS = float(env_str("SERVICE_AUTH_CACHE_SECONDS", "1.0"))

@@ -258,7 +258,8 @@ def test_without_a_key_401_with_a_revoked_token_401_with_another_users_key_404(s
     token, raw = committed(service_token_create, owner=stack.buyer, rental_id=stack.rental.pk, name="t")
     assert stack.get("/api/hello", credential=raw)[0] == 200
     committed(service_token_revoke, owner=stack.buyer, rental_id=stack.rental.pk, token_id=token.pk)
-    assert stack.get("/api/hello", credential=raw)[0] == 401
+    # The ingress reuses an authorisation for SERVICE_AUTH_CACHE_SECONDS (1 s): refused within that.
+    wait_until(lambda: stack.get("/api/hello", credential=raw)[0] == 401, timeout=5, what="the revoked token refused")
     _, theirs = committed(lambda: api_key_create(user=UserFactory(), name="other"))
     status, _, body = stack.get("/api/hello", credential=theirs)
     assert status == 404 and json.loads(body)["code"] == "service_not_found"
@@ -326,6 +327,7 @@ def test_no_tunnel_is_503_and_after_cancel_410(own, settings):
     status, headers, body = stack.get("/api/hello")
     assert status == 503 and headers["Retry-After"] == "2"
     committed(rental_cancel, owner=stack.buyer, rental_id=stack.rental.pk)
+    wait_until(lambda: stack.get("/api/hello")[0] == 410, timeout=5, what="410 after cancel")
     status, _, body = stack.get("/api/hello")
     assert status == 410 and json.loads(body)["code"] == "service_gone"
 

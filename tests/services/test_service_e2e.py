@@ -125,7 +125,12 @@ def test_a_buyer_calls_a_podman_service_through_the_endpoint(gateway, ingress, p
         token = {"Authorization": f"Bearer {created['token']}"}
         assert request(ingress.port, "GET", f"{base}/hello", headers=token)[0] == 200
         api.delete(f"/api/v1/rentals/{rental.pk}/service/tokens/{created['service_token']['id']}/")
-        assert request(ingress.port, "GET", f"{base}/hello", headers=token)[0] == 401
+        # Refused within SERVICE_AUTH_CACHE_SECONDS (1 s): the ingress reuses an authorisation that long.
+        wait_until(
+            lambda: request(ingress.port, "GET", f"{base}/hello", headers=token)[0] == 401,
+            timeout=5,
+            what="the revoked token refused",
+        )
         _, theirs = api_key_create(user=UserFactory(), name="other")
         assert request(ingress.port, "GET", f"{base}/hello", headers={"Authorization": f"Bearer {theirs}"})[0] == 404
         status, headers, _ = request(ingress.port, "GET", f"{base}/set-cookie", headers=auth)
@@ -135,6 +140,7 @@ def test_a_buyer_calls_a_podman_service_through_the_endpoint(gateway, ingress, p
         # After cancel: 410.
         cancelled = api.post(f"/api/v1/rentals/{rental.pk}/cancel/", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
         assert cancelled.status_code == 200
+        wait_until(lambda: request(ingress.port, "GET", f"{base}/hello", headers=auth)[0] == 410, timeout=5, what="410")
         status, _, body = request(ingress.port, "GET", f"{base}/hello", headers=auth)
         assert status == 410 and json.loads(body)["code"] == "service_gone"
     finally:

@@ -8,6 +8,7 @@ pipe, and a caller's keep-alive connection keeps its tunnel for the next request
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import h11
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
 
 from janction.errors import ApplicationError
 from marketplace.svc.ingress.stats import StatsBuffer
@@ -78,6 +80,12 @@ TUNNEL_ERRORS = {
 }
 
 
+def _authorize_in_thread(**kwargs) -> ServiceTarget:
+    # The executor's threads keep their connections: drop one that is broken or past CONN_MAX_AGE first.
+    close_old_connections()
+    return service_authorize(**kwargs)
+
+
 class IngressError(Exception):
     def __init__(self, status: int, code: str, message: str, *, close: bool = False) -> None:
         super().__init__(message)
@@ -137,6 +145,8 @@ class Proxy:
         self.registry = registry
         self.stats = stats
         self.inflight: dict[int, int] = {}
+        # Recent authorisations (only successes): (slug, port, credential hash) -> (when, target).
+        self._authorized: dict[tuple, tuple[float, ServiceTarget]] = {}
         self._round_robin = 0
         self.origin_host = urlsplit(settings.SERVICE_ORIGIN).netloc.lower().encode() if settings.SERVICE_ORIGIN else b""
 
@@ -225,12 +235,21 @@ class Proxy:
         slug, port_name, path = _parse_target(request.target)
         scheme, _, credential = _header(request.headers, b"authorization").decode("latin-1").partition(" ")
         credential = credential.strip() if scheme.lower() == "bearer" else ""
+        key = (slug, port_name, hashlib.sha256(credential.encode()).digest())
+        ttl = settings.SERVICE_AUTH_CACHE_SECONDS
+        cached = self._authorized.get(key)
+        if cached is not None and time.monotonic() - cached[0] < ttl:
+            return cached[1], path
         try:
-            target = await sync_to_async(service_authorize, thread_sensitive=False)(
+            target = await sync_to_async(_authorize_in_thread, thread_sensitive=False)(
                 slug=slug, port_name=port_name, credential=credential
             )
         except ApplicationError as error:
             raise IngressError(error.status, error.code, error.message) from None
+        if ttl > 0:
+            if len(self._authorized) > 10_000:
+                self._authorized.clear()
+            self._authorized[key] = (time.monotonic(), target)
         return target, path
 
     def _request_headers(self, request: h11.Request, target: ServiceTarget, peer, upgrade: bool) -> list:
