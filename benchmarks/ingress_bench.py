@@ -172,8 +172,7 @@ def main() -> None:
         # The ingress's executor threads still hold connections to this throwaway database: end only those.
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
                 [connection.settings_dict["NAME"]],
             )
         teardown()
@@ -282,7 +281,8 @@ def _bench(args) -> None:
     print(f"rate ratio endpoint/direct: {endpoint_rate / direct_rate:.2f}x (goal >= 0.5x)")
     print(f"added p50: {endpoint_p50 - direct_p50:.2f} ms (goal < 2 ms)")
     print(
-        f"streaming {args.stream_mb} MiB: direct {stream_direct:.0f} MB/s, endpoint {stream_endpoint:.0f} MB/s (goal >= 50)"
+        f"streaming {args.stream_mb} MiB: direct {stream_direct:.0f} MB/s, "
+        f"endpoint {stream_endpoint:.0f} MB/s (goal >= 50)"
     )
 
 
