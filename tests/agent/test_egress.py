@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import pytest
 
 from agent.runtime.base import PlacementSpec, WorkloadState, container_name
+from agent.runtime.docker import DockerRuntime
 from agent.runtime.egress import EgressPolicy, EgressRules, blocked_networks, table_definition
 from agent.runtime.podman import PodmanRuntime
 from agent.slicing import ContainerGpuSettings
@@ -204,6 +205,16 @@ def test_no_network_by_default_and_egress_only_where_the_node_allows_it(lan, pys
     runtime.remove(placement_id)
     assert finished.state == WorkloadState.FAILED
     assert "does not allow internet egress" in finished.message and "--allow-egress" in finished.message
+
+
+def test_docker_refuses_egress(docker_socket, pyservice_image):
+    runtime = DockerRuntime(socket_path=docker_socket)
+    placement_id = f"svcimg-docker-egress-{uuid.uuid4().hex[:10]}"
+    events = Recorder()
+    runtime.start(PlacementSpec(placement_id, pyservice_image, (), {}, FAKE_GPU, network_allowed=True), events)
+    finished = events.wait_finished()
+    runtime.remove(placement_id)
+    assert finished.state == WorkloadState.FAILED and "internet egress needs --runtime podman" in finished.message
 
 
 def test_blocked_ranges_cover_private_shared_link_local_and_attached_subnets():

@@ -118,7 +118,7 @@ def test_refuses_after_stop_and_after_remove(runtime, pyservice_image):
 
 
 def test_another_agents_or_an_unknown_placement_is_refused(runtime, pyservice_image):
-    placement_id = _unique("other")
+    placement_id = _unique("other").replace("-", "_", 1)
     other_agent = PodmanRuntime() if isinstance(runtime, PodmanRuntime) else DockerRuntime(
         socket_path=runtime._socket_path)  # fmt: skip
     try:
@@ -127,6 +127,11 @@ def test_another_agents_or_an_unknown_placement_is_refused(runtime, pyservice_im
             other_agent.open_connection(placement_id, 8000, TIMEOUT)
         with pytest.raises(PlacementNotRunning, match="does not run on this agent"):
             runtime.open_connection(_unique("unknown"), 8000, TIMEOUT)
+        # A look-alike id whose container name is the same ("/" and "_" both become "_") is another placement.
+        lookalike = placement_id.replace("_", "/", 1)
+        assert container_name(lookalike) == container_name(placement_id)
+        with pytest.raises(PlacementNotRunning, match="does not run on this agent"):
+            runtime.open_connection(lookalike, 8000, TIMEOUT)
         # The same agent after a restart re-attaches to its container and reaches it again.
         other_agent.attach(placement_id, Recorder())
         assert _get(other_agent.open_connection(placement_id, 8000, TIMEOUT), "/hello")[0] == 200
