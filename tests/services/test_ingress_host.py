@@ -385,3 +385,29 @@ def test_garbage_and_oversized_headers_get_a_4xx_and_the_ingress_keeps_serving(s
             answer = sock.recv(4096)
             assert answer.startswith(b"HTTP/1.1 4"), answer[:100]
     assert stack.get("/api/hello")[0] == 200
+
+
+def test_an_ingress_restart_interrupts_a_service_only_until_the_agent_redials(own):
+    """The agent's pools redial a restarted ingress (same tunnel port) by themselves; requests work again."""
+    first = Ingress(listen="127.0.0.1:0", tunnel_listen="127.0.0.1:0")
+    first.start()
+    tunnel_port = first.tunnel_port
+    manager = TunnelManager(runtime=own.platform.runtime, credentials=own.platform.credentials, pool_size=1)
+    manager.open(own.placement.placement_id, [ServicePort("api", 8000)], [first.tunnel_address])
+    second = None
+    try:
+        wait_until(lambda: first.registry.idle_count(own.placement.placement_id, 8000) >= 1, what="a tunnel")
+        assert request(first.port, "GET", f"{own.base}/api/hello", headers=own.auth())[0] == 200
+        first.stop()
+        second = Ingress(listen="127.0.0.1:0", tunnel_listen=f"127.0.0.1:{tunnel_port}")
+        second.start()
+        wait_until(
+            lambda: second.registry.idle_count(own.placement.placement_id, 8000) >= 1,
+            timeout=40,
+            what="the agent redialling the restarted ingress",
+        )
+        assert request(second.port, "GET", f"{own.base}/api/hello", headers=own.auth())[0] == 200
+    finally:
+        manager.close_all()
+        if second is not None:
+            second.stop()
