@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from ledger.currencies import from_base_units
 from ledger.models import AccountKind, Entry, SettlementAlert, SettlementBatch
@@ -106,7 +107,11 @@ def _split_by_day(start_ms: int, end_ms: int, weight: int, into: dict[date, int]
 
 
 def online_vgpu_ms(*, node_ids: list[int], start: datetime, end: datetime) -> dict[int, dict[date, int]]:
-    """Return, per node and UTC day, vGPU-milliseconds online: time online or draining, times the node's vGPUs."""
+    """Return, per node and UTC day, vGPU-milliseconds online: time online or draining, times the node's vGPUs.
+
+    Time after now does not count (the current month ends in the future).
+    """
+    end = min(end, timezone.now())
     vgpus = dict(
         VGpu.objects.filter(node_id__in=node_ids).values("node_id").annotate(n=Count("pk")).values_list("node_id", "n")
     )

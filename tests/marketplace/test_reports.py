@@ -349,3 +349,21 @@ def test_a_report_for_a_bad_month_is_a_400_that_says_what_to_change(client, path
     assert response.status_code == 400
     page = response.content.decode()
     assert message in page and 'aria-invalid="true"' in page and 'id="month-error"' in page
+
+
+def test_the_landing_page_says_what_the_buyer_and_provider_prices_are(client):
+    for path in ("/", "/network/"):  # the page and the fragment htmx refreshes it with
+        note = client.get(path).content.decode().split('id="network-prices-note"')[1].split("</p>")[0]
+        assert "<strong>buyer price</strong> is what each renter pays" in note
+        assert "before the platform fee" in note and 'href="/market/#how-prices-work"' in note
+
+
+def test_online_time_of_the_current_month_stops_now(db):
+    node = online_node(UserFactory(), name="fresh", vgpus=2)
+    month = current_month()
+    Node.objects.filter(pk=node.pk).update(created_at=month.start, enrolled_at=month.start)
+    NodeEvent.objects.filter(node=node).update(at=month.start)
+    online = online_vgpu_ms(node_ids=[node.pk], start=month.start, end=month.end)[node.pk]
+    elapsed = _ms(datetime.now(UTC)) - _ms(month.start)
+    assert 0 < sum(online.values()) <= 2 * elapsed  # never the rest of the month, which has not happened
+    assert max(online) == datetime.now(UTC).date()
