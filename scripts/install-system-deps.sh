@@ -3,7 +3,7 @@
 # the PDF statements), only when missing.
 set -euo pipefail
 
-PACKAGES=(podman runc catatonit bubblewrap busybox-static chromium chromium-driver
+PACKAGES=(podman runc catatonit bubblewrap busybox-static chromium chromium-driver mmdebstrap nftables
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)
 missing=()
 for package in "${PACKAGES[@]}"; do
