@@ -8,7 +8,7 @@ runtime. Baseline, in the same run: the same server run as a host process on the
   connect: median and p99 of open a connection + one small request/response (`GET /hello`) + close,
            through Runtime.open_connection (the cached path: setns thread + connect) versus
            socket.create_connection to the host process;
-  first:   the first open_connection of a placement (podman inspect + /proc lookups, then cached);
+  first:   the first open_connection of a placement (its process was cached when the container started);
   stream:  MB/s of `GET /bytes?n=...` read through each socket (the same loopback kind of path).
 
 The ratio printed is container / host: how much the namespace hop adds.
@@ -124,7 +124,7 @@ def main() -> int:
               f"p99 {_percentile(values, 0.99) * ms:.3f} ms")  # fmt: skip
     print(f"ratio container/host median: {statistics.median(container) / statistics.median(direct):.2f}x, "
           f"added median {(statistics.median(container) - statistics.median(direct)) * ms:.3f} ms")  # fmt: skip
-    print(f"first open_connection of the placement (inspect + lookup): {first * ms:.1f} ms")
+    print(f"first open_connection of the placement (+ GET /hello): {first * ms:.1f} ms")
     print(f"stream: container {stream_container:.0f} MB/s, host {stream_direct:.0f} MB/s, "
           f"ratio {stream_container / stream_direct:.2f}x")  # fmt: skip
     return 0

@@ -21,6 +21,7 @@ from agent.runtime.netns import (
     ServiceConnectionsUnavailable,
     check_namespace_entry,
     connect_in_namespace,
+    running_container_target,
 )
 from agent.slicing import ContainerGpuSettings
 
@@ -262,6 +263,16 @@ class Runtime(abc.ABC):
         if state is None:
             state = self.__dict__.setdefault("_service_state", _ServiceTargets())
         return state
+
+    def _service_seed(self, placement_id: str, state: dict) -> None:
+        """Cache the process of a container just started (its inspected State), so the first connection is quick."""
+        try:
+            target = running_container_target(placement_id, state)
+        except PlacementNotRunning:
+            return  # not running (yet): open_connection looks it up
+        services = self._service_targets()
+        with services.lock:
+            services.targets[placement_id] = target
 
     def _service_paused(self, placement_id: str, paused: bool) -> None:
         """Record that a placement was frozen or thawed (open_connection refuses a frozen one)."""

@@ -188,6 +188,7 @@ class DockerRuntime(Runtime):
             return
         if info.get("Id"):
             self._container_ids[info["Id"]] = spec.placement_id
+        self._service_seed(spec.placement_id, info.get("State") or {})
         started = timestamp_ms(info["State"].get("StartedAt", "")) or now_ms()
         events.on_state(StateChange(spec.placement_id, WorkloadState.RUNNING, started))
         self._follow(spec.placement_id, events, "")

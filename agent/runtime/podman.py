@@ -213,6 +213,7 @@ class PodmanRuntime(Runtime):
         info = self._inspect(spec.container_name) or {}
         if info.get("Id"):
             self._container_ids[info["Id"]] = spec.placement_id
+        self._service_seed(spec.placement_id, info.get("State") or {})
         started = timestamp_ms(info.get("State", {}).get("StartedAt", "")) or now_ms()
         events.on_state(StateChange(spec.placement_id, WorkloadState.RUNNING, started))
         self._follow(spec.placement_id, events, "")

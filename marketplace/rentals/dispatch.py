@@ -29,6 +29,7 @@ from marketplace.rentals.services import (
     rental_transition,
     stops_send,
 )
+from marketplace.svc.selectors import service_tunnel_addresses
 from nodes.availability import open_pause_started, paused_ms
 from nodes.models import PLACEMENT_FINAL_STATES, NodePlacement, NodeState, PlacementLogLine, PlacementState
 from nodes.services import (
@@ -109,6 +110,7 @@ def _start_message(
 
     With a segment (every host on the overlay, docs/overlay.md) the peers are named by their segment names.
     """
+    index = next((i for i, peer in enumerate(peers) if peer.pk == placement.pk), 0)
     port = rental.ports[0] if rental.ports else settings.RENTALS_PEER_PORT
     expires = timezone.now() + timedelta(seconds=settings.RENTALS_START_COMMAND_TTL_SECONDS)
     start = {
@@ -124,7 +126,14 @@ def _start_message(
         "expires_at_ms": int(expires.timestamp() * 1000),
         "issued_for_state": rental.state,
         "pausable": rental.pausable,
+        "role": "primary" if index == 0 else "worker",
+        "placement_index": index,
+        "placement_count": len(peers),
     }
+    if rental.expose:
+        start["service_ports"] = [{"name": e["name"], "container_port": e["port"]} for e in rental.expose]
+        start["tunnel_addresses"] = service_tunnel_addresses()
+        start["tunnel_pool_size"] = settings.SERVICE_TUNNEL_POOL_SIZE
     if segment is not None:
         start["segment"] = segment
         start["peers"] = [
@@ -154,7 +163,10 @@ def rental_dispatch(*, rental_id: int) -> None:
         unreachable = []
         segments = overlay_segment_allocate(
             key=f"rental-{rental.pk}-{rental.bid_id}",
-            members=[SegmentMember(node_id=p.node_id, placement_id=p.placement_id) for p in placements],
+            members=[
+                SegmentMember(node_id=p.node_id, placement_id=p.placement_id, role="primary" if i == 0 else "worker")
+                for i, p in enumerate(placements)
+            ],
         )
         for placement in placements:
             if placement.dispatched_at is not None:

@@ -145,10 +145,10 @@ def test_podman_restart_and_pause(pyservice_image):
     placement_id = _unique("restart")
     try:
         _start_service(runtime, pyservice_image, placement_id)
-        before = runtime._service_targets().targets.get(placement_id)
+        seeded = runtime._service_targets().targets.get(placement_id)  # cached at start: no inspect on first use
         _get(runtime.open_connection(placement_id, 8000, TIMEOUT), "/hello")
         cached = runtime._service_targets().targets[placement_id]
-        assert before is None and cached.pid > 0
+        assert seeded == cached and cached.pid > 0
         # Restarted under the agent: the cached process is gone, a new one is found.
         restarted = subprocess.run(["podman", "restart", "--time", "1", container_name(placement_id)],
                                    capture_output=True, text=True)  # fmt: skip

@@ -37,7 +37,7 @@ HUB_PORT = 51820
 # Serve "<rental tag> <own segment address>" on 8080, then call every name on the segment once a second.
 WORKLOAD = (
     'mkdir -p /tmp/w && echo "$TAG $JANCTION_SEGMENT_ADDRESS" > /tmp/w/index.html && httpd -p 8080 -h /tmp/w; '
-    "while true; do for peer in worker-0 worker-1; do "
+    "while true; do for peer in primary-0 worker-1; do "
     "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 $peer 8080 | tail -n 1 | sed \"s/^/from $peer: /\"; "
     "done; sleep 1; done"
 )
