@@ -11,6 +11,7 @@ import threading
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_tester.exceptions import TransactionFailed
 from eth_utils import keccak
 from web3.exceptions import ContractLogicError
 
@@ -75,7 +76,7 @@ def settlement_claim_send_embedded(*, user_id: int, account: str, currency: str)
     with _claimer_lock:  # one nonce sequence for the claimer
         try:
             receipt = send(conn.w3, _embedded_claimer(conn), call)
-        except ContractLogicError as error:  # a concurrent claim got there first
+        except (ContractLogicError, TransactionFailed) as error:  # a concurrent claim got there first
             raise NothingToClaim(f"The contract refused the claim ({error}); reload to see what is left.") from None
     tx_hash = receipt["transactionHash"].to_0x_hex()
     try:  # book it now rather than at the watcher's next scan (the embedded chain needs no confirmations)

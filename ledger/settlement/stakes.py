@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from web3 import Web3
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractLogicError, Web3RPCError
 
 from ledger.chain.client import TransactionReverted, decode_custom_error
+from ledger.chain.node import ChainConnection
 from ledger.chain.stakes import slash, slash_transaction, stake_of
 from ledger.settlement.connection import CHAIN_DOWN_ERRORS, chain_connection_get
 from ledger.settlement.errors import (
@@ -21,6 +23,7 @@ from ledger.settlement.errors import (
 logger = logging.getLogger(__name__)
 
 _UINT256_MAX = 2**256 - 1
+_send_lock = threading.Lock()
 
 
 def slash_onchain(*, account: str, amount: int, evidence: bytes) -> str:
@@ -41,30 +44,45 @@ def slash_onchain(*, account: str, amount: int, evidence: bytes) -> str:
         raise SlashingNotConfigured("Set CHAIN_SLASHER_KEY to the key holding SLASHER_ROLE to slash on chain.")
     address = Web3.to_checksum_address(account)
     try:
-        try:
-            tx_hash = slash(conn.w3, conn.slasher, conn.settlement, account=address, amount=amount, evidence=evidence)
-        except ContractLogicError as error:
-            name, args = _custom_error(conn.settlement.abi, error)
-            if name == "EvidenceUsed":
-                earlier = slash_transaction(conn.w3, conn.settlement, evidence=evidence, from_block=conn.start_block)
+        with _send_lock:  # one nonce sequence for the slasher key in this process
+            try:
+                tx_hash = slash(
+                    conn.w3, conn.slasher, conn.settlement, account=address, amount=amount, evidence=evidence
+                )
+            except ContractLogicError as error:
+                name, args = _custom_error(conn.settlement.abi, error)
+                earlier = _earlier_slash(conn, evidence) if name == "EvidenceUsed" else None
                 if earlier is not None:
-                    return earlier.to_0x_hex()
-            if name == "InsufficientStake":
-                raise StakeInsufficient(
-                    f"{address} has {args[0]} JCT base units staked or pending unstake, less than {amount}.",
-                    detail={"staked": str(args[0]), "requested": str(args[1])},
+                    return earlier
+                if name == "InsufficientStake":
+                    raise StakeInsufficient(
+                        f"{address} has {args[0]} JCT base units staked or pending unstake, less than {amount}.",
+                        detail={"staked": str(args[0]), "requested": str(args[1])},
+                    ) from None
+                raise SlashRefused(
+                    f"The Settlement contract refused the slash: {name}{args}.", detail={"error": name}
                 ) from None
-            raise SlashRefused(
-                f"The Settlement contract refused the slash: {name}{args}.", detail={"error": name}
-            ) from None
-        except TransactionReverted as error:
-            raise SlashRefused(f"The slash transaction {error.tx_hash.to_0x_hex()} reverted.") from None
+            except (TransactionReverted, Web3RPCError) as error:
+                # Another process slashed for this evidence between our estimate and our send (the transaction
+                # reverted with EvidenceUsed), or took the nonce: the slash that got there is the answer.
+                earlier = _earlier_slash(conn, evidence)
+                if earlier is not None:
+                    return earlier
+                raise SlashRefused(f"The slash transaction failed: {error}.") from None
     except CHAIN_DOWN_ERRORS as error:
         raise ChainUnavailable(
             "The chain node did not answer; retry the slash later with the same evidence."
         ) from error
     logger.info("stake: slashed %s JCT base units of %s (evidence %s) in %s", amount, address, evidence.hex(), tx_hash)
     return tx_hash.to_0x_hex()
+
+
+def _earlier_slash(conn: ChainConnection, evidence: bytes) -> str | None:
+    """Return the hash of the slash already made for ``evidence``, or None."""
+    if not conn.settlement.functions.slashedEvidence(evidence).call():
+        return None
+    earlier = slash_transaction(conn.w3, conn.settlement, evidence=evidence, from_block=conn.start_block)
+    return None if earlier is None else earlier.to_0x_hex()
 
 
 def stake_onchain(*, account: str) -> tuple[int, int]:

@@ -1,14 +1,18 @@
 """The Payouts page: the embedded demo chain's server-side claim, and a batch inside its claim delay."""
 
 import json
+import threading
 
 import pytest
+from django.db import connections
 from django.test import Client
 
 from ledger.chain import node as chain_node
 from ledger.chain.client import send
-from ledger.models import ChainClaim
+from ledger.models import AccountKind, ChainClaim
+from ledger.services import ledger_account_get
 from ledger.settlement.batches import settlement_batch_run
+from ledger.settlement.claims import NothingToClaim, settlement_claim_send_embedded
 from ledger.settlement.connection import chain_connection_get
 from tests.factories import UserFactory
 from tests.settlement.helpers import Market, link_wallet
@@ -147,3 +151,32 @@ def test_a_batch_in_its_claim_delay_is_shown_as_claimable_from_its_activation(ma
     assert "proof" not in proofs["pending"]["leaves"][0]
     assert "Claim from wallet" in page and "(batch 2)" in page
     assert activates_at > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_demo_claims_pay_and_book_once(demo_payout, embedded_chain):
+    provider, earned, index = demo_payout
+    outcomes: list[str] = []
+
+    def claim_once():
+        try:
+            settlement_claim_send_embedded(user_id=provider.pk, account=DEMO_ADDRESS, currency="USDC")
+            outcomes.append("paid")
+        except NothingToClaim:
+            outcomes.append("nothing")
+        except Exception as error:  # shown by the assertion below
+            outcomes.append(repr(error))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=claim_once) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["nothing", "paid"]
+    assert embedded_chain.settlement.functions.claimed(index).call() == earned
+    assert ChainClaim.objects.count() == 1
+    earnings = ledger_account_get(user_id=provider.pk, kind=AccountKind.EARNINGS, currency="USDC").balance
+    assert int(earnings) == 0

@@ -2,8 +2,10 @@
 
 import hashlib
 import os
+import threading
 
 import pytest
+from django.db import connections
 
 from ledger.chain.client import send
 from ledger.models import ChainClaim, SettlementAlert, StakeEvent
@@ -137,3 +139,26 @@ def test_the_embedded_chain_has_its_own_slasher_key(db, settings):
     assert conn.slasher is not None and conn.slasher.address != conn.operator.address
     assert conn.w3.eth.get_transaction_receipt(tx_hash)["from"] == conn.slasher.address
     assert stake_onchain(account=staker.address) == (before[0] - JCT, before[1])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_slashes_for_one_evidence_take_the_stake_once(staker, slashing):
+    results: list[str] = []
+    errors: list[Exception] = []
+
+    def slash_once():
+        try:
+            results.append(slash_onchain(account=slashing.bob.address, amount=3 * JCT, evidence=EVIDENCE))
+        except Exception as error:  # collected and asserted below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=slash_once) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == [] and len(results) == 2 and results[0] == results[1]
+    assert stake_onchain(account=slashing.bob.address) == (7 * JCT, 0)
