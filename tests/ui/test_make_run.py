@@ -577,6 +577,8 @@ def test_every_main_page_is_accessible_fits_360_px_and_loads_only_from_this_serv
             visit(page, "api-keys", "/settings/api-keys/", width)
             visit(page, "two-factor", "/accounts/2fa/", width)
             visit(page, "payouts", "/payouts/", width)
+            visit(page, "stake", "/stake/", width)
+            visit(page, "deposit", "/deposit/", width)
         finally:
             context.close()
         for email, name, path in REPORT_PAGES:
