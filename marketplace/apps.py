@@ -7,3 +7,4 @@ class MarketplaceConfig(AppConfig):
 
     def ready(self) -> None:
         from marketplace import receivers, signals  # noqa: F401
+        from marketplace.notifications import receivers as notification_receivers  # noqa: F401

@@ -15,6 +15,7 @@ from .contributions import *  # noqa: F403
 from .database import *  # noqa: F403
 from .janction import *  # noqa: F403
 from .nodes import *  # noqa: F403
+from .notifications import *  # noqa: F403
 from .pricing import *  # noqa: F403
 from .rentals import *  # noqa: F403
 from .reputation import *  # noqa: F403
