@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: counts and times every response, the refused ones included (docs/metrics.md).
+    "janction.metrics.RequestMetricsMiddleware",
     "janction.throttling.IpRateLimitMiddleware",
     "janction.guards.RequestLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
