@@ -206,8 +206,11 @@ def test_a_user_sees_only_their_own_notifications(client, buyer):
     assert not Notification.objects.filter(user=buyer, read_at__isnull=True).exists()
     assert Notification.objects.get(pk=theirs).read_at is None  # "read all" is mine only
 
+    assert client.get("/notifications/99999999999999999999999/").status_code == 404  # past bigint: not a 500
+
     client.logout()
     assert client.get("/notifications/").status_code == 302  # to the sign-in page
+    assert client.get(f"/notifications/{mine}/").status_code == 302
 
 
 @pytest.mark.django_db
@@ -246,3 +249,17 @@ def test_two_workers_telling_the_same_event_record_and_mail_it_once(celery_eager
 
     assert sorted(outcomes, key=lambda o: o is None) == [Notification.objects.get().pk, None]
     assert len(mail.outbox) == 1  # only the worker that recorded it queued the e-mail
+
+
+@pytest.mark.django_db
+def test_a_flood_of_preference_values_is_refused_whole(client, buyer):
+    client.force_login(buyer)
+    flood = client.post("/settings/notifications/", {"notify-site_kinds": ["rental_failed"] * 5000})
+    assert flood.status_code == 400  # past Django's field limit: refused before any code of ours runs
+    response = client.post(
+        "/settings/notifications/", {"notify-site_kinds": ["rental_failed"] * 500 + ["x" * 10_000]}, follow=True
+    )
+    assert response.status_code == 200 and "Choose only the listed kinds" in response.content.decode()
+    assert not NotificationPreferences.objects.filter(user=buyer).exists()
+    client.post("/settings/notifications/", {"notify-site_kinds": ["rental_failed"] * 500})
+    assert NotificationPreferences.objects.get(user=buyer).site_kinds == ["rental_failed"]  # duplicates folded
