@@ -38,10 +38,14 @@ def _route(request) -> str:
     return match.route if match is not None and match.route else "unmatched"
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _observe(request, status: int, started: float) -> None:
     route = _route(request)
-    HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-    HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+    method = request.method if request.method in METHODS else "other"  # a client picks the method: keep it bounded
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
 
 
 class RequestMetricsMiddleware:

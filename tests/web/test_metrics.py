@@ -221,3 +221,18 @@ def test_the_served_metrics_add_up_every_worker_and_the_celery_worker_and_refuse
     assert ("janction_nodes", (("state", "online"),)) in got
     files = sorted(path.name for path in (metrics_dir / "web").glob("*.db"))
     assert files and "counter_999999.db" not in files  # the stale file went; the workers wrote their own
+
+
+@pytest.mark.django_db
+def test_invented_methods_and_paths_do_not_grow_the_label_set(client, metrics_on):
+    for i in range(5):
+        client.generic(f"X{i}METHOD", f"/no-such-path-{i}/")
+        client.get(f"/no-such-path-{i}/")
+    body = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
+    assert "X0METHOD" not in body and "no-such-path" not in body
+    assert (
+        REGISTRY.get_sample_value(
+            "janction_http_requests_total", {"method": "other", "route": "unmatched", "status": "404"}
+        )
+        >= 5
+    )
