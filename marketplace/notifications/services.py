@@ -6,6 +6,7 @@ retried or raced event a no-op: the second insert waits for the first and then f
 """
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -66,8 +67,30 @@ def notification_send(*, user_id: int, kind: str, key: str, title: str, body: st
         return None
     if email:
         notification_id = notification.pk
-        transaction.on_commit(lambda: notification_email_send.delay(notification_id))
+        # robust: a broker that is down must not fail the state change's caller; the sweep re-queues it.
+        transaction.on_commit(lambda: notification_email_send.delay(notification_id), robust=True)
     return notification.pk
+
+
+def notification_emails_requeue(*, older_than_seconds: int = 300, newer_than_hours: int = 24) -> int:
+    """Queue again the e-mails of the last day that are still unsent after a while; return how many.
+
+    Sending is idempotent (notification_email_deliver), so a duplicate in the queue sends nothing twice.
+    """
+    now = timezone.now()
+    ids = list(
+        Notification.objects.filter(
+            email_wanted=True,
+            emailed_at__isnull=True,
+            created_at__lt=now - timedelta(seconds=older_than_seconds),
+            created_at__gte=now - timedelta(hours=newer_than_hours),
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)[:1000]
+    )
+    for notification_id in ids:
+        notification_email_send.delay(notification_id)
+    return len(ids)
 
 
 def notifications_mark_read(*, user, notification_ids: list[int] | None = None) -> int:

@@ -263,3 +263,32 @@ def test_a_flood_of_preference_values_is_refused_whole(client, buyer):
     assert not NotificationPreferences.objects.filter(user=buyer).exists()
     client.post("/settings/notifications/", {"notify-site_kinds": ["rental_failed"] * 500})
     assert NotificationPreferences.objects.get(user=buyer).site_kinds == ["rental_failed"]  # duplicates folded
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_email_the_broker_never_took_is_queued_again_and_sent_once(buyer, celery_eager, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from marketplace.notifications import services
+
+    tried = []
+
+    def broker_down(notification_id):
+        tried.append(notification_id)
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(services.notification_email_send, "delay", broker_down)
+    with transaction.atomic():
+        first = notification_send(user_id=buyer.pk, kind="rental_failed", key="r:9:failed", title="Rental 9 failed")
+    # The commit went through although the e-mail could not be queued (robust on_commit).
+    assert tried == [first]
+    assert Notification.objects.get(pk=first).emailed_at is None and mail.outbox == []
+    monkeypatch.undo()
+
+    assert services.notification_emails_requeue() == 0  # too fresh: its own task may still be on the way
+    Notification.objects.filter(pk=first).update(created_at=timezone.now() - timedelta(minutes=10))
+    assert services.notification_emails_requeue() == 1
+    assert services.notification_emails_requeue() == 0
+    assert len(mail.outbox) == 1 and Notification.objects.get(pk=first).emailed_at is not None
