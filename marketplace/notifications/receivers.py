@@ -35,7 +35,7 @@ def _rental_message(event: RentalEvent, rental: Rental) -> tuple[str, str, str] 
     if state == RentalState.RUNNING:
         return NotificationKind.RENTAL_STARTED, f"rental:{rental.pk}:{rental.attempt}:running", "is running"
     if state in ENDED:
-        return NotificationKind.RENTAL_ENDED, f"rental:{rental.pk}:ended", f"ended ({rental.get_state_display()})"
+        return NotificationKind.RENTAL_ENDED, f"rental:{rental.pk}:ended", f"ended ({RentalState(state).label})"
     if state == RentalState.FAILED:
         return NotificationKind.RENTAL_FAILED, f"rental:{rental.pk}:failed", "failed"
     if state == RentalState.INTERRUPTED:

@@ -68,6 +68,8 @@ def test_a_rental_that_starts_and_ends_tells_its_owner_on_the_site_and_not_by_ma
         ("rental_started", f"rental:{rental.pk}:1:running"),
         ("rental_ended", f"rental:{rental.pk}:ended"),
     ]
+    titles = list(Notification.objects.filter(user=buyer).order_by("pk").values_list("title", flat=True))
+    assert titles == [f"Rental {rental.pk} is running", f"Rental {rental.pk} ended (Completed)"]  # the new state
     assert all(n.on_site and not n.email_wanted for n in Notification.objects.filter(user=buyer))
     assert mail.outbox == []  # started and ended are not e-mailed unless the user asks
     assert not Notification.objects.exclude(user=buyer).exists()  # the provider heard nothing of it
@@ -98,6 +100,7 @@ def test_a_cancelled_rental_is_an_ended_one(buyer, node, django_capture_on_commi
     rental = submit(buyer)
     rental_cancel(owner=buyer, rental_id=rental.pk)
     assert _kinds(buyer) == [("rental_ended", f"rental:{rental.pk}:ended")]
+    assert Notification.objects.get(user=buyer).title == f"Rental {rental.pk} ended (Cancelled)"
 
 
 @pytest.mark.django_db
