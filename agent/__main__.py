@@ -12,7 +12,7 @@ from agent.colocation import OwnerWatch
 from agent.config import AgentConfig, parse_config
 from agent.identity import load_private_key, mutual_tls_credentials
 from agent.nvml import FakeGpuBackend, GpuBackend, NvmlBackend, NvmlUnavailable
-from agent.runtime import RuntimeUnavailable, make_runtime
+from agent.runtime import RuntimeUnavailable, ServiceConnectError, make_runtime
 from agent.session import AgentSession
 from agent.slicing import SlicingError, plan_node
 from agent.state import StateStore
@@ -35,6 +35,7 @@ def run(config: AgentConfig) -> int:
         oci_runtime=config.oci_runtime,
         image_disk_quota=config.image_disk_quota,
         image_ledger=config.state_dir / "images.json",
+        allow_egress=config.allow_egress,
     )
     try:
         runtime.check_available()
@@ -46,6 +47,11 @@ def run(config: AgentConfig) -> int:
     except (RuntimeUnavailable, NvmlUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT
+    try:
+        runtime.check_service_connections()
+    except ServiceConnectError as exc:
+        # Batch rentals still work; only connections into workloads (service rentals) do not.
+        log.warning("service rentals will fail on this node: %s", exc)
     try:
         plan = plan_node(backend.gpus(), config.slicing)
     except SlicingError as exc:

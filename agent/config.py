@@ -45,6 +45,7 @@ class AgentConfig:
     ca_fingerprint: bytes | None = None  # SHA-256 of the gateway's CA certificate (--ca-fingerprint)
     image_disk_quota: int = DEFAULT_IMAGE_DISK_QUOTA_BYTES  # bytes the agent's images and containers may take
     fake_gpu_processes: Path | None = None  # with --fake-gpus: a file of "PID[:GPU]" the fake GPUs list
+    allow_egress: bool = False  # rentals that ask for internet egress may run here (podman only)
 
 
 def gateway_address(value: str) -> str:
@@ -163,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_IMAGE_DISK_QUOTA_BYTES // 1024**3}GiB)",
     )
     parser.add_argument("--oci-runtime", default="runc", help="OCI runtime podman uses (with --runtime podman)")
+    parser.add_argument(
+        "--allow-egress",
+        action="store_true",
+        help="let rentals that ask for it reach the internet (podman only; never this host's services or its LAN, "
+        "which an nftables table blocks); without it no workload has any network",
+    )
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO")
     return parser
 
@@ -186,6 +193,8 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         parser.error("--fake-gpu-processes only applies to --fake-gpus")
     if args.docker_socket and args.runtime != "docker":
         parser.error("--docker-socket only applies to --runtime docker")
+    if args.allow_egress and args.runtime != "podman":
+        parser.error("--allow-egress only applies to --runtime podman (the others give workloads no network)")
     return AgentConfig(
         gateway=args.gateway,
         state_dir=state_dir,
@@ -202,4 +211,5 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         ca_fingerprint=args.ca_fingerprint,
         image_disk_quota=args.image_disk_quota,
         fake_gpu_processes=args.fake_gpu_processes,
+        allow_egress=args.allow_egress,
     )

@@ -149,6 +149,7 @@ class AgentSession:
                     vgpus=[vgpu_message(vgpu) for vgpu in self._plan.values()],
                     placements=[running_placement_message(record) for record in live],
                     network_unsupported=not self._runtime.supports_network,
+                    egress_allowed=self._runtime.egress_allowed,
                 )
             )
 

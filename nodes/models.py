@@ -47,6 +47,8 @@ class Node(models.Model):
     agent_version = models.CharField(max_length=40, blank=True)
     runtime = models.CharField(max_length=20, blank=True)
     network_unsupported = models.BooleanField(default=False)
+    # The agent runs with --allow-egress: rentals that ask for internet egress may be placed here.
+    egress_allowed = models.BooleanField(default=False)
     has_fake_gpus = models.BooleanField(default=False, help_text="Declared with --fake-gpus: no real hardware.")
     last_seen_at = models.DateTimeField(null=True, blank=True)
     # The provider's ask: reserve price per vGPU-hour in USDC base units (micro-USDC).

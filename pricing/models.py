@@ -34,6 +34,8 @@ class Bid(models.Model):
     reference = models.CharField(max_length=64, unique=True)
     # Which sub-pool the bid buys from (colocation): it is only ever matched with asks of that capacity.
     capacity = models.CharField(max_length=13, choices=Capacity.choices, default=Capacity.DEDICATED)
+    # The rental asks for internet egress: the bid is only matched with asks of nodes that allow it (issue 15).
+    needs_egress = models.BooleanField(default=False)
     state = models.CharField(max_length=10, choices=BidState.choices, default=BidState.PENDING, db_index=True)
     deadline = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -66,6 +68,8 @@ class MarketRound(models.Model):
     mechanism = models.CharField(max_length=32, default="trade-reduction")
     # The sub-pool this round cleared (dedicated or interruptible asks and bids only).
     capacity = models.CharField(max_length=13, choices=Capacity.choices, default=Capacity.DEDICATED)
+    # A round of egress bids: only the asks of nodes that allow internet egress took part.
+    egress = models.BooleanField(default=False)
     parameters = models.JSONField(default=dict)
     bids_count = models.PositiveIntegerField()
     asks_count = models.PositiveIntegerField()

@@ -57,6 +57,7 @@ def bid_submit(
     reference: str,
     deadline: datetime | None = None,
     capacity: str = Capacity.DEDICATED,
+    needs_egress: bool = False,
 ) -> Bid:
     """Queue a bid for the next rounds of its pool's sub-pool (dedicated or interruptible capacity)."""
     if capacity not in Capacity.values:
@@ -77,6 +78,7 @@ def bid_submit(
         reference=reference,
         deadline=deadline,
         capacity=capacity,
+        needs_egress=needs_egress,
     )
 
 
@@ -94,8 +96,13 @@ class OrderBook:
     standing: Standing = field(default_factory=Standing)
 
 
-def _order_book(pool: Pool, bids: list[Bid], *, lock: bool, capacity: str = Capacity.DEDICATED) -> OrderBook:
-    """Build the engine's market from the pool's online, unpaused nodes of one capacity and their free vGPUs."""
+def _order_book(
+    pool: Pool, bids: list[Bid], *, lock: bool, capacity: str = Capacity.DEDICATED, egress: bool = False
+) -> OrderBook:
+    """Build the engine's market from the pool's online, unpaused nodes of one capacity and their free vGPUs.
+
+    With `egress`, only nodes whose agent allows internet egress ask (the others would refuse the placement).
+    """
     vgpus = VGpu.objects.filter(
         pool=pool,
         state=VGpuState.FREE,
@@ -103,6 +110,8 @@ def _order_book(pool: Pool, bids: list[Bid], *, lock: bool, capacity: str = Capa
         node__ask_paused=False,
         node__deleted_at__isnull=True,
     ).select_related("node")
+    if egress:
+        vgpus = vgpus.filter(node__egress_allowed=True)
     if lock:
         vgpus = vgpus.select_for_update(of=("self",))
     free: dict[str, list[VGpu]] = {}
@@ -197,14 +206,16 @@ def market_round_run(*, pool_id: int, capacity: str | None = None) -> MarketRoun
 
     Returns the dedicated round when it ran, else the interruptible one (None when nothing was cleared).
     """
+    # Bids that need internet egress clear in rounds of their own, among the nodes that allow it.
     rounds = [
-        _market_round_run(pool_id=pool_id, capacity=kind)
+        _market_round_run(pool_id=pool_id, capacity=kind, egress=egress)
+        for egress in (False, True)
         for kind in ([capacity] if capacity is not None else Capacity.values)
     ]
     return next((market_round for market_round in rounds if market_round is not None), None)
 
 
-def _market_round_run(*, pool_id: int, capacity: str) -> MarketRound | None:
+def _market_round_run(*, pool_id: int, capacity: str, egress: bool = False) -> MarketRound | None:
     """Clear one round of a sub-pool: price the waiting bids against the free vGPUs and reserve the winners'.
 
     Rounds of one pool are serialised by a row lock on the pool; the free vGPUs and pending bids are
@@ -219,12 +230,12 @@ def _market_round_run(*, pool_id: int, capacity: str) -> MarketRound | None:
         Bid.objects.filter(pool=pool, state=BidState.PENDING, deadline__lte=now).update(state=BidState.EXPIRED)
         bids = list(
             Bid.objects.select_for_update(skip_locked=True)
-            .filter(pool=pool, state=BidState.PENDING, capacity=capacity)
+            .filter(pool=pool, state=BidState.PENDING, capacity=capacity, needs_egress=egress)
             .order_by("created_at", "pk")[: settings.PRICING_MAX_BIDS_PER_ROUND]
         )
         if not bids:
             return None
-        book = _order_book(pool, bids, lock=True, capacity=capacity)
+        book = _order_book(pool, bids, lock=True, capacity=capacity, egress=egress)
         max_cost = _max_cost()
         # Nodes priced above the ceiling cannot trade (the API refuses such prices; this guards old rows).
         book = OrderBook(
@@ -245,6 +256,7 @@ def _market_round_run(*, pool_id: int, capacity: str) -> MarketRound | None:
             digest=canonical_digest(inputs, outputs),
             mechanism=TRADE_REDUCTION,
             capacity=capacity,
+            egress=egress,
             parameters={"max_cost": str(max_cost), "reference_price": str(reference)},
             bids_count=len(book.bids),
             asks_count=len(book.asks),
@@ -258,7 +270,8 @@ def _market_round_run(*, pool_id: int, capacity: str) -> MarketRound | None:
             transaction.on_commit(
                 lambda bid_id=bid_id: bid_allocated.send(sender=Bid, bid_id=bid_id, round_id=market_round.pk)
             )
-    logger.info("round %s of %s (%s): %s bids, %s won", market_round.pk, pool.name, capacity, len(bids), len(won))
+    kind = f"{capacity}, egress" if egress else capacity
+    logger.info("round %s of %s (%s): %s bids, %s won", market_round.pk, pool.name, kind, len(bids), len(won))
     return market_round
 
 

@@ -2,7 +2,7 @@
 # Install the Debian packages the tests need (container runtime, sandbox, browser), only when missing.
 set -euo pipefail
 
-PACKAGES=(podman runc catatonit bubblewrap busybox-static chromium chromium-driver)
+PACKAGES=(podman runc catatonit bubblewrap busybox-static chromium chromium-driver mmdebstrap nftables)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

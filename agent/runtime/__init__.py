@@ -15,6 +15,15 @@ from agent.runtime.base import (
 )
 from agent.runtime.disk import DEFAULT_IMAGE_DISK_QUOTA_BYTES, ImageDiskQuota, ImageLedger
 from agent.runtime.docker import DockerRuntime
+from agent.runtime.egress import EgressPolicy
+from agent.runtime.netns import (
+    ConnectTimedOut,
+    ContainerNotListening,
+    PlacementNotRunning,
+    PlacementPaused,
+    ServiceConnectError,
+    ServiceConnectionsUnavailable,
+)
 from agent.runtime.podman import PodmanRuntime
 from agent.runtime.sandbox import SandboxRuntime
 
@@ -29,11 +38,13 @@ def make_runtime(
     oci_runtime: str | None = "runc",
     image_disk_quota: int = DEFAULT_IMAGE_DISK_QUOTA_BYTES,
     image_ledger: Path | None = None,
+    allow_egress: bool = False,
 ) -> Runtime:
     """Return the runtime called `name`; container runtimes keep their images within `image_disk_quota` bytes."""
     quota = ImageDiskQuota(image_disk_quota, ImageLedger(image_ledger))
     if name == "podman":
-        return PodmanRuntime(oci_runtime=oci_runtime, disk_quota=quota)
+        egress = EgressPolicy() if allow_egress else None
+        return PodmanRuntime(oci_runtime=oci_runtime, disk_quota=quota, egress=egress)
     if name == "docker":
         return (
             DockerRuntime(socket_path=docker_socket, disk_quota=quota)
@@ -47,8 +58,12 @@ def make_runtime(
 
 __all__ = [
     "RUNTIME_NAMES",
+    "ConnectTimedOut",
+    "ContainerNotListening",
     "DockerRuntime",
     "LogLine",
+    "PlacementNotRunning",
+    "PlacementPaused",
     "PlacementSpec",
     "PodmanRuntime",
     "PortSpec",
@@ -56,6 +71,8 @@ __all__ = [
     "RuntimeEvents",
     "RuntimeUnavailable",
     "SandboxRuntime",
+    "ServiceConnectError",
+    "ServiceConnectionsUnavailable",
     "StateChange",
     "WorkloadInfo",
     "WorkloadState",

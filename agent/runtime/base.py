@@ -5,19 +5,31 @@ from __future__ import annotations
 import abc
 import enum
 import logging
+import math
 import resource
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Protocol
 
+from agent.runtime.netns import (
+    NamespaceTarget,
+    PlacementNotRunning,
+    PlacementPaused,
+    ServiceConnectionsUnavailable,
+    check_namespace_entry,
+    connect_in_namespace,
+    running_container_target,
+)
 from agent.slicing import ContainerGpuSettings
 
 
 def now_ms() -> int:
     """Return the wall-clock time in Unix milliseconds (what state changes are stamped with)."""
     return int(time.time() * 1000)
+
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +68,15 @@ class WorkloadState(enum.StrEnum):
 
 class RuntimeUnavailable(RuntimeError):
     """The runtime's engine is not installed or not reachable."""
+
+
+class _ServiceTargets:
+    """Per runtime: the cached namespace process of each placement, and the placements now frozen."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.targets: dict[str, NamespaceTarget] = {}
+        self.paused: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -142,6 +163,8 @@ class Runtime(abc.ABC):
 
     name: str = ""
     supports_network: bool = True
+    # Whether a placement may ask for internet egress on this node (see agent.runtime.egress).
+    egress_allowed: bool = False
 
     @abc.abstractmethod
     def check_available(self) -> None:
@@ -182,6 +205,87 @@ class Runtime(abc.ABC):
     def placement_of_process(self, pid: int, cgroup: str) -> str | None:
         """Return the placement whose workload the process belongs to (from its /proc cgroup text), or None."""
         return None
+
+    # -- connections into workloads (service rentals; see agent.runtime.netns) ------------------------------
+
+    supports_service_connections: bool = False
+
+    def service_target(self, placement_id: str) -> NamespaceTarget:
+        """Return a process of the placement's running workload (its network namespace is the workload's).
+
+        Raise PlacementNotRunning when this runtime did not start (or re-attach to) the placement, or it
+        does not run.
+        """
+        raise ServiceConnectionsUnavailable(f"the {self.name} runtime cannot open connections into workloads")
+
+    def check_service_connections(self) -> None:
+        """Raise ServiceConnectionsUnavailable, saying what to do, unless open_connection can work here."""
+        if not self.supports_service_connections:
+            raise ServiceConnectionsUnavailable(f"the {self.name} runtime cannot open connections into workloads")
+        check_namespace_entry()
+
+    def open_connection(self, placement_id: str, container_port: int, timeout: float) -> socket.socket:
+        """Return a blocking TCP socket connected to 127.0.0.1:container_port inside the placement's workload.
+
+        The workload has no network of its own to the host: the socket is created in its network namespace.
+        Raises ValueError for a port outside 1..65535 or a timeout that is not a positive number, and a
+        ServiceConnectError subclass otherwise: PlacementNotRunning (unknown, another agent's, stopped),
+        PlacementPaused, ContainerNotListening, ConnectTimedOut or ServiceConnectionsUnavailable.
+        """
+        if isinstance(container_port, bool) or not isinstance(container_port, int) or not 1 <= container_port <= 65535:
+            raise ValueError(f"container port must be an integer from 1 to 65535, not {container_port!r}")
+        if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        services = self._service_targets()
+        with services.lock:
+            cached = services.targets.get(placement_id)
+            paused = placement_id in services.paused
+        if paused:
+            raise PlacementPaused(f"placement {placement_id} is paused while the node's owner uses the GPU")
+        if cached is not None:
+            try:
+                return connect_in_namespace(cached, container_port, timeout)
+            except PlacementNotRunning:
+                with services.lock:
+                    if services.targets.get(placement_id) == cached:
+                        del services.targets[placement_id]
+        target = self.service_target(placement_id)
+        with services.lock:
+            services.targets[placement_id] = target
+        return connect_in_namespace(target, container_port, timeout)
+
+    def _service_targets(self) -> _ServiceTargets:
+        # Created on first use, so that runtimes need no __init__ call for it; setdefault keeps one per runtime.
+        state = self.__dict__.get("_service_state")
+        if state is None:
+            state = self.__dict__.setdefault("_service_state", _ServiceTargets())
+        return state
+
+    def _service_seed(self, placement_id: str, state: dict) -> None:
+        """Cache the process of a container just started (its inspected State), so the first connection is quick."""
+        try:
+            target = running_container_target(placement_id, state)
+        except PlacementNotRunning:
+            return  # not running (yet): open_connection looks it up
+        services = self._service_targets()
+        with services.lock:
+            services.targets[placement_id] = target
+
+    def _service_paused(self, placement_id: str, paused: bool) -> None:
+        """Record that a placement was frozen or thawed (open_connection refuses a frozen one)."""
+        services = self._service_targets()
+        with services.lock:
+            if paused:
+                services.paused.add(placement_id)
+            else:
+                services.paused.discard(placement_id)
+
+    def _service_forget(self, placement_id: str) -> None:
+        """Drop what open_connection cached for a placement that ended or was removed."""
+        services = self._service_targets()
+        with services.lock:
+            services.targets.pop(placement_id, None)
+            services.paused.discard(placement_id)
 
 
 def pump_lines(pipe: IO[bytes], emit: Callable[[str], None]) -> None:

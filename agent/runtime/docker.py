@@ -36,6 +36,7 @@ from agent.runtime.base import (
 )
 from agent.runtime.disk import DiskQuotaExceeded, ImageDiskQuota, ImageStore, StoredImage
 from agent.runtime.logs import NANOS, TimestampedLogForwarder, cursor_ns, timestamp_ms
+from agent.runtime.netns import NamespaceTarget, PlacementNotRunning, running_container_target
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,6 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-
 def _query(**params: object) -> str:
     return "?" + urllib.parse.urlencode({key: value for key, value in params.items() if value is not None})
 
@@ -88,6 +88,8 @@ class DockerRuntime(Runtime):
         self._mps_pipe_directory = mps_pipe_directory
         self.disk_quota = disk_quota or ImageDiskQuota()
         self._images = _DockerImages(self)
+        # Container id -> placement id of the containers this agent started or re-attached to.
+        self._container_ids: dict[str, str] = {}
 
     def _open(self, method: str, path: str, body: Any = None, timeout: float | None = REQUEST_TIMEOUT_SECONDS):
         connection = _UnixConnection(self._socket_path, timeout)
@@ -146,14 +148,8 @@ class DockerRuntime(Runtime):
         }
         if spec.command:
             body["Cmd"] = list(spec.command)
-        if spec.network_allowed:
-            ports = {f"{port.container_port}/{port.protocol}": port for port in spec.ports}
-            body["ExposedPorts"] = {key: {} for key in ports}
-            host["PortBindings"] = {
-                key: [{"HostPort": str(port.host_port) if port.host_port else ""}] for key, port in ports.items()
-            }
-        else:
-            host["NetworkMode"] = "none"
+        # No network and nothing published: internet egress needs the podman runtime (agent.runtime.egress).
+        host["NetworkMode"] = "none"
         if not spec.gpu.fake and spec.gpu.device_uuids:
             device_ids = [f"nvidia.com/gpu={uuid}" for uuid in spec.gpu.device_uuids]
             host["DeviceRequests"] = [{"Driver": "cdi", "DeviceIDs": device_ids}]
@@ -172,6 +168,10 @@ class DockerRuntime(Runtime):
 
     def _start_and_follow(self, spec: PlacementSpec, events: RuntimeEvents) -> None:
         name = spec.container_name
+        if spec.network_allowed:
+            message = "the docker runtime gives containers no network; internet egress needs --runtime podman"
+            events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, now_ms(), message=message))
+            return
         try:
             self._delete(name)
             with self.disk_quota.reserved(self._images, spec.image):
@@ -186,6 +186,9 @@ class DockerRuntime(Runtime):
             self._delete(name)
             events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, now_ms(), message=str(exc)))
             return
+        if info.get("Id"):
+            self._container_ids[info["Id"]] = spec.placement_id
+        self._service_seed(spec.placement_id, info.get("State") or {})
         started = timestamp_ms(info["State"].get("StartedAt", "")) or now_ms()
         events.on_state(StateChange(spec.placement_id, WorkloadState.RUNNING, started))
         self._follow(spec.placement_id, events, "")
@@ -261,11 +264,28 @@ class DockerRuntime(Runtime):
 
     def attach(self, placement_id: str, events: RuntimeEvents, log_cursor: str = "") -> None:
         """Follow a container that outlived an agent restart."""
+        with contextlib.suppress(OSError, RuntimeError):
+            info = self._call("GET", f"/containers/{container_name(placement_id)}/json")
+            if info.get("Id"):
+                self._container_ids[info["Id"]] = placement_id
         start_thread(self._follow, placement_id, events, log_cursor, name=f"docker-attach-{placement_id}")
 
     def remove(self, placement_id: str) -> None:
         """Delete the placement's container."""
+        self._service_forget(placement_id)
         self._delete(container_name(placement_id))
+
+    supports_service_connections = True
+
+    def service_target(self, placement_id: str) -> NamespaceTarget:
+        """Return the container's init process (the engine must be local: its pids are this host's)."""
+        try:
+            info = self._call("GET", f"/containers/{container_name(placement_id)}/json")
+        except (OSError, RuntimeError) as exc:
+            raise PlacementNotRunning(f"placement {placement_id} does not run on this agent") from exc
+        if self._container_ids.get(info.get("Id", "")) != placement_id:
+            raise PlacementNotRunning(f"placement {placement_id} does not run on this agent")
+        return running_container_target(placement_id, info.get("State") or {})
 
     def _delete(self, name: str) -> None:
         try:

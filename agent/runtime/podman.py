@@ -31,7 +31,9 @@ from agent.runtime.base import (
     start_thread,
 )
 from agent.runtime.disk import DiskQuotaExceeded, ImageDiskQuota, ImageStore, StoredImage
+from agent.runtime.egress import EgressPolicy, EgressRules, EgressUnavailable
 from agent.runtime.logs import TimestampedLogForwarder, cursor_ns, format_timestamp_ns, timestamp_ms
+from agent.runtime.netns import NamespaceTarget, PlacementNotRunning, running_container_target
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,6 @@ PULL_TIMEOUT_SECONDS = 1800
 COMMAND_TIMEOUT_SECONDS = 60
 # A container's cgroup under the cgroupfs and systemd managers: .../libpod-<64 hex>[.scope].
 LIBPOD_SCOPE = re.compile(r"libpod-(?P<id>[0-9a-f]{64})")
-
 
 
 def env_file_text(env: dict[str, str]) -> str:
@@ -64,8 +65,11 @@ class PodmanRuntime(Runtime):
         tmpfs_bytes: int = DEFAULT_TMPFS_BYTES,
         mps_pipe_directory: str = MPS_PIPE_DIRECTORY,
         disk_quota: ImageDiskQuota | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self._binary = binary
+        # None: the node does not allow internet egress, and a placement that asks for it fails.
+        self.egress_rules = EgressRules(egress) if egress is not None else None
         self._oci_runtime = oci_runtime
         self._tmpfs_bytes = tmpfs_bytes
         self._mps_pipe_directory = mps_pipe_directory
@@ -129,10 +133,11 @@ class PodmanRuntime(Runtime):
             args += ["--ulimit", f"{name}={limit}:{limit}"]
         if spec.cpu_millicores:
             args += ["--cpus", f"{spec.cpu_millicores / 1000:g}"]
-        if spec.network_allowed:
-            for port in spec.ports:
-                host = f"{port.host_port}:" if port.host_port else ""
-                args += ["--publish", f"{host}{port.container_port}/{port.protocol}"]
+        # Nothing is ever published: the agent reaches services through the namespace (agent.runtime.netns).
+        if spec.network_allowed and self.egress_rules is not None:
+            args += ["--network", spec.container_name]
+            for server in self.egress_rules.policy.dns:
+                args += ["--dns", server]
         else:
             args += ["--network", "none"]
         if not spec.gpu.fake:
@@ -148,8 +153,29 @@ class PodmanRuntime(Runtime):
         """Create and start the container in the background, then follow it."""
         start_thread(self._start_and_follow, spec, events, name=f"podman-{spec.placement_id}")
 
+    @property
+    def egress_allowed(self) -> bool:
+        """Return whether a placement may ask for internet egress here (the agent's --allow-egress)."""
+        return self.egress_rules is not None
+
     def _start_and_follow(self, spec: PlacementSpec, events: RuntimeEvents) -> None:
         self._run("rm", "--force", "--ignore", spec.container_name)
+        if spec.network_allowed:
+            if self.egress_rules is None:
+                message = (
+                    "this node does not allow internet egress (its agent runs without --allow-egress); "
+                    "the rental must run without network access or on another node"
+                )
+                events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, now_ms(), message=message))
+                return
+            try:
+                self._create_egress_network(spec.placement_id)
+            except EgressUnavailable as exc:
+                # The provider's side: LOST lets the platform place the rental elsewhere.
+                self._remove_egress_network(spec.placement_id)
+                message = f"internet egress could not be set up safely: {exc}"
+                events.on_state(StateChange(spec.placement_id, WorkloadState.LOST, now_ms(), message=message))
+                return
         try:
             env_text = env_file_text({**spec.env, **spec.gpu.env})
         except ValueError as exc:
@@ -175,12 +201,14 @@ class PodmanRuntime(Runtime):
             return
         if result.returncode != 0:
             self._run("rm", "--force", "--ignore", spec.container_name)
+            self._remove_egress_network(spec.placement_id)
             message = result.stderr.strip()[-1000:] or f"podman run exited with {result.returncode}"
             events.on_state(StateChange(spec.placement_id, WorkloadState.FAILED, now_ms(), message=message))
             return
         info = self._inspect(spec.container_name) or {}
         if info.get("Id"):
             self._container_ids[info["Id"]] = spec.placement_id
+        self._service_seed(spec.placement_id, info.get("State") or {})
         started = timestamp_ms(info.get("State", {}).get("StartedAt", "")) or now_ms()
         events.on_state(StateChange(spec.placement_id, WorkloadState.RUNNING, started))
         self._follow(spec.placement_id, events, "")
@@ -242,6 +270,8 @@ class PodmanRuntime(Runtime):
         result = self._run("pause", container_name(placement_id))
         if result.returncode != 0:
             log.warning("podman pause %s failed: %s", placement_id, result.stderr.strip()[-300:])
+        else:
+            self._service_paused(placement_id, True)
         return result.returncode == 0
 
     def resume(self, placement_id: str) -> bool:
@@ -249,6 +279,8 @@ class PodmanRuntime(Runtime):
         result = self._run("unpause", container_name(placement_id))
         if result.returncode != 0:
             log.warning("podman unpause %s failed: %s", placement_id, result.stderr.strip()[-300:])
+        else:
+            self._service_paused(placement_id, False)
         return result.returncode == 0
 
     def placement_of_process(self, pid: int, cgroup: str) -> str | None:
@@ -286,11 +318,72 @@ class PodmanRuntime(Runtime):
         info = self._inspect(container_name(placement_id)) or {}
         if info.get("Id"):
             self._container_ids[info["Id"]] = placement_id
+        self._restore_egress(placement_id)
         start_thread(self._follow, placement_id, events, log_cursor, name=f"podman-attach-{placement_id}")
 
     def remove(self, placement_id: str) -> None:
-        """Delete the placement's container."""
+        """Delete the placement's container (and its egress network, if it had one)."""
+        self._service_forget(placement_id)
         self._run("rm", "--force", "--ignore", container_name(placement_id))
+        self._remove_egress_network(placement_id)
+
+    def _network_interface(self, network: str) -> str | None:
+        result = self._run("network", "inspect", network)
+        if result.returncode != 0:
+            return None
+        data = json.loads(result.stdout or "[]")
+        return (data[0].get("network_interface") or None) if data else None
+
+    def _create_egress_network(self, placement_id: str) -> None:
+        """Create the placement's own bridge network and cover it with the egress rules before anything uses it."""
+        assert self.egress_rules is not None
+        name = container_name(placement_id)
+        self._remove_egress_network(placement_id)
+        created = self._run(
+            "network", "create", "--disable-dns",
+            "--label", f"{LABEL_PLACEMENT}={placement_id}", "--label", f"{LABEL_MANAGED}=true",
+            name,
+        )  # fmt: skip
+        if created.returncode != 0:
+            raise EgressUnavailable(f"podman network create failed: {created.stderr.strip()[-500:]}")
+        interface = self._network_interface(name)
+        if interface is None:
+            raise EgressUnavailable(f"podman network {name} has no bridge interface")
+        self.egress_rules.allow_bridge(interface)
+
+    def _restore_egress(self, placement_id: str) -> None:
+        """Cover a re-attached container's bridge again (the rules vanish with a reboot), or cut it off."""
+        name = container_name(placement_id)
+        interface = self._network_interface(name)
+        if interface is None:
+            return
+        if self.egress_rules is not None:
+            try:
+                self.egress_rules.allow_bridge(interface)
+                return
+            except EgressUnavailable as exc:
+                log.error("placement %s: cannot restore the egress rules: %s", placement_id, exc)
+        # Egress is no longer allowed here, or not safely: the container keeps no network.
+        self._run("network", "disconnect", "--force", name, name)
+
+    def _remove_egress_network(self, placement_id: str) -> None:
+        name = container_name(placement_id)
+        interface = self._network_interface(name)
+        if interface is None:
+            return
+        self._run("network", "rm", "--force", name)
+        if self.egress_rules is not None:
+            self.egress_rules.forget_bridge(interface)
+
+    supports_service_connections = True
+
+    def service_target(self, placement_id: str) -> NamespaceTarget:
+        """Return the container's init process, if this agent started (or re-attached to) the running container."""
+        info = self._inspect(container_name(placement_id))
+        # The container id, not the name: another agent on this host may run a container of the same name.
+        if info is None or self._container_ids.get(info.get("Id", "")) != placement_id:
+            raise PlacementNotRunning(f"placement {placement_id} does not run on this agent")
+        return running_container_target(placement_id, info.get("State") or {})
 
 
 class _PodmanImages(ImageStore):

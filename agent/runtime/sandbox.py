@@ -39,11 +39,11 @@ from agent.runtime.base import (
     start_thread,
 )
 from agent.runtime.cgroups import CgroupLimiter, CgroupUnavailable, WorkloadGroups, entry_command
+from agent.runtime.netns import NamespaceTarget, PlacementNotRunning, namespace_inode, target_of
 
 NOBODY = 65534
 HIDDEN_PATHS = ("/home", "/root", "/run", "/var", "/mnt", "/media", "/srv")
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 
 
 class SandboxRuntime(Runtime):
@@ -273,11 +273,33 @@ class SandboxRuntime(Runtime):
 
     def pause(self, placement_id: str) -> bool:
         """Stop every process of the sandbox with SIGSTOP (it cannot be caught); memory stays."""
-        return self._signal_workload(placement_id, signal.SIGSTOP)
+        paused = self._signal_workload(placement_id, signal.SIGSTOP)
+        if paused:
+            self._service_paused(placement_id, True)
+        return paused
 
     def resume(self, placement_id: str) -> bool:
         """Continue the sandbox's processes with SIGCONT."""
-        return self._signal_workload(placement_id, signal.SIGCONT)
+        resumed = self._signal_workload(placement_id, signal.SIGCONT)
+        if resumed:
+            self._service_paused(placement_id, False)
+        return resumed
+
+    supports_service_connections = True
+
+    def service_target(self, placement_id: str) -> NamespaceTarget:
+        """Return the first process below bwrap that is in the sandbox's own network namespace."""
+        with self._lock:
+            process = self._processes.get(placement_id)
+        if process is None or process.returncode is not None:
+            raise PlacementNotRunning(f"placement {placement_id} does not run on this agent")
+        own = namespace_inode("self")
+        for pid in _descendants(process.pid):
+            inode = namespace_inode(pid)
+            target = target_of(pid) if inode is not None and inode != own else None
+            if target is not None:
+                return target
+        raise PlacementNotRunning(f"placement {placement_id} is still starting its sandbox")
 
     def placement_of_process(self, pid: int, cgroup: str) -> str | None:
         """Return the placement whose sandbox the process runs in (its groups, else its process tree)."""

@@ -54,6 +54,12 @@ class RentalSubmitSerializer(serializers.Serializer):
         required=False, default=False, help_text="Buy interruptible capacity (priced apart) instead of dedicated."
     )
     match_deadline_seconds = serializers.JSONField(required=False, default=None, allow_null=True)
+    internet_egress = serializers.JSONField(
+        required=False,
+        default=False,
+        allow_null=True,  # the service then says what to send
+        help_text="The workload may reach the internet (never the provider's LAN or host); only nodes that allow it.",
+    )
 
 
 class RentalEventSerializer(serializers.ModelSerializer):
@@ -127,6 +133,7 @@ class RentalSerializer(serializers.ModelSerializer):
             "restart_on_interruption",
             "pausable",
             "accepts_interruptible",
+            "internet_egress",
             "match_deadline",
             "attempt",
             "held",
@@ -228,6 +235,7 @@ class RentalList(generics.ListAPIView):
             match_deadline_seconds=data["match_deadline_seconds"],
             pausable=data["pausable"],
             accepts_interruptible=data["accepts_interruptible"],
+            internet_egress=data["internet_egress"],
         )
         rental = rental_for_owner(owner=request.user, rental_id=rental.pk)
         return Response(RentalDetailSerializer(rental).data, status=status.HTTP_201_CREATED)

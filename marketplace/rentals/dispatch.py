@@ -105,7 +105,8 @@ def _start_message(rental: Rental, placement: RentalPlacement, peers: list[Renta
         "env": rental.env,
         "vgpu_local_ids": placement.vgpu_local_ids,
         "cpu_millicores": settings.RENTALS_CPU_MILLICORES_PER_VGPU * max(1, len(placement.vgpu_local_ids)),
-        "network_allowed": bool(rental.ports) or len(peers) > 1,
+        # Internet egress only: exposed ports need no network (the agent reaches them inside the container).
+        "network_allowed": rental.internet_egress,
         "ports": [{"container_port": p, "protocol": "tcp"} for p in rental.ports],
         "expires_at_ms": int(expires.timestamp() * 1000),
         "issued_for_state": rental.state,

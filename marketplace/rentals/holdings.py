@@ -58,6 +58,7 @@ def rental_bid_submit(*, rental: Rental, attempt: int) -> Bid:
         reference=f"rental:{rental.pk}:{attempt}",
         deadline=rental.match_deadline,
         capacity=rental_capacity(rental),
+        needs_egress=rental.internet_egress,
     )
 
 

@@ -43,6 +43,8 @@ class Rental(models.Model):
     # interruptible capacity (priced apart) instead of dedicated.
     pausable = models.BooleanField(default=False)
     accepts_interruptible = models.BooleanField(default=False)
+    # The workload may reach the internet (never the provider's LAN or host), on nodes that allow it (issue 15).
+    internet_egress = models.BooleanField(default=False)
     match_deadline = models.DateTimeField()
     state = models.CharField(max_length=12, choices=RentalState.choices, default=RentalState.PENDING, db_index=True)
     state_reason = models.CharField(max_length=300, blank=True)

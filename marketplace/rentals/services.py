@@ -251,6 +251,7 @@ def rental_submit(
     match_deadline_seconds: int | None = None,
     pausable: bool = False,
     accepts_interruptible: bool = False,
+    internet_egress: bool = False,
 ) -> Rental:
     """Validate a rental, move its most possible cost into escrow and queue its bid for the next round.
 
@@ -277,7 +278,8 @@ def rental_submit(
     ports = _validate_ports(ports)
     if not isinstance(restart_on_interruption, bool):
         raise RentalInvalid("restart_on_interruption is true or false.", detail={"field": "restart_on_interruption"})
-    for name, flag in (("pausable", pausable), ("accepts_interruptible", accepts_interruptible)):
+    flags = {"pausable": pausable, "accepts_interruptible": accepts_interruptible, "internet_egress": internet_egress}
+    for name, flag in flags.items():
         if not isinstance(flag, bool):
             raise RentalInvalid(f"{name} is true or false.", detail={"field": name})
     window = match_deadline_seconds or settings.RENTALS_MATCH_DEADLINE_SECONDS
@@ -298,6 +300,7 @@ def rental_submit(
             restart_on_interruption=restart_on_interruption,
             pausable=pausable,
             accepts_interruptible=accepts_interruptible,
+            internet_egress=internet_egress,
             match_deadline=timezone.now() + timedelta(seconds=window),
             currency=CURRENCY,
         )

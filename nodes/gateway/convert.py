@@ -39,6 +39,7 @@ def hello_report(hello: pb.Hello) -> HelloReport:
         runtime=hello.runtime,
         hostname=hello.hostname,
         network_unsupported=hello.network_unsupported,
+        egress_allowed=hello.egress_allowed,
         gpus=[
             GpuReport(
                 index=gpu.index,

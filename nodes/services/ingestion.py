@@ -149,6 +149,7 @@ def _node_hello(*, node_id: int, hello: HelloReport) -> dict[int, int]:
         node.agent_version = hello.agent_version
         node.runtime = hello.runtime
         node.network_unsupported = hello.network_unsupported
+        node.egress_allowed = hello.egress_allowed
         node.has_fake_gpus = fake
         node.last_seen_at = timezone.now()
         node.save(
@@ -157,6 +158,7 @@ def _node_hello(*, node_id: int, hello: HelloReport) -> dict[int, int]:
                 "agent_version",
                 "runtime",
                 "network_unsupported",
+                "egress_allowed",
                 "has_fake_gpus",
                 "last_seen_at",
             ]

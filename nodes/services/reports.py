@@ -52,6 +52,7 @@ class HelloReport:
     gpus: list[GpuReport]
     vgpus: list[VGpuReport]
     placements: list[RunningPlacementReport]
+    egress_allowed: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import pytest
 
 from tests.agent.gateway import FakeGateway
 from tests.agent.pki import ThrowawayPki, make_pki
+from tests.service_image import pyservice_image  # noqa: F401 - the fixture, for the agent's tests
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_IMAGE = os.environ.get("JANCTION_TEST_IMAGE", "localhost/janction-test-busybox:latest")

@@ -6,6 +6,7 @@ import pytest
 
 from agent.runtime.base import PlacementSpec, PortSpec, container_name
 from agent.runtime.docker import DockerRuntime
+from agent.runtime.egress import EgressPolicy
 from agent.runtime.podman import PodmanRuntime, env_file_text
 from agent.runtime.sandbox import SandboxRuntime
 from agent.slicing import ContainerGpuSettings
@@ -42,14 +43,25 @@ def test_podman_locks_the_container_down_and_labels_it():
     assert "--device" not in args, "fake GPUs get no device"
 
 
-def test_podman_gives_real_vgpus_through_cdi_and_mps_and_publishes_ports_only_with_network():
+def test_podman_gives_real_vgpus_through_cdi_and_mps_and_never_publishes_ports():
     ports = (PortSpec(8888), PortSpec(53, 5353, "udp"))
     args = PodmanRuntime().run_arguments(_spec(REAL_MPS, network_allowed=True, ports=ports), "f")
     assert _pairs(args, "--device") == ["nvidia.com/gpu=GPU-a"]
     assert _pairs(args, "--ipc") == ["host"]
     assert _pairs(args, "--volume") == ["/tmp/nvidia-mps:/tmp/nvidia-mps"]
-    assert _pairs(args, "--publish") == ["8888/tcp", "5353:53/udp"]
-    assert "--network" not in args
+    assert "--publish" not in args
+    # Asked for egress on a node that does not allow it: still no network (the start fails before this).
+    assert _pairs(args, "--network") == ["none"]
+
+
+def test_podman_egress_uses_the_placements_own_network_and_public_resolvers():
+    runtime = PodmanRuntime(egress=EgressPolicy(dns=("192.0.2.53",)))
+    assert runtime.egress_allowed and not PodmanRuntime().egress_allowed
+    args = runtime.run_arguments(_spec(FAKE, network_allowed=True, ports=(PortSpec(8000),)), "f")
+    assert _pairs(args, "--network") == ["janction-p_1"]
+    assert _pairs(args, "--dns") == ["192.0.2.53"]
+    assert "--publish" not in args
+    assert _pairs(runtime.run_arguments(_spec(FAKE), "f"), "--network") == ["none"]
 
 
 def test_docker_body_matches_the_podman_lockdown():
@@ -70,12 +82,11 @@ def test_docker_body_matches_the_podman_lockdown():
     assert host["IpcMode"] == "host"
 
 
-def test_docker_body_for_fake_gpus_with_network_and_ports():
+def test_docker_body_never_has_a_network_or_published_ports():
     body = DockerRuntime().create_body(_spec(FAKE, network_allowed=True, ports=(PortSpec(80, 8080),)))
     host = body["HostConfig"]
-    assert "DeviceRequests" not in host and "NetworkMode" not in host
-    assert body["ExposedPorts"] == {"80/tcp": {}}
-    assert host["PortBindings"] == {"80/tcp": [{"HostPort": "8080"}]}
+    assert "DeviceRequests" not in host and host["NetworkMode"] == "none"
+    assert "ExposedPorts" not in body and "PortBindings" not in host
 
 
 def test_sandbox_command_drops_privileges_limits_memory_and_unshares_everything():

@@ -90,7 +90,7 @@ class ControlMessage(_message.Message):
     def __init__(self, start_placement: _Optional[_Union[StartPlacement, _Mapping]] = ..., stop_placement: _Optional[_Union[StopPlacement, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., usage_ack: _Optional[_Union[UsageAck, _Mapping]] = ..., colocation: _Optional[_Union[Colocation, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_version", "runtime", "hostname", "gpus", "vgpus", "placements", "network_unsupported")
+    __slots__ = ("agent_version", "runtime", "hostname", "gpus", "vgpus", "placements", "network_unsupported", "egress_allowed")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class Hello(_message.Message):
     VGPUS_FIELD_NUMBER: _ClassVar[int]
     PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_UNSUPPORTED_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_ALLOWED_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     runtime: str
     hostname: str
@@ -105,7 +106,8 @@ class Hello(_message.Message):
     vgpus: _containers.RepeatedCompositeFieldContainer[VGpu]
     placements: _containers.RepeatedCompositeFieldContainer[RunningPlacement]
     network_unsupported: bool
-    def __init__(self, agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., vgpus: _Optional[_Iterable[_Union[VGpu, _Mapping]]] = ..., placements: _Optional[_Iterable[_Union[RunningPlacement, _Mapping]]] = ..., network_unsupported: _Optional[bool] = ...) -> None: ...
+    egress_allowed: bool
+    def __init__(self, agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., vgpus: _Optional[_Iterable[_Union[VGpu, _Mapping]]] = ..., placements: _Optional[_Iterable[_Union[RunningPlacement, _Mapping]]] = ..., network_unsupported: _Optional[bool] = ..., egress_allowed: _Optional[bool] = ...) -> None: ...
 
 class Gpu(_message.Message):
     __slots__ = ("index", "uuid", "name", "memory_bytes", "compute_capability", "architecture", "driver_version", "cuda_version", "mig_capable", "mig_enabled", "fake", "mig_profiles")
