@@ -16,6 +16,7 @@ from agent.runtime import RuntimeUnavailable, ServiceConnectError, make_runtime
 from agent.session import AgentSession
 from agent.slicing import SlicingError, plan_node
 from agent.state import StateStore
+from agent.tunnel import TunnelManager
 from agent.usage import UsageMeter
 
 log = logging.getLogger("agent")
@@ -87,6 +88,7 @@ def run(config: AgentConfig) -> int:
         hostname=hostname,
         heartbeat_interval=config.heartbeat_interval,
         watch=OwnerWatch(backend=backend, owns_process=runtime.placement_of_process),
+        tunnels=TunnelManager(runtime=runtime, credentials=credentials),
     )
     session.recover()
     client = AgentClient(session=session, address=state.connect_address or config.gateway, credentials=credentials)

@@ -164,6 +164,10 @@ def placement_spec(start: pb.StartPlacement, gpu: ContainerGpuSettings) -> Place
     env["JANCTION_PLACEMENT_ID"] = start.placement_id
     if start.peers:
         env["JANCTION_PEERS"] = ",".join(f"{peer.address}:{peer.port}" for peer in start.peers)
+    if start.role:
+        env["JANCTION_ROLE"] = start.role
+        env["JANCTION_INDEX"] = str(start.placement_index)
+        env["JANCTION_PLACEMENTS"] = str(start.placement_count)
     return PlacementSpec(
         placement_id=start.placement_id,
         image=start.image,

@@ -32,6 +32,7 @@ from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.runtime.base import DEFAULT_GRACE_SECONDS, LogLine, Runtime, StateChange, WorkloadState
 from agent.slicing import SlicingError, VGpuPlan, container_gpu_settings
 from agent.state import AgentState, PlacementRecord, StateStore
+from agent.tunnel import ServicePort, TunnelManager
 from agent.usage import UsageMeter
 from agent.validation import (
     ExpiredCommand,
@@ -69,6 +70,7 @@ class AgentSession:
         heartbeat_interval: float = 5.0,
         clock: Callable[[], float] = time.time,
         watch: OwnerWatch | None = None,
+        tunnels: TunnelManager | None = None,
     ) -> None:
         self._store = store
         self._state = state
@@ -91,6 +93,7 @@ class AgentSession:
         self._last_save = 0.0
         self._dirty = False
         self._watch = watch
+        self._tunnels = tunnels
         if watch is not None:
             # What the platform last said and whether the owner was active survive a restart of the agent.
             watch.policy = _watch_policy(state.colocation) if state.colocation else watch.policy
@@ -199,6 +202,9 @@ class AgentSession:
                 return
             record = PlacementRecord(placement_id, start.image, list(start.vgpu_local_ids))
             record.pausable = start.pausable
+            record.service_ports = [[port.name, port.container_port] for port in start.service_ports]
+            record.tunnel_addresses = list(start.tunnel_addresses)
+            record.tunnel_pool_size = start.tunnel_pool_size
             self._state.placements[placement_id] = record
             self._save()
             self._send(status_message(record, self._now_ms()))
@@ -300,6 +306,8 @@ class AgentSession:
                 record.limits_not_enforced = change.limits_not_enforced
                 if record.stop_requested or self._shutting_down:
                     self._runtime.stop(record.placement_id)
+                else:
+                    self._open_tunnels(record)
             elif change.state.finished:
                 self._flush_logs(record.placement_id)
                 record.exit_code = change.exit_code
@@ -316,7 +324,16 @@ class AgentSession:
                 self._prune()
         log.info("placement %s is %s %s", change.placement_id, change.state.value, change.message)
         if remove:
+            if self._tunnels is not None:
+                self._tunnels.close(change.placement_id)
             self._runtime.remove(change.placement_id)
+
+    def _open_tunnels(self, record: PlacementRecord) -> None:
+        """Keep idle service tunnels to the ingresses for a running placement that exposes ports (issue 15)."""
+        if self._tunnels is None or not record.service_ports:
+            return
+        ports = [ServicePort(name, port) for name, port in record.service_ports]
+        self._tunnels.open(record.placement_id, ports, record.tunnel_addresses, record.tunnel_pool_size)
 
     # -- periodic work ---------------------------------------------------------------------
 
@@ -495,6 +512,7 @@ class AgentSession:
                     self._save()
                 log.info("re-attaching to placement %s", record.placement_id)
                 self._runtime.attach(record.placement_id, self, record.log_cursor)
+                self._open_tunnels(record)
             elif workload is not None:
                 at = workload.finished_at_ms or self._now_ms()
                 self.on_state(StateChange(record.placement_id, WorkloadState.EXITED, at, workload.exit_code))
@@ -541,9 +559,11 @@ class AgentSession:
             return True
 
     def close(self) -> None:
-        """Save the state one last time."""
+        """Save the state one last time and end the service tunnels."""
         with self._lock:
             self._save()
+        if self._tunnels is not None:
+            self._tunnels.close_all()
 
 
 def _watch_policy(policy: dict) -> WatchPolicy:

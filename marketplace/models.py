@@ -40,6 +40,10 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # A key scoped to one service opens only that rental's /svc/ endpoint, never the account API.
+    service_rental = models.ForeignKey(
+        "marketplace.Rental", null=True, blank=True, on_delete=models.CASCADE, related_name="scoped_api_keys"
+    )
 
     class Meta:
         constraints = [
@@ -66,3 +70,4 @@ from marketplace.notifications.models import (  # noqa: E402, F401
     NotificationPreferences,
 )
 from marketplace.rentals.dispute_models import Dispute, DisputeState  # noqa: E402, F401 - registered with this app
+from marketplace.svc.models import ServiceStats, ServiceToken  # noqa: E402, F401 - registered with this app

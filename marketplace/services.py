@@ -38,13 +38,18 @@ def _hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def api_key_create(*, user, name: str) -> tuple[ApiKey, str]:
-    """Create an API key and return it with its plaintext, which is never stored or shown again."""
+def api_key_create(*, user, name: str, service_rental=None) -> tuple[ApiKey, str]:
+    """Create an API key and return it with its plaintext, which is never stored or shown again.
+
+    With `service_rental` the key opens only that rental's service endpoint, not the account API.
+    """
     prefix = secrets.token_hex(6)
     raw_key = f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     try:
         with transaction.atomic():
-            api_key = ApiKey.objects.create(user=user, name=name, prefix=prefix, key_hash=_hash_key(raw_key))
+            api_key = ApiKey.objects.create(
+                user=user, name=name, prefix=prefix, key_hash=_hash_key(raw_key), service_rental=service_rental
+            )
     except IntegrityError:
         raise ApiKeyNameTaken(f"You already have an active API key named {name!r}; pick another name.") from None
     return api_key, raw_key

@@ -25,3 +25,4 @@ from .reputation import *  # noqa: F403
 from .schedule import *  # noqa: F403
 from .security import *  # noqa: F403
 from .server import *  # noqa: F403
+from .services import *  # noqa: F403

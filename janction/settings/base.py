@@ -120,7 +120,7 @@ JANCTION_STATIC_COLLECTED = env_bool("JANCTION_STATIC_COLLECTED", default=False)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        "BACKEND": "janction.static_storage.GzipManifestStaticFilesStorage"
         if JANCTION_STATIC_COLLECTED
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },

@@ -29,6 +29,7 @@ from marketplace.rentals.services import (
     rental_transition,
     stops_send,
 )
+from marketplace.svc.selectors import service_tunnel_addresses
 from nodes.availability import open_pause_started, paused_ms
 from nodes.models import PLACEMENT_FINAL_STATES, NodePlacement, NodeState, PlacementLogLine, PlacementState
 from nodes.services import Holder, node_send, placement_commands_cancel, vgpus_claim, vgpus_release
@@ -96,6 +97,7 @@ def rental_allocate(*, bid_id: int) -> Rental | None:
 
 def _start_message(rental: Rental, placement: RentalPlacement, peers: list[RentalPlacement]) -> dict:
     """Return the StartPlacement of a placement: with a CPU quota, an expiry and the state it was issued for."""
+    index = next((i for i, peer in enumerate(peers) if peer.pk == placement.pk), 0)
     port = rental.ports[0] if rental.ports else settings.RENTALS_PEER_PORT
     expires = timezone.now() + timedelta(seconds=settings.RENTALS_START_COMMAND_TTL_SECONDS)
     start = {
@@ -111,7 +113,14 @@ def _start_message(rental: Rental, placement: RentalPlacement, peers: list[Renta
         "expires_at_ms": int(expires.timestamp() * 1000),
         "issued_for_state": rental.state,
         "pausable": rental.pausable,
+        "role": "primary" if index == 0 else "worker",
+        "placement_index": index,
+        "placement_count": len(peers),
     }
+    if rental.expose:
+        start["service_ports"] = [{"name": e["name"], "container_port": e["port"]} for e in rental.expose]
+        start["tunnel_addresses"] = service_tunnel_addresses()
+        start["tunnel_pool_size"] = settings.SERVICE_TUNNEL_POOL_SIZE
     if len(peers) > 1:
         start["peers"] = [
             {"placement_id": p.placement_id, "address": p.node.hostname or f"node-{p.node_id}", "port": port}

@@ -31,6 +31,7 @@ from marketplace.rentals.holdings import (
 )
 from marketplace.rentals.metering import placements_settle
 from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement, RentalState
+from marketplace.svc.validation import expose_validate, service_slug_new
 from nodes.models import PLACEMENT_FINAL_STATES, Pool, VGpu
 from nodes.services import node_send
 from pricing.models import Bid, BidState
@@ -251,6 +252,8 @@ def rental_submit(
     match_deadline_seconds: int | None = None,
     pausable: bool = False,
     accepts_interruptible: bool = False,
+    expose: list[dict] | None = None,
+    service_public: bool = False,
     internet_egress: bool = False,
 ) -> Rental:
     """Validate a rental, move its most possible cost into escrow and queue its bid for the next round.
@@ -276,6 +279,11 @@ def rental_submit(
     command = _validate_command(command)
     env, secret_env = _validate_env(env, secret_env)
     ports = _validate_ports(ports)
+    expose = expose_validate(expose)
+    if not isinstance(service_public, bool):
+        raise RentalInvalid("public is true or false.", detail={"field": "public"})
+    if service_public and not expose:
+        raise RentalInvalid("Only a rental that exposes ports can be public; add expose.", detail={"field": "public"})
     if not isinstance(restart_on_interruption, bool):
         raise RentalInvalid("restart_on_interruption is true or false.", detail={"field": "restart_on_interruption"})
     flags = {"pausable": pausable, "accepts_interruptible": accepts_interruptible, "internet_egress": internet_egress}
@@ -297,6 +305,9 @@ def rental_submit(
             env=env,
             secret_env_keys=secret_env,
             ports=ports,
+            expose=expose,
+            service_slug=service_slug_new() if expose else None,
+            service_public=service_public,
             restart_on_interruption=restart_on_interruption,
             pausable=pausable,
             accepts_interruptible=accepts_interruptible,

@@ -33,6 +33,32 @@ LOG_STREAM_UNSPECIFIED: LogStream
 LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream
 
+class TunnelFrame(_message.Message):
+    __slots__ = ("offer", "data", "close")
+    OFFER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    offer: TunnelOffer
+    data: bytes
+    close: TunnelClose
+    def __init__(self, offer: _Optional[_Union[TunnelOffer, _Mapping]] = ..., data: _Optional[bytes] = ..., close: _Optional[_Union[TunnelClose, _Mapping]] = ...) -> None: ...
+
+class TunnelOffer(_message.Message):
+    __slots__ = ("placement_id", "container_port")
+    PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    placement_id: str
+    container_port: int
+    def __init__(self, placement_id: _Optional[str] = ..., container_port: _Optional[int] = ...) -> None: ...
+
+class TunnelClose(_message.Message):
+    __slots__ = ("error", "message")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    error: str
+    message: str
+    def __init__(self, error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class EnrollRequest(_message.Message):
     __slots__ = ("enrollment_token", "csr_pem", "hostname")
     ENROLLMENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -277,7 +303,7 @@ class UsageReport(_message.Message):
     def __init__(self, placement_id: _Optional[str] = ..., seq: _Optional[int] = ..., interval_start_ms: _Optional[int] = ..., interval_end_ms: _Optional[int] = ..., vgpu_count: _Optional[int] = ..., vgpu_milliseconds: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class StartPlacement(_message.Message):
-    __slots__ = ("placement_id", "image", "command", "env", "vgpu_local_ids", "memory_limit_bytes", "cpu_millicores", "pids_limit", "network_allowed", "ports", "peers", "expires_at_ms", "issued_for_state", "pausable")
+    __slots__ = ("placement_id", "image", "command", "env", "vgpu_local_ids", "memory_limit_bytes", "cpu_millicores", "pids_limit", "network_allowed", "ports", "peers", "expires_at_ms", "issued_for_state", "pausable", "service_ports", "tunnel_addresses", "tunnel_pool_size", "role", "placement_index", "placement_count")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -299,6 +325,12 @@ class StartPlacement(_message.Message):
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ISSUED_FOR_STATE_FIELD_NUMBER: _ClassVar[int]
     PAUSABLE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_PORTS_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     placement_id: str
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -313,7 +345,21 @@ class StartPlacement(_message.Message):
     expires_at_ms: int
     issued_for_state: str
     pausable: bool
-    def __init__(self, placement_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., memory_limit_bytes: _Optional[int] = ..., cpu_millicores: _Optional[int] = ..., pids_limit: _Optional[int] = ..., network_allowed: _Optional[bool] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., expires_at_ms: _Optional[int] = ..., issued_for_state: _Optional[str] = ..., pausable: _Optional[bool] = ...) -> None: ...
+    service_ports: _containers.RepeatedCompositeFieldContainer[ServicePort]
+    tunnel_addresses: _containers.RepeatedScalarFieldContainer[str]
+    tunnel_pool_size: int
+    role: str
+    placement_index: int
+    placement_count: int
+    def __init__(self, placement_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., memory_limit_bytes: _Optional[int] = ..., cpu_millicores: _Optional[int] = ..., pids_limit: _Optional[int] = ..., network_allowed: _Optional[bool] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., expires_at_ms: _Optional[int] = ..., issued_for_state: _Optional[str] = ..., pausable: _Optional[bool] = ..., service_ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ..., tunnel_addresses: _Optional[_Iterable[str]] = ..., tunnel_pool_size: _Optional[int] = ..., role: _Optional[str] = ..., placement_index: _Optional[int] = ..., placement_count: _Optional[int] = ...) -> None: ...
+
+class ServicePort(_message.Message):
+    __slots__ = ("name", "container_port")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    container_port: int
+    def __init__(self, name: _Optional[str] = ..., container_port: _Optional[int] = ...) -> None: ...
 
 class PortMapping(_message.Message):
     __slots__ = ("container_port", "host_port", "protocol")

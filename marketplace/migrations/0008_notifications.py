@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('marketplace', '0006_rental_internet_egress'),
+        ('marketplace', '0007_merge_services_internet_egress'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
