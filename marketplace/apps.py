@@ -8,6 +8,7 @@ class MarketplaceConfig(AppConfig):
     def ready(self) -> None:
         from marketplace import receivers, signals  # noqa: F401
         from marketplace.models import Profile
+        from marketplace.notifications import receivers as notification_receivers  # noqa: F401
         from pricing.locality import region_source_set
 
         # Placement ties for multi-node rentals prefer the buyer's region (pricing.locality).

@@ -64,5 +64,10 @@ class ApiKey(models.Model):
 from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement, RentalState  # noqa: E402
 
 __all__ = ["ApiKey", "Profile", "Region", "Rental", "RentalEvent", "RentalPlacement", "RentalState"]
+from marketplace.notifications.models import (  # noqa: E402, F401
+    Notification,
+    NotificationKind,
+    NotificationPreferences,
+)
 from marketplace.rentals.dispute_models import Dispute, DisputeState  # noqa: E402, F401 - registered with this app
 from marketplace.svc.models import ServiceStats, ServiceToken  # noqa: E402, F401 - registered with this app

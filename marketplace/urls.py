@@ -1,6 +1,7 @@
 from django.urls import path
 
 from marketplace import account_views, chain_views, colocation_views, market_views, provider_views, report_views, views
+from marketplace.notifications import views as notification_views
 from marketplace.rentals import action_views as rental_actions
 from marketplace.rentals import views as rental_views
 
@@ -12,6 +13,15 @@ urlpatterns = [
     path("settings/api-keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api-key-revoke-page"),
     path("settings/wallets/", views.wallets, name="wallets-page"),
     path("settings/profile/", account_views.profile_page, name="profile-page"),
+    path(
+        "settings/notifications/",
+        notification_views.notification_preferences_save,
+        name="notification-preferences",
+    ),
+    path("notifications/", notification_views.notifications_page, name="notifications-page"),
+    path("notifications/bell/", notification_views.notifications_bell, name="notifications-bell"),
+    path("notifications/read/", notification_views.notifications_read_all, name="notifications-read-all"),
+    path("notifications/<int:notification_id>/", notification_views.notification_page, name="notification-page"),
     path("demo/faucet/", account_views.demo_faucet_page, name="demo-faucet-page"),
     path("demo/wallet/", account_views.demo_wallet_page, name="demo-wallet-page"),
     path("nodes/", views.nodes_page, name="nodes-page"),
