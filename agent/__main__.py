@@ -12,10 +12,12 @@ from agent.colocation import OwnerWatch
 from agent.config import AgentConfig, parse_config
 from agent.identity import load_private_key, mutual_tls_credentials
 from agent.nvml import FakeGpuBackend, GpuBackend, NvmlBackend, NvmlUnavailable
+from agent.overlay.host import OverlayHost, OverlayUnavailable, rtt_loop
 from agent.runtime import RuntimeUnavailable, ServiceConnectError, make_runtime
 from agent.session import AgentSession
 from agent.slicing import SlicingError, plan_node
 from agent.state import StateStore
+from agent.tunnel import TunnelManager
 from agent.usage import UsageMeter
 
 log = logging.getLogger("agent")
@@ -52,6 +54,16 @@ def run(config: AgentConfig) -> int:
     except (RuntimeUnavailable, NvmlUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT
+    overlay = None
+    if config.overlay:
+        try:
+            overlay = OverlayHost(state_dir=config.state_dir, prefix=config.overlay_prefix)
+        except OverlayUnavailable as exc:
+            print(f"error: --overlay: {exc}", file=sys.stderr)
+            return EXIT_ENVIRONMENT
+        log.info(overlay.capabilities.describe())
+        live = {pid for pid, record in state.placements.items() if record.state in ("starting", "running", "paused")}
+        overlay.cleanup(keep=live)
     try:
         runtime.check_service_connections()
     except ServiceConnectError as exc:
@@ -92,7 +104,12 @@ def run(config: AgentConfig) -> int:
         hostname=hostname,
         heartbeat_interval=config.heartbeat_interval,
         watch=OwnerWatch(backend=backend, owns_process=runtime.placement_of_process),
+        tunnels=TunnelManager(runtime=runtime, credentials=credentials),
+        overlay=overlay,
     )
+    if overlay is not None:
+        overlay.resume()
+        rtt_loop(overlay, interval=config.heartbeat_interval)
     session.recover()
     client = AgentClient(session=session, address=state.connect_address or config.gateway, credentials=credentials)
     # The first SIGTERM or SIGINT stops workloads gracefully and says goodbye; a second one stops at once.
@@ -107,6 +124,8 @@ def run(config: AgentConfig) -> int:
         " (fake GPUs)" if backend.fake else "",
     )
     client.run()
+    if overlay is not None:
+        overlay.shutdown()
     backend.close()
     return 0
 

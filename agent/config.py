@@ -47,6 +47,8 @@ class AgentConfig:
     fake_gpu_processes: Path | None = None  # with --fake-gpus: a file of "PID[:GPU]" the fake GPUs list
     fake_gpu_fault: str | None = None  # with --fake-gpus: a test fault (agent.nvml.fake.FAULTS)
     allow_egress: bool = False  # rentals that ask for internet egress may run here (podman only)
+    overlay: bool = False  # join the platform's WireGuard overlay and run segments (docs/overlay.md)
+    overlay_prefix: str = "jo"  # names of every interface and namespace the overlay makes start with it
 
 
 def gateway_address(value: str) -> str:
@@ -173,6 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--oci-runtime", default="runc", help="OCI runtime podman uses (with --runtime podman)")
     parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help="join the platform's WireGuard overlay so multi-node rentals get private VxLAN segments "
+        "(needs root or CAP_NET_ADMIN, wireguard-go or kernel WireGuard; checked at start)",
+    )
+    parser.add_argument(
+        "--overlay-prefix",
+        default="jo",
+        help="prefix (2-5 lower-case letters/digits) of the overlay's interfaces and namespaces; "
+        "leftovers with it are removed at start",
+    )
+    parser.add_argument(
         "--allow-egress",
         action="store_true",
         help="let rentals that ask for it reach the internet (podman only; never this host's services or its LAN, "
@@ -201,6 +215,10 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         parser.error("--fake-gpu-processes only applies to --fake-gpus")
     if args.fake_gpu_fault is not None and args.fake_gpus is None:
         parser.error("--fake-gpu-fault only applies to --fake-gpus")
+    if not re.match(r"^[a-z][a-z0-9]{1,4}$", args.overlay_prefix):
+        parser.error("--overlay-prefix: 2 to 5 lower-case letters and digits, starting with a letter")
+    if args.overlay and args.runtime != "podman":
+        parser.error("--overlay needs --runtime podman (the container joins a prepared network namespace)")
     if args.docker_socket and args.runtime != "docker":
         parser.error("--docker-socket only applies to --runtime docker")
     if args.allow_egress and args.runtime != "podman":
@@ -223,4 +241,6 @@ def parse_config(argv: list[str] | None = None) -> AgentConfig:
         fake_gpu_processes=args.fake_gpu_processes,
         fake_gpu_fault=args.fake_gpu_fault,
         allow_egress=args.allow_egress,
+        overlay=args.overlay,
+        overlay_prefix=args.overlay_prefix,
     )

@@ -131,7 +131,7 @@ def log_messages(placement_id: str, lines: list[tuple[int, str, str]]) -> list[p
 
 
 def heartbeat_message(
-    samples: list[GpuTelemetry], *, at_ms: int, ping_nonce: int, draining: bool, running: int
+    samples: list[GpuTelemetry], *, at_ms: int, ping_nonce: int, draining: bool, running: int, overlay_rtt_us: int = 0
 ) -> pb.AgentMessage:
     """Return a Heartbeat with one sample per GPU."""
     return pb.AgentMessage(
@@ -140,6 +140,7 @@ def heartbeat_message(
             ping_nonce=ping_nonce,
             draining=draining,
             running_placements=running,
+            overlay_rtt_us=min(max(overlay_rtt_us, 0), 2**32 - 1),
             gpus=[
                 pb.GpuSample(
                     index=sample.index,
@@ -164,6 +165,10 @@ def placement_spec(start: pb.StartPlacement, gpu: ContainerGpuSettings) -> Place
     env["JANCTION_PLACEMENT_ID"] = start.placement_id
     if start.peers:
         env["JANCTION_PEERS"] = ",".join(f"{peer.address}:{peer.port}" for peer in start.peers)
+    if start.role:
+        env["JANCTION_ROLE"] = start.role
+        env["JANCTION_INDEX"] = str(start.placement_index)
+        env["JANCTION_PLACEMENTS"] = str(start.placement_count)
     return PlacementSpec(
         placement_id=start.placement_id,
         image=start.image,

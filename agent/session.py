@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from agent import __version__
 from agent.colocation import OwnerWatch, Share, WatchPolicy
@@ -29,10 +30,15 @@ from agent.messages import (
     vgpu_message,
 )
 from agent.nvml.base import GpuBackend
+from agent.overlay.host import OverlayHost
+from agent.overlay.net import NetError
+from agent.overlay.segments import SegmentSpec
+from agent.overlay.underlay import UnderlayConfig
 from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.runtime.base import DEFAULT_GRACE_SECONDS, LogLine, Runtime, StateChange, WorkloadState
 from agent.slicing import ContainerGpuSettings, SlicingError, VGpuPlan, container_gpu_settings
 from agent.state import AgentState, PlacementRecord, StateStore
+from agent.tunnel import ServicePort, TunnelManager
 from agent.usage import UsageMeter
 from agent.validation import (
     ExpiredCommand,
@@ -70,7 +76,10 @@ class AgentSession:
         heartbeat_interval: float = 5.0,
         clock: Callable[[], float] = time.time,
         watch: OwnerWatch | None = None,
+        tunnels: TunnelManager | None = None,
+        overlay: OverlayHost | None = None,
     ) -> None:
+        self._overlay = overlay
         self._store = store
         self._state = state
         self._backend = backend
@@ -92,6 +101,7 @@ class AgentSession:
         self._last_save = 0.0
         self._dirty = False
         self._watch = watch
+        self._tunnels = tunnels
         if watch is not None:
             # What the platform last said and whether the owner was active survive a restart of the agent.
             watch.policy = _watch_policy(state.colocation) if state.colocation else watch.policy
@@ -151,6 +161,7 @@ class AgentSession:
                     placements=[running_placement_message(record) for record in live],
                     network_unsupported=not self._runtime.supports_network,
                     egress_allowed=self._runtime.egress_allowed,
+                    overlay=pb.OverlayHello(public_key=self._overlay.public_key) if self._overlay else None,
                 )
             )
 
@@ -171,6 +182,8 @@ class AgentSession:
             self._acknowledge(message.usage_ack)
         elif kind == "colocation":
             self._set_colocation(message.colocation)
+        elif kind == "overlay_config":
+            self._configure_overlay(message.overlay_config)
         else:
             log.warning("ignoring an empty or unknown control message")
 
@@ -189,6 +202,7 @@ class AgentSession:
                 if self._state.owner_active:
                     raise NodeCannotRun(OWNER_BUSY_MESSAGE)
                 spec = placement_spec(start, self._gpu_settings(self._claim(list(start.vgpu_local_ids))))
+                segment = self._segment_of(start)
             except (InvalidPlacement, SlicingError) as exc:
                 log.warning("refusing placement %r: %s", placement_id, exc)
                 # An expired command or a node that cannot take a sound one is not the workload's fault: lost.
@@ -200,6 +214,9 @@ class AgentSession:
                 return
             record = PlacementRecord(placement_id, start.image, list(start.vgpu_local_ids))
             record.pausable = start.pausable
+            record.service_ports = [[port.name, port.container_port] for port in start.service_ports]
+            record.tunnel_addresses = list(start.tunnel_addresses)
+            record.tunnel_pool_size = start.tunnel_pool_size
             self._state.placements[placement_id] = record
             self._save()
             self._send(status_message(record, self._now_ms()))
@@ -210,6 +227,26 @@ class AgentSession:
             ", ".join(start.vgpu_local_ids),
             start.issued_for_state or "an unstated rental state",
         )
+        if segment is not None:
+            assert self._overlay is not None
+            try:
+                netns_path = self._overlay.placement_up(placement_id, segment)
+            except NetError as exc:
+                log.warning("placement %s: segment failed: %s", placement_id, exc)
+                self._overlay_down(placement_id)
+                message = f"the provider's overlay network failed: {exc}"[:500]
+                self.on_state(StateChange(placement_id, WorkloadState.LOST, self._now_ms(), message=message))
+                return
+            spec = replace(
+                spec,
+                netns_path=netns_path,
+                hosts=segment.names,
+                env={
+                    **spec.env,
+                    "JANCTION_SEGMENT_ADDRESS": segment.address,
+                    "JANCTION_SEGMENT_HOSTS": ",".join(f"{name}={address}" for name, address in segment.names),
+                },
+            )
         self._runtime.start(spec, self)
 
     def _gpu_settings(self, vgpus: list[VGpuPlan]) -> ContainerGpuSettings:
@@ -217,6 +254,51 @@ class AgentSession:
         gpu = container_gpu_settings(vgpus)
         view = self._backend.container_view(gpu.device_uuids) if gpu.fake else ()
         return dataclasses.replace(gpu, nvidia_smi_lines=view) if view else gpu
+    def _segment_of(self, start: pb.StartPlacement) -> SegmentSpec | None:
+        """Return the placement's validated segment, None without one; raise NodeCannotRun off the overlay."""
+        if not start.HasField("segment"):
+            return None
+        if self._overlay is None or not self._overlay.ready:
+            raise NodeCannotRun("this node is not on the overlay network (start the agent with --overlay)")
+        segment = start.segment
+        try:
+            return SegmentSpec(
+                vni=segment.vni,
+                address=segment.address,
+                prefix_length=segment.prefix_length,
+                mtu=segment.mtu,
+                remote_hosts=tuple(segment.remote_hosts),
+                names=tuple((item.name, item.address) for item in segment.names),
+            ).validated()
+        except ValueError as exc:
+            raise InvalidPlacement(f"segment: {exc}") from None
+
+    def _configure_overlay(self, message: pb.OverlayConfig) -> None:
+        """Bring the WireGuard link to the hub up as the platform assigned it."""
+        if self._overlay is None:
+            log.warning("ignoring an overlay configuration: this agent runs without --overlay")
+            return
+        config = UnderlayConfig(
+            address=message.address,
+            prefix_length=message.prefix_length,
+            hub_public_key=message.hub_public_key,
+            hub_endpoint=message.hub_endpoint,
+            hub_address=message.hub_address,
+            network=message.network,
+            keepalive_seconds=message.keepalive_seconds or 25,
+            mtu=message.mtu or 1420,
+        )
+        try:
+            self._overlay.configure(config)
+        except (NetError, ValueError) as exc:
+            log.error("overlay: could not apply the platform's configuration: %s", exc)
+
+    def _overlay_down(self, placement_id: str) -> None:
+        if self._overlay is not None:
+            try:
+                self._overlay.placement_down(placement_id)
+            except NetError as exc:
+                log.warning("overlay: could not take placement %s off its segment: %s", placement_id, exc)
 
     def _claim(self, local_ids: list[str]) -> list[VGpuPlan]:
         if not local_ids:
@@ -307,6 +389,8 @@ class AgentSession:
                 record.limits_not_enforced = change.limits_not_enforced
                 if record.stop_requested or self._shutting_down:
                     self._runtime.stop(record.placement_id)
+                else:
+                    self._open_tunnels(record)
             elif change.state.finished:
                 self._flush_logs(record.placement_id)
                 record.exit_code = change.exit_code
@@ -323,7 +407,17 @@ class AgentSession:
                 self._prune()
         log.info("placement %s is %s %s", change.placement_id, change.state.value, change.message)
         if remove:
+            if self._tunnels is not None:
+                self._tunnels.close(change.placement_id)
             self._runtime.remove(change.placement_id)
+            self._overlay_down(change.placement_id)
+
+    def _open_tunnels(self, record: PlacementRecord) -> None:
+        """Keep idle service tunnels to the ingresses for a running placement that exposes ports (issue 15)."""
+        if self._tunnels is None or not record.service_ports:
+            return
+        ports = [ServicePort(name, port) for name, port in record.service_ports]
+        self._tunnels.open(record.placement_id, ports, record.tunnel_addresses, record.tunnel_pool_size)
 
     # -- periodic work ---------------------------------------------------------------------
 
@@ -462,7 +556,12 @@ class AgentSession:
             self._last_heartbeat = self._clock()
             running = sum(1 for r in self._state.placements.values() if r.state == WorkloadState.RUNNING)
             return heartbeat_message(
-                samples, at_ms=self._now_ms(), ping_nonce=nonce, draining=self._draining, running=running
+                samples,
+                at_ms=self._now_ms(),
+                ping_nonce=nonce,
+                draining=self._draining,
+                running=running,
+                overlay_rtt_us=self._overlay.rtt_us if self._overlay else 0,
             )
 
     def _save(self) -> None:
@@ -502,6 +601,7 @@ class AgentSession:
                     self._save()
                 log.info("re-attaching to placement %s", record.placement_id)
                 self._runtime.attach(record.placement_id, self, record.log_cursor)
+                self._open_tunnels(record)
             elif workload is not None:
                 at = workload.finished_at_ms or self._now_ms()
                 self.on_state(StateChange(record.placement_id, WorkloadState.EXITED, at, workload.exit_code))
@@ -548,9 +648,11 @@ class AgentSession:
             return True
 
     def close(self) -> None:
-        """Save the state one last time."""
+        """Save the state one last time and end the service tunnels."""
         with self._lock:
             self._save()
+        if self._tunnels is not None:
+            self._tunnels.close_all()
 
 
 def _watch_policy(policy: dict) -> WatchPolicy:

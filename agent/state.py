@@ -62,6 +62,10 @@ class PlacementRecord:
     pausable: bool = False
     paused_at_ms: int = 0
     owner_stopped: bool = False
+    # Services (issue 15): [name, container port] pairs the ingress may reach, where to dial, how many idle tunnels.
+    service_ports: list[list] = field(default_factory=list)
+    tunnel_addresses: list[str] = field(default_factory=list)
+    tunnel_pool_size: int = 0
     pending_usage: list[UsageRecord] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

@@ -128,6 +128,38 @@ def validate_peers(peers: list[pb.Peer]) -> None:
             raise InvalidPlacement(f"peer {peer.address[:80]!r}:{peer.port} is not a host name and port")
 
 
+SERVICE_PORT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$", re.ASCII)
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$", re.ASCII)
+MAX_TUNNEL_ADDRESSES = 8
+MAX_TUNNEL_POOL_SIZE = 64
+
+
+def validate_service(start: pb.StartPlacement) -> None:
+    """Raise InvalidPlacement for bad service ports, tunnel addresses, pool size or role (issue 15)."""
+    if len(start.service_ports) > MAX_PORTS:
+        raise InvalidPlacement(f"{len(start.service_ports)} service ports; at most {MAX_PORTS} are allowed")
+    names, ports = set(), set()
+    for port in start.service_ports:
+        if not SERVICE_PORT_NAME.fullmatch(port.name) or not 0 < port.container_port < 65536:
+            raise InvalidPlacement(f"service port {port.name[:40]!r}:{port.container_port} is not a name and a port")
+        if port.name in names or port.container_port in ports:
+            raise InvalidPlacement(f"service port {port.name!r} ({port.container_port}) appears twice")
+        names.add(port.name)
+        ports.add(port.container_port)
+    if len(start.tunnel_addresses) > MAX_TUNNEL_ADDRESSES:
+        raise InvalidPlacement(f"{len(start.tunnel_addresses)} tunnel addresses; at most {MAX_TUNNEL_ADDRESSES}")
+    for address in start.tunnel_addresses:
+        host, _, port = address.rpartition(":")
+        if not PEER_ADDRESS.fullmatch(host) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidPlacement(f"tunnel address {address[:80]!r} is not host:port")
+    if start.tunnel_pool_size > MAX_TUNNEL_POOL_SIZE:
+        raise InvalidPlacement(f"tunnel_pool_size may be at most {MAX_TUNNEL_POOL_SIZE}")
+    if start.role and not ROLE_NAME.fullmatch(start.role):
+        raise InvalidPlacement(f"role {start.role[:40]!r} is not a short lower-case name")
+    if start.placement_count and start.placement_index >= start.placement_count:
+        raise InvalidPlacement("placement_index must be below placement_count")
+
+
 def _in_range(value: int, bounds: tuple[int, int], what: str) -> None:
     low, high = bounds
     if value and not low <= value <= high:
@@ -163,3 +195,4 @@ def validate_start(start: pb.StartPlacement, now_ms: int | None = None) -> None:
     validate_limits(start)
     validate_ports(list(start.ports))
     validate_peers(list(start.peers))
+    validate_service(start)

@@ -21,7 +21,9 @@ interface IRewardEmitter {
 /// claimed word; JCT claims also the stake total) and write `claimed` before transferring (no guard).
 /// Claimed amounts are uint128, two to a slot, so a claim into a slot its neighbour already wrote
 /// pays a non-zero write. A claim emits no event of its own: it is the token's Transfer out of this
-/// contract that no StakeWithdrawn precedes. Staked JCT is kept apart from the JCT that claims pay out.
+/// contract that no StakeWithdrawn or StakeSlashed precedes. Staked JCT is kept apart from the JCT that claims
+/// pay out. The slasher (a role of its own, neither the operator nor the guardian) can take part of a stake,
+/// active or pending unstake, to the treasury, once per evidence hash.
 contract Settlement is AccessControl {
     using SafeERC20 for IERC20;
 
@@ -41,6 +43,7 @@ contract Settlement is AccessControl {
 
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
     bytes32 public constant GUARDIAN_ROLE = keccak256("GUARDIAN_ROLE");
+    bytes32 public constant SLASHER_ROLE = keccak256("SLASHER_ROLE");
 
     IERC20 public immutable stakeToken;
     /// @notice The seq this deployment continues from (a migration keeps the platform's batch numbering).
@@ -65,6 +68,10 @@ contract Settlement is AccessControl {
     mapping(address token => bool) public allowedTokens;
     mapping(address account => uint256) public stakeOf;
     mapping(address account => PendingUnstake) public pendingUnstakeOf;
+    /// @notice Where slashed JCT goes (set by the admin; the slasher cannot send it anywhere else).
+    address public treasury;
+    /// @notice Evidence hashes already slashed for: each slashes at most once.
+    mapping(bytes32 evidence => bool) public slashedEvidence;
 
     event BatchPosted(uint256 indexed seq, bytes32 root, bytes32 dataHash);
     event BatchActivated(uint256 indexed seq, bytes32 root);
@@ -76,6 +83,10 @@ contract Settlement is AccessControl {
     event Staked(address indexed account, uint256 amount);
     event UnstakeRequested(address indexed account, uint256 amount, uint256 unlockAt);
     event StakeWithdrawn(address indexed account, uint256 amount);
+    event StakeSlashed(
+        address indexed account, bytes32 indexed evidence, uint256 amount, uint256 fromStake, uint256 fromPending
+    );
+    event TreasurySet(address treasury);
     event UnstakeCooldownSet(uint256 cooldown);
     event ClaimDelaySet(uint256 delay);
     event Paused(address account);
@@ -99,6 +110,9 @@ contract Settlement is AccessControl {
     error InsufficientStake(uint256 staked, uint256 requested);
     error NoPendingUnstake();
     error CooldownNotElapsed(uint256 unlockAt);
+    error EvidenceUsed(bytes32 evidence);
+    error ZeroEvidence();
+    error ZeroAddress();
 
     constructor(
         address admin,
@@ -117,8 +131,10 @@ contract Settlement is AccessControl {
         claimDelay = claimDelay_;
         startSeq = startSeq_;
         lastSeq = startSeq_;
+        treasury = admin;
         emit UnstakeCooldownSet(unstakeCooldown_);
         emit ClaimDelaySet(claimDelay_);
+        emit TreasurySet(admin);
     }
 
     // --- Batches ----------------------------------------------------------------------------------
@@ -322,12 +338,47 @@ contract Settlement is AccessControl {
         stakeToken.safeTransfer(msg.sender, pending.amount);
     }
 
+    /// @notice Take `amount` of `account`'s JCT stake to the treasury, first from its active stake, then from its
+    /// pending unstake (cool-down or not), for the dispute or finding that `evidence` hashes. Open while paused.
+    /// @dev `evidence` can slash only once, so a slash re-sent after a crash reverts with EvidenceUsed instead of
+    /// taking the stake twice. The pending unstake keeps its unlock time.
+    function slash(address account, uint256 amount, bytes32 evidence) external onlyRole(SLASHER_ROLE) {
+        if (amount == 0) revert ZeroAmount();
+        if (evidence == 0) revert ZeroEvidence();
+        if (slashedEvidence[evidence]) revert EvidenceUsed(evidence);
+        uint256 staked = stakeOf[account];
+        PendingUnstake storage pending = pendingUnstakeOf[account];
+        uint256 pendingAmount = pending.amount;
+        if (amount > staked + pendingAmount) revert InsufficientStake(staked + pendingAmount, amount);
+        slashedEvidence[evidence] = true;
+        uint256 fromStake = amount < staked ? amount : staked;
+        uint256 fromPending = amount - fromStake;
+        stakeOf[account] = staked - fromStake;
+        if (fromPending != 0) {
+            if (fromPending == pendingAmount) {
+                delete pendingUnstakeOf[account];
+            } else {
+                pending.amount = pendingAmount - fromPending;
+            }
+        }
+        totalStaked -= amount;
+        emit StakeSlashed(account, evidence, amount, fromStake, fromPending);
+        stakeToken.safeTransfer(treasury, amount);
+    }
+
     // --- Administration ---------------------------------------------------------------------------
 
     /// @notice Allow or forbid `token` for deposits (claims pay whatever token a posted leaf names).
     function setTokenAllowed(address token, bool allowed) external onlyRole(DEFAULT_ADMIN_ROLE) {
         allowedTokens[token] = allowed;
         emit TokenAllowed(token, allowed);
+    }
+
+    /// @notice Send slashed JCT to `treasury` from now on.
+    function setTreasury(address treasury_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (treasury_ == address(0)) revert ZeroAddress();
+        treasury = treasury_;
+        emit TreasurySet(treasury_);
     }
 
     /// @notice Set the delay between an unstake request and its withdrawal, for requests made from now on.

@@ -259,11 +259,13 @@ def contribution_batch_upload(
     payload = _parse(body)
     device_id = _int(payload["device_id"], field="device_id", low=1, high=2**63 - 1)
     counter = _int(payload["counter"], field="counter", low=1, high=MAX_COUNTER)
-    device = Device.objects.filter(pk=device_id).first()
+    device = Device.objects.select_related("user").filter(pk=device_id).first()
     if device is None:
         raise UnknownDevice("No paired device has this id; pair the extension on the site first.")
     if device.revoked_at is not None:
         raise DeviceRevoked("This device was revoked; pair the extension again with a new key.")
+    if not device.user.is_active:
+        raise DeviceRevoked("This device's account is suspended; contact support.")
     try:
         raw_signature = signing.b64decode(signature or "")
     except ValueError:

@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
+from janction.metrics import metrics_view
+
 api_v1 = [
     path("", include("marketplace.api_urls")),
     path("ledger/", include("ledger.urls")),
@@ -22,6 +24,7 @@ urlpatterns = [
     path("contributions/", include("contributions.page_urls")),
     path("operator/", include("pricing.operator_urls")),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),

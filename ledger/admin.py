@@ -1,5 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils import timezone
 
+from janction.errors import ApplicationError
 from ledger.currencies import from_base_units
 from ledger.models import (
     Account,
@@ -17,6 +19,7 @@ from ledger.models import (
     Transaction,
     Wallet,
 )
+from ledger.settlement.batches import settlement_batch_post
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -40,6 +43,7 @@ class AccountAdmin(ReadOnlyAdmin):
     @admin.display(description="Balance", ordering="balance")
     def balance_units(self, account):
         return from_base_units(int(account.balance), account.currency)
+
     search_fields = ["owner__email"]
 
 
@@ -78,11 +82,40 @@ class IdempotencyRecordAdmin(ReadOnlyAdmin):
     list_filter = ["state"]
 
 
+RETRYABLE = (SettlementBatch.Status.PREPARED, SettlementBatch.Status.SENT)
+
+
 @admin.register(SettlementBatch)
 class SettlementBatchAdmin(ReadOnlyAdmin):
     list_display = ["seq", "status", "root", "tx_hash", "block_number", "leaf_count", "attempts", "posted_at"]
     list_filter = ["status"]
     search_fields = ["root", "tx_hash", "data__sha256"]
+    readonly_fields = ["last_error"]
+    actions = ["retry_post"]
+
+    @admin.action(description="Retry posting the selected failed or stuck batches (in order)")
+    def retry_post(self, request, queryset):
+        """Post each selected unposted batch now, in sequence order, through the settlement service.
+
+        The service posts exactly once (a batch the chain already holds is adopted, a stuck transaction is
+        replaced with the same nonce). A rejected batch is never re-posted: resolve its alert instead.
+        """
+        for batch in queryset.order_by("seq"):
+            if batch.status not in RETRYABLE:
+                self.message_user(
+                    request,
+                    f"Batch {batch.seq} is {batch.status}; only prepared or sent batches are posted.",
+                    messages.WARNING,
+                )
+                continue
+            try:
+                batch = settlement_batch_post(batch_id=batch.pk)
+            except ApplicationError as exc:
+                self.log_change(request, batch, f"Retried posting (admin action): failed, {exc.code}")
+                self.message_user(request, f"Batch {batch.seq}: {exc.message}", messages.ERROR)
+                break  # later batches cannot be posted before this one
+            self.log_change(request, batch, f"Retried posting (admin action): {batch.status}, {batch.tx_hash}")
+            self.message_user(request, f"Batch {batch.seq} is {batch.status} ({batch.tx_hash}).", messages.SUCCESS)
 
 
 @admin.register(BatchData)
@@ -97,10 +130,25 @@ class SettlementAlertAdmin(admin.ModelAdmin):
 
     list_display = ["id", "kind", "batch", "message", "created_at", "resolved_at"]
     list_filter = ["kind", ("resolved_at", admin.EmptyFieldListFilter)]
-    readonly_fields = ["kind", "batch", "message", "detail", "created_at"]
+    search_fields = ["message", "batch__seq"]
+    readonly_fields = ["kind", "batch", "message", "detail", "created_at", "resolved_at"]
+    actions = ["resolve"]
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Mark the selected alerts resolved (a batch_rejected alert lifts the posting hold)")
+    def resolve(self, request, queryset):
+        """Resolve open alerts once handled; each resolution is recorded."""
+        resolved = 0
+        for alert in queryset.filter(resolved_at__isnull=True).order_by("pk"):
+            if SettlementAlert.objects.filter(pk=alert.pk, resolved_at__isnull=True).update(resolved_at=timezone.now()):
+                self.log_change(request, alert, f"Resolved {alert.kind} (admin action)")
+                resolved += 1
+        self.message_user(request, f"Resolved: {resolved} alert(s).", messages.SUCCESS)
 
 
 @admin.register(PayoutAllocation)

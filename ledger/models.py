@@ -320,17 +320,22 @@ class ChainClaim(ChainLog):
 
 
 class StakeEvent(ChainLog):
-    """A `Staked`, `UnstakeRequested` or `StakeWithdrawn` event of JCT stake."""
+    """A `Staked`, `UnstakeRequested`, `StakeWithdrawn` or `StakeSlashed` event of JCT stake."""
 
     class Kind(models.TextChoices):
         STAKED = "staked", "Staked"
         UNSTAKE_REQUESTED = "unstake_requested", "Unstake requested"
         WITHDRAWN = "withdrawn", "Stake withdrawn"
+        SLASHED = "slashed", "Stake slashed"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     account = models.CharField(**_ADDRESS)
     amount = BaseUnitsField()
     unlock_at = models.DateTimeField(null=True, blank=True)
+    # A slash only: the part of `amount` taken from the pending unstake (the rest came from the active stake),
+    # and the evidence hash it was made for.
+    from_pending = BaseUnitsField(default=0)
+    evidence = models.CharField(max_length=66, blank=True, default="")
 
     class Meta:
         constraints = [

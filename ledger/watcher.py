@@ -1,7 +1,8 @@
 """The chain watcher: credit `Deposited` events and record claims and stake changes, each exactly once.
 
 A claim has no event of its own (it would cost every claimant 1,774 gas): it is a token `Transfer` out of
-the Settlement contract that is not an unstake (those directly follow the contract's `StakeWithdrawn`).
+the Settlement contract that is not an unstake or a slash (those directly follow the contract's `StakeWithdrawn`
+or `StakeSlashed`).
 It scans the Settlement contract's and the two tokens' logs from a stored cursor up to `latest - confirmations`, one
 database transaction per block range (the records and the cursor move together). Every event is keyed
 by (chain id, transaction hash, log index) with a unique constraint and every ledger posting by
@@ -42,13 +43,16 @@ from ledger.settlement.rejections import batch_rejection_record
 
 logger = logging.getLogger(__name__)
 
-_EVENTS = ("Deposited", "Staked", "UnstakeRequested", "StakeWithdrawn", "BatchRejected")
+_EVENTS = ("Deposited", "Staked", "UnstakeRequested", "StakeWithdrawn", "StakeSlashed", "BatchRejected")
 _TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 _STAKE_KINDS = {
     "Staked": StakeEvent.Kind.STAKED,
     "UnstakeRequested": StakeEvent.Kind.UNSTAKE_REQUESTED,
     "StakeWithdrawn": StakeEvent.Kind.WITHDRAWN,
+    "StakeSlashed": StakeEvent.Kind.SLASHED,
 }
+# Settlement events directly followed by a JCT Transfer out of the contract that is not a claim.
+_STAKE_PAYOUT_EVENTS = ("StakeWithdrawn", "StakeSlashed")
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,8 @@ def _decode(conn: ChainConnection, log: LogReceipt) -> EventData | None:
 
 
 def _claim_transfer(conn: ChainConnection, log: LogReceipt, previous: LogReceipt | None) -> EventData | None:
-    """Return the decoded token Transfer if ``log`` is a claim payout: out of Settlement, not after StakeWithdrawn."""
+    """Return the decoded token Transfer if ``log`` is a claim payout: out of Settlement, not after StakeWithdrawn
+    or StakeSlashed (an unstake's or a slash's transfer)."""
     if log["address"] == conn.settlement.address or not log["topics"]:
         return None
     token = conn.usdc if log["address"] == conn.usdc.address else conn.jct
@@ -161,13 +166,13 @@ def _claim_transfer(conn: ChainConnection, log: LogReceipt, previous: LogReceipt
     event = transfer.process_log(log)
     if event["args"]["from"] != conn.settlement.address:
         return None
-    unstake = conn.settlement.events.StakeWithdrawn()
+    stake_topics = {HexBytes(conn.settlement.events[name]().topic) for name in _STAKE_PAYOUT_EVENTS}
     if (
         previous is not None
         and previous["transactionHash"] == log["transactionHash"]
         and previous["address"] == conn.settlement.address
         and previous["topics"]
-        and HexBytes(previous["topics"][0]) == HexBytes(unstake.topic)
+        and HexBytes(previous["topics"][0]) in stake_topics
     ):
         return None
     return event
@@ -221,6 +226,8 @@ def _record_log(
             "account": args["account"],
             "amount": args["amount"],
             "unlock_at": datetime.datetime.fromtimestamp(unlock_at, tz=datetime.UTC) if unlock_at else None,
+            "from_pending": args.get("fromPending", 0),
+            "evidence": HexBytes(args["evidence"]).to_0x_hex() if "evidence" in args else "",
         },
     )
     return 1, 0

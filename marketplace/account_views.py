@@ -12,6 +12,7 @@ from janction.errors import ApplicationError
 from ledger.currencies import from_base_units
 from marketplace.demo import DEMO_FAUCET_CURRENCY, demo_faucet_credit, demo_wallet_link
 from marketplace.models import Profile, Region
+from marketplace.notifications.views import preferences_form
 from marketplace.services import profile_update
 
 
@@ -48,7 +49,16 @@ def profile_page(request):
                 "is_provider": profile.is_provider,
             }
         )
-    return render(request, "marketplace/profile.html", {"form": form}, status=400 if form.errors else 200)
+    return render(
+        request,
+        "marketplace/profile.html",
+        {
+            "form": form,
+            "notify_form": preferences_form(request.user),
+            "escrow_low_percent": settings.NOTIFICATIONS_ESCROW_LOW_PERCENT,
+        },
+        status=400 if form.errors else 200,
+    )
 
 
 def _embedded_only() -> None:

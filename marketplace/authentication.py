@@ -24,6 +24,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("This API key is unknown or revoked; create a new one.")
         if not api_key.user.is_active:
             raise exceptions.AuthenticationFailed("This account is disabled.")
+        if api_key.service_rental_id is not None:
+            raise exceptions.PermissionDenied(
+                f"This API key is scoped to the service of rental {api_key.service_rental_id}: it opens only "
+                "that service's /svc/ endpoint. Use an unscoped key for the account API."
+            )
         return api_key.user, api_key
 
     def authenticate_header(self, request):

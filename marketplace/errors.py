@@ -9,3 +9,7 @@ class ApiKeyNotFound(NotFound):
 
 class ApiKeyNameTaken(Conflict):
     code = "api_key_name_taken"
+
+
+class UserSuspendRefused(Conflict):
+    code = "user_suspend_refused"

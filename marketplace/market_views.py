@@ -2,7 +2,6 @@
 
 import csv
 import json
-import re
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
@@ -15,6 +14,8 @@ from janction.errors import ValidationFailed
 from ledger.currencies import from_base_units
 from ledger.models import Currency
 from marketplace.models import Region
+from marketplace.periods import Month, parse_month
+from marketplace.report_selectors import statement_totals
 from marketplace.selectors import (
     clearing_price_chart,
     clearing_prices,
@@ -136,13 +137,8 @@ def _currency(request) -> str:
 
 def _month(request) -> tuple[tuple[int, int] | None, str | None]:
     """Read ?month=YYYY-MM (a monthly statement); return it and an error message when it is not a month."""
-    text = request.GET.get("month", "")
-    if not text:
-        return None, None
-    match = re.fullmatch(r"(\d{4})-(\d{2})", text[:20])
-    if match is None or not 2000 <= int(match.group(1)) <= 9999 or not 1 <= int(match.group(2)) <= 12:
-        return None, "Month: give a month as YYYY-MM, e.g. 2026-11."
-    return (int(match.group(1)), int(match.group(2))), None
+    month, error = parse_month(request.GET.get("month", ""))
+    return ((month.year, month.number) if month else None), error
 
 
 @login_required
@@ -156,9 +152,13 @@ def statement_page(request):
     rows = [{"entry": entry, "amount": from_base_units(int(entry.amount), entry.currency)} for entry in page]
     month_text = f"{month[0]:04d}-{month[1]:02d}" if month else ""
     query = urlencode({k: v for k, v in {"currency": currency, "month": month_text}.items() if v})
+    totals = []
+    if month:
+        totals = statement_totals(user_id=request.user.pk, month=Month(*month), currency=currency)
     context = {
         "page": page,
         "rows": rows,
+        "totals": [{"total": total, **total.shown()} for total in totals],
         "currency": currency,
         "currencies": Currency.values,
         "month": month_text,

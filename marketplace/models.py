@@ -40,6 +40,10 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # A key scoped to one service opens only that rental's /svc/ endpoint, never the account API.
+    service_rental = models.ForeignKey(
+        "marketplace.Rental", null=True, blank=True, on_delete=models.CASCADE, related_name="scoped_api_keys"
+    )
 
     class Meta:
         constraints = [
@@ -60,4 +64,10 @@ class ApiKey(models.Model):
 from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement, RentalState  # noqa: E402
 
 __all__ = ["ApiKey", "Profile", "Region", "Rental", "RentalEvent", "RentalPlacement", "RentalState"]
+from marketplace.notifications.models import (  # noqa: E402, F401
+    Notification,
+    NotificationKind,
+    NotificationPreferences,
+)
 from marketplace.rentals.dispute_models import Dispute, DisputeState, StakeSlash  # noqa: E402, F401 - registered with this app
+from marketplace.svc.models import ServiceStats, ServiceToken  # noqa: E402, F401 - registered with this app

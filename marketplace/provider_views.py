@@ -1,5 +1,7 @@
 """Provider pages beyond the node list: a node's ask (set, change, pause), drain, and claimable payouts."""
 
+import json
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -8,7 +10,8 @@ from django.views.decorators.http import require_POST
 
 from janction.errors import ApplicationError
 from ledger.currencies import from_base_units, to_base_units
-from ledger.settlement.selectors import claimable_for_user
+from ledger.settlement.claims import settlement_claim_send_embedded
+from ledger.settlement.selectors import chain_info, claimable_for_user
 from nodes.services import node_drain, node_set_ask, node_undrain
 
 
@@ -67,11 +70,47 @@ def node_drain_page(request, node_id: int):
 
 @login_required
 def payouts_page(request):
-    """What the provider can claim on chain (from the latest posted batch) and what no batch carries yet."""
-    claimable = claimable_for_user(user_id=request.user.pk)
+    """What the provider can claim on chain (the claimable batch), what a batch in its claim delay will make
+    claimable and when, and what no batch carries yet; claim buttons (browser wallet, or the demo chain's server)."""
+    claimable = claimable_for_user(user_id=request.user.pk, with_proofs=True)
     unpublished = [
         {"currency": row["currency"], "amount": from_base_units(int(row["amount"]), row["currency"])}
         for row in claimable["unpublished"]
     ]
-    context = {"batch": claimable["batch"], "leaves": claimable["leaves"], "unpublished": unpublished}
+    for row in claimable["leaves"]:
+        row["proof_json"] = json.dumps(row["proof"])
+        row["can_claim"] = int(row["claimable_amount"]) > 0
+    pending = claimable["pending"]
+    if pending:
+        for row in pending["leaves"]:
+            row["cumulative"] = from_base_units(int(row["cumulative_amount"]), row["currency"])
+    context = {
+        "batch": claimable["batch"],
+        "leaves": claimable["leaves"],
+        "pending": pending,
+        "unpublished": unpublished,
+        "chain": chain_info(),
+    }
     return render(request, "marketplace/payouts.html", context)
+
+
+@login_required
+@require_POST
+def payout_claim_page(request):
+    """The embedded demo chain's server-side claim of one of the caller's leaves (no wallet can reach that chain)."""
+    try:
+        claim = settlement_claim_send_embedded(
+            user_id=request.user.pk,
+            account=request.POST.get("account", "")[:100],
+            currency=request.POST.get("currency", "")[:10],
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        amount = from_base_units(int(claim["amount"]), claim["currency"])
+        messages.success(
+            request,
+            f"Demo chain: the server claimed {amount} {claim['currency']} for {claim['account']} "
+            f"in transaction {claim['tx_hash']}.",
+        )
+    return redirect("payouts-page")

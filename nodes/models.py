@@ -435,3 +435,72 @@ class GpuTelemetrySample(models.Model):
 
     def __str__(self) -> str:
         return f"gpu {self.gpu_id} at {self.at:%H:%M:%S}: {self.utilization_percent}%"
+
+
+# -- the overlay network (docs/overlay.md) ---------------------------------------------------------------------
+
+
+class OverlayHub(models.Model):
+    """The platform's WireGuard hub, as its `overlay_hub` process registered itself (one row)."""
+
+    public_key = models.CharField(max_length=44)
+    endpoint = models.CharField(max_length=255, help_text="UDP HOST:PORT the agents dial")
+    address = models.GenericIPAddressField(protocol="IPv4")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"overlay hub {self.endpoint}"
+
+
+class NodeOverlay(models.Model):
+    """A node's place on the overlay: its WireGuard public key (from its Hello) and its overlay address."""
+
+    node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="overlay")
+    public_key = models.CharField(max_length=44, unique=True)
+    address = models.GenericIPAddressField(protocol="IPv4", unique=True)
+    # Round trip to the hub over the overlay, as the agent last measured it (a claim, used only for ties).
+    rtt_us = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"node {self.node_id} at {self.address}"
+
+
+class OverlaySegment(models.Model):
+    """A multi-node rental's VxLAN segment: its VNI is unique among the segments not yet released."""
+
+    key = models.CharField(max_length=64, unique=True, help_text="what it serves, e.g. rental-12-34")
+    vni = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vni"], condition=models.Q(released_at__isnull=True), name="overlay_segment_live_vni_unique"
+            ),
+            models.CheckConstraint(condition=models.Q(vni__gte=1), name="overlay_segment_vni_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"segment {self.key} (VNI {self.vni})"
+
+
+class OverlaySegmentMember(models.Model):
+    """One placement on a segment: its host, its index and its address and name on the segment."""
+
+    segment = models.ForeignKey(OverlaySegment, on_delete=models.CASCADE, related_name="members")
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="+")
+    placement_id = models.CharField(max_length=64)
+    index = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=63)
+    address = models.GenericIPAddressField(protocol="IPv4")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "index"], name="overlay_member_index_unique"),
+            models.UniqueConstraint(fields=["segment", "node"], name="overlay_member_node_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.address}) on segment {self.segment_id}"

@@ -17,6 +17,7 @@ from nodes.availability import interruptible_nodes, nodes_out_of_market
 from nodes.models import Node, NodeState, Pool, VGpu, VGpuState
 from nodes.services import Holder, vgpus_reserve
 from pricing.errors import InvalidBid, UnknownPool
+from pricing.locality import placement_affinity
 from pricing.models import Allocation, Bid, BidState, Capacity, MarketRound, RoundAward
 from pricing.placement import plan_placements
 from pricing.pvcg import TRADE_REDUCTION, Ask, Result, clear, market_clear, parse_market, result_to_json
@@ -346,7 +347,12 @@ def _allocate(market_round: MarketRound, result: Result, book: OrderBook, bids: 
         {ask_id: -standing.scores.get(book.nodes[ask_id].pk, 0) for ask_id in awards} if standing.rank else None
     )
     sold = {ask_id: award.units_sold for ask_id, award in awards.items()}
-    plan = plan_placements(winners, sold, preference=preference)
+    # Multi-node ties: the buyer's region, then the lowest round trip over the overlay (pricing.locality).
+    affinity = placement_affinity(
+        bid_owners={bid_id: bids[bid_id].owner_id for bid_id, units in winners},
+        nodes={ask_id: book.nodes[ask_id] for ask_id in awards},
+    )
+    plan = plan_placements(winners, sold, preference=preference, affinity=affinity)
     payments = {b.id: from_price(b.payment) for b in result.bids}
     free = {ask_id: list(vgpus) for ask_id, vgpus in book.free_vgpus.items()}
     won = []

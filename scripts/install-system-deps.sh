@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests need (container runtime, sandbox, browser), only when missing.
+# Install the Debian packages the tests need (container runtime, sandbox, browser, WeasyPrint's Pango and fonts for
+# the PDF statements, the overlay network), only when missing.
 set -euo pipefail
 
-PACKAGES=(podman runc catatonit bubblewrap busybox-static chromium chromium-driver mmdebstrap nftables)
+PACKAGES=(podman runc catatonit bubblewrap busybox-static chromium chromium-driver mmdebstrap nftables
+  libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core wireguard-go wireguard-tools)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

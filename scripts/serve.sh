@@ -10,6 +10,14 @@ cd "$(dirname "$0")/.."
 export DATABASE_POOL="${DATABASE_POOL:-1}"
 export DATABASE_APPLICATION_NAME="${DATABASE_APPLICATION_NAME:-janction-web}"
 
+# prometheus-client's multiprocess mode (docs/metrics.md): every granian worker writes its counters into this
+# folder and /metrics adds them up. Emptied at each start: the counters of the last run's processes go with it.
+METRICS_DIR="${JANCTION_METRICS_DIR:-${JANCTION_VAR_DIR:-var}/metrics}"
+export JANCTION_METRICS_DIR="$METRICS_DIR"
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$METRICS_DIR/web}"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
+
 VENV="${VENV:-.venv}"
 exec "$VENV/bin/granian" janction.serve:application \
     --interface asginl \

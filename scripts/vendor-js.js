@@ -1,4 +1,4 @@
-// Copy the browser libraries the pages use from node_modules (installed by `npm ci` at package.json's pinned
+// Copy the browser libraries (htmx, Chart.js, js-sha3) the pages use from node_modules (installed by `npm ci` at package.json's pinned
 // versions) into static/vendor/, where collectstatic and WhiteNoise serve them from this site: never a CDN.
 // The copies are committed so that `make run` needs only Python; tests/ui/test_vendored_js.py checks that
 // they are byte for byte the files of the pinned packages. Run: `npm run vendor` (or `make vendor`).
@@ -13,6 +13,9 @@ const FILES = [
   ["chart.js", "dist/chart.umd.min.js.map", "chart.umd.min.js.map"],
   ["htmx.org", "LICENSE", "htmx.LICENSE"],
   ["chart.js", "LICENSE.md", "chart.js.LICENSE.md"],
+  // Keccak-256 for the wallet pages (static/js/eth-abi.js): the leaf hash and proof checked in the browser.
+  ["js-sha3", "build/sha3.min.js", "sha3.min.js"],
+  ["js-sha3", "LICENSE.txt", "js-sha3.LICENSE.txt"],
 ];
 
 const out = path.join(root, "static", "vendor");

@@ -103,6 +103,9 @@ class PlacementSpec:
     pids_limit: int = DEFAULT_PIDS_LIMIT
     network_allowed: bool = False
     ports: tuple[PortSpec, ...] = ()
+    # Overlay segment (docs/overlay.md): run in this prepared network namespace, with these names in /etc/hosts.
+    netns_path: str = ""
+    hosts: tuple[tuple[str, str], ...] = ()
 
     @property
     def container_name(self) -> str:

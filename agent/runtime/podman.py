@@ -140,7 +140,12 @@ class PodmanRuntime(Runtime):
         if spec.cpu_millicores:
             args += ["--cpus", f"{spec.cpu_millicores / 1000:g}"]
         # Nothing is ever published: the agent reaches services through the namespace (agent.runtime.netns).
-        if spec.network_allowed and self.egress_rules is not None:
+        if spec.netns_path:
+            # The overlay prepared the namespace (its only link is the segment's eth0): nothing else to reach.
+            args += ["--network", f"ns:{spec.netns_path}"]
+            for name, address in spec.hosts:
+                args += ["--add-host", f"{name}:{address}"]
+        elif spec.network_allowed and self.egress_rules is not None:
             args += ["--network", spec.container_name]
             for server in self.egress_rules.policy.dns:
                 args += ["--dns", server]

@@ -14,7 +14,9 @@ from .chain import *  # noqa: F403
 from .contributions import *  # noqa: F403
 from .database import *  # noqa: F403
 from .janction import *  # noqa: F403
+from .metrics import *  # noqa: F403
 from .nodes import *  # noqa: F403
+from .notifications import *  # noqa: F403
 from .pricing import *  # noqa: F403
 from .rentals import *  # noqa: F403
 from .reputation import *  # noqa: F403
@@ -23,3 +25,4 @@ from .reputation import *  # noqa: F403
 from .schedule import *  # noqa: F403
 from .security import *  # noqa: F403
 from .server import *  # noqa: F403
+from .services import *  # noqa: F403

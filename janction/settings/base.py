@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: counts and times every response, the refused ones included (docs/metrics.md).
+    "janction.metrics.RequestMetricsMiddleware",
     "janction.throttling.IpRateLimitMiddleware",
     "janction.guards.RequestLimitsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -97,6 +99,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "marketplace.context_processors.janction",
+                "marketplace.context_processors.notifications",
             ],
         },
     },
@@ -117,7 +120,7 @@ JANCTION_STATIC_COLLECTED = env_bool("JANCTION_STATIC_COLLECTED", default=False)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        "BACKEND": "janction.static_storage.GzipManifestStaticFilesStorage"
         if JANCTION_STATIC_COLLECTED
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },

@@ -14,6 +14,9 @@ from .env import env_int, env_str
 CHAIN_RPC_URL = env_str("CHAIN_RPC_URL")
 # Hex private key of the account holding OPERATOR_ROLE (posts batches). Environment only, never in files.
 CHAIN_OPERATOR_KEY = env_str("CHAIN_OPERATOR_KEY")
+# Hex private key of the account holding SLASHER_ROLE (slashes stake after an upheld dispute): neither the
+# operator's posting key nor the guardian's. Environment only. Empty in real mode: slashing on chain is refused.
+CHAIN_SLASHER_KEY = env_str("CHAIN_SLASHER_KEY")
 # Addresses printed by `manage.py chain_deploy`.
 CHAIN_SETTLEMENT_ADDRESS = env_str("CHAIN_SETTLEMENT_ADDRESS")
 CHAIN_USDC_ADDRESS = env_str("CHAIN_USDC_ADDRESS")

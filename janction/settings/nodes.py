@@ -88,3 +88,11 @@ NODE_AVAILABILITY_PUSH_SECONDS = _env_seconds("NODE_AVAILABILITY_PUSH_SECONDS", 
 # GPU telemetry history for the rental and node charts (nodes/telemetry.py): one sample per GPU per interval.
 NODES_GPU_TELEMETRY_INTERVAL_SECONDS = _env_seconds("NODES_GPU_TELEMETRY_INTERVAL_SECONDS", 10.0)
 NODES_GPU_TELEMETRY_RETENTION_DAYS = int(_env_seconds("NODES_GPU_TELEMETRY_RETENTION_DAYS", 7))
+
+# The overlay network (docs/overlay.md). Node addresses come from OVERLAY_NETWORK (the hub takes the first
+# host address); each segment gets a /24 of OVERLAY_SEGMENT_NETWORK chosen by its VNI, so VNIs run from 1 to
+# the number of /24s in it. Nothing is sent to agents until an `overlay_hub` process has registered.
+OVERLAY_NETWORK = env_str("OVERLAY_NETWORK", "100.64.0.0/16")
+OVERLAY_SEGMENT_NETWORK = env_str("OVERLAY_SEGMENT_NETWORK", "10.128.0.0/9")
+OVERLAY_MTU = env_int("OVERLAY_MTU", 1420)
+OVERLAY_KEEPALIVE_SECONDS = env_int("OVERLAY_KEEPALIVE_SECONDS", 25)

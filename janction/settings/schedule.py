@@ -3,6 +3,7 @@
 from .chain import CHAIN_WATCH_INTERVAL_SECONDS, POC_EPOCH_SECONDS, SETTLEMENT_BATCH_INTERVAL_SECONDS
 from .contributions import CONTRIBUTIONS_REVIEW_INTERVAL_SECONDS
 from .nodes import NODE_AVAILABILITY_PUSH_SECONDS, NODE_OFFLINE_CHECK_INTERVAL_SECONDS
+from .notifications import NOTIFICATIONS_ESCROW_SCAN_SECONDS
 from .pricing import PRICING_ROUND_INTERVAL_SECONDS
 from .rentals import RENTALS_METERING_INTERVAL_SECONDS, RENTALS_SYNC_INTERVAL_SECONDS
 from .reputation import (
@@ -30,6 +31,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "unstakes-release": {"task": "ledger.unstakes_release", "schedule": LEDGER_UNSTAKE_RELEASE_INTERVAL_SECONDS},
     "contribution-epoch": {"task": "ledger.contribution_epoch_run", "schedule": POC_EPOCH_SECONDS},
+    "notifications-escrow-low": {
+        "task": "marketplace.notifications_escrow_low_scan",
+        "schedule": NOTIFICATIONS_ESCROW_SCAN_SECONDS,
+    },
     "contributions-review": {
         "task": "contributions.review_pending",
         "schedule": CONTRIBUTIONS_REVIEW_INTERVAL_SECONDS,

@@ -79,6 +79,7 @@ def deploy_all(
     *,
     operator: str | None = None,
     guardian: str | None = None,
+    slasher: str | None = None,
     unstake_cooldown: int = DEFAULT_UNSTAKE_COOLDOWN_SECONDS,
     claim_delay: int = 0,
     jct_emission_per_second: int = DEVELOPMENT_JCT_EMISSION_PER_SECOND,
@@ -87,7 +88,8 @@ def deploy_all(
     """Deploy TestUSDC, JCT and Settlement on a development chain, with both tokens allowed for deposits.
 
     ``deployer`` becomes the admin and minter of everything; ``operator`` (default: the deployer) posts batches,
-    ``guardian`` (default: the deployer) pauses and rejects them; Settlement may emit JCT rewards on schedule.
+    ``guardian`` (default: the deployer) pauses and rejects them, ``slasher`` (default: nobody; the admin may
+    grant SLASHER_ROLE later) slashes stake to the treasury (the deployer); Settlement may emit JCT rewards on schedule.
     ``start_seq`` is the last batch seq of a deployment this one replaces (its first batch is ``start_seq + 1``).
     """
     usdc = deploy(w3, deployer, USDC_CONTRACT, deployer.address)
@@ -107,6 +109,8 @@ def deploy_all(
     for token in (usdc, jct):
         send(w3, deployer, settlement.functions.setTokenAllowed(token.address, True))
     send(w3, deployer, jct.functions.grantRole(jct.functions.EMITTER_ROLE().call(), settlement.address))
+    if slasher is not None:
+        send(w3, deployer, settlement.functions.grantRole(settlement.functions.SLASHER_ROLE().call(), slasher))
     return Addresses(usdc=usdc.address, jct=jct.address, settlement=settlement.address)
 
 

@@ -35,6 +35,8 @@ class ChainConfig:
     usdc_address: str
     jct_address: str
     request_timeout_seconds: int = 30
+    # Hex private key holding SLASHER_ROLE; empty: this deployment cannot slash.
+    slasher_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class ChainConnection:
     embedded: bool
     label: str
     start_block: int = 0
+    slasher: LocalAccount | None = None
 
     @functools.cached_property
     def chain_id(self) -> int:
@@ -56,12 +59,12 @@ class ChainConnection:
         return self.w3.eth.chain_id
 
 
-def operator_account(key: str) -> LocalAccount:
+def operator_account(key: str, *, role: str = "operator") -> LocalAccount:
     """Return the signing account of hex private key ``key``, or raise ChainConfigError."""
     try:
         return Account.from_key(key)
     except (ValueError, TypeError) as error:
-        raise ChainConfigError("the operator key is not a 32-byte hex private key") from error
+        raise ChainConfigError(f"the {role} key is not a 32-byte hex private key") from error
 
 
 def provider_for(url: str, *, timeout_seconds: int = 30) -> HTTPProvider:
@@ -90,6 +93,7 @@ def connect_rpc(config: ChainConfig, *, start_block: int = 0) -> ChainConnection
         embedded=False,
         label=f"JSON-RPC node {config.rpc_url.split('?')[0]}",
         start_block=start_block,
+        slasher=operator_account(config.slasher_key, role="slasher") if config.slasher_key else None,
     )
 
 
@@ -103,8 +107,10 @@ def connect_embedded() -> ChainConnection:
 def _embedded() -> ChainConnection:
     w3 = Web3(EthereumTesterProvider())
     operator = Account.from_key(keccak(text="janction-embedded-operator"))
-    w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": operator.address, "value": _EMBEDDED_OPERATOR_WEI})
-    addresses = deploy_all(w3, operator)
+    slasher = Account.from_key(keccak(text="janction-embedded-slasher"))
+    for account in (operator, slasher):
+        w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": account.address, "value": _EMBEDDED_OPERATOR_WEI})
+    addresses = deploy_all(w3, operator, slasher=slasher.address)
     return ChainConnection(
         w3=w3,
         operator=operator,
@@ -113,4 +119,5 @@ def _embedded() -> ChainConnection:
         jct=contract_at(w3, JCT_CONTRACT, addresses.jct),
         embedded=True,
         label=EMBEDDED_LABEL,
+        slasher=slasher,
     )

@@ -33,6 +33,7 @@ def chain_connection_get() -> ChainConnection:
         settlement_address=settings.CHAIN_SETTLEMENT_ADDRESS,
         usdc_address=settings.CHAIN_USDC_ADDRESS,
         jct_address=settings.CHAIN_JCT_ADDRESS,
+        slasher_key=settings.CHAIN_SLASHER_KEY,
     )
     key = (config, settings.CHAIN_START_BLOCK)
     with _connections_lock:

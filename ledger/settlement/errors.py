@@ -57,3 +57,25 @@ class InvalidDataHash(ValidationFailed):
 
 class TransactionNotSettled(NotFound):
     code = "transaction_not_settled"
+
+
+class InvalidSlash(ValidationFailed):
+    code = "invalid_slash"
+
+
+class StakeInsufficient(Conflict):
+    code = "stake_insufficient"
+
+
+class SlashRefused(ApplicationError):
+    """The contract refused a slash for a reason other than the stake's size (say, the key lacks SLASHER_ROLE)."""
+
+    code = "slash_refused"
+    status = 502
+
+
+class SlashingNotConfigured(ApplicationError):
+    """Real mode without CHAIN_SLASHER_KEY: this deployment cannot slash on chain."""
+
+    code = "slashing_not_configured"
+    status = 503

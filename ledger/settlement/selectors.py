@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Q, QuerySet
 from web3 import Web3
 
+from ledger.chain.node import ChainConnection
 from ledger.currencies import from_base_units
 from ledger.errors import WalletNotFound
 from ledger.fields import ExactSum
@@ -104,20 +107,57 @@ def _latest_posted() -> SettlementBatch:
     return batch
 
 
+@dataclass(frozen=True)
+class _ClaimBatches:
+    """The posted batch whose root claims verify against now, and a posted one still inside its claim delay."""
+
+    active: SettlementBatch | None
+    pending: SettlementBatch | None
+    claimable_from: datetime.datetime | None
+
+
+def _claim_batches(conn: ChainConnection | None) -> _ClaimBatches:
+    """Split the posted batches into the claimable one and the pending one, as the contract sees them.
+
+    A root posted with a claim delay is pending until ``activatesAt``; its proofs fail on chain until then, so
+    they are not served as claimable. Without the chain (``conn`` None, or the node down) the latest posted batch
+    counts as claimable, as before the delay existed.
+    """
+    latest = _latest_posted()
+    if conn is None:
+        return _ClaimBatches(active=latest, pending=None, claimable_from=None)
+    try:
+        settlement = conn.settlement.functions
+        active_seq, pending_seq = settlement.activeSeq().call(), settlement.pendingSeq().call()
+        activates_at = settlement.activatesAt().call() if pending_seq else 0
+    except CHAIN_DOWN_ERRORS:
+        return _ClaimBatches(active=latest, pending=None, claimable_from=None)
+    posted = SettlementBatch.objects.filter(status=SettlementBatch.Status.POSTED)
+    active = posted.filter(seq=active_seq).first() if active_seq else None
+    pending = posted.filter(seq=pending_seq).first() if pending_seq else None
+    if active is None and pending is None:
+        return _ClaimBatches(active=latest, pending=None, claimable_from=None)
+    return _ClaimBatches(
+        active=active,
+        pending=pending,
+        claimable_from=datetime.datetime.fromtimestamp(activates_at, tz=datetime.UTC) if pending else None,
+    )
+
+
 def _recorded_claimed(token: str, account: str) -> int:
     # In Python: on SQLite the column is decimal text, which MAX would compare as text.
     claims = ChainClaim.objects.filter(token=token, account=account).values_list("cumulative", flat=True)
     return max(claims, default=0)
 
 
-def _leaf_rows(*, user_id: int, address: str | None, with_proofs: bool) -> dict[str, Any]:
-    batch = _latest_posted()
+def _batch_rows(
+    batch: SettlementBatch, accounts: list[str], conn: ChainConnection | None, *, with_proofs: bool
+) -> list[dict[str, Any]]:
     cached = tree_get(sha256=batch.data_id)
     content, tree, index = cached.content, cached.tree, cached.position
     currency_of = {token: currency for currency, token in content["tokens"].items()}
-    conn = chain_connection_get() if with_proofs else None
     rows = []
-    for account in _user_addresses(user_id=user_id, address=address):
+    for account in accounts:
         for token, currency in sorted(currency_of.items(), key=lambda item: item[1], reverse=True):
             position = index.get((token, account))
             if position is None:
@@ -144,27 +184,62 @@ def _leaf_rows(*, user_id: int, address: str | None, with_proofs: bool) -> dict[
             if with_proofs:
                 row["proof"] = tree.get_proof(position)
             rows.append(row)
-    return {"batch": {"seq": batch.seq, "root": batch.root, "data_hash": "0x" + batch.data_id}, "leaves": rows}
+    return rows
+
+
+def _batch_summary(batch: SettlementBatch) -> dict[str, Any]:
+    return {"seq": batch.seq, "root": batch.root, "data_hash": "0x" + batch.data_id}
+
+
+def _leaf_rows(*, user_id: int, address: str | None, with_proofs: bool) -> dict[str, Any]:
+    accounts = _user_addresses(user_id=user_id, address=address)
+    conn = chain_connection_get()
+    batches = _claim_batches(conn)
+    read_conn = conn if with_proofs else None
+    result: dict[str, Any] = {"batch": None, "leaves": [], "pending": None}
+    if batches.active is not None:
+        result["batch"] = _batch_summary(batches.active)
+        result["leaves"] = _batch_rows(batches.active, accounts, read_conn, with_proofs=with_proofs)
+    if batches.pending is not None:
+        result["pending"] = {
+            **_batch_summary(batches.pending),
+            "claimable_from": batches.claimable_from,
+            "leaves": _batch_rows(batches.pending, accounts, read_conn, with_proofs=False),
+        }
+    return result
 
 
 def proofs_for_user(*, user_id: int, address: str | None = None) -> dict[str, Any]:
-    """Return the caller's leaves in the latest posted batch with Merkle proofs and on-chain claimed amounts."""
-    return _leaf_rows(user_id=user_id, address=address, with_proofs=True)
+    """Return the caller's leaves in the claimable batch with Merkle proofs and on-chain claimed amounts.
+
+    A batch still inside its claim delay is listed under ``pending`` with ``claimable_from`` and without proofs.
+    """
+    result = _leaf_rows(user_id=user_id, address=address, with_proofs=True)
+    if result["batch"] is None:
+        pending = result["pending"]
+        raise NoPostedBatch(
+            f"Batch {pending['seq']} is posted but claimable only from {pending['claimable_from'].isoformat()}.",
+            detail={"seq": pending["seq"], "claimable_from": pending["claimable_from"].isoformat()},
+        )
+    return result
 
 
-def claimable_for_user(*, user_id: int) -> dict[str, Any]:
-    """Return what the caller can claim now and what it earned that no posted batch carries yet."""
+def claimable_for_user(*, user_id: int, with_proofs: bool = False) -> dict[str, Any]:
+    """Return what the caller can claim now, what a batch in its claim delay will make claimable and when, and
+    what it earned that no posted batch carries yet. ``with_proofs``: each claimable leaf with its proof and its
+    claimed amount read on chain (the Payouts page's claim buttons)."""
     try:
-        result = _leaf_rows(user_id=user_id, address=None, with_proofs=False)
+        result = _leaf_rows(user_id=user_id, address=None, with_proofs=with_proofs)
     except NoPostedBatch:
-        result = {"batch": None, "leaves": []}
+        result = {"batch": None, "leaves": [], "pending": None}
     earned = dict(
         Entry.objects.filter(account__owner_id=user_id, account__kind=AccountKind.EARNINGS, amount__gt=0)
         .values_list("currency")
         .annotate(total=ExactSum("amount"))
     )
     published: dict[str, int] = defaultdict(int)
-    for row in result["leaves"]:
+    # A pending batch carries every leaf of the claimable one (leaves are cumulative and never leave a tree).
+    for row in result["pending"]["leaves"] if result["pending"] else result["leaves"]:
         published[row["currency"]] += int(row["cumulative_amount"])
     result["unpublished"] = [
         {"currency": currency, "amount": str(max(int(total) - published[currency], 0))}
@@ -189,7 +264,14 @@ def stake_for_user(*, user_id: int) -> list[dict[str, Any]]:
         staked_in = int(totals.get(StakeEvent.Kind.STAKED, 0))
         requested = int(totals.get(StakeEvent.Kind.UNSTAKE_REQUESTED, 0))
         withdrawn = int(totals.get(StakeEvent.Kind.WITHDRAWN, 0))
-        pending = requested - withdrawn
+        slashed = int(totals.get(StakeEvent.Kind.SLASHED, 0))
+        slashed_pending = int(
+            StakeEvent.objects.filter(account=address, kind=StakeEvent.Kind.SLASHED).aggregate(
+                total=ExactSum("from_pending")
+            )["total"]
+            or 0
+        )
+        pending = requested - withdrawn - slashed_pending
         last_request = (
             StakeEvent.objects.filter(account=address, kind=StakeEvent.Kind.UNSTAKE_REQUESTED)
             .order_by("-block_number", "-log_index")
@@ -198,7 +280,7 @@ def stake_for_user(*, user_id: int) -> list[dict[str, Any]]:
         rows.append(
             {
                 "account": address,
-                "staked_amount": str(staked_in - requested),
+                "staked_amount": str(staked_in - requested - (slashed - slashed_pending)),
                 "pending_unstake_amount": str(pending),
                 "unlock_at": last_request.unlock_at if pending and last_request else None,
             }

@@ -24,6 +24,7 @@ from marketplace.rentals.selectors import (
     rentals_for_owner,
 )
 from marketplace.rentals.services import rental_cancel, rental_submit
+from marketplace.svc.selectors import service_urls
 from nodes.availability import node_reliability
 from nodes.availability_api import ReliabilitySerializer
 from nodes.models import PlacementLogLine
@@ -46,6 +47,12 @@ class RentalSubmitSerializer(serializers.Serializer):
     env = serializers.JSONField(required=False, default=dict, help_text="Name to string value, 64 KiB in all.")
     secret_env = serializers.JSONField(required=False, default=list, help_text="Names in env whose values are masked.")
     ports = serializers.JSONField(required=False, default=list, help_text="Container ports to expose.")
+    expose = serializers.JSONField(
+        required=False,
+        default=list,
+        help_text='HTTP ports reached at /svc/<slug>/<name>/, e.g. [{"name": "api", "port": 8000}].',
+    )
+    public = serializers.JSONField(required=False, default=False, help_text="Anyone may call the service.")
     restart_on_interruption = serializers.JSONField(required=False, default=False)
     pausable = serializers.JSONField(
         required=False, default=False, help_text="The workload may be frozen while a node's owner uses the GPU."
@@ -121,6 +128,7 @@ class RentalSerializer(serializers.ModelSerializer):
     held = serializers.SerializerMethodField(help_text="What this rental still holds in escrow, USDC.")
     charged = serializers.SerializerMethodField()
     refunded = serializers.SerializerMethodField()
+    service_urls = serializers.SerializerMethodField(help_text="Each exposed port's URL, by port name.")
 
     class Meta:
         model = Rental
@@ -137,6 +145,10 @@ class RentalSerializer(serializers.ModelSerializer):
             "env",
             "secret_env_keys",
             "ports",
+            "expose",
+            "service_slug",
+            "service_public",
+            "service_urls",
             "restart_on_interruption",
             "pausable",
             "accepts_interruptible",
@@ -152,6 +164,9 @@ class RentalSerializer(serializers.ModelSerializer):
             "ended_at",
             "settled_at",
         ]
+
+    def get_service_urls(self, rental: Rental) -> dict[str, str]:
+        return service_urls(rental)
 
     def get_env(self, rental: Rental) -> dict:
         return rental_env_masked(rental)
@@ -244,6 +259,8 @@ class RentalList(generics.ListAPIView):
             pausable=data["pausable"],
             accepts_interruptible=data["accepts_interruptible"],
             min_provider_score=data["min_provider_score"],
+            expose=data["expose"],
+            service_public=data["public"],
             internet_egress=data["internet_egress"],
         )
         rental = rental_for_owner(owner=request.user, rental_id=rental.pk)

@@ -29,9 +29,18 @@ from marketplace.rentals.services import (
     rental_transition,
     stops_send,
 )
+from marketplace.svc.selectors import service_tunnel_addresses
 from nodes.availability import open_pause_started, paused_ms
 from nodes.models import PLACEMENT_FINAL_STATES, NodePlacement, NodeState, PlacementLogLine, PlacementState
-from nodes.services import Holder, node_send, placement_commands_cancel, vgpus_claim, vgpus_release
+from nodes.services import (
+    Holder,
+    SegmentMember,
+    node_send,
+    overlay_segment_allocate,
+    placement_commands_cancel,
+    vgpus_claim,
+    vgpus_release,
+)
 from pricing.models import Allocation, Bid, BidState
 
 logger = logging.getLogger(__name__)
@@ -94,8 +103,14 @@ def rental_allocate(*, bid_id: int) -> Rental | None:
     return rental
 
 
-def _start_message(rental: Rental, placement: RentalPlacement, peers: list[RentalPlacement]) -> dict:
-    """Return the StartPlacement of a placement: with a CPU quota, an expiry and the state it was issued for."""
+def _start_message(
+    rental: Rental, placement: RentalPlacement, peers: list[RentalPlacement], segment: dict | None = None
+) -> dict:
+    """Return the StartPlacement of a placement: with a CPU quota, an expiry and the state it was issued for.
+
+    With a segment (every host on the overlay, docs/overlay.md) the peers are named by their segment names.
+    """
+    index = next((i for i, peer in enumerate(peers) if peer.pk == placement.pk), 0)
     port = rental.ports[0] if rental.ports else settings.RENTALS_PEER_PORT
     expires = timezone.now() + timedelta(seconds=settings.RENTALS_START_COMMAND_TTL_SECONDS)
     start = {
@@ -111,8 +126,21 @@ def _start_message(rental: Rental, placement: RentalPlacement, peers: list[Renta
         "expires_at_ms": int(expires.timestamp() * 1000),
         "issued_for_state": rental.state,
         "pausable": rental.pausable,
+        "role": "primary" if index == 0 else "worker",
+        "placement_index": index,
+        "placement_count": len(peers),
     }
-    if len(peers) > 1:
+    if rental.expose:
+        start["service_ports"] = [{"name": e["name"], "container_port": e["port"]} for e in rental.expose]
+        start["tunnel_addresses"] = service_tunnel_addresses()
+        start["tunnel_pool_size"] = settings.SERVICE_TUNNEL_POOL_SIZE
+    if segment is not None:
+        start["segment"] = segment
+        start["peers"] = [
+            {"placement_id": p.placement_id, "address": entry["name"], "port": port}
+            for p, entry in zip(peers, segment["names"], strict=True)
+        ]
+    elif len(peers) > 1:
         start["peers"] = [
             {"placement_id": p.placement_id, "address": p.node.hostname or f"node-{p.node_id}", "port": port}
             for p in peers
@@ -133,11 +161,19 @@ def rental_dispatch(*, rental_id: int) -> None:
             .order_by("pk")
         )
         unreachable = []
+        segments = overlay_segment_allocate(
+            key=f"rental-{rental.pk}-{rental.bid_id}",
+            members=[
+                SegmentMember(node_id=p.node_id, placement_id=p.placement_id, role="primary" if i == 0 else "worker")
+                for i, p in enumerate(placements)
+            ],
+        )
         for placement in placements:
             if placement.dispatched_at is not None:
                 continue
+            segment = (segments or {}).get(placement.placement_id)
             try:
-                node_send(node_id=placement.node_id, message=_start_message(rental, placement, placements))
+                node_send(node_id=placement.node_id, message=_start_message(rental, placement, placements, segment))
             except Exception as exc:  # node offline or gone: the provider's side failed, not the buyer's
                 logger.info("placement %s not sent: %s", placement.placement_id, exc)
                 unreachable.append(placement)

@@ -38,6 +38,11 @@ class Rental(models.Model):
     env = models.JSONField(default=dict, blank=True)
     secret_env_keys = models.JSONField(default=list, blank=True)
     ports = models.JSONField(default=list, blank=True)
+    # Services (issue 15): HTTP ports reached at /svc/<service_slug>/<name>/, [{"name": "api", "port": 8000}].
+    expose = models.JSONField(default=list, blank=True)
+    service_slug = models.CharField(max_length=32, unique=True, null=True, blank=True)
+    # Anyone may call the service, without a key or token.
+    service_public = models.BooleanField(default=False)
     restart_on_interruption = models.BooleanField(default=False)
     # Colocation (issue 19): the workload may be frozen while a node's owner uses the GPU; the buyer buys
     # interruptible capacity (priced apart) instead of dedicated.

@@ -32,8 +32,9 @@ from marketplace.rentals.holdings import (
 )
 from marketplace.rentals.metering import placements_settle
 from marketplace.rentals.models import Rental, RentalEvent, RentalPlacement, RentalState
+from marketplace.svc.validation import expose_validate, service_slug_new
 from nodes.models import PLACEMENT_FINAL_STATES, Pool, VGpu
-from nodes.services import node_send
+from nodes.services import node_send, overlay_segments_release
 from pricing.models import Bid, BidState
 from pricing.services import bid_cancel
 
@@ -253,6 +254,8 @@ def rental_submit(
     pausable: bool = False,
     accepts_interruptible: bool = False,
     min_provider_score=None,
+    expose: list[dict] | None = None,
+    service_public: bool = False,
     internet_egress: bool = False,
 ) -> Rental:
     """Validate a rental, move its most possible cost into escrow and queue its bid for the next round.
@@ -278,6 +281,11 @@ def rental_submit(
     command = _validate_command(command)
     env, secret_env = _validate_env(env, secret_env)
     ports = _validate_ports(ports)
+    expose = expose_validate(expose)
+    if not isinstance(service_public, bool):
+        raise RentalInvalid("public is true or false.", detail={"field": "public"})
+    if service_public and not expose:
+        raise RentalInvalid("Only a rental that exposes ports can be public; add expose.", detail={"field": "public"})
     if not isinstance(restart_on_interruption, bool):
         raise RentalInvalid("restart_on_interruption is true or false.", detail={"field": "restart_on_interruption"})
     flags = {"pausable": pausable, "accepts_interruptible": accepts_interruptible, "internet_egress": internet_egress}
@@ -300,6 +308,9 @@ def rental_submit(
             env=env,
             secret_env_keys=secret_env,
             ports=ports,
+            expose=expose,
+            service_slug=service_slug_new() if expose else None,
+            service_public=service_public,
             restart_on_interruption=restart_on_interruption,
             pausable=pausable,
             accepts_interruptible=accepts_interruptible,
@@ -383,7 +394,11 @@ def rental_cancel(*, owner, rental_id: int) -> Rental:
 
 
 def placements_stop(*, rental: Rental, placements: list[RentalPlacement], bill_until_ms: int | None) -> None:
-    """Stop locked placements: clip their billing, settle the undispatched ones, and tell the agents after commit."""
+    """Stop locked placements: clip their billing, settle the undispatched ones, and tell the agents after commit.
+
+    The rental's overlay segments are released: the hub stops forwarding for them at its next sync.
+    """
+    overlay_segments_release(key_prefix=f"rental-{rental.pk}-")
     now = timezone.now()
     to_stop = []
     undispatched = []

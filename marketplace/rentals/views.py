@@ -24,6 +24,7 @@ from marketplace.rentals.selectors import (
     rentals_for_owner,
 )
 from marketplace.rentals.services import TERMINAL_STATES, rental_submit
+from marketplace.svc.selectors import service_stats, service_urls
 from nodes.selectors import pools_with_supply
 
 # A submitted form token is remembered this long: a resubmission inside it shows the first rental.
@@ -86,7 +87,22 @@ def _parse_form(post) -> dict:
         "pausable": post.get("pausable") == "on",
         "accepts_interruptible": post.get("accepts_interruptible") == "on",
         "min_provider_score": post.get("min_provider_score", "").strip() or None,
+        "expose": _parse_expose(post.get("expose", "")),
+        "service_public": post.get("public") == "on",
     }
+
+
+def _parse_expose(text: str) -> list[dict]:
+    """Read "name=port" lines (or words) into expose entries; the service checks names and ports."""
+    expose = []
+    for number, item in enumerate(text.replace(",", " ").split(), start=1):
+        name, sep, port = item.partition("=")
+        if not sep:
+            raise RentalInvalid(
+                f"Exposed port {number} ({item[:40]!r}) is not NAME=PORT, e.g. web=8000.", detail={"field": "expose"}
+            )
+        expose.append({"name": name.strip(), "port": _whole_number(port)})
+    return expose
 
 
 def _submit_once(request):
@@ -183,6 +199,8 @@ def rental_page(request, rental_id: int):
         "pauses": rental_pause_log(rental=rental),
         "state_labels": dict(RentalState.choices),
         "terminal_states": sorted(TERMINAL_STATES),
+        "service_urls": service_urls(rental),
+        "service_stats": service_stats(rental) if rental.expose else [],
         **extend_context(rental),
         **gpu_context(rental),
     }

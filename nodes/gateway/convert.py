@@ -40,6 +40,7 @@ def hello_report(hello: pb.Hello) -> HelloReport:
         hostname=hello.hostname,
         network_unsupported=hello.network_unsupported,
         egress_allowed=hello.egress_allowed,
+        overlay_public_key=hello.overlay.public_key[:64] if hello.HasField("overlay") else "",
         gpus=[
             GpuReport(
                 index=gpu.index,
@@ -108,7 +109,9 @@ def node_heartbeat(
             power_milliwatts=sample.power_milliwatts,
             compute_processes=sample.compute_processes,
         )
-    return NodeHeartbeat(node_id=node_id, received_at=at, gpu_samples=samples), problems
+    rtt_us = heartbeat.overlay_rtt_us
+    report = NodeHeartbeat(node_id=node_id, received_at=at, gpu_samples=samples, overlay_rtt_us=rtt_us)
+    return report, problems
 
 
 def placement_status_report(status: pb.PlacementStatus) -> PlacementStatusReport:

@@ -17,7 +17,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, close_old
 
 from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.gateway.convert import control_message
-from nodes.models import NodePlacement, RevokedCertificate
+from nodes.models import Node, NodePlacement, NodeState, RevokedCertificate
 from nodes.services import NodeHeartbeat, node_commands_mark_delivered, node_commands_pending, node_heartbeats_apply
 
 log = logging.getLogger("nodes.gateway")
@@ -220,6 +220,19 @@ class CommandDispatcher:
         for node_id in revoked:
             sessions[node_id].abort(grpc.StatusCode.PERMISSION_DENIED, "This node's certificate was revoked.")
         return revoked
+
+    def end_quarantined(self) -> list[int]:
+        """End the streams of nodes quarantined since they connected (they cannot connect again); return their ids."""
+        with self._lock:
+            sessions = dict(self._sessions)
+        if not sessions:
+            return []
+        quarantined = sorted(
+            Node.objects.filter(pk__in=list(sessions), state=NodeState.QUARANTINED).values_list("pk", flat=True)
+        )
+        for node_id in quarantined:
+            sessions[node_id].abort(grpc.StatusCode.PERMISSION_DENIED, "This node is quarantined; contact support.")
+        return quarantined
 
     def close_all(self) -> None:
         """End every stream."""

@@ -272,8 +272,9 @@ class Gateway:
                     continue  # no sweep over time the gateway could not record
                 try:
                     self.dispatcher.end_revoked()
+                    self.dispatcher.end_quarantined()
                 except Exception:
-                    log.exception("looking for revoked certificates failed")
+                    log.exception("looking for revoked certificates and quarantined nodes failed")
                     connections.close_all()
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + self.config.offline_check_seconds

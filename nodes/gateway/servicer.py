@@ -21,7 +21,7 @@ from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from agent.protocol.gen.janction.agent.v1 import agent_pb2_grpc
 from janction.errors import ApplicationError
 from nodes.availability import owner_activity_record
-from nodes.gateway import convert
+from nodes.gateway import convert, metrics
 from nodes.gateway.core import DATABASE_AWAY, StreamSession
 from nodes.services import (
     node_authenticate,
@@ -152,6 +152,7 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
         session = StreamSession(node_id=node.pk, gpu_ids=gpu_ids)
         dispatcher = self._gateway.dispatcher
         dispatcher.register(session)
+        metrics.STREAMS.labels("opened").inc()
         log.info("node %s connected from %s", node.pk, context.peer())
         reader = asyncio.create_task(self._read(session, context), name=f"gateway-read-{node.pk}")
         try:
@@ -160,7 +161,9 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
                 await context.write(message)
                 if command_id is not None:
                     dispatcher.delivered(command_id)
+                    metrics.COMMANDS.inc()
         finally:
+            metrics.STREAMS.labels("closed").inc()
             session.close()
             dispatcher.unregister(session)
             guard.forget(node.pk)
@@ -189,6 +192,7 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
 
     def _strike(self, session: StreamSession, what: str, reason: str) -> None:
         guard = self._gateway.guard
+        metrics.REFUSED.labels(what).inc()
         log.warning("node %s: refused %s: %s", session.node_id, what, reason)
         if guard.strike(session.node_id):
             log.warning("node %s: too many refused messages; disconnected", session.node_id)
@@ -212,6 +216,7 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
 
     async def _handle(self, session: StreamSession, message: pb.AgentMessage) -> None:
         kind = message.WhichOneof("payload")
+        metrics.MESSAGES.labels(kind or "empty").inc()
         node_id = session.node_id
         if not self._gateway.guard.allow(node_id):
             self._strike(session, kind or "a message", "more messages than the node's rate allows")

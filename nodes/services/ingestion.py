@@ -35,6 +35,7 @@ from nodes.models import (
 )
 from nodes.services.flags import node_flag
 from nodes.services.lifecycle import node_transition
+from nodes.services.overlay import overlay_on_hello, overlay_rtt_record
 from nodes.services.placements import placement_may_become
 from nodes.services.reports import HelloReport, NodeHeartbeat, RunningPlacementReport, VGpuReport
 from nodes.telemetry import gpu_telemetry_record
@@ -235,6 +236,7 @@ def _node_hello(*, node_id: int, hello: HelloReport) -> dict[int, int]:
             VGpu.objects.filter(node=node, state=VGpuState.OFFLINE).update(state=VGpuState.FREE)
         _placements_reattach(node=node, reports=hello.placements)
         availability_on_hello(node=node)  # colocation: the agent hears the node's policy after every Hello
+        overlay_on_hello(node=node, public_key=hello.overlay_public_key)
     return {gpu.index: gpu.pk for gpu in gpus.values()}
 
 
@@ -298,6 +300,7 @@ def node_heartbeats_apply(*, heartbeats: list[NodeHeartbeat]) -> list[int]:
     revived = []
     with transaction.atomic():
         _bulk_set(Node, nodes, {"last_seen_at": "timestamptz"})
+        overlay_rtt_record(samples={beat.node_id: beat.overlay_rtt_us for beat in heartbeats if beat.overlay_rtt_us})
         gpu_telemetry_record(samples=[(g.pk, g.telemetry_at, g.utilization_percent, g.memory_used_bytes) for g in gpus])
         if gpus:
             _bulk_set(

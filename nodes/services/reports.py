@@ -53,6 +53,7 @@ class HelloReport:
     vgpus: list[VGpuReport]
     placements: list[RunningPlacementReport]
     egress_allowed: bool = False
+    overlay_public_key: str = ""  # the agent's WireGuard key when it runs the overlay (docs/overlay.md)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class NodeHeartbeat:
     received_at: datetime
     # Latest sample per GPU, keyed by Gpu primary key (the gateway maps indexes after Hello).
     gpu_samples: dict[int, GpuSampleReport]
+    overlay_rtt_us: int = 0
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@
     const timed = canvas.dataset.x === "time";
     data.datasets.forEach((set, i) => {
       set.borderColor = set.backgroundColor = palette[i % palette.length];
-      set.data = set.data.map((point) => ({ x: timed ? Number(point.x) : point.x, y: Number(point.y) }));
+      // A null y (no data that day, e.g. utilisation while nothing was online) stays a gap, not a zero.
+      set.data = set.data.map((point) => ({ x: timed ? Number(point.x) : point.x, y: point.y === null ? null : Number(point.y) }));
     });
     const range = timed ? timeRange(data.datasets) : {};
     const chart = new window.Chart(canvas, {

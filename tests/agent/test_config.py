@@ -58,6 +58,10 @@ def test_defaults(tmp_path):
         (["--docker-socket", "/x.sock"], "only applies to --runtime docker"),
         (["--fake-gpu-fault", "model"], "--fake-gpu-fault only applies to --fake-gpus"),
         (["--fake-gpus", "L4", "--fake-gpu-fault", "melted"], "invalid choice: 'melted'"),
+        (["--overlay", "--runtime", "sandbox"], "--overlay needs --runtime podman"),
+        (["--overlay-prefix", "x"], "--overlay-prefix: 2 to 5"),
+        (["--overlay-prefix", "ab;rm"], "--overlay-prefix: 2 to 5"),
+        (["--overlay-prefix", "abcdef"], "--overlay-prefix: 2 to 5"),
     ],
 )
 def test_bad_flags_exit_2_with_a_message(tmp_path, capsys, extra, message):

@@ -313,3 +313,14 @@ def test_a_usage_report_is_on_disk_before_it_is_sent(tmp_path, session, clock):
     saved = StateStore(tmp_path).load().placements["p-1"]
     assert (saved.usage_seq, saved.usage_end_ms) == (1, report.interval_end_ms)
     assert [pending.seq for pending in saved.pending_usage] == [1]
+
+
+def test_a_segment_for_an_agent_off_the_overlay_is_refused_as_the_providers_side(session, runtime):
+    _, outbox = _connect(session)
+    segment = pb.Segment(vni=5, address="10.128.5.10", prefix_length=24, mtu=1370, remote_hosts=["100.64.0.3"])
+    session.handle(start_message("p-seg", ["true"], segment=segment))
+    statuses = _statuses(drain(outbox))
+    assert statuses == [
+        ("p-seg", pb.PLACEMENT_STATE_LOST, "this node is not on the overlay network (start the agent with --overlay)")
+    ]
+    assert runtime.started == []

@@ -54,6 +54,7 @@ class SettlementChain:
     bob: LocalAccount
     carol: LocalAccount
     outsider: LocalAccount
+    slasher: LocalAccount
     usdc: Contract
     jct: Contract
     settlement: Contract
@@ -89,7 +90,10 @@ def deployed_chain(hardhat_w3: Web3) -> SettlementChain:
     w3 = hardhat_w3
     admin = funded_account(w3, "admin")
     operator = funded_account(w3, "operator")
-    addresses = deploy_all(w3, admin, operator=operator.address, unstake_cooldown=UNSTAKE_COOLDOWN_SECONDS)
+    slasher = funded_account(w3, "slasher")
+    addresses = deploy_all(
+        w3, admin, operator=operator.address, slasher=slasher.address, unstake_cooldown=UNSTAKE_COOLDOWN_SECONDS
+    )
     return SettlementChain(
         w3=w3,
         admin=admin,
@@ -98,6 +102,7 @@ def deployed_chain(hardhat_w3: Web3) -> SettlementChain:
         bob=funded_account(w3, "bob"),
         carol=funded_account(w3, "carol"),
         outsider=funded_account(w3, "outsider"),
+        slasher=slasher,
         usdc=contract_at(w3, USDC_CONTRACT, addresses.usdc),
         jct=contract_at(w3, JCT_CONTRACT, addresses.jct),
         settlement=contract_at(w3, SETTLEMENT_CONTRACT, addresses.settlement),

@@ -238,13 +238,15 @@ def test_claims_never_pay_out_staked_jct(chain):
 
 
 def test_random_claim_sequences_never_touch_staked_jct(chain):
-    """Invariant: whatever leaves are posted and claimed, the contract keeps at least the total stake in JCT."""
+    """Invariant: whatever leaves are posted and claimed and stakes slashed, the contract keeps at least the total
+    stake in JCT, and the total stake is the sum of every account's stake and pending unstake."""
     jct, settlement = chain.jct, chain.settlement
     rng = random.Random(18)
     accounts = [chain.alice, chain.bob, chain.carol, chain.outsider]
     for account in accounts[:2]:
         stake(chain, account, rng.randrange(1, 20) * JCT)
     owed = [0] * len(accounts)
+    slashes = 0
     for seq in range(1, 7):
         owed = [amount + rng.randrange(0, 4) * JCT + rng.randrange(0, 1000) for amount in owed]
         tree = post_tree(
@@ -263,10 +265,28 @@ def test_random_claim_sequences_never_touch_staked_jct(chain):
                 staked = settlement.functions.stakeOf(staker.address).call()
                 if staked:
                     chain.send(staker, settlement.functions.requestUnstake(rng.randrange(1, staked + 1)))
+            if rng.random() < 0.3:
+                # A slash takes from the stake and the pending unstake; what stays staked stays unclaimable.
+                staker = accounts[rng.randrange(2)]
+                staked = settlement.functions.stakeOf(staker.address).call()
+                pending = settlement.functions.pendingUnstakeOf(staker.address).call()[0]
+                if staked + pending:
+                    slashes += 1
+                    evidence = slashes.to_bytes(32, "big")
+                    chain.send(
+                        chain.slasher,
+                        settlement.functions.slash(staker.address, rng.randrange(1, staked + pending + 1), evidence),
+                    )
             total_staked = settlement.functions.totalStaked().call()
             assert balance(jct, settlement.address) >= total_staked
+            assert total_staked == sum(
+                settlement.functions.stakeOf(account.address).call()
+                + settlement.functions.pendingUnstakeOf(account.address).call()[0]
+                for account in accounts
+            )
             for j in range(len(accounts)):
                 assert claimed(chain, j) <= owed[j]
+    assert slashes > 0  # the sequence did slash
 
 
 # --- Delay, guardian, pause ---------------------------------------------------------------------

@@ -73,6 +73,15 @@ def test_a_revoked_device_is_refused(ext):
     assert not Record.objects.exists()
 
 
+def test_a_suspended_users_device_is_refused_until_the_suspension_is_lifted(ext):
+    type(ext.user).objects.filter(pk=ext.user.pk).update(is_active=False)  # what the admin's suspend action sets
+    response = ext.upload([record("weather in lisbon")])
+    assert response.status_code == 403 and "suspended" in response.json()["message"]
+    assert not Record.objects.exists()
+    type(ext.user).objects.filter(pk=ext.user.pk).update(is_active=True)
+    assert ext.upload([record("weather in lisbon")], counter=2).status_code == 201
+
+
 def test_an_unknown_device_is_refused(ext):
     response = ext.upload([record("weather in lisbon")], device_id=ext.device.pk + 1000)
     assert response.status_code == 401 and response.json()["code"] == "unknown_device"

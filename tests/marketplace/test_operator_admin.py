@@ -10,7 +10,7 @@ from marketplace.selectors import network_figures
 from nodes.models import Node, NodeState, VGpu, VGpuState
 from pricing.models import Bid
 from pricing.services import market_round_run
-from tests.factories import UserFactory, online_node
+from tests.factories import PASSWORD, UserFactory, online_node
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,3 +100,52 @@ def test_rounds_and_bids_are_read_only_for_operators(operator_client):
 def test_the_admin_speaks_plain_english_about_batches(operator_client):
     index = operator_client.get("/admin/").content.decode()
     assert "Settlement batches" in index and "Settlement batchs" not in index
+
+
+def test_a_suspended_user_cannot_sign_in_use_api_keys_or_rent_and_their_running_rental_goes_on(operator_client):
+    from django.test import Client
+
+    from marketplace.services import api_key_create
+
+    online_node(UserFactory(), name="rig", vgpus=2, price=300_000)
+    buyer = UserFactory()
+    ledger_deposit(user_id=buyer.pk, currency="USDC", amount=10_000_000, idempotency_key="op-fund-3")
+    rental = rental_submit(
+        owner=buyer, pool_name="ada-12g", vgpus=1, max_price_per_hour="1", max_duration_seconds=3600,
+        image="docker.io/library/busybox:1.36", command=["true"],
+    )  # fmt: skip
+    _, raw_key = api_key_create(user=buyer, name="ci")
+    session = Client()
+    assert session.login(username=buyer.username, password=PASSWORD)
+    assert session.get("/rentals/").status_code == 200
+
+    response = _act(operator_client, "auth/user", "suspend", [buyer.pk, operator_client.operator.pk])
+    page = response.content.decode()
+    assert "Suspended: 1 user(s)." in page and "You cannot suspend yourself." in page
+    buyer.refresh_from_db()
+    assert (
+        not buyer.is_active and operator_client.operator.__class__.objects.get(pk=operator_client.operator.pk).is_active
+    )
+
+    assert session.get("/rentals/").status_code == 302  # the open session ends at the next request
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    refused = api.post("/api/v1/rentals/", {"pool": "ada-12g"}, content_type="application/json")
+    assert refused.status_code in (401, 403) and "disabled" in refused.content.decode()
+    assert not Client().login(username=buyer.username, password=PASSWORD)
+    assert Rental.objects.get(pk=rental.pk).state == RentalState.PENDING  # what it started goes on
+
+    _act(operator_client, "auth/user", "unsuspend", [buyer.pk])
+    buyer.refresh_from_db()
+    assert buyer.is_active and api.get("/api/v1/rentals/").status_code == 200
+    log = list(LogEntry.objects.filter(object_id=str(buyer.pk)).order_by("pk").values_list("change_message", flat=True))
+    assert log == ["Suspended (admin action)", "Suspension lifted (admin action)"]
+
+
+def test_staff_without_the_change_permission_cannot_suspend(client):
+    staff = UserFactory(is_staff=True)
+    target = UserFactory()
+    client.force_login(staff)
+    response = _act(client, "auth/user", "suspend", [target.pk])
+    assert response.status_code == 403
+    target.refresh_from_db()
+    assert target.is_active

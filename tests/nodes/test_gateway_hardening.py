@@ -30,6 +30,7 @@ from nodes.models import (
     NodeState,
     PlacementLogLine,
     Pool,
+    RevokedCertificate,
     UsageReport,
 )
 from nodes.services import (
@@ -230,8 +231,11 @@ def test_usage_over_time_the_platform_held_the_node_offline_is_refused(gateway, 
     node = Node.objects.get(pk=rig.node.pk)
     node_transition(node=node, to_state=NodeState.OFFLINE, reason="test")
     time.sleep(0.3)
-    node_transition(node=node, to_state=NodeState.ONLINE, reason="test")
-    offline, online = NodeEvent.objects.filter(node=node).order_by("-pk")[:2][::-1]
+    # The rig's next heartbeat may have brought it back already (then this changes nothing): the offline period
+    # is from the test's offline event to the first online event after it, whichever wrote it.
+    node_transition(node=Node.objects.get(pk=node.pk), to_state=NodeState.ONLINE, reason="test")
+    offline = NodeEvent.objects.filter(node=node, to_state=NodeState.OFFLINE).latest("pk")
+    online = NodeEvent.objects.filter(node=node, to_state=NodeState.ONLINE, pk__gt=offline.pk).earliest("pk")
     start = _ms(placement.created_at) + 10
     before = _report("p-1", 1, start, rig.key, length_ms=_ms(offline.at) - start)
     over = _report("p-1", 2, _ms(offline.at), rig.key, length_ms=_ms(online.at) - _ms(offline.at))
@@ -295,6 +299,22 @@ def test_a_banned_nodes_certificate_is_revoked_whatever_its_state_later(gateway,
         list(stub.Connect(iter([_hello("GPU-rig")]), timeout=5))
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "revoked" in refused.value.details()
+    channel.close()
+
+
+def test_an_operators_quarantine_disconnects_the_agent_and_it_cannot_come_back(gateway, tmp_path):
+    from nodes.operator import node_quarantine as operator_quarantine
+
+    rig = Rig(gateway, tmp_path)
+    operator_quarantine(node_id=rig.node.pk, reason="forged usage")
+    failure = rig.stream.failure()  # its open stream ends at the gateway's next maintenance pass
+    assert failure.code() == grpc.StatusCode.PERMISSION_DENIED and "quarantined" in failure.details()
+    rig.close()
+    assert not RevokedCertificate.objects.filter(node=rig.node).exists()  # not banned: release lets it return
+    channel, stub = mutual_stub(gateway, rig.store)
+    with pytest.raises(grpc.RpcError) as refused:
+        list(stub.Connect(iter([_hello("GPU-rig")]), timeout=5))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED and "quarantined" in refused.value.details()
     channel.close()
 
 

@@ -1,7 +1,7 @@
 """The placement planner: fewest nodes first, then best fit, never more than a node sold."""
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from pricing.placement import PlacementError, plan_placements
@@ -42,3 +42,35 @@ def test_every_winner_is_served_and_no_node_gives_more_than_it_sold(bid_units, n
             assert u > 0
             taken[node] = taken.get(node, 0) + u
     assert all(taken[node] <= sold[node] for node in taken)
+
+
+def test_a_split_bid_prefers_the_buyers_region_among_the_plans_with_fewest_nodes():
+    sold = {"far": 3, "near-1": 2, "near-2": 2}
+    affinity = {"bid": {"far": (1, 100), "near-1": (0, 900), "near-2": (0, 800)}}
+    # Without affinity: the fullest node first (far + one near); with it: both near nodes, still two hosts.
+    assert plan_placements([("bid", 4)], sold) == {"bid": [("far", 3), ("near-1", 1)]}
+    assert plan_placements([("bid", 4)], sold, affinity=affinity) == {"bid": [("near-1", 2), ("near-2", 2)]}
+
+
+def test_affinity_never_costs_a_host_and_then_picks_the_lowest_round_trip():
+    sold = {"big": 4, "a": 2, "b": 2, "c": 1}
+    # The buyer's region holds only small nodes: covering 5 units with two hosts needs "big".
+    affinity = {"bid": {"big": (1, 5000), "a": (0, 300), "b": (0, 200), "c": (0, 100)}}
+    plan = plan_placements([("bid", 5)], sold, affinity=affinity)
+    assert len(plan["bid"]) == 2 and "big" in dict(plan["bid"])
+    assert dict(plan["bid"]) == {"big": 4, "c": 1}  # the near node with the lowest round trip
+    assert sum(units for _, units in plan["bid"]) == 5
+
+
+@given(
+    sold=st.dictionaries(st.sampled_from("abcdefgh"), st.integers(1, 6), min_size=1, max_size=8),
+    units=st.integers(1, 20),
+    scores=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1000)), min_size=8, max_size=8),
+)
+def test_affinity_keeps_the_fewest_hosts_and_every_unit(sold, units, scores):
+    assume(units <= sum(sold.values()))
+    affinity = {"bid": {node: scores[i] for i, node in enumerate("abcdefgh")}}
+    plain = plan_placements([("bid", units)], sold)["bid"]
+    tied = plan_placements([("bid", units)], sold, affinity=affinity)["bid"]
+    assert len(tied) == len(plain)
+    assert sum(u for _, u in tied) == units and all(0 < u <= sold[n] for n, u in tied)

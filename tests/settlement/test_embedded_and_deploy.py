@@ -45,8 +45,16 @@ def test_chain_deploy_deploys_and_prints_the_settings(hardhat_w3, chain, monkeyp
     monkeypatch.setenv(KEY_ENV, deployer.key.to_0x_hex())
     out = io.StringIO()
 
+    slasher = funded_account(hardhat_w3, "chain-deploy-slasher")
     call_command(
-        "chain_deploy", "--rpc-url", hardhat_w3.provider.endpoint_uri, "--operator-key-env", KEY_ENV, stdout=out
+        "chain_deploy",
+        "--rpc-url",
+        hardhat_w3.provider.endpoint_uri,
+        "--operator-key-env",
+        KEY_ENV,
+        "--slasher",
+        slasher.address.lower(),
+        stdout=out,
     )
 
     lines = dict(line.split("=", 1) for line in out.getvalue().splitlines() if not line.startswith("#"))
@@ -60,6 +68,9 @@ def test_chain_deploy_deploys_and_prints_the_settings(hardhat_w3, chain, monkeyp
     settlement = contract_at(hardhat_w3, SETTLEMENT_CONTRACT, lines["CHAIN_SETTLEMENT_ADDRESS"])
     assert settlement.functions.allowedTokens(lines["CHAIN_USDC_ADDRESS"]).call()
     assert settlement.functions.stakeToken().call() == lines["CHAIN_JCT_ADDRESS"]
+    slasher_role = settlement.functions.SLASHER_ROLE().call()
+    assert settlement.functions.hasRole(slasher_role, slasher.address).call()
+    assert not settlement.functions.hasRole(slasher_role, deployer.address).call()
     assert deployer.key.to_0x_hex()[2:] not in out.getvalue()
 
 

@@ -33,16 +33,25 @@ class Command(BaseCommand):
         if not 1 <= port <= 65535:
             raise CommandError(f"--port must be between 1 and 65535, got {port}.")
         self._check_port_free(host, port, hint=f"start this one on another port: make run PORT={port + 1}")
-        for setting in ("AGENT_GATEWAY_ENROLL_LISTEN", "AGENT_GATEWAY_LISTEN"):
+        for setting in (
+            "AGENT_GATEWAY_ENROLL_LISTEN",
+            "AGENT_GATEWAY_LISTEN",
+            "SERVICE_INGRESS_LISTEN",
+            "SERVICE_INGRESS_TUNNEL_LISTEN",
+        ):
             gateway_host, _, gateway_port = getattr(settings, setting).rpartition(":")
             self._check_port_free(
                 gateway_host.strip("[]"), int(gateway_port), hint=f"set {setting} to a free HOST:PORT"
             )
         from janction.asgi import application
+        from marketplace.svc.ingress.server import Ingress
         from nodes.gateway.server import Gateway, GatewayConfig
 
         gateway = Gateway(GatewayConfig.from_settings())
         gateway.start()
+        # The service endpoint (/svc/...) and the agents' tunnels, in this process (the embedded default).
+        ingress = Ingress()
+        ingress.start()
         beat = BeatLoop(settings.CELERY_BEAT_SCHEDULE)
         beat.start()
         agent = None if no_agent else demo_agent_start(gateway=settings.AGENT_GATEWAY_ENROLL_LISTEN)
@@ -55,6 +64,7 @@ class Command(BaseCommand):
             ).run()
         finally:
             self._stop(agent, beat, gateway)
+            ingress.stop()
 
     def _check_port_free(self, host: str, port: int, *, hint: str) -> None:
         """Refuse to start when a port is taken, before anything starts (daphne only logs it, gRPC may hang)."""
@@ -86,6 +96,8 @@ class Command(BaseCommand):
             "             3. As the provider, My nodes: add a node and run the command it shows (a second agent)",
             f"             4. API docs {site}/api/docs/, an API key on 'API keys', then the curls in README.md",
             f"  Gateway    enroll {settings.AGENT_GATEWAY_ENROLL_LISTEN}, connect {settings.AGENT_GATEWAY_LISTEN}",
+            f"  Services   {settings.SERVICE_PUBLIC_URL}/svc/<service>/<port>/ (tunnels on "
+            f"{settings.SERVICE_INGRESS_TUNNEL_LISTEN}; local, no overlay)",
         ]
         if agent is not None:
             lines.append(f"  Demo agent pid {agent.pid} (fake GPUs), log {Path(settings.VAR_DIR) / 'agent.log'}")

@@ -42,6 +42,11 @@ class Command(BaseCommand):
             help="Address holding GUARDIAN_ROLE (pause, reject a pending root); default: the deployer.",
         )
         parser.add_argument(
+            "--slasher",
+            default=None,
+            help="Address holding SLASHER_ROLE (slashes stake to the treasury, the deployer); default: nobody.",
+        )
+        parser.add_argument(
             "--jct-emission-per-second",
             type=int,
             default=DEVELOPMENT_JCT_EMISSION_PER_SECOND,
@@ -56,6 +61,7 @@ class Command(BaseCommand):
         unstake_cooldown: int,
         claim_delay: int,
         guardian: str | None,
+        slasher: str | None,
         jct_emission_per_second: int,
         **options,
     ):
@@ -70,6 +76,8 @@ class Command(BaseCommand):
             raise CommandError("--claim-delay and --jct-emission-per-second must be zero or more.")
         if guardian is not None and not Web3.is_address(guardian):
             raise CommandError(f"--guardian {guardian!r} is not an EVM address.")
+        if slasher is not None and not Web3.is_address(slasher):
+            raise CommandError(f"--slasher {slasher!r} is not an EVM address.")
         try:
             operator = operator_account(key)
             w3 = Web3(provider_for(rpc_url))
@@ -85,6 +93,7 @@ class Command(BaseCommand):
                 w3,
                 operator,
                 guardian=Web3.to_checksum_address(guardian) if guardian else None,
+                slasher=Web3.to_checksum_address(slasher) if slasher else None,
                 unstake_cooldown=unstake_cooldown,
                 claim_delay=claim_delay,
                 jct_emission_per_second=jct_emission_per_second,

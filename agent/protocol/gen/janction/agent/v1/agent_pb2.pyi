@@ -33,6 +33,32 @@ LOG_STREAM_UNSPECIFIED: LogStream
 LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream
 
+class TunnelFrame(_message.Message):
+    __slots__ = ("offer", "data", "close")
+    OFFER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    offer: TunnelOffer
+    data: bytes
+    close: TunnelClose
+    def __init__(self, offer: _Optional[_Union[TunnelOffer, _Mapping]] = ..., data: _Optional[bytes] = ..., close: _Optional[_Union[TunnelClose, _Mapping]] = ...) -> None: ...
+
+class TunnelOffer(_message.Message):
+    __slots__ = ("placement_id", "container_port")
+    PLACEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    placement_id: str
+    container_port: int
+    def __init__(self, placement_id: _Optional[str] = ..., container_port: _Optional[int] = ...) -> None: ...
+
+class TunnelClose(_message.Message):
+    __slots__ = ("error", "message")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    error: str
+    message: str
+    def __init__(self, error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class EnrollRequest(_message.Message):
     __slots__ = ("enrollment_token", "csr_pem", "hostname")
     ENROLLMENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -74,23 +100,25 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., placement_status: _Optional[_Union[PlacementStatus, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., usage_report: _Optional[_Union[UsageReport, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., owner_activity: _Optional[_Union[OwnerActivity, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
-    __slots__ = ("start_placement", "stop_placement", "drain", "ping", "usage_ack", "colocation")
+    __slots__ = ("start_placement", "stop_placement", "drain", "ping", "usage_ack", "colocation", "overlay_config")
     START_PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     STOP_PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     USAGE_ACK_FIELD_NUMBER: _ClassVar[int]
     COLOCATION_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_CONFIG_FIELD_NUMBER: _ClassVar[int]
     start_placement: StartPlacement
     stop_placement: StopPlacement
     drain: Drain
     ping: Ping
     usage_ack: UsageAck
     colocation: Colocation
-    def __init__(self, start_placement: _Optional[_Union[StartPlacement, _Mapping]] = ..., stop_placement: _Optional[_Union[StopPlacement, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., usage_ack: _Optional[_Union[UsageAck, _Mapping]] = ..., colocation: _Optional[_Union[Colocation, _Mapping]] = ...) -> None: ...
+    overlay_config: OverlayConfig
+    def __init__(self, start_placement: _Optional[_Union[StartPlacement, _Mapping]] = ..., stop_placement: _Optional[_Union[StopPlacement, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., usage_ack: _Optional[_Union[UsageAck, _Mapping]] = ..., colocation: _Optional[_Union[Colocation, _Mapping]] = ..., overlay_config: _Optional[_Union[OverlayConfig, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent_version", "runtime", "hostname", "gpus", "vgpus", "placements", "network_unsupported", "egress_allowed")
+    __slots__ = ("agent_version", "runtime", "hostname", "gpus", "vgpus", "placements", "network_unsupported", "egress_allowed", "overlay")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +127,7 @@ class Hello(_message.Message):
     PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_UNSUPPORTED_FIELD_NUMBER: _ClassVar[int]
     EGRESS_ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     runtime: str
     hostname: str
@@ -107,7 +136,58 @@ class Hello(_message.Message):
     placements: _containers.RepeatedCompositeFieldContainer[RunningPlacement]
     network_unsupported: bool
     egress_allowed: bool
-    def __init__(self, agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., vgpus: _Optional[_Iterable[_Union[VGpu, _Mapping]]] = ..., placements: _Optional[_Iterable[_Union[RunningPlacement, _Mapping]]] = ..., network_unsupported: _Optional[bool] = ..., egress_allowed: _Optional[bool] = ...) -> None: ...
+    overlay: OverlayHello
+    def __init__(self, agent_version: _Optional[str] = ..., runtime: _Optional[str] = ..., hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., vgpus: _Optional[_Iterable[_Union[VGpu, _Mapping]]] = ..., placements: _Optional[_Iterable[_Union[RunningPlacement, _Mapping]]] = ..., network_unsupported: _Optional[bool] = ..., egress_allowed: _Optional[bool] = ..., overlay: _Optional[_Union[OverlayHello, _Mapping]] = ...) -> None: ...
+
+class OverlayHello(_message.Message):
+    __slots__ = ("public_key",)
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    public_key: str
+    def __init__(self, public_key: _Optional[str] = ...) -> None: ...
+
+class OverlayConfig(_message.Message):
+    __slots__ = ("address", "prefix_length", "hub_public_key", "hub_endpoint", "hub_address", "network", "keepalive_seconds", "mtu")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    HUB_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    HUB_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    HUB_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    KEEPALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    prefix_length: int
+    hub_public_key: str
+    hub_endpoint: str
+    hub_address: str
+    network: str
+    keepalive_seconds: int
+    mtu: int
+    def __init__(self, address: _Optional[str] = ..., prefix_length: _Optional[int] = ..., hub_public_key: _Optional[str] = ..., hub_endpoint: _Optional[str] = ..., hub_address: _Optional[str] = ..., network: _Optional[str] = ..., keepalive_seconds: _Optional[int] = ..., mtu: _Optional[int] = ...) -> None: ...
+
+class Segment(_message.Message):
+    __slots__ = ("vni", "address", "prefix_length", "mtu", "remote_hosts", "names")
+    VNI_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_HOSTS_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    vni: int
+    address: str
+    prefix_length: int
+    mtu: int
+    remote_hosts: _containers.RepeatedScalarFieldContainer[str]
+    names: _containers.RepeatedCompositeFieldContainer[SegmentName]
+    def __init__(self, vni: _Optional[int] = ..., address: _Optional[str] = ..., prefix_length: _Optional[int] = ..., mtu: _Optional[int] = ..., remote_hosts: _Optional[_Iterable[str]] = ..., names: _Optional[_Iterable[_Union[SegmentName, _Mapping]]] = ...) -> None: ...
+
+class SegmentName(_message.Message):
+    __slots__ = ("name", "address")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class Gpu(_message.Message):
     __slots__ = ("index", "uuid", "name", "memory_bytes", "compute_capability", "architecture", "driver_version", "cuda_version", "mig_capable", "mig_enabled", "fake", "mig_profiles")
@@ -197,18 +277,20 @@ class RunningPlacement(_message.Message):
     def __init__(self, placement_id: _Optional[str] = ..., state: _Optional[_Union[PlacementState, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., started_at_ms: _Optional[int] = ..., last_usage_seq: _Optional[int] = ..., last_log_seq: _Optional[int] = ..., paused_at_ms: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("sent_at_ms", "gpus", "ping_nonce", "draining", "running_placements")
+    __slots__ = ("sent_at_ms", "gpus", "ping_nonce", "draining", "running_placements", "overlay_rtt_us")
     SENT_AT_MS_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     PING_NONCE_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     RUNNING_PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_RTT_US_FIELD_NUMBER: _ClassVar[int]
     sent_at_ms: int
     gpus: _containers.RepeatedCompositeFieldContainer[GpuSample]
     ping_nonce: int
     draining: bool
     running_placements: int
-    def __init__(self, sent_at_ms: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[GpuSample, _Mapping]]] = ..., ping_nonce: _Optional[int] = ..., draining: _Optional[bool] = ..., running_placements: _Optional[int] = ...) -> None: ...
+    overlay_rtt_us: int
+    def __init__(self, sent_at_ms: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[GpuSample, _Mapping]]] = ..., ping_nonce: _Optional[int] = ..., draining: _Optional[bool] = ..., running_placements: _Optional[int] = ..., overlay_rtt_us: _Optional[int] = ...) -> None: ...
 
 class GpuSample(_message.Message):
     __slots__ = ("index", "uuid", "utilization_percent", "memory_used_bytes", "temperature_celsius", "power_milliwatts", "compute_processes", "fake")
@@ -277,7 +359,7 @@ class UsageReport(_message.Message):
     def __init__(self, placement_id: _Optional[str] = ..., seq: _Optional[int] = ..., interval_start_ms: _Optional[int] = ..., interval_end_ms: _Optional[int] = ..., vgpu_count: _Optional[int] = ..., vgpu_milliseconds: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class StartPlacement(_message.Message):
-    __slots__ = ("placement_id", "image", "command", "env", "vgpu_local_ids", "memory_limit_bytes", "cpu_millicores", "pids_limit", "network_allowed", "ports", "peers", "expires_at_ms", "issued_for_state", "pausable")
+    __slots__ = ("placement_id", "image", "command", "env", "vgpu_local_ids", "memory_limit_bytes", "cpu_millicores", "pids_limit", "network_allowed", "ports", "peers", "expires_at_ms", "issued_for_state", "pausable", "service_ports", "tunnel_addresses", "tunnel_pool_size", "role", "placement_index", "placement_count", "segment")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -299,6 +381,13 @@ class StartPlacement(_message.Message):
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ISSUED_FOR_STATE_FIELD_NUMBER: _ClassVar[int]
     PAUSABLE_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_PORTS_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
     placement_id: str
     image: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -313,7 +402,22 @@ class StartPlacement(_message.Message):
     expires_at_ms: int
     issued_for_state: str
     pausable: bool
-    def __init__(self, placement_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., memory_limit_bytes: _Optional[int] = ..., cpu_millicores: _Optional[int] = ..., pids_limit: _Optional[int] = ..., network_allowed: _Optional[bool] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., expires_at_ms: _Optional[int] = ..., issued_for_state: _Optional[str] = ..., pausable: _Optional[bool] = ...) -> None: ...
+    service_ports: _containers.RepeatedCompositeFieldContainer[ServicePort]
+    tunnel_addresses: _containers.RepeatedScalarFieldContainer[str]
+    tunnel_pool_size: int
+    role: str
+    placement_index: int
+    placement_count: int
+    segment: Segment
+    def __init__(self, placement_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., vgpu_local_ids: _Optional[_Iterable[str]] = ..., memory_limit_bytes: _Optional[int] = ..., cpu_millicores: _Optional[int] = ..., pids_limit: _Optional[int] = ..., network_allowed: _Optional[bool] = ..., ports: _Optional[_Iterable[_Union[PortMapping, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ..., expires_at_ms: _Optional[int] = ..., issued_for_state: _Optional[str] = ..., pausable: _Optional[bool] = ..., service_ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ..., tunnel_addresses: _Optional[_Iterable[str]] = ..., tunnel_pool_size: _Optional[int] = ..., role: _Optional[str] = ..., placement_index: _Optional[int] = ..., placement_count: _Optional[int] = ..., segment: _Optional[_Union[Segment, _Mapping]] = ...) -> None: ...
+
+class ServicePort(_message.Message):
+    __slots__ = ("name", "container_port")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    container_port: int
+    def __init__(self, name: _Optional[str] = ..., container_port: _Optional[int] = ...) -> None: ...
 
 class PortMapping(_message.Message):
     __slots__ = ("container_port", "host_port", "protocol")

@@ -140,3 +140,96 @@ class AgentGateway:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ServiceTunnelStub:
+    """Services (issue 15): the platform's service ingress reaches a container port through streams the agent dials
+    out, over mutual TLS with the node certificate (the same as Connect). Each stream carries the bytes of one TCP
+    connection. The agent opens it with TunnelFrame.offer and leaves it idle; the ingress takes an idle stream when a
+    request arrives and sends data; the agent then connects to the container's port (inside the container's network
+    namespace) and copies bytes both ways. TunnelFrame.close from either side ends the connection and the stream.
+    The agent keeps StartPlacement.tunnel_pool_size idle streams per service port and ingress, replacing each one
+    taken, so a request needs no round trip to the agent before its bytes flow.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Tunnel = channel.stream_stream(
+                '/janction.agent.v1.ServiceTunnel/Tunnel',
+                request_serializer=janction_dot_agent_dot_v1_dot_agent__pb2.TunnelFrame.SerializeToString,
+                response_deserializer=janction_dot_agent_dot_v1_dot_agent__pb2.TunnelFrame.FromString,
+                _registered_method=True)
+
+
+class ServiceTunnelServicer:
+    """Services (issue 15): the platform's service ingress reaches a container port through streams the agent dials
+    out, over mutual TLS with the node certificate (the same as Connect). Each stream carries the bytes of one TCP
+    connection. The agent opens it with TunnelFrame.offer and leaves it idle; the ingress takes an idle stream when a
+    request arrives and sends data; the agent then connects to the container's port (inside the container's network
+    namespace) and copies bytes both ways. TunnelFrame.close from either side ends the connection and the stream.
+    The agent keeps StartPlacement.tunnel_pool_size idle streams per service port and ingress, replacing each one
+    taken, so a request needs no round trip to the agent before its bytes flow.
+    """
+
+    def Tunnel(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ServiceTunnelServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Tunnel': grpc.stream_stream_rpc_method_handler(
+                    servicer.Tunnel,
+                    request_deserializer=janction_dot_agent_dot_v1_dot_agent__pb2.TunnelFrame.FromString,
+                    response_serializer=janction_dot_agent_dot_v1_dot_agent__pb2.TunnelFrame.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'janction.agent.v1.ServiceTunnel', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('janction.agent.v1.ServiceTunnel', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ServiceTunnel:
+    """Services (issue 15): the platform's service ingress reaches a container port through streams the agent dials
+    out, over mutual TLS with the node certificate (the same as Connect). Each stream carries the bytes of one TCP
+    connection. The agent opens it with TunnelFrame.offer and leaves it idle; the ingress takes an idle stream when a
+    request arrives and sends data; the agent then connects to the container's port (inside the container's network
+    namespace) and copies bytes both ways. TunnelFrame.close from either side ends the connection and the stream.
+    The agent keeps StartPlacement.tunnel_pool_size idle streams per service port and ingress, replacing each one
+    taken, so a request needs no round trip to the agent before its bytes flow.
+    """
+
+    @staticmethod
+    def Tunnel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/janction.agent.v1.ServiceTunnel/Tunnel',
+            janction_dot_agent_dot_v1_dot_agent__pb2.TunnelFrame.SerializeToString,
+            janction_dot_agent_dot_v1_dot_agent__pb2.TunnelFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

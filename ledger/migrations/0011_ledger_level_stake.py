@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('ledger', '0009_merge_batch_rejected_and_batches_plural'),
+        ('ledger', '0010_stake_event_slashed'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

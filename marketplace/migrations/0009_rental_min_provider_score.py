@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('marketplace', '0006_rental_internet_egress'),
+        ('marketplace', '0008_notifications'),
     ]
 
     operations = [

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('marketplace', '0007_rental_min_provider_score'),
+        ('marketplace', '0009_rental_min_provider_score'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,0 +1,236 @@
+"""The agent's overlay: the underlay link, the segments of its placements, the state file and the cleanup.
+
+`overlay.json` in the state directory records what this agent made (the wireguard-go pid, the last
+underlay config, each placement's segment), rewritten atomically before each change takes effect, so an
+agent killed with `kill -9` finds at its next start what to remove: every link whose name starts with
+its prefix, and the namespaces the file names. Placements still alive keep their namespace (their
+container holds it) and get their segment rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import select
+import socket
+import struct
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from agent.overlay import capabilities, keys
+from agent.overlay.net import Net, NetError, netns_delete
+from agent.overlay.segments import PlacementNames, Segments, SegmentSpec
+from agent.overlay.underlay import Underlay, UnderlayConfig, stop_wireguard_go
+
+log = logging.getLogger(__name__)
+
+PREFIX = re.compile(r"^[a-z][a-z0-9]{1,4}$")
+STATE_FILE = "overlay.json"
+KEY_FILE = "wireguard.key"
+
+
+class OverlayUnavailable(RuntimeError):
+    """The host cannot run the overlay; the message says what is missing."""
+
+
+class OverlayHost:
+    """Everything overlay on one host, for the agent session."""
+
+    def __init__(self, *, state_dir: Path, prefix: str, net: Net | None = None) -> None:
+        if not PREFIX.match(prefix):
+            raise ValueError("--overlay-prefix: 2 to 5 lower-case letters and digits, starting with a letter")
+        self._state_dir = state_dir
+        self._prefix = prefix
+        self._net = net or Net()
+        self._lock = threading.RLock()
+        self._path = state_dir / STATE_FILE
+        self._state = self._load()
+        self.capabilities = capabilities.check(f"{prefix}k{os.getpid() % 10000}")
+        if not self.capabilities.ok:
+            raise OverlayUnavailable(self.capabilities.describe())
+        self.public_key = keys.load_or_create(state_dir / KEY_FILE)
+        self.underlay = Underlay(
+            prefix=prefix, key_path=state_dir / KEY_FILE, kernel=self.capabilities.kernel_wireguard, net=self._net
+        )
+        self.segments = Segments(prefix=prefix, net=self._net)
+        self.rtt_us = 0
+
+    # -- state file ------------------------------------------------------------------------------
+
+    def _load(self) -> dict:
+        try:
+            data = json.loads(self._path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        return {
+            "wireguard_go_pid": int(data.get("wireguard_go_pid") or 0),
+            "underlay": data.get("underlay"),
+            "placements": dict(data.get("placements") or {}),
+        }
+
+    def _save(self) -> None:
+        descriptor, temporary = tempfile.mkstemp(dir=self._state_dir, prefix=".overlay-")
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(self._state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self._path)
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    def cleanup(self, *, keep: set[str]) -> list[str]:
+        """Remove what an earlier run left, except the namespaces of placements in keep; return what went."""
+        removed = []
+        with self._lock:
+            kept = {pid: seg for pid, seg in self._state["placements"].items() if pid in keep}
+            kept_veths = {PlacementNames.of(self._prefix, pid).veth for pid in kept}
+            for link in self._net.links(self._prefix):
+                if link.name in kept_veths or link.name == "lo":
+                    continue
+                if self._net.link_delete(link.name):
+                    removed.append(link.name)
+            stop_wireguard_go(self.underlay.name, self._state["wireguard_go_pid"])
+            for placement_id in set(self._state["placements"]) - set(kept):
+                names = PlacementNames.of(self._prefix, placement_id)
+                if netns_delete(names.netns):
+                    removed.append(names.netns)
+            self._state["placements"] = kept
+            self._state["wireguard_go_pid"] = 0
+            self._save()
+        if removed:
+            log.info("overlay: removed leftovers of an earlier run: %s", ", ".join(sorted(removed)))
+        return removed
+
+    def resume(self) -> None:
+        """Bring the last known underlay back and rebuild the kept placements' segments."""
+        stored = self._state.get("underlay")
+        if stored:
+            try:
+                self.configure(UnderlayConfig(**stored))
+            except (NetError, ValueError, TypeError) as exc:
+                log.warning("overlay: could not bring the stored underlay back: %s", exc)
+
+    # -- control messages ------------------------------------------------------------------------
+
+    def configure(self, config: UnderlayConfig) -> None:
+        """Bring the underlay up (or change it) and rebuild every known segment on it."""
+        with self._lock:
+            config = config.validated()
+            self._state["underlay"] = config.to_json()
+            self._save()
+            self.underlay.up(config)
+            self._state["wireguard_go_pid"] = self.underlay.wireguard_go_pid or self._state["wireguard_go_pid"]
+            self._save()
+            for placement_id, data in list(self._state["placements"].items()):
+                try:
+                    self._attach(placement_id, SegmentSpec.from_json(data))
+                except (NetError, ValueError) as exc:
+                    log.warning("overlay: could not rebuild the segment of %s: %s", placement_id, exc)
+
+    @property
+    def ready(self) -> bool:
+        return self.underlay.config is not None
+
+    def placement_up(self, placement_id: str, spec: SegmentSpec) -> str:
+        """Put the placement on its segment; return the path of the network namespace for its container."""
+        spec = spec.validated()
+        with self._lock:
+            if self.underlay.config is None:
+                raise NetError("the overlay is not up yet (no configuration from the platform)")
+            self._state["placements"][placement_id] = spec.to_json()
+            self._save()
+            names = self._attach(placement_id, spec)
+        log.info("overlay: placement %s on VNI %d as %s", placement_id, spec.vni, spec.address)
+        return f"/run/netns/{names.netns}"
+
+    def _attach(self, placement_id: str, spec: SegmentSpec) -> PlacementNames:
+        assert self.underlay.config is not None
+        self.segments.ensure_segment(spec, local_address=self.underlay.config.address, underlay=self.underlay.name)
+        return self.segments.attach(placement_id, spec)
+
+    def placement_down(self, placement_id: str) -> None:
+        """Take the placement off its segment; remove the segment when no other placement here uses it."""
+        with self._lock:
+            data = self._state["placements"].pop(placement_id, None)
+            if data is None:
+                return
+            self._save()
+            self.segments.detach(placement_id)
+            vni = int(data["vni"])
+            if not any(int(other["vni"]) == vni for other in self._state["placements"].values()):
+                self.segments.remove_segment(vni)
+        log.info("overlay: placement %s left VNI %d", placement_id, vni)
+
+    def has_placement(self, placement_id: str) -> bool:
+        with self._lock:
+            return placement_id in self._state["placements"]
+
+    def shutdown(self) -> None:
+        """Take everything down (the agent stops on purpose)."""
+        with self._lock:
+            for placement_id in list(self._state["placements"]):
+                self.placement_down(placement_id)
+            self.underlay.down()
+            self._state["wireguard_go_pid"] = 0
+            self._save()
+
+    # -- measurements ----------------------------------------------------------------------------
+
+    def measure_rtt(self, timeout: float = 1.0) -> int:
+        """Return the round-trip time to the hub over the overlay in microseconds (ICMP echo), 0 if none."""
+        config = self.underlay.config
+        if config is None:
+            return 0
+        self.rtt_us = icmp_rtt_us(config.hub_address, timeout=timeout)
+        return self.rtt_us
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def icmp_rtt_us(address: str, *, timeout: float = 1.0) -> int:
+    """Send one ICMP echo to address and return the round trip in microseconds, 0 without an answer."""
+    identifier = os.getpid() & 0xFFFF
+    header = struct.pack("!BBHHH", 8, 0, 0, identifier, 1)
+    payload = b"janction-rtt"
+    packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), identifier, 1) + payload
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+            start = time.monotonic()
+            sock.sendto(packet, (address, 0))
+            deadline = start + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select([sock], [], [], left)
+                if not ready:
+                    break
+                data, source = sock.recvfrom(2048)
+                offset = (data[0] & 0x0F) * 4
+                kind, _, _, reply_id, _ = struct.unpack("!BBHHH", data[offset : offset + 8])
+                if source[0] == address and kind == 0 and reply_id == identifier:
+                    return max(1, int((time.monotonic() - start) * 1_000_000))
+    except OSError:
+        return 0
+    return 0
+
+
+def rtt_loop(overlay: OverlayHost, *, interval: float) -> threading.Thread:
+    """Measure the round trip to the hub every interval seconds in a daemon thread (for placement ties)."""
+
+    def measure() -> None:
+        while True:
+            overlay.measure_rtt()
+            time.sleep(interval)
+
+    thread = threading.Thread(target=measure, name="overlay-rtt", daemon=True)
+    thread.start()
+    return thread

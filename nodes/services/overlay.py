@@ -1,0 +1,290 @@
+"""The overlay's control plane (docs/overlay.md): node addresses, the hub's registration, segments and VNIs.
+
+Everything the hub enforces is derived here from the database (`overlay_hub_state`), so a restarted hub
+rebuilds the same WireGuard peers and nftables rules. A node's public key is its agent's claim; it only
+ever gets the node an address of its own and the flows of segments its placements are on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from janction.errors import ValidationFailed
+from nodes.models import (
+    PLACEMENT_FINAL_STATES,
+    Node,
+    NodeCommand,
+    NodeOverlay,
+    NodePlacement,
+    NodeState,
+    OverlayHub,
+    OverlaySegment,
+    OverlaySegmentMember,
+)
+
+log = logging.getLogger("nodes.overlay")
+
+WG_KEY = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
+VXLAN_OVERHEAD = 50
+FIRST_MEMBER_HOST = 10
+MAX_MEMBERS = 64
+ALLOCATE_ATTEMPTS = 8
+MAX_RTT_US = 10_000_000
+
+
+def overlay_network() -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(settings.OVERLAY_NETWORK)
+
+
+def overlay_hub_address() -> str:
+    """Return the hub's overlay address: the network's first host address."""
+    return str(overlay_network()[1])
+
+
+def overlay_node_address(node_id: int) -> str:
+    """Return a node's overlay address: fixed by its primary key, so no two nodes ever share one."""
+    network = overlay_network()
+    if node_id + 1 >= network.num_addresses - 1:
+        raise ValidationFailed(
+            f"Node {node_id} does not fit the overlay network {network}; widen OVERLAY_NETWORK.", code="overlay_full"
+        )
+    return str(network[node_id + 1])
+
+
+def segment_network(vni: int) -> ipaddress.IPv4Network:
+    """Return the /24 of a VNI inside OVERLAY_SEGMENT_NETWORK."""
+    base = ipaddress.IPv4Network(settings.OVERLAY_SEGMENT_NETWORK)
+    return ipaddress.IPv4Network((int(base.network_address) + vni * 256, 24))
+
+
+def max_vni() -> int:
+    return min(ipaddress.IPv4Network(settings.OVERLAY_SEGMENT_NETWORK).num_addresses // 256 - 1, 2**24 - 1)
+
+
+# -- the hub -----------------------------------------------------------------------------------------------------
+
+
+def overlay_hub_register(*, public_key: str, endpoint: str) -> OverlayHub:
+    """Record the hub's public key and endpoint (the `overlay_hub` process calls this at start)."""
+    if not WG_KEY.match(public_key):
+        raise ValidationFailed("The hub's public key is not a WireGuard key.", code="overlay_key_invalid")
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValidationFailed(f"The hub endpoint must be HOST:PORT, got {endpoint!r}.", code="overlay_endpoint")
+    with transaction.atomic():
+        hub = OverlayHub.objects.select_for_update().order_by("pk").first() or OverlayHub()
+        hub.public_key, hub.endpoint, hub.address = public_key, endpoint, overlay_hub_address()
+        hub.save()
+        OverlayHub.objects.exclude(pk=hub.pk).delete()
+        # Every connected overlay node hears the (new) hub at once.
+        for overlay in NodeOverlay.objects.filter(node__state__in=[NodeState.ONLINE, NodeState.DRAINING]):
+            NodeCommand.objects.create(node_id=overlay.node_id, message=_config_message(hub, overlay))
+    return hub
+
+
+def _config_message(hub: OverlayHub, overlay: NodeOverlay) -> dict:
+    network = overlay_network()
+    return {
+        "overlay_config": {
+            "address": overlay.address,
+            "prefix_length": network.prefixlen,
+            "hub_public_key": hub.public_key,
+            "hub_endpoint": hub.endpoint,
+            "hub_address": hub.address,
+            "network": str(network),
+            "keepalive_seconds": settings.OVERLAY_KEEPALIVE_SECONDS,
+            "mtu": settings.OVERLAY_MTU,
+        }
+    }
+
+
+def overlay_on_hello(*, node: Node, public_key: str) -> None:
+    """Take a node's WireGuard public key from its Hello and queue its OverlayConfig (inside the Hello's transaction).
+
+    A malformed key, or one another node already uses, gets the node no overlay (logged), never an error
+    for the rest of the Hello.
+    """
+    if not public_key:
+        return
+    if not WG_KEY.match(public_key):
+        log.warning("node %s: Hello carries a malformed WireGuard key; no overlay", node.pk)
+        return
+    try:
+        with transaction.atomic():
+            overlay, _ = NodeOverlay.objects.update_or_create(
+                node=node, defaults={"public_key": public_key, "address": overlay_node_address(node.pk)}
+            )
+    except IntegrityError:
+        log.warning("node %s: its WireGuard key belongs to another node; no overlay", node.pk)
+        return
+    hub = OverlayHub.objects.order_by("pk").first()
+    if hub is not None:
+        NodeCommand.objects.create(node=node, message=_config_message(hub, overlay))
+
+
+def overlay_rtt_record(*, samples: dict[int, int]) -> None:
+    """Store the agents' measured round trips to the hub (node id -> microseconds, clamped)."""
+    for node_id, rtt_us in samples.items():
+        if rtt_us > 0:
+            NodeOverlay.objects.filter(node_id=node_id).update(rtt_us=min(rtt_us, MAX_RTT_US))
+
+
+# -- segments ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentMember:
+    node_id: int
+    placement_id: str
+    role: str = "worker"
+
+
+def overlay_segment_allocate(*, key: str, members: list[SegmentMember]) -> dict[str, dict] | None:
+    """Give a multi-node placement set its segment; return each placement's `segment` message, or None.
+
+    None when no hub is registered or a member's node is not on the overlay: the rental then runs as
+    before (peers by host name). Idempotent by key.
+    """
+    if len(members) < 2 or len(members) > MAX_MEMBERS or OverlayHub.objects.first() is None:
+        return None
+    overlays = {o.node_id: o for o in NodeOverlay.objects.filter(node_id__in=[m.node_id for m in members])}
+    if len(overlays) < len({m.node_id for m in members}):
+        return None
+    with transaction.atomic():
+        segment = OverlaySegment.objects.filter(key=key).first()
+        if segment is None:
+            overlay_segments_release_ended()
+            segment = _segment_create(key)
+            network = segment_network(segment.vni)
+            OverlaySegmentMember.objects.bulk_create(
+                OverlaySegmentMember(
+                    segment=segment,
+                    node_id=member.node_id,
+                    placement_id=member.placement_id,
+                    index=index,
+                    name=f"{member.role}-{index}",
+                    address=str(network[FIRST_MEMBER_HOST + index]),
+                )
+                for index, member in enumerate(members)
+            )
+        return _segment_messages(segment, overlays)
+
+
+def _segment_create(key: str) -> OverlaySegment:
+    """Create the segment with the lowest VNI no live segment holds (the partial unique index arbitrates races)."""
+    for _ in range(ALLOCATE_ATTEMPTS):
+        live = set(OverlaySegment.objects.filter(released_at__isnull=True).values_list("vni", flat=True))
+        vni = next((v for v in range(1, max_vni() + 1) if v not in live), None)
+        if vni is None:
+            raise ValidationFailed("Every overlay segment is in use; try again later.", code="overlay_segments_full")
+        try:
+            with transaction.atomic():
+                return OverlaySegment.objects.create(key=key, vni=vni)
+        except IntegrityError:
+            continue
+    raise ValidationFailed("Could not allocate an overlay segment; try again.", code="overlay_segment_busy")
+
+
+def _segment_messages(segment: OverlaySegment, overlays: dict[int, NodeOverlay]) -> dict[str, dict]:
+    members = list(segment.members.order_by("index"))
+    network = segment_network(segment.vni)
+    names = [{"name": m.name, "address": m.address} for m in members]
+    return {
+        member.placement_id: {
+            "vni": segment.vni,
+            "address": member.address,
+            "prefix_length": network.prefixlen,
+            "mtu": settings.OVERLAY_MTU - VXLAN_OVERHEAD,
+            "remote_hosts": [overlays[m.node_id].address for m in members if m.node_id != member.node_id],
+            "names": names,
+        }
+        for member in members
+    }
+
+
+def overlay_segments_release(*, key_prefix: str) -> int:
+    """Release the live segments whose key starts with key_prefix (their rental ended); return how many."""
+    return OverlaySegment.objects.filter(key__startswith=key_prefix, released_at__isnull=True).update(
+        released_at=timezone.now()
+    )
+
+
+def overlay_segments_release_ended() -> int:
+    """Release live segments all of whose placements have ended; return how many."""
+    ended = []
+    for segment in OverlaySegment.objects.filter(released_at__isnull=True).prefetch_related("members"):
+        placement_ids = [m.placement_id for m in segment.members.all()]
+        states = dict(NodePlacement.objects.filter(placement_id__in=placement_ids).values_list("placement_id", "state"))
+        if placement_ids and all(states.get(pid) in PLACEMENT_FINAL_STATES for pid in placement_ids):
+            ended.append(segment.pk)
+    return OverlaySegment.objects.filter(pk__in=ended).update(released_at=timezone.now())
+
+
+# -- what the hub enforces -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubState:
+    """The hub's desired state: WireGuard peers (key, address) and allowed VxLAN flows (src, dst, VNI)."""
+
+    peers: tuple[tuple[str, str], ...]
+    flows: tuple[tuple[str, str, int], ...]
+
+
+def overlay_hub_state() -> HubState:
+    """Return what the hub must allow now, from the database only."""
+    # A quarantined or deleted node leaves the overlay: the hub drops its peer and every flow of it.
+    overlays = NodeOverlay.objects.filter(node__deleted_at__isnull=True).exclude(node__state=NodeState.QUARANTINED)
+    peers = {o.node_id: (o.public_key, o.address) for o in overlays}
+    members = list(
+        OverlaySegmentMember.objects.filter(segment__released_at__isnull=True)
+        .select_related("segment")
+        .order_by("segment__vni", "index")
+    )
+    ended = set(
+        NodePlacement.objects.filter(
+            placement_id__in=[m.placement_id for m in members], state__in=PLACEMENT_FINAL_STATES
+        ).values_list("placement_id", flat=True)
+    )
+    live: dict[int, list[OverlaySegmentMember]] = {}
+    for member in members:
+        if member.placement_id not in ended and member.node_id in peers:
+            live.setdefault(member.segment.vni, []).append(member)
+    flows = sorted(
+        (peers[a.node_id][1], peers[b.node_id][1], vni)
+        for vni, group in live.items()
+        for a in group
+        for b in group
+        if a.node_id != b.node_id
+    )
+    return HubState(peers=tuple(sorted(peers.values())), flows=tuple(flows))
+
+
+def overlay_segment_of(*, placement_id: str) -> OverlaySegmentMember | None:
+    """Return the live segment membership of a placement, if any."""
+    return (
+        OverlaySegmentMember.objects.filter(placement_id=placement_id, segment__released_at__isnull=True)
+        .select_related("segment")
+        .first()
+    )
+
+
+__all__ = [
+    "HubState",
+    "SegmentMember",
+    "overlay_hub_register",
+    "overlay_hub_state",
+    "overlay_on_hello",
+    "overlay_rtt_record",
+    "overlay_segment_allocate",
+    "overlay_segment_of",
+    "overlay_segments_release",
+    "overlay_segments_release_ended",
+]

@@ -1,0 +1,96 @@
+"""The agent checks every overlay field the platform sends before it reaches `ip` or `wg` (docs/overlay.md)."""
+
+import pytest
+
+from agent.overlay.net import interface_name, netns_name, wg_key
+from agent.overlay.segments import PlacementNames, SegmentSpec
+from agent.overlay.underlay import UnderlayConfig
+
+KEY = "vGvtX+qXeV/CEHbyM3ewmHSjmPuSEiX3ROCVNhybYSY="
+
+
+def _config(**changes):
+    values = dict(
+        address="100.64.0.5",
+        prefix_length=16,
+        hub_public_key=KEY,
+        hub_endpoint="hub.example:51820",
+        hub_address="100.64.0.1",
+        network="100.64.0.0/16",
+    )
+    return UnderlayConfig(**{**values, **changes})
+
+
+def _segment(**changes):
+    values = dict(
+        vni=7, address="10.128.7.10", prefix_length=24, mtu=1370, remote_hosts=("100.64.0.6",),
+        names=(("worker-0", "10.128.7.10"), ("worker-1", "10.128.7.11")),
+    )  # fmt: skip
+    return SegmentSpec(**{**values, **changes})
+
+
+def test_a_sound_config_and_segment_pass():
+    assert _config().validated() == _config()
+    assert _segment().validated() == _segment()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"address": "100.64.0.5; reboot"},
+        {"hub_public_key": "not-a-key"},
+        {"hub_public_key": KEY[:-2] + "x="},
+        {"hub_endpoint": "hub.example"},
+        {"hub_endpoint": "hub.example:70000"},
+        {"hub_endpoint": "a b:1"},
+        {"prefix_length": 0},
+        {"mtu": 100},
+        {"network": "100.64.0.0"},
+        {"keepalive_seconds": 0},
+    ],
+)
+def test_a_bad_underlay_config_is_refused(changes):
+    with pytest.raises(ValueError):
+        _config(**changes).validated()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"vni": 0},
+        {"vni": 2**24},
+        {"address": "fe80::1"},
+        {"remote_hosts": ("100.64.0.6 dev lo",)},
+        {"remote_hosts": tuple(f"100.64.1.{i}" for i in range(65))},
+        {"names": (("worker 0", "10.128.7.10"),)},
+        {"names": (("Worker-0", "10.128.7.10"),)},
+        {"names": (("evil", "127.0.0.1"),)},  # a name may only point into the segment
+        {"names": (("x" * 64, "10.128.7.10"),)},
+        {"mtu": 65536},
+    ],
+)
+def test_a_bad_segment_is_refused(changes):
+    with pytest.raises(ValueError):
+        _segment(**changes).validated()
+
+
+def test_names_are_derived_safely_and_fit_linux_limits():
+    names = PlacementNames.of("jo", "rental-1-2-3; rm -rf /")
+    assert len(names.veth) <= 15 and names.veth.startswith("jov")
+    assert names.netns.startswith("jon") and netns_name(names.netns) == names.netns
+    with pytest.raises(ValueError):
+        interface_name("a" * 16)
+    with pytest.raises(ValueError):
+        interface_name("eth0 type")
+    with pytest.raises(ValueError):
+        wg_key("AAAA")
+
+
+def test_the_capability_check_says_what_is_missing(monkeypatch):
+    from agent.overlay import capabilities
+
+    monkeypatch.setattr(capabilities.shutil, "which", lambda name: None)
+    caps = capabilities.check("zzprobe0k")
+    message = caps.describe()
+    assert not caps.ok
+    assert "apt-get install wireguard-go" in message and "`wg` command (apt-get install wireguard-tools)" in message
