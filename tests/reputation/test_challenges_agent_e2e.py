@@ -95,13 +95,6 @@ def test_a_faulty_agent_is_quarantined_drained_and_refunded_and_the_honest_agent
     assert rental.refunded == rental.held_total - rental.charged
     assert balance(buyer, "available") == funded - rental.charged
     assert ledger_total() == 0
-    # ... and the agent, still connected, was told to stop the workload nobody pays for any more.
-    wait_until(
-        lambda: NodePlacement.objects.filter(pk=placement.node_placement_id, state__in=["exited", "failed"]).exists(),
-        timeout=30,
-        what=f"the cheat's workload stopped:\n{cheat_agent.output()}",
-    )
-
     honest_after = score_of(kind=SubjectKind.NODE, subject_id=honest.pk)
     assert honest_after >= honest_before  # a passed challenge never lowers a score
     again = run_round(submit(buyer, max_price_per_hour="1", command=["sh", "-c", "echo next; sleep 1"]))
