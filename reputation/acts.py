@@ -57,12 +57,17 @@ def onchain_stakes(*, user_ids: set[int], at) -> dict[int, int]:
     totals = (
         StakeEvent.objects.filter(account__in=owner_of, created_at__lt=at)
         .values_list("account", "kind")
-        .annotate(total=ExactSum("amount"))
+        .annotate(total=ExactSum("amount"), from_pending=ExactSum("from_pending"))
         .order_by()
     )
-    for account, kind, total in totals:
-        sign = {StakeEvent.Kind.STAKED: 1, StakeEvent.Kind.UNSTAKE_REQUESTED: -1, "slashed": -1}.get(kind, 0)
-        stakes[owner_of[account]] = stakes.get(owner_of[account], 0) + sign * int(total)
+    for account, kind, total, from_pending in totals:
+        if kind == StakeEvent.Kind.SLASHED:
+            # The part of a slash taken from a pending unstake was already subtracted with its unstake request.
+            change = -(int(total) - int(from_pending or 0))
+        else:
+            sign = {StakeEvent.Kind.STAKED: 1, StakeEvent.Kind.UNSTAKE_REQUESTED: -1}.get(kind, 0)
+            change = sign * int(total)
+        stakes[owner_of[account]] = stakes.get(owner_of[account], 0) + change
     return {user: max(stake, 0) for user, stake in stakes.items()}
 
 

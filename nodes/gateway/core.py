@@ -10,17 +10,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from datetime import timedelta
 from typing import Any
 
 import grpc
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections
+from django.utils import timezone
 
 from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
 from nodes.gateway.convert import control_message
-from nodes.models import Node, NodePlacement, NodeState, RevokedCertificate
+from nodes.models import Node, NodeCommand, NodePlacement, NodeState, RevokedCertificate
 from nodes.services import NodeHeartbeat, node_commands_mark_delivered, node_commands_pending, node_heartbeats_apply
 
 log = logging.getLogger("nodes.gateway")
+
+# How long a quarantined node's stream stays open for the stop commands queued for it (then it ends anyway).
+QUARANTINE_STOP_GRACE_SECONDS = 30
 
 MAX_COMMANDS_PER_POLL = 1000
 # Errors that mean "the database is away" (not "this row is bad"): keep the data and try again later.
@@ -227,9 +232,20 @@ class CommandDispatcher:
             sessions = dict(self._sessions)
         if not sessions:
             return []
-        quarantined = sorted(
+        quarantined = set(
             Node.objects.filter(pk__in=list(sessions), state=NodeState.QUARANTINED).values_list("pk", flat=True)
         )
+        # A quarantined node's agent is first told to stop what it still runs (nobody pays for it any more): its
+        # stream stays open until those commands are delivered, for at most QUARANTINE_STOP_GRACE_SECONDS.
+        waiting = set(
+            NodeCommand.objects.filter(
+                node_id__in=quarantined,
+                delivered_at__isnull=True,
+                cancelled_at__isnull=True,
+                created_at__gte=timezone.now() - timedelta(seconds=QUARANTINE_STOP_GRACE_SECONDS),
+            ).values_list("node_id", flat=True)
+        )
+        quarantined = sorted(quarantined - waiting)
         for node_id in quarantined:
             sessions[node_id].abort(grpc.StatusCode.PERMISSION_DENIED, "This node is quarantined; contact support.")
         return quarantined

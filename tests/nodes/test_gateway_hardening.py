@@ -318,6 +318,23 @@ def test_an_operators_quarantine_disconnects_the_agent_and_it_cannot_come_back(g
     channel.close()
 
 
+def test_a_quarantined_agent_gets_its_stop_commands_before_the_gateway_ends_its_stream(gateway, tmp_path):
+    """Found at merge time: quarantine stops what the agent still runs, and the disconnect must not beat the stops."""
+    from django.db import transaction
+
+    from nodes.operator import node_quarantine as operator_quarantine
+
+    rig = Rig(gateway, tmp_path)
+    rig.start("p-q")
+    with transaction.atomic():
+        operator_quarantine(node_id=rig.node.pk, reason="forged usage")
+        node_send(node_id=rig.node.pk, message={"stop_placement": {"placement_id": "p-q"}})
+    failure = rig.stream.failure()
+    assert failure.code() == grpc.StatusCode.PERMISSION_DENIED and "quarantined" in failure.details()
+    assert any(m.stop_placement.placement_id == "p-q" for m in rig.stream.received)  # delivered before the end
+    rig.close()
+
+
 # -- Item 5: separate limits, first-message deadline, per-certificate limits, log quotas -------------------
 
 

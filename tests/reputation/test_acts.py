@@ -157,3 +157,40 @@ def test_in_real_mode_a_node_whose_provider_has_not_staked_on_chain_the_pools_mi
     settings.REPUTATION_POOL_MIN_STAKES_JCT = ""
     market_round_run(pool_id=unstaked.vgpus.first().pool_id)
     assert Allocation.objects.filter(node=unstaked).exists()
+
+
+@pytest.mark.django_db
+def test_the_recorded_onchain_stake_subtracts_only_the_active_part_of_a_slash():
+    """A slash that took 30 JCT from a 40 JCT pending unstake lowers the active stake by 20, not by 50.
+
+    The pending part was already subtracted with its UnstakeRequested event (found at merge time: the whole slash
+    was subtracted, so a slash during the cool-down counted its pending part twice).
+    """
+    import uuid
+
+    from django.utils import timezone
+
+    from ledger.models import StakeEvent, Wallet
+    from reputation.acts import onchain_stakes
+
+    provider = UserFactory()
+    address = "0x" + "cd" * 20
+    Wallet.objects.create(user=provider, address=address, chain_id=31337)
+    events = (
+        (StakeEvent.Kind.STAKED, 150, 0),
+        (StakeEvent.Kind.UNSTAKE_REQUESTED, 40, 0),
+        (StakeEvent.Kind.SLASHED, 50, 30),
+    )
+    for kind, jct, from_pending in events:
+        StakeEvent.objects.create(
+            chain_id=31337,
+            tx_hash="0x" + uuid.uuid4().hex * 2,
+            log_index=0,
+            block_number=1,
+            kind=kind,
+            account=address,
+            amount=jct * 10**18,
+            from_pending=from_pending * 10**18,
+        )
+    stakes = onchain_stakes(user_ids={provider.pk}, at=timezone.now() + timedelta(seconds=1))
+    assert stakes == {provider.pk: (150 - 40 - 20) * 10**18}
