@@ -35,6 +35,7 @@ urlpatterns = [
     path("payouts/", provider_views.payouts_page, name="payouts-page"),
     path("payouts/claim/", provider_views.payout_claim_page, name="payout-claim-page"),
     path("stake/", chain_views.stake_page, name="stake-page"),
+    path("stake/ledger/", chain_views.ledger_stake_action, name="ledger-stake-action"),
     path("deposit/", chain_views.deposit_page, name="deposit-page"),
     path("market/", market_views.market_page, name="market-page"),
     path("market/rounds/<int:round_id>/", market_views.round_page, name="round-page"),

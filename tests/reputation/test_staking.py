@@ -204,3 +204,42 @@ def test_a_slash_racing_an_unstake_takes_what_is_left_wherever_it_is_and_never_m
     assert refused.value.code == "stake_insufficient"
     assert unstakes_release(now=timezone.now() + timedelta(days=30)) == Unstake.objects.count()
     assert _jct(provider, "available") == unstaking and _books_balance()
+
+
+@pytest.mark.django_db
+def test_the_stake_page_in_the_embedded_default_stakes_and_unstakes_ledger_jct_once_per_form(client, settings):
+    """Found at merge time: the page showed only the on-chain stake (none on the demo chain) and told a provider
+    whose ledger-level stake met the pool's minimum (what the gate reads) that its nodes were not listed."""
+    settings.REPUTATION_POOL_MIN_STAKE_JCT = "50"
+    provider = UserFactory()
+    online_node(provider, name="rig", vgpus=1, price=100_000)
+    _fund(provider, 150)
+    client.force_login(provider)
+    page = client.get("/stake/")
+    assert page.status_code == 200 and b"ledger-level stake" in page.content
+    assert b"below it" in page.content  # nothing staked yet
+    token = page.context["ledger_stake"]["form_token"]
+    for _ in range(2):  # a resubmitted form moves nothing more
+        response = client.post("/stake/ledger/", {"action": "stake", "amount": "100", "form_token": token})
+        assert response.status_code == 302
+    assert (_jct(provider, "available"), _jct(provider, "stake")) == (50 * JCT, 100 * JCT)
+    page = client.get("/stake/")
+    assert b"meets it" in page.content and b"below it" not in page.content
+    unstake = page.context["ledger_stake"]["form_token"]
+    client.post("/stake/ledger/", {"action": "unstake", "amount": "30", "form_token": unstake})
+    assert (_jct(provider, "stake"), _jct(provider, "unstaking")) == (70 * JCT, 30 * JCT)
+    assert client.get("/stake/").context["ledger_stake"]["unstakes"][0]["amount"] == "30"
+    # Bad input: a clear message, nothing moved.
+    for bad in ({"action": "stake", "amount": "-1"}, {"action": "stake", "amount": "1e9"}, {"action": "burn"}):
+        response = client.post("/stake/ledger/", {**bad, "form_token": uuid.uuid4().hex}, follow=True)
+        assert response.status_code == 200
+        assert any(m.level_tag == "error" for m in response.context["messages"])
+    too_much = client.post("/stake/ledger/", {"action": "stake", "amount": "51", "form_token": "t2"}, follow=True)
+    assert "Amount:" in next(str(m) for m in too_much.context["messages"])
+    assert (_jct(provider, "available"), _jct(provider, "stake"), _jct(provider, "unstaking")) == (
+        50 * JCT,
+        70 * JCT,
+        30 * JCT,
+    )
+    settings.CHAIN_RPC_URL = "http://127.0.0.1:9"  # real mode: stake on chain from the wallet, not here
+    assert client.post("/stake/ledger/", {"action": "stake", "amount": "1", "form_token": "t3"}).status_code == 404
