@@ -34,6 +34,11 @@ def worker_redis_url(url: str, index: int | None) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
+def _address(host) -> str | None:
+    """Return a channel layer host's Redis URL (a host is a URL or a dict with "address" and connection options)."""
+    return host.get("address") if isinstance(host, dict) else None
+
+
 def pytest_configure(config):
     """Under pytest-xdist, give each worker its own Redis database (gwN uses REDIS_URL's database + N).
 
@@ -64,7 +69,8 @@ def pytest_configure(config):
     layers = {}
     for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
         hosts = layer.get("CONFIG", {}).get("hosts") or []
-        layers[alias] = {**layer, "CONFIG": {**layer["CONFIG"], "hosts": [own if h == url else h for h in hosts]}}
+        hosts = [own if h == url else {**h, "address": own} if _address(h) == url else h for h in hosts]
+        layers[alias] = {**layer, "CONFIG": {**layer["CONFIG"], "hosts": hosts}}
         layers[alias] = layers[alias] if hosts else layer
     changed["CHANNEL_LAYERS"] = layers
     for name, value in changed.items():

@@ -41,6 +41,8 @@ def test_this_worker_uses_its_own_redis_database_everywhere(db, pytestconfig):
     assert settings.CACHES["default"]["LOCATION"] == url
     assert app.conf.broker_url == url
     assert get_channel_layer().hosts[0]["address"] == url
+    # An idle consumer's blocking pop must end before its read times out (see janction/settings/async_.py).
+    assert get_channel_layer().hosts[0]["socket_timeout"] > get_channel_layer().brpop_timeout
     # A subprocess (a server the test starts) inherits the worker's database with the environment.
     code = "import os; print(os.environ['REDIS_URL'])"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == url
