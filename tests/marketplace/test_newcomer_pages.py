@@ -52,6 +52,9 @@ def test_the_profile_page_saves_name_region_and_roles_and_the_dashboard_greets_b
     assert "Hello, Ada" in client.get("/dashboard/").content.decode()
     page = client.get("/settings/profile/").content.decode()
     assert 'value="Ada"' in page and 'value="apac" selected' in page
+    # Found at merge time: the notifications form had been pasted into the title block, once more than in the page.
+    assert "<title>Profile · Janction</title>" in page
+    assert page.count('id="notifications-form"') == 1
 
 
 @pytest.mark.parametrize(
