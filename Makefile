@@ -12,7 +12,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DJANGO_SECRET_KEY=janction-test-only-secret-key
 # pytest-xdist worker processes (0: one process). Each worker has its own test database (test_janction_gwN) and
 # Redis database (TEST_REDIS_URL's plus N); a test file runs whole on one worker. See docs/testing.md.
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test lint format migrate proto bench deps deps-dev system-deps js-deps vendor clean
 
