@@ -1,8 +1,22 @@
 from django.contrib import admin, messages
+from django.db import models
 
 from janction.errors import ApplicationError
 from ledger.currencies import from_base_units
-from nodes.models import Gpu, Node, NodeEvent, NodeFlag, NodePlacement, Pool, RevokedCertificate, VGpu
+from nodes.models import (
+    Gpu,
+    Node,
+    NodeEvent,
+    NodeFlag,
+    NodeOverlay,
+    NodePlacement,
+    OverlayHub,
+    OverlaySegment,
+    OverlaySegmentMember,
+    Pool,
+    RevokedCertificate,
+    VGpu,
+)
 from nodes.operator import node_operator_drain, node_quarantine, node_release
 
 
@@ -113,8 +127,84 @@ class NodePlacementAdmin(admin.ModelAdmin):
     list_filter = ["state", LimitsEnforcedFilter]
     search_fields = ["placement_id", "node__name"]
     readonly_fields = [field.name for field in NodePlacement._meta.fields]
+
+
 @admin.register(RevokedCertificate)
 class RevokedCertificateAdmin(admin.ModelAdmin):
     list_display = ["serial", "node", "reason", "revoked_at"]
     search_fields = ["serial"]
     readonly_fields = ["revoked_at"]
+
+
+# -- the overlay (docs/overlay.md): what the control plane assigned, for operators to look at ------------------------
+# Read-only: the agents' Hellos, the dispatcher and the release on rental end write these rows, and the hub derives
+# its forwarding rules from them every second. A hand edit would change who may reach whom, so there is none.
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(OverlayHub)
+class OverlayHubAdmin(ReadOnlyAdmin):
+    list_display = ["endpoint", "address", "public_key", "updated_at"]
+
+
+@admin.register(NodeOverlay)
+class NodeOverlayAdmin(ReadOnlyAdmin):
+    list_display = ["node", "address", "rtt_ms", "public_key", "updated_at"]
+    search_fields = ["node__name", "address", "public_key"]
+
+    @admin.display(description="RTT to hub (ms)", ordering="rtt_us")
+    def rtt_ms(self, overlay):
+        return f"{overlay.rtt_us / 1000:.2f}" if overlay.rtt_us else "not measured"
+
+
+class OverlaySegmentMemberInline(admin.TabularInline):
+    model = OverlaySegmentMember
+    extra = 0
+    fields = ["index", "name", "address", "node", "placement_id"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class SegmentLiveFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "live"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Live"), ("no", "Released")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(released_at__isnull=True)
+        if self.value() == "no":
+            return queryset.filter(released_at__isnull=False)
+        return queryset
+
+
+@admin.register(OverlaySegment)
+class OverlaySegmentAdmin(ReadOnlyAdmin):
+    list_display = ["key", "vni", "member_count", "created_at", "released_at"]
+    list_filter = [SegmentLiveFilter]
+    search_fields = ["key", "members__placement_id", "members__node__name"]
+    inlines = [OverlaySegmentMemberInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_members=models.Count("members"))
+
+    @admin.display(description="members", ordering="_members")
+    def member_count(self, segment):
+        return segment._members
