@@ -1,5 +1,5 @@
 """The ingress's overlay path (docs/overlay.md, "The service endpoint"), for real but without the three-host lab:
-the hub's segment link is a dummy link in a network namespace of this test, holding the hub's segment address;
+the hub's segment link is a bare link in a network namespace of this test, holding the hub's segment address;
 the "container" is an HTTP server whose socket was made in that namespace on the member's address. Checked: the
 request goes over the overlay from the hub's address with the ingress's header rules unchanged; a refused port is
 the same 502 as through a tunnel; where the hub has no link (the overlay is not up) the agent's tunnel serves.
@@ -58,7 +58,7 @@ def hub_netns():
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         _ip(name, "link", "set", "lo", "up")
-        _ip(name, "link", "add", "hubs0", "type", "dummy")
+        _ip(name, "link", "add", "hubs0", "type", "bridge")  # no dummy module here
         _ip(name, "link", "set", "hubs0", "up")
         yield name
     finally:
