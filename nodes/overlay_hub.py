@@ -115,6 +115,8 @@ def render_ruleset(
     service_inputs, service_outputs = _service_rules(interface, hub_address, services) if services else ([], [])
     lines = [f"table inet {table}", f"delete table inet {table}", f"table inet {table} {{"]
     lines += [
+        "  counter claims_refused {",
+        "  }",
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
         f'    iifname "{interface}" jump from_overlay',
@@ -140,6 +142,8 @@ def render_ruleset(
         "    type filter hook input priority filter; policy accept;",
         f'    iifname "{interface}" icmp type echo-request limit rate 20/second accept',
         *service_inputs,
+        # ARP inside VxLAN to the hub that no rule above took: a host claiming an address it does not own.
+        f'    iifname "{interface}" udp dport {VXLAN_PORT} @th,224,16 0x0806 counter name "claims_refused" drop',
         f'    iifname "{interface}" drop',
         f'    iifname "{links}" drop',
         "  }",

@@ -119,6 +119,10 @@ def test_each_host_may_send_the_hub_only_its_own_members_addresses_on_its_own_vn
     # The claim attacks: .2 sending .11 (its peer's), .1 (the hub's) or VNI 6's address is matched by no rule.
     for claim in ("0x0a80050b", "0x0a800501", "0x0a80060a"):
         assert not [r for r in to_hub if "ip saddr 100.64.0.2 " in r and claim in r]
+    # What no rule took is dropped; a refused ARP claim is counted (the e2e test reads the counter).
+    claims = 'iifname "jhub0" udp dport 4789 @th,224,16 0x0806 counter name "claims_refused" drop'
+    assert rules.index(claims) > max(rules.index(r) for r in to_hub)
+    assert rules.index('iifname "jhub0" drop') > rules.index(claims)
     # Nothing from a service link opens a connection; the hub opens only the exposed ports, per segment.
     inputs = rules[rules.index("chain input {") : rules.index("chain output {")]
     assert 'iifname "jhub0s5" ct state established,related accept' in inputs

@@ -153,6 +153,13 @@ def _host_reaches(lab: Lab, role: str, address: str, port: int = 8080) -> bool:
     return result.returncode == 0 and "200 OK" in result.stdout
 
 
+def _claims_refused(lab: Lab) -> int:
+    """Return how many ARP claims of addresses their host does not own the hub dropped."""
+    output = sh("nft", "list", "counter", "inet", f"janction_{lab.prefix}hub", "claims_refused",
+                netns=lab.hosts["hub"]).stdout  # fmt: skip
+    return int(output.split("packets")[1].split()[0])
+
+
 def test_two_hosts_one_segment_per_rental_isolated_torn_down_and_rejoined_after_kill_9(lab, lab_gateway, tmp_path):
     # The hub process talks to the database from the root namespace; its WireGuard link and rules live in "hub".
     with (tmp_path / "hub.log").open("wb") as hub_log_file:
@@ -321,8 +328,10 @@ def test_two_hosts_one_segment_per_rental_isolated_torn_down_and_rejoined_after_
         on_b_first = next(p for p in placements["first"] if p.node_id == node_b)
         b_netns = PlacementNames.of(hosts["b"].prefix, on_b_first.placement_id).netns
         a_address = members["first"][node_a].address
+        refused_before = _claims_refused(lab)
         sh("ip", "addr", "add", f"{a_address}/32", "dev", "eth0", netns=b_netns)
         sh("busybox", "arping", "-U", "-c", "2", "-I", "eth0", "-s", a_address, a_address, netns=b_netns, check=False)
+        assert _claims_refused(lab) >= refused_before + 2  # the hub's inner-source check dropped b's claims
         neighbour = sh("ip", "neigh", "show", a_address, "dev", service_link(f"{lab.prefix}hub", segments["first"].vni),
                        netns=lab.hosts["hub"]).stdout  # fmt: skip
         assert segment_mac(a_address) in neighbour and "PERMANENT" in neighbour, neighbour
