@@ -377,7 +377,7 @@ def test_two_hosts_one_segment_per_rental_isolated_torn_down_and_rejoined_after_
             assert "10.128." not in routes, routes
             assert not any(p.name.startswith(host.prefix) for p in Path("/run/netns").iterdir())
         wait_until(
-            lambda: "@th" not in sh("nft", "list", "table", "inet", f"janction_{lab.prefix}hub",
+            lambda: "@th,96,24" not in sh("nft", "list", "table", "inet", f"janction_{lab.prefix}hub",
                                     netns=lab.hosts["hub"]).stdout,
             timeout=15, what="the hub's rules emptied",
         )  # fmt: skip
