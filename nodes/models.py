@@ -467,10 +467,13 @@ class NodeOverlay(models.Model):
 
 
 class OverlaySegment(models.Model):
-    """A multi-node rental's VxLAN segment: its VNI is unique among the segments not yet released."""
+    """A rental's VxLAN segment (multi-node, or a service): its VNI is unique among the segments not yet released."""
 
     key = models.CharField(max_length=64, unique=True, help_text="what it serves, e.g. rental-12-34")
     vni = models.PositiveIntegerField()
+    # The container ports the service endpoint reaches over this segment (the rental's exposed ports): the hub
+    # joins a segment with any as a member of its own (docs/overlay.md, "The service endpoint").
+    service_ports = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     released_at = models.DateTimeField(null=True, blank=True)
 

@@ -20,6 +20,16 @@ MAX_PEERS = 64
 HOST_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
+def segment_mac(address: str) -> str:
+    """Return a container's MAC on its segment: locally administered, 02:6a + its IPv4 address.
+
+    The hub pins each member's address to this MAC and the MAC to the member's host (it learns nothing from the
+    segment), so the service endpoint's traffic to a container goes to that container's host only. The same
+    derivation is in `nodes/overlay_hub.py`; a test checks that both agree.
+    """
+    return "02:6a:" + ":".join(f"{byte:02x}" for byte in ipaddress.IPv4Address(address).packed)
+
+
 @dataclass(frozen=True)
 class SegmentSpec:
     """What the control plane said about one placement's segment."""
@@ -120,7 +130,8 @@ class Segments:
             inside.link_delete("eth0")
             net.ip(
                 "link", "add", "dev", names.veth, "mtu", str(spec.mtu), "type", "veth",
-                "peer", "name", "eth0", "mtu", str(spec.mtu), "netns", names.netns,
+                "peer", "name", "eth0", "mtu", str(spec.mtu), "address", segment_mac(spec.address),
+                "netns", names.netns,
             )  # fmt: skip
         net.ip("link", "set", "dev", names.veth, "master", bridge, "up")
         wanted = f"{spec.address}/{spec.prefix_length}"

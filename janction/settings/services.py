@@ -11,6 +11,15 @@ SERVICE_INGRESS_TUNNEL_LISTEN = env_str("SERVICE_INGRESS_TUNNEL_LISTEN", "127.0.
 # What agents dial (host:port of each ingress's tunnel port, reachable from the providers): every ingress process
 # gets tunnels from every agent that runs an exposed service. Empty: SERVICE_INGRESS_TUNNEL_LISTEN.
 SERVICE_INGRESS_TUNNEL_ADDRESSES = env_list("SERVICE_INGRESS_TUNNEL_ADDRESSES", [])
+# The endpoint over the overlay (docs/overlay.md): an ingress on the hub's host reaches containers on service
+# segments through the hub's segment links (in its own network namespace, or the one at ..._OVERLAY_NETNS),
+# and takes the agent's tunnel where that path is not up. Off: always the tunnel.
+SERVICE_INGRESS_OVERLAY = env_bool("SERVICE_INGRESS_OVERLAY", False)
+SERVICE_INGRESS_OVERLAY_NETNS = env_str("SERVICE_INGRESS_OVERLAY_NETNS", "")
+# Time to connect over the overlay before taking the tunnel; how long a placement whose overlay path failed
+# is reached through the tunnel only.
+SERVICE_OVERLAY_CONNECT_SECONDS = float(env_str("SERVICE_OVERLAY_CONNECT_SECONDS", "2.0"))
+SERVICE_OVERLAY_DOWN_SECONDS = float(env_str("SERVICE_OVERLAY_DOWN_SECONDS", "10.0"))
 # Idle tunnel streams each agent keeps open per exposed port and ingress (a request takes one, the agent
 # replaces it), and how long a request waits for one before a 503.
 SERVICE_TUNNEL_POOL_SIZE = env_int("SERVICE_TUNNEL_POOL_SIZE", 4)

@@ -148,6 +148,18 @@ def _start_message(
     return {"start_placement": start}
 
 
+def _overlay_service_ports(rental: Rental, placements: list[RentalPlacement]) -> list[int]:
+    """Return the ports the endpoint reaches over the rental's segment (docs/decisions.md, "service segments").
+
+    A service gets a segment even on one node, so the endpoint reaches it over the overlay; except a single
+    placement with internet egress, which keeps its egress network (a segment namespace has no internet)
+    and is reached through the agent's tunnel.
+    """
+    if len(placements) == 1 and rental.internet_egress:
+        return []
+    return [entry["port"] for entry in rental.expose]
+
+
 def rental_dispatch(*, rental_id: int) -> None:
     """Send StartPlacement for an allocated rental's placements that were not sent yet."""
     with transaction.atomic():
@@ -167,6 +179,7 @@ def rental_dispatch(*, rental_id: int) -> None:
                 SegmentMember(node_id=p.node_id, placement_id=p.placement_id, role="primary" if i == 0 else "worker")
                 for i, p in enumerate(placements)
             ],
+            service_ports=_overlay_service_ports(rental, placements),
         )
         for placement in placements:
             if placement.dispatched_at is not None:

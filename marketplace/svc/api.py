@@ -34,6 +34,9 @@ class PortStatsSerializer(serializers.Serializer):
     bytes_out = serializers.IntegerField()
     latency_ms_mean = serializers.FloatField(allow_null=True, help_text="Mean time to the response head.")
     latency_ms_max = serializers.IntegerField(allow_null=True)
+    overlay_requests = serializers.IntegerField(
+        help_text="Requests carried over the overlay through the hub; the others went through the agent's tunnel."
+    )
 
 
 class ServiceSerializer(serializers.Serializer):

@@ -41,6 +41,8 @@ class ServiceStats(models.Model):
     # Time to the response head, summed over requests (mean = latency_ms_total / requests), and the largest.
     latency_ms_total = models.BigIntegerField(default=0)
     latency_ms_max = models.BigIntegerField(default=0)
+    # Requests the ingress carried over the overlay (through the hub) rather than the agent's tunnel.
+    overlay_requests = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

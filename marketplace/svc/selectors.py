@@ -38,6 +38,7 @@ def service_stats(rental: Rental) -> list[dict]:
                 "bytes_out": row.bytes_out if row else 0,
                 "latency_ms_mean": round(row.latency_ms_total / requests, 1) if row and requests else None,
                 "latency_ms_max": row.latency_ms_max if row and requests else None,
+                "overlay_requests": row.overlay_requests if row else 0,
             }
         )
     return out

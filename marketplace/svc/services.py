@@ -24,7 +24,7 @@ from marketplace.svc.errors import (
     ServiceUnauthorized,
 )
 from marketplace.svc.models import ServiceStats, ServiceToken
-from nodes.services import node_authenticate
+from nodes.services import node_authenticate, overlay_service_addresses
 
 TOKEN_PREFIX = "jst"  # noqa: S105 - the public prefix of service tokens, not a secret
 ENDED_STATES = frozenset(
@@ -97,6 +97,9 @@ class ServiceTarget:
     port_name: str
     container_port: int
     placement_ids: tuple[str, ...]
+    # On a live service segment (docs/overlay.md): the hub's address there and (placement id, address) pairs.
+    overlay_source: str = ""
+    overlay_addresses: tuple[tuple[str, str], ...] = ()
 
 
 def _caller_may_open(*, rental: Rental, credential: str) -> None:
@@ -154,7 +157,15 @@ def service_authorize(*, slug: str, port_name: str, credential: str) -> ServiceT
     )
     if not placements:
         raise ServiceStarting("This service is starting (its rental is waiting for a node); retry shortly.")
-    return ServiceTarget(rental_id=rental.pk, port_name=port_name, container_port=port, placement_ids=placements)
+    source, addresses = overlay_service_addresses(placement_ids=placements)
+    return ServiceTarget(
+        rental_id=rental.pk,
+        port_name=port_name,
+        container_port=port,
+        placement_ids=placements,
+        overlay_source=source,
+        overlay_addresses=tuple((pid, addresses[pid]) for pid in placements if pid in addresses),
+    )
 
 
 def tunnel_authorize(*, certificate_pem: bytes, placement_id: str, container_port: int) -> int:
@@ -180,7 +191,7 @@ def tunnel_authorize(*, certificate_pem: bytes, placement_id: str, container_por
 
 
 def service_stats_add(*, rows: list[dict]) -> None:
-    """Add counters to each (rental_id, port_name) row: requests, errors, bytes_in, bytes_out, latency_ms_*."""
+    """Add counters to each (rental_id, port_name) row: requests, errors, bytes_*, latency_ms_*, overlay_requests."""
     for row in sorted(rows, key=lambda r: (r["rental_id"], r["port_name"])):
         stats, _ = ServiceStats.objects.get_or_create(rental_id=row["rental_id"], port_name=row["port_name"])
         ServiceStats.objects.filter(pk=stats.pk).update(
@@ -190,5 +201,6 @@ def service_stats_add(*, rows: list[dict]) -> None:
             bytes_out=F("bytes_out") + row["bytes_out"],
             latency_ms_total=F("latency_ms_total") + row["latency_ms_total"],
             latency_ms_max=Greatest(F("latency_ms_max"), row["latency_ms_max"]),
+            overlay_requests=F("overlay_requests") + row.get("overlay_requests", 0),
             updated_at=timezone.now(),
         )

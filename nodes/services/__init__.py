@@ -57,6 +57,7 @@ from nodes.services.overlay import (
     overlay_segment_allocate,
     overlay_segments_release,
     overlay_segments_release_ended,
+    overlay_service_addresses,
 )
 from nodes.services.placements import (
     LOG_STREAMS,
@@ -137,6 +138,7 @@ __all__ = [
     "overlay_segment_allocate",
     "overlay_segments_release",
     "overlay_segments_release_ended",
+    "overlay_service_addresses",
     "placement_commands_cancel",
     "placement_logs_append",
     "placement_may_become",

@@ -34,6 +34,8 @@ log = logging.getLogger("nodes.overlay")
 WG_KEY = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
 VXLAN_OVERHEAD = 50
 FIRST_MEMBER_HOST = 10
+# The hub's own address on a service segment: host .1 of the VNI's /24 (members start at .10).
+HUB_MEMBER_HOST = 1
 MAX_MEMBERS = 64
 ALLOCATE_ATTEMPTS = 8
 MAX_RTT_US = 10_000_000
@@ -62,6 +64,11 @@ def segment_network(vni: int) -> ipaddress.IPv4Network:
     """Return the /24 of a VNI inside OVERLAY_SEGMENT_NETWORK."""
     base = ipaddress.IPv4Network(settings.OVERLAY_SEGMENT_NETWORK)
     return ipaddress.IPv4Network((int(base.network_address) + vni * 256, 24))
+
+
+def overlay_hub_segment_address(vni: int) -> str:
+    """Return the hub's member address on a service segment (the source the containers see the endpoint come from)."""
+    return str(segment_network(vni)[HUB_MEMBER_HOST])
 
 
 def max_vni() -> int:
@@ -146,13 +153,19 @@ class SegmentMember:
     role: str = "worker"
 
 
-def overlay_segment_allocate(*, key: str, members: list[SegmentMember]) -> dict[str, dict] | None:
-    """Give a multi-node placement set its segment; return each placement's `segment` message, or None.
+def overlay_segment_allocate(
+    *, key: str, members: list[SegmentMember], service_ports: list[int] | tuple[int, ...] = ()
+) -> dict[str, dict] | None:
+    """Give a placement set its segment; return each placement's `segment` message, or None.
 
-    None when no hub is registered or a member's node is not on the overlay: the rental then runs as
-    before (peers by host name). Idempotent by key.
+    A segment is made for two or more placements, or for one when the rental exposes service ports (the
+    service endpoint then reaches it over the overlay, the hub being a member: docs/overlay.md). None when
+    no hub is registered or a member's node is not on the overlay: the rental then runs as before (peers by
+    host name, the endpoint through the agent's tunnel). Idempotent by key.
     """
-    if len(members) < 2 or len(members) > MAX_MEMBERS or OverlayHub.objects.first() is None:
+    service_ports = sorted({int(port) for port in service_ports if 0 < int(port) < 65536})
+    fewest = 1 if service_ports else 2
+    if len(members) < fewest or len(members) > MAX_MEMBERS or OverlayHub.objects.first() is None:
         return None
     overlays = {o.node_id: o for o in NodeOverlay.objects.filter(node_id__in=[m.node_id for m in members])}
     if len(overlays) < len({m.node_id for m in members}):
@@ -161,7 +174,7 @@ def overlay_segment_allocate(*, key: str, members: list[SegmentMember]) -> dict[
         segment = OverlaySegment.objects.filter(key=key).first()
         if segment is None:
             overlay_segments_release_ended()
-            segment = _segment_create(key)
+            segment = _segment_create(key, service_ports)
             network = segment_network(segment.vni)
             OverlaySegmentMember.objects.bulk_create(
                 OverlaySegmentMember(
@@ -177,7 +190,7 @@ def overlay_segment_allocate(*, key: str, members: list[SegmentMember]) -> dict[
         return _segment_messages(segment, overlays)
 
 
-def _segment_create(key: str) -> OverlaySegment:
+def _segment_create(key: str, service_ports: list[int]) -> OverlaySegment:
     """Create the segment with the lowest VNI no live segment holds (the partial unique index arbitrates races)."""
     for _ in range(ALLOCATE_ATTEMPTS):
         live = set(OverlaySegment.objects.filter(released_at__isnull=True).values_list("vni", flat=True))
@@ -186,7 +199,7 @@ def _segment_create(key: str) -> OverlaySegment:
             raise ValidationFailed("Every overlay segment is in use; try again later.", code="overlay_segments_full")
         try:
             with transaction.atomic():
-                return OverlaySegment.objects.create(key=key, vni=vni)
+                return OverlaySegment.objects.create(key=key, vni=vni, service_ports=service_ports)
         except IntegrityError:
             continue
     raise ValidationFailed("Could not allocate an overlay segment; try again.", code="overlay_segment_busy")
@@ -196,13 +209,15 @@ def _segment_messages(segment: OverlaySegment, overlays: dict[int, NodeOverlay])
     members = list(segment.members.order_by("index"))
     network = segment_network(segment.vni)
     names = [{"name": m.name, "address": m.address} for m in members]
+    # A service segment floods to the hub too: it is the member through which the endpoint reaches the containers.
+    hub = [overlay_hub_address()] if segment.service_ports else []
     return {
         member.placement_id: {
             "vni": segment.vni,
             "address": member.address,
             "prefix_length": network.prefixlen,
             "mtu": settings.OVERLAY_MTU - VXLAN_OVERHEAD,
-            "remote_hosts": [overlays[m.node_id].address for m in members if m.node_id != member.node_id],
+            "remote_hosts": [overlays[m.node_id].address for m in members if m.node_id != member.node_id] + hub,
             "names": names,
         }
         for member in members
@@ -231,11 +246,29 @@ def overlay_segments_release_ended() -> int:
 
 
 @dataclass(frozen=True)
+class ServiceSegment:
+    """A segment the hub joins as a member so the service endpoint reaches its containers' exposed ports.
+
+    `members` are (segment address, host overlay address) of its live placements: the hub pins each address
+    to its host (no learning), accepts from a host only its own members' addresses, and opens connections
+    only to the members on `ports`.
+    """
+
+    vni: int
+    address: str
+    prefix_length: int
+    mtu: int
+    ports: tuple[int, ...]
+    members: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class HubState:
-    """The hub's desired state: WireGuard peers (key, address) and allowed VxLAN flows (src, dst, VNI)."""
+    """The hub's desired state: WireGuard peers (key, address), allowed VxLAN flows (src, dst, VNI), services."""
 
     peers: tuple[tuple[str, str], ...]
     flows: tuple[tuple[str, str, int], ...]
+    services: tuple[ServiceSegment, ...] = ()
 
 
 def overlay_hub_state() -> HubState:
@@ -264,7 +297,37 @@ def overlay_hub_state() -> HubState:
         for b in group
         if a.node_id != b.node_id
     )
-    return HubState(peers=tuple(sorted(peers.values())), flows=tuple(flows))
+    network_mtu = settings.OVERLAY_MTU - VXLAN_OVERHEAD
+    services = tuple(
+        ServiceSegment(
+            vni=vni,
+            address=overlay_hub_segment_address(vni),
+            prefix_length=segment_network(vni).prefixlen,
+            mtu=network_mtu,
+            ports=tuple(sorted({int(p) for p in group[0].segment.service_ports})),
+            members=tuple((m.address, peers[m.node_id][1]) for m in group),
+        )
+        for vni, group in sorted(live.items())
+        if group[0].segment.service_ports
+    )
+    return HubState(peers=tuple(sorted(peers.values())), flows=tuple(flows), services=services)
+
+
+def overlay_service_addresses(*, placement_ids: tuple[str, ...] | list[str]) -> tuple[str, dict[str, str]]:
+    """Return (the hub's address, {placement id: segment address}) of the placements on a live service segment.
+
+    The ingress dials these over the overlay from the hub's address; ("", {}) when none is on one.
+    """
+    rows = list(
+        OverlaySegmentMember.objects.filter(
+            placement_id__in=list(placement_ids), segment__released_at__isnull=True
+        ).values_list("placement_id", "address", "segment__vni", "segment__service_ports")
+    )
+    rows = [row for row in rows if row[3]]
+    if not rows:
+        return "", {}
+    vni = rows[0][2]  # one rental, one segment
+    return overlay_hub_segment_address(vni), {pid: address for pid, address, v, _ in rows if v == vni}
 
 
 def overlay_segment_of(*, placement_id: str) -> OverlaySegmentMember | None:
@@ -279,6 +342,7 @@ def overlay_segment_of(*, placement_id: str) -> OverlaySegmentMember | None:
 __all__ = [
     "HubState",
     "SegmentMember",
+    "ServiceSegment",
     "overlay_hub_register",
     "overlay_hub_state",
     "overlay_on_hello",
@@ -287,4 +351,5 @@ __all__ = [
     "overlay_segment_of",
     "overlay_segments_release",
     "overlay_segments_release_ended",
+    "overlay_service_addresses",
 ]

@@ -129,7 +129,8 @@ def test_the_ruleset_allows_exactly_the_flows_and_refuses_injection():
     ruleset = render_ruleset(interface="jhub0", flows=[("100.64.0.2", "100.64.0.3", 7)])
     assert "ip saddr 100.64.0.2 ip daddr 100.64.0.3 udp dport 4789 @th,96,24 7 accept" in ruleset
     accepting = [line.strip() for line in ruleset.splitlines() if line.strip().endswith(" accept")]
-    assert len(accepting) == 2  # the flow and the rate-limited echo requests to the hub
+    # The flow, the rate-limited echo requests to the hub, and replies on the hub's own service connections.
+    assert len(accepting) == 3 and 'oifname "jhub0s*" ct state established,related accept' in accepting
     assert 'oifname != "jhub0" drop' in ruleset and "counter drop" in ruleset
     for bad in [("100.64.0.2 accept; ip saddr 0.0.0.0/0", "100.64.0.3", 7), ("100.64.0.2", "100.64.0.3", 2**24)]:
         with pytest.raises(ValueError):

@@ -89,6 +89,9 @@ class Lab:
         self.pids.append(process.pid)
         return process
 
+    def netns_path(self, role: str) -> str:
+        return f"/run/netns/{self.hosts[role]}"
+
     def links(self, role: str, prefix: str) -> list[str]:
         """Return the names of a host's links that start with prefix."""
         output = sh("ip", "-o", "link", "show", netns=self.hosts[role]).stdout

@@ -3,40 +3,54 @@
 hub: `manage.py overlay_hub` (WireGuard through wireguard-go, nftables from the database).
 a, b: each its own `python -m agent --overlay` with podman, dialling the hub. Two rentals, each with one
 placement on a and one on b, each on its own VxLAN segment. Real gateway, database, podman, WireGuard.
+Both are services: the buyer calls them through the real ingress, which reaches the containers over the overlay
+from the hub's member address on each segment (the agents' tunnels point nowhere, so nothing else could answer).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.db import connection
 
+from agent.overlay.segments import PlacementNames
 from marketplace.rentals.dispatch import rental_logs_stream, rentals_sync
 from marketplace.rentals.metering import metering_run
 from marketplace.rentals.models import Rental, RentalState
 from marketplace.rentals.services import rental_cancel, rental_submit
+from marketplace.services import api_key_create
+from marketplace.svc.ingress.server import Ingress
+from marketplace.svc.models import ServiceStats
 from nodes.gateway.server import Gateway, GatewayConfig
 from nodes.models import NodeOverlay, NodeState, OverlaySegment, PlacementLogLine, VGpu, VGpuState
+from nodes.overlay_hub import segment_mac, service_link, service_link_prefix
 from nodes.services import node_create
+from nodes.services.overlay import overlay_hub_address, overlay_hub_segment_address
 from pricing.services import market_round_run
 from tests.factories import UserFactory
 from tests.nodes.gateway_fixtures import REPO, gateway_ca, gateway_ca_pem, gateway_settings, wait_until  # noqa: F401
 from tests.overlay.lab import Lab, missing_prerequisites, sh
 from tests.rentals.conftest import USDC, fund
+from tests.services.support import request
 
 pytestmark = pytest.mark.slow
 TEST_IMAGE = os.environ.get("JANCTION_TEST_IMAGE", "localhost/janction-test-busybox:latest")
 HUB_PORT = 51820
-# Serve "<rental tag> <own segment address>" on 8080, then call every name on the segment once a second.
+# Serve "<rental tag> <own segment address>" on 8080, and "peer <the caller's address>" at /cgi-bin/peer; then
+# call every name on the segment once a second.
 WORKLOAD = (
-    'mkdir -p /tmp/w && echo "$TAG $JANCTION_SEGMENT_ADDRESS" > /tmp/w/index.html && httpd -p 8080 -h /tmp/w; '
+    'mkdir -p /tmp/w/cgi-bin && echo "$TAG $JANCTION_SEGMENT_ADDRESS" > /tmp/w/index.html && '
+    "printf '%s\\n' '#!/bin/sh' 'echo Content-Type: text/plain' echo 'echo \"peer $REMOTE_ADDR\"' "
+    "> /tmp/w/cgi-bin/peer && chmod +x /tmp/w/cgi-bin/peer && httpd -p 8080 -h /tmp/w; "
     "while true; do for peer in primary-0 worker-1; do "
     "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 $peer 8080 | tail -n 1 | sed \"s/^/from $peer: /\"; "
     "done; sleep 1; done"
@@ -60,6 +74,11 @@ def lab(tmp_path):
 def lab_gateway(transactional_db, gateway_settings, lab):  # noqa: F811
     # An agent restarted within this grace keeps its node online and its rentals running (the kill -9 step).
     gateway_settings.NODE_HEARTBEAT_GRACE_SECONDS = 120
+    # Services: the agents' tunnels point where nothing listens (only the overlay can carry a request), and
+    # a path that failed is retried soon.
+    gateway_settings.SERVICE_INGRESS_TUNNEL_ADDRESSES = ["127.0.0.1:9"]
+    gateway_settings.SERVICE_TUNNEL_WAIT_SECONDS = 1
+    gateway_settings.SERVICE_OVERLAY_DOWN_SECONDS = 1
     server = Gateway(
         GatewayConfig.from_settings(listen=f"{lab.gateway_address}:0", enroll_listen=f"{lab.gateway_address}:0")
     )
@@ -129,10 +148,24 @@ def _reaches(container: str, address: str) -> bool:
     return result.returncode == 0 and "200 OK" in result.stdout
 
 
-def _host_reaches(lab: Lab, role: str, address: str) -> bool:
-    command = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {address} 8080"
+def _reached(container: str, addresses: list[str]) -> list[str]:
+    """Return which of the addresses a container reaches (probed at once: a refused probe waits its 2 s)."""
+    with ThreadPoolExecutor(len(addresses)) as pool:
+        reached = pool.map(lambda address: _reaches(container, address), addresses)
+        return [address for address, ok in zip(addresses, reached, strict=True) if ok]
+
+
+def _host_reaches(lab: Lab, role: str, address: str, port: int = 8080) -> bool:
+    command = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {address} {port}"
     result = sh("sh", "-c", command, netns=lab.hosts[role], check=False)
     return result.returncode == 0 and "200 OK" in result.stdout
+
+
+def _claims_refused(lab: Lab) -> int:
+    """Return how many ARP claims of addresses their host does not own the hub dropped."""
+    output = sh("nft", "list", "counter", "inet", f"janction_{lab.prefix}hub", "claims_refused",
+                netns=lab.hosts["hub"]).stdout  # fmt: skip
+    return int(output.split("packets")[1].split()[0])
 
 
 def test_two_hosts_one_segment_per_rental_isolated_torn_down_and_rejoined_after_kill_9(lab, lab_gateway, tmp_path):
@@ -164,6 +197,10 @@ def test_two_hosts_one_segment_per_rental_isolated_torn_down_and_rejoined_after_
         )
     lab.pids.append(hub.pid)
     provider, buyer = UserFactory(), UserFactory()
+    # The agents' tunnels point nowhere: an answer through the ingress can only have come over the overlay.
+    ingress = Ingress(listen="127.0.0.1:0", tunnel_listen="127.0.0.1:0", overlay=True,
+                      overlay_netns=lab.netns_path("hub"))  # fmt: skip
+    ingress.start()
     tickets = {role: node_create(owner=provider, name=f"host-{role}", reserve_price_per_hour=400_000) for role in "ab"}
     hosts = {role: Host(lab, role, lab_gateway, tickets[role].token, tmp_path) for role in "ab"}
     try:
@@ -190,8 +227,10 @@ def test_two_hosts_one_segment_per_rental_isolated_torn_down_and_rejoined_after_
                 image=TEST_IMAGE,
                 command=["sh", "-c", WORKLOAD],
                 env={"TAG": tag},
+                # Each a service; the second's exposed port has no listener (its 8080 is not exposed).
+                expose=[{"name": name, "port": port}],
             )
-            for tag, pool in (("first", "ada-24g"), ("second", "ampere-24g"))
+            for tag, pool, name, port in (("first", "ada-24g", "web", 8080), ("second", "ampere-24g", "alt", 8081))
         }
 
         def tick() -> None:
@@ -244,9 +283,66 @@ def test_two_hosts_one_segment_per_rental_isolated_torn_down_and_rejoined_after_
         sh("ip", *attack_route, netns=lab.hosts["b"])
         assert not _host_reaches(lab, "b", first_addresses[0])
         sh("ip", *["route", "del", *attack_route[2:]], netns=lab.hosts["b"])
-        # The hub forwards only the live segments' VxLAN between their hosts.
+        # The hub forwards only the live segments' VxLAN between their hosts, and takes from each host only its
+        # own members' addresses on the service segments it is a member of.
         ruleset = sh("nft", "list", "table", "inet", f"janction_{lab.prefix}hub", netns=lab.hosts["hub"]).stdout
-        assert ruleset.count("@th,96,24") == 4  # two segments, two directions each
+        lines = [line for line in ruleset.splitlines() if "@th,96,24" in line]
+        assert len([line for line in lines if "@th,224,16" not in line]) == 4  # two segments, two directions each
+        assert len(lines) == 4 + 2 * 2 * 2  # two service segments, two hosts, IPv4 and ARP
+
+        # The endpoint over the overlay: the buyer calls the service with the buyer's API key; the container sees
+        # the hub's member address as its peer; both placements answer; a port nobody listens on is a clear 502.
+        hub_member = {tag: overlay_hub_segment_address(segments[tag].vni) for tag in rentals}
+        _, key = api_key_create(user=buyer, name="buyer")
+        auth = {"Authorization": f"Bearer {key}"}
+        base = {tag: f"/svc/{Rental.objects.get(pk=r.pk).service_slug}" for tag, r in rentals.items()}
+
+        def served(path: str) -> str:
+            status, _, body = request(ingress.port, "GET", base["first"] + path, headers=auth)
+            # busybox httpd listens on IPv6 too, so it names an IPv4 peer as [::ffff:a.b.c.d].
+            text = body.decode().strip().replace("[::ffff:", "").replace("]", "")
+            return text if status == 200 else f"{status} {body[:200]!r}"
+
+        wait_until(lambda: served("/web/cgi-bin/peer") == f"peer {hub_member['first']}", timeout=30,
+                   what=f"the container's answer over the overlay: {served('/web/cgi-bin/peer')}")  # fmt: skip
+        first_answers = {f"first {address}" for address in first_addresses}
+        assert {served("/web/") for _ in range(4)} == first_answers
+        status, _, body = request(ingress.port, "GET", base["second"] + "/alt/", headers=auth)
+        assert (status, json.loads(body)["code"]) == (502, "container_not_listening")
+        assert request(ingress.port, "GET", base["first"] + "/web/")[0] == 401  # the ingress's auth as ever
+        wait_until(
+            lambda: ServiceStats.objects.filter(rental=rentals["first"], overlay_requests__gte=5).exists(),
+            timeout=15, what="the overlay requests counted",
+        )  # fmt: skip
+
+        # Attacks. The hub opens only the exposed ports (the second rental's 8080 is not one of them); containers
+        # open nothing towards the hub, on any of its addresses, even where something listens there; a container
+        # routed through the hub by its provider gets nowhere; host b claiming a's member address (on a's own
+        # segment and from another VNI's member) does not move the endpoint's traffic for a.
+        second_addresses = [m.address for m in members["second"].values()]
+        assert _host_reaches(lab, "hub", first_addresses[0]) and not _host_reaches(lab, "hub", second_addresses[0])
+        www = tmp_path / "hub-www"
+        www.mkdir()
+        (www / "index.html").write_text("the hub's own service\n")
+        lab.spawn("hub", ["busybox", "httpd", "-f", "-p", "8080", "-h", str(www)], log=tmp_path / "hub-httpd.log")
+        wait_until(lambda: _host_reaches(lab, "hub", lab.addresses["hub"]), timeout=10, what="the hub's listener")
+        assert _reached(container, [hub_member["second"], overlay_hub_address(), lab.addresses["hub"]]) == []
+        container_netns = PlacementNames.of(hosts["a"].prefix, on_a["second"].placement_id).netns
+        sh("ip", "route", "add", "default", "via", hub_member["second"], netns=container_netns)
+        assert _reached(container, [first_addresses[0], lab.addresses["hub"], lab.gateway_address]) == []
+        sh("ip", "route", "del", "default", netns=container_netns)
+        on_b_first = next(p for p in placements["first"] if p.node_id == node_b)
+        b_netns = PlacementNames.of(hosts["b"].prefix, on_b_first.placement_id).netns
+        a_address = members["first"][node_a].address
+        refused_before = _claims_refused(lab)
+        sh("ip", "addr", "add", f"{a_address}/32", "dev", "eth0", netns=b_netns)
+        sh("busybox", "arping", "-U", "-c", "2", "-I", "eth0", "-s", a_address, a_address, netns=b_netns, check=False)
+        assert _claims_refused(lab) >= refused_before + 2  # the hub's inner-source check dropped b's claims
+        neighbour = sh("ip", "neigh", "show", a_address, "dev", service_link(f"{lab.prefix}hub", segments["first"].vni),
+                       netns=lab.hosts["hub"]).stdout  # fmt: skip
+        assert segment_mac(a_address) in neighbour and "PERMANENT" in neighbour, neighbour
+        assert {served("/web/") for _ in range(4)} == first_answers
+        sh("ip", "addr", "del", f"{a_address}/32", "dev", "eth0", netns=b_netns)
 
         # kill -9 the agent on a, leave a stray link of its prefix: the restarted agent removes it and rejoins.
         hosts["a"].kill()
@@ -287,12 +383,17 @@ def test_two_hosts_one_segment_per_rental_isolated_torn_down_and_rejoined_after_
             assert "10.128." not in routes, routes
             assert not any(p.name.startswith(host.prefix) for p in Path("/run/netns").iterdir())
         wait_until(
-            lambda: "@th" not in sh("nft", "list", "table", "inet", f"janction_{lab.prefix}hub",
+            lambda: "@th,96,24" not in sh("nft", "list", "table", "inet", f"janction_{lab.prefix}hub",
                                     netns=lab.hosts["hub"]).stdout,
             timeout=15, what="the hub's rules emptied",
         )  # fmt: skip
+        hub_table = sh("nft", "list", "table", "inet", f"janction_{lab.prefix}hub", netns=lab.hosts["hub"]).stdout
+        assert "tcp dport" not in hub_table, hub_table
+        wait_until(lambda: not lab.links("hub", service_link_prefix(f"{lab.prefix}hub")), timeout=15,
+                   what="the hub's member links removed")  # fmt: skip
         assert OverlaySegment.objects.filter(released_at__isnull=True).count() == 0
     finally:
+        ingress.stop()
         for host in hosts.values():
             host.stop()
         for rental_placements in Rental.objects.filter(owner=buyer):

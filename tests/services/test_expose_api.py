@@ -69,6 +69,7 @@ def test_a_service_rental_gets_a_slug_and_urls(owner_client, funded, node):
             "bytes_out": 0,
             "latency_ms_mean": None,
             "latency_ms_max": None,
+            "overlay_requests": 0,
         }
     ]
 

@@ -1,5 +1,6 @@
 """`manage.py service_ingress`: serve the service endpoint (/svc/...) and the agents' tunnels until SIGTERM."""
 
+import argparse
 import signal
 import threading
 
@@ -20,9 +21,26 @@ class Command(BaseCommand):
         parser.add_argument(
             "--advertise", default="", help="HOST:PORT agents dial for tunnels (default: the tunnel listen address)"
         )
+        parser.add_argument(
+            "--overlay",
+            action=argparse.BooleanOptionalAction,
+            default=settings.SERVICE_INGRESS_OVERLAY,
+            help="reach containers on service segments over the overlay (run it on the hub's host), else the tunnel",
+        )
+        parser.add_argument(
+            "--overlay-netns",
+            default=settings.SERVICE_INGRESS_OVERLAY_NETNS,
+            help="the hub's network namespace (a /run/netns path) when the hub runs with --netns",
+        )
 
-    def handle(self, *args, listen, tunnel_listen, advertise, **options):
-        ingress = Ingress(listen=listen, tunnel_listen=tunnel_listen, advertise=advertise)
+    def handle(self, *args, listen, tunnel_listen, advertise, overlay, overlay_netns, **options):
+        ingress = Ingress(
+            listen=listen,
+            tunnel_listen=tunnel_listen,
+            advertise=advertise,
+            overlay=overlay,
+            overlay_netns=overlay_netns,
+        )
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

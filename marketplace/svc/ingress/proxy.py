@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from janction.errors import ApplicationError
+from marketplace.svc.ingress.overlay import OverlayConnection, OverlayDialer, OverlayRefused, OverlayUnavailable
 from marketplace.svc.ingress.stats import StatsBuffer
 from marketplace.svc.ingress.tunnels import Tunnel, TunnelClosed, TunnelRegistry
 from marketplace.svc.services import ServiceTarget, service_authorize
@@ -94,11 +95,12 @@ class IngressError(Exception):
 
 @dataclass
 class Upstream:
-    """A taken tunnel and the HTTP/1.1 client state of the container's side of it."""
+    """A taken tunnel (or a connection over the overlay) and the HTTP/1.1 client state of the container's side."""
 
     key: tuple[int, str]
-    tunnel: Tunnel
+    tunnel: Tunnel | OverlayConnection
     conn: h11.Connection
+    overlay: bool = False
 
     async def next_event(self, timeout: float | None = None):
         while True:
@@ -141,9 +143,10 @@ def _header(headers, name: bytes) -> bytes:
 class Proxy:
     """Serves callers' HTTP connections: authorises, takes a tunnel, relays, counts."""
 
-    def __init__(self, registry: TunnelRegistry, stats: StatsBuffer) -> None:
+    def __init__(self, registry: TunnelRegistry, stats: StatsBuffer, overlay: OverlayDialer | None = None) -> None:
         self.registry = registry
         self.stats = stats
+        self.overlay = overlay
         self.inflight: dict[int, int] = {}
         # Recent authorisations (only successes): (slug, port, credential hash) -> (when, target).
         self._authorized: dict[tuple, tuple[float, ServiceTarget]] = {}
@@ -271,6 +274,10 @@ class Proxy:
                 return upstream
             upstream.tunnel.close()
         self._round_robin += 1
+        if self.overlay is not None and target.overlay_addresses:
+            over = await self._take_overlay(target, key)
+            if over is not None:
+                return over
         try:
             tunnel = await self.registry.take(
                 target.placement_ids,
@@ -285,6 +292,25 @@ class Proxy:
                 "The service's container is not reachable yet (starting, or its node is reconnecting); retry shortly.",
             ) from None
         return Upstream(key=key, tunnel=tunnel, conn=h11.Connection(h11.CLIENT))
+
+    async def _take_overlay(self, target: ServiceTarget, key: tuple[int, str]) -> Upstream | None:
+        """Connect over the overlay to one of the placements (round robin); None when that path is not up."""
+        candidates = [(pid, a) for pid, a in target.overlay_addresses if not self.overlay.is_down(pid)]
+        if not candidates:
+            return None
+        placement_id, address = candidates[self._round_robin % len(candidates)]
+        try:
+            connection = await self.overlay.connect(
+                placement_id=placement_id, source=target.overlay_source, address=address, port=target.container_port
+            )
+        except OverlayRefused:
+            status, message = TUNNEL_ERRORS["container_not_listening"]
+            raise IngressError(status, "container_not_listening", message, close=True) from None
+        except OverlayUnavailable as exc:
+            log.info("overlay path to %s not up (%s); using the agent's tunnel", placement_id, exc)
+            self.overlay.mark_down(placement_id)
+            return None
+        return Upstream(key=key, tunnel=connection, conn=h11.Connection(h11.CLIENT), overlay=True)
 
     async def _exchange(self, conn, reader, writer, request: h11.Request, upstream: Upstream | None, peer):
         """Relay one request and its response; return the upstream to keep for the next request, or None."""
@@ -302,10 +328,11 @@ class Proxy:
                 f"This service has {settings.SERVICE_MAX_CONCURRENT_REQUESTS} requests in flight; retry shortly.",
             )
         self.inflight[rental] = self.inflight.get(rental, 0) + 1
-        counts = {"bytes_in": 0, "bytes_out": 0, "status": 0, "latency_ms": 0}
+        counts = {"bytes_in": 0, "bytes_out": 0, "status": 0, "latency_ms": 0, "overlay": False}
         try:
             async with asyncio.timeout(settings.SERVICE_REQUEST_MAX_SECONDS):
                 upstream = await self._take(target, upstream)
+                counts["overlay"] = upstream.overlay
                 upstream = await self._relay(
                     conn, reader, writer, request, upstream, target, path, peer, started, counts
                 )
@@ -334,6 +361,7 @@ class Proxy:
                 bytes_in=counts["bytes_in"],
                 bytes_out=counts["bytes_out"],
                 latency_ms=counts["latency_ms"] or int((time.monotonic() - started) * 1000),
+                overlay=counts["overlay"],
             )
 
     async def _relay(self, conn, reader, writer, request, upstream: Upstream, target, path, peer, started, counts):

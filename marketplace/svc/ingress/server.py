@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from agent.protocol.gen.janction.agent.v1 import agent_pb2_grpc
+from marketplace.svc.ingress.overlay import OverlayDialer
 from marketplace.svc.ingress.proxy import Proxy
 from marketplace.svc.ingress.stats import StatsBuffer
 from marketplace.svc.ingress.tunnels import ServiceTunnelServicer, TunnelRegistry
@@ -40,8 +41,20 @@ def _split(address: str) -> tuple[str, int]:
 class Ingress:
     """The service endpoint's HTTP server and the agents' tunnel server, on one event loop."""
 
-    def __init__(self, *, listen: str | None = None, tunnel_listen: str | None = None, advertise: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        listen: str | None = None,
+        tunnel_listen: str | None = None,
+        advertise: str = "",
+        overlay: bool | None = None,
+        overlay_netns: str | None = None,
+    ) -> None:
+        """`overlay`: reach containers on service segments over the overlay first (docs/overlay.md); the hub's
+        segment links are in this network namespace, or in the one at `overlay_netns`."""
         self.listen = listen or settings.SERVICE_INGRESS_LISTEN
+        self.overlay = settings.SERVICE_INGRESS_OVERLAY if overlay is None else overlay
+        self.overlay_netns = overlay_netns if overlay_netns is not None else settings.SERVICE_INGRESS_OVERLAY_NETNS
         self.tunnel_listen = tunnel_listen or settings.SERVICE_INGRESS_TUNNEL_LISTEN
         self._advertise = advertise
         self.port = 0
@@ -88,7 +101,14 @@ class Ingress:
 
     async def _serve(self, credentials: grpc.ServerCredentials) -> None:
         self.registry = TunnelRegistry()
-        self.proxy = Proxy(self.registry, self.stats)
+        dialer = None
+        if self.overlay:
+            dialer = OverlayDialer(
+                netns=self.overlay_netns or None,
+                connect_seconds=settings.SERVICE_OVERLAY_CONNECT_SECONDS,
+                down_seconds=settings.SERVICE_OVERLAY_DOWN_SECONDS,
+            )
+        self.proxy = Proxy(self.registry, self.stats, dialer)
         server = grpc.aio.server(options=SERVER_OPTIONS)
         agent_pb2_grpc.add_ServiceTunnelServicer_to_server(ServiceTunnelServicer(self.registry), server)
         self.tunnel_port = server.add_secure_port(self.tunnel_listen, credentials)

@@ -17,9 +17,27 @@ class StatsBuffer:
 
     @staticmethod
     def _zero() -> dict[str, int]:
-        return {"requests": 0, "errors": 0, "bytes_in": 0, "bytes_out": 0, "latency_ms_total": 0, "latency_ms_max": 0}
+        return {
+            "requests": 0,
+            "errors": 0,
+            "bytes_in": 0,
+            "bytes_out": 0,
+            "latency_ms_total": 0,
+            "latency_ms_max": 0,
+            "overlay_requests": 0,
+        }
 
-    def add(self, *, rental_id: int, port_name: str, status: int, bytes_in: int, bytes_out: int, latency_ms: int):
+    def add(
+        self,
+        *,
+        rental_id: int,
+        port_name: str,
+        status: int,
+        bytes_in: int,
+        bytes_out: int,
+        latency_ms: int,
+        overlay: bool = False,
+    ):
         with self._lock:
             row = self._rows[(rental_id, port_name)]
             row["requests"] += 1
@@ -28,6 +46,7 @@ class StatsBuffer:
             row["bytes_out"] += bytes_out
             row["latency_ms_total"] += latency_ms
             row["latency_ms_max"] = max(row["latency_ms_max"], latency_ms)
+            row["overlay_requests"] += overlay
 
     def flush(self) -> None:
         """Add what was counted since the last flush to the database; on failure the counts are kept for later."""

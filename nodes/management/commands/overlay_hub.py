@@ -52,8 +52,11 @@ class Command(BaseCommand):
                 try:
                     overlay_segments_release_ended()
                     state = overlay_hub_state()
-                    if hub.apply(peers=state.peers, flows=state.flows):
-                        self.stdout.write(f"overlay hub: {len(state.peers)} peers, {len(state.flows)} flows")
+                    if hub.apply(peers=state.peers, flows=state.flows, services=state.services):
+                        self.stdout.write(
+                            f"overlay hub: {len(state.peers)} peers, {len(state.flows)} flows, "
+                            f"{len(state.services)} service segments"
+                        )
                         self.stdout.flush()
                 except HubError as exc:
                     self.stderr.write(f"overlay hub: {exc}")
