@@ -197,7 +197,7 @@ class SegmentLiveFilter(admin.SimpleListFilter):
 
 @admin.register(OverlaySegment)
 class OverlaySegmentAdmin(ReadOnlyAdmin):
-    list_display = ["key", "vni", "member_count", "created_at", "released_at"]
+    list_display = ["key", "vni", "member_count", "service_ports", "created_at", "released_at"]
     list_filter = [SegmentLiveFilter]
     search_fields = ["key", "members__placement_id", "members__node__name"]
     inlines = [OverlaySegmentMemberInline]
