@@ -135,3 +135,11 @@ def next_leaf(
             f"({paid_before})"
         )
     return ClaimLeaf(index, token, account, cumulative, previous, paid_before, parity, bits_now)
+
+
+# How the DA copy's readers unpack a leaf (its `leaf_format`).
+LEAF_FORMAT = [
+    "key = index (bits 0-63) | claim bits at state_block (64-65) | parity (66) | paid_before (160-255)",
+    "tokenAmount = token (bits 0-159) | cumulative (160-255)",
+    "accountPrevious = account (bits 0-159) | previous root's cumulative (160-255)",
+]
