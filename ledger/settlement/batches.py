@@ -309,7 +309,7 @@ def _claim_base(conn: ChainConnection, standing: SettlementBatch | None) -> _Cla
         and content.get("settlement", "").lower() == conn.settlement.address.lower()
     )
     if not same_contract:
-        return _ClaimBase(None, {}, [], 0, state_block, None, {})
+        return _ClaimBase(None, {}, [], 0, state_block)
     functions = conn.settlement.functions
     active = functions.activeSeq().call(block_identifier=state_block)
     pending = functions.pendingSeq().call(block_identifier=state_block)
