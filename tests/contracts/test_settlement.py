@@ -194,14 +194,21 @@ def test_claims_with_a_wrong_proof_amount_index_token_or_account_revert(chain):
     chain.mint(jct, settlement.address, 1_000 * JCT)
     tree = post_tree(chain, 1, [[0, usdc.address, alice, 40 * USDC], [1, usdc.address, bob, 10 * USDC]])
     claim = settlement.functions.claim
+    key, token_amount, account_previous = tree.values[0]
+    proof = tree.get_proof(0)
+    usdc_word, jct_word = int(usdc.address, 16), int(jct.address, 16)
 
     for call in (
-        claim(0, usdc.address, alice, 40 * USDC, tree.get_proof(1)),
-        claim(0, usdc.address, alice, 41 * USDC, tree.get_proof(0)),
-        claim(1, usdc.address, alice, 40 * USDC, tree.get_proof(0)),  # another allocation's index
-        claim(0, jct.address, alice, 40 * USDC, tree.get_proof(0)),  # another token
-        claim(0, usdc.address, bob, 40 * USDC, tree.get_proof(0)),  # another account's leaf
-        claim(0, usdc.address, alice, 40 * USDC, []),
+        claim(key, token_amount, account_previous, tree.get_proof(1)),
+        claim(key, token_amount + (1 << 160), account_previous, proof),  # a larger amount
+        claim(key + 1, token_amount, account_previous, proof),  # another allocation's index
+        claim(key, token_amount - usdc_word + jct_word, account_previous, proof),  # another token
+        claim(key, token_amount, int(bob, 16), proof),  # another account
+        claim(key + (1 << 160), token_amount, account_previous, proof),  # a larger paid_before
+        claim(key ^ (1 << 64), token_amount, account_previous, proof),  # other claim bits
+        claim(key ^ (1 << 66), token_amount, account_previous, proof),  # the other parity
+        claim(key, token_amount, account_previous + (1 << 160), proof),  # another previous amount
+        claim(key, token_amount, account_previous, []),
     ):
         chain.assert_reverts(chain.alice, call, "InvalidProof")
     assert balance(usdc, alice) == balance(jct, alice) == balance(usdc, bob) == 0
@@ -255,12 +262,14 @@ def test_claim_many_pays_usdc_and_jct_in_one_transaction(chain):
     leaves = [[0, usdc.address, alice, 6 * USDC], [1, jct.address, alice, 2 * JCT]]
     tree = post_tree(chain, 1, leaves, jct_rewards=2 * JCT)
 
-    bad = [(*leaves[0], tree.get_proof(0)), (*leaves[1], tree.get_proof(0))]
+    bad = [(*tree.values[0], tree.get_proof(0)), (*tree.values[1], tree.get_proof(0))]
     chain.assert_reverts(chain.alice, settlement.functions.claimMany(bad), "InvalidProof")  # all or nothing
     assert balance(usdc, alice) == 0
+    twice = [(*tree.values[0], tree.get_proof(0))] * 2
+    chain.assert_reverts(chain.alice, settlement.functions.claimMany(twice), "AlreadyClaimed", 0)
 
     receipt = chain.send(
-        chain.alice, settlement.functions.claimMany([(*leaf, tree.get_proof(i)) for i, leaf in enumerate(leaves)])
+        chain.alice, settlement.functions.claimMany([(*tree.values[i], tree.get_proof(i)) for i in range(2)])
     )
 
     assert len(event_args(usdc, "Transfer", receipt)) == len(event_args(jct, "Transfer", receipt)) == 1
@@ -332,6 +341,56 @@ def test_random_claim_sequences_never_touch_staked_jct(chain):
             for j in range(len(accounts)):
                 assert claimed(chain, j) <= owed[j]
     assert slashes > 0  # the sequence did slash
+
+
+def test_random_interleavings_of_claims_around_builds_never_overpay_and_pay_everything_owed(chain):
+    """Invariant of the two-bit claims: with claims against root r-1 before and after r's build, while r waits out
+    its delay (or is rejected), and against r once active, nobody is ever paid more than the claimable root's
+    cumulative amount, and claiming the last root pays everyone exactly what it owes."""
+    usdc, settlement = chain.usdc, chain.settlement
+    chain.send(chain.admin, settlement.functions.setClaimDelay(DELAY))
+    chain.mint(usdc, settlement.address, 10**6 * USDC)
+    rng = random.Random(1018)
+    accounts = [chain.alice, chain.bob, chain.carol, chain.outsider]
+    indices = [0, 1, 130, 255]  # two claim words, neighbours in each
+    owed = [0] * len(accounts)
+    active_owed = [0] * len(accounts)
+    active_tree = None
+
+    def claim_some(tree):
+        for i in rng.sample(range(len(accounts)), rng.randrange(0, len(accounts) + 1)):
+            try:
+                chain.send(accounts[i], claim_call(chain, tree, i))
+            except ContractLogicError as error:
+                assert "AlreadyClaimed" in str(error) or "NothingToClaim" in str(error) or "0x" in str(error)
+        for i, account in enumerate(accounts):
+            assert balance(usdc, account.address) <= active_owed[i]
+
+    for seq in range(1, 13):
+        owed = [amount + rng.randrange(0, 3) * USDC for amount in owed]
+        amounts = [[indices[i], usdc.address, account.address, owed[i]] for i, account in enumerate(accounts)]
+        built = build_leaves(chain, amounts)  # r is built: r-1 is active, its claims continue
+        tree = StandardMerkleTree.of([leaf.words() for leaf in built], LEAF_TYPES)
+        if active_tree is not None:
+            claim_some(active_tree)  # late claims against r-1 after r's build
+        chain.send(chain.operator, settlement.functions.postBatch(seq, tree.root, DATA_HASH, 0))
+        _POSTED[settlement.address][seq] = {leaf.index: leaf for leaf in built}
+        if active_tree is not None:
+            claim_some(active_tree)  # claims against r-1 while r is pending
+        if rng.random() < 0.2:
+            chain.send(chain.admin, settlement.functions.rejectBatch(seq))  # r-1 stays claimable
+            continue
+        chain.advance_time(DELAY)
+        chain.send(chain.outsider, settlement.functions.activateBatch())
+        active_tree, active_owed = tree, list(owed)
+        claim_some(active_tree)  # claims against r once it is active
+    for i, account in enumerate(accounts):
+        try:
+            chain.send(account, claim_call(chain, active_tree, i))
+        except ContractLogicError:
+            pass  # already claimed against the last root
+        assert balance(usdc, account.address) == active_owed[i]
+        assert claimed(chain, indices[i]) == active_owed[i]
 
 
 # --- Delay, guardian, pause ---------------------------------------------------------------------
