@@ -56,7 +56,7 @@ class Market:
 
 
 def leaf_amounts(content: dict) -> list[list]:
-    """Return a DA copy's packed leaves as [index, token, account, cumulative (decimal string)], addresses checksummed."""
+    """Return a DA copy's packed leaves as [index, token, account, cumulative as a string], checksummed."""
     return [
         [leaf.index, Web3.to_checksum_address(leaf.token), Web3.to_checksum_address(leaf.account), str(leaf.cumulative)]
         for leaf in map(unpack, content["leaves"])
