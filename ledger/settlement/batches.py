@@ -211,7 +211,13 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
             if previous is None or previous.status != SettlementBatch.Status.REJECTED
             else SettlementBatch.objects.exclude(status=SettlementBatch.Status.REJECTED).order_by("-seq").first()
         )
-        base = _claim_base(conn, standing)
+        try:
+            base = _claim_base(conn, standing)
+        except CHAIN_DOWN_ERRORS as error:
+            raise ChainUnavailable(
+                "The chain node did not answer; a batch is built from its claim state, so none is prepared until it is "
+                "back."
+            ) from error
         if base is None:
             return None
         amounts = _allocate(high_water=high_water, tokens=token_addresses(conn))
@@ -224,7 +230,12 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
         carried_from, carried = (
             carried_amounts(conn, (leaf[:3] for leaf in amounts)) if base.previous is None else (None, {})
         )
-        leaves = _claim_leaves(conn, base, amounts, carried)
+        try:
+            leaves = _claim_leaves(conn, base, amounts, carried)
+        except CHAIN_DOWN_ERRORS as error:
+            raise ChainUnavailable("The chain node did not answer while the claim bits were read.") from error
+        except claim_leaves.LeafRangeError as error:
+            raise BatchPostFailed(f"The batch cannot be built: {error}") from error
         tree = StandardMerkleTree.of(leaves, LEAF_TYPES, checksums=False)
         jct_rewards = _rewards_emitted(low_water=low_water, high_water=high_water)
         commitment_key = commitment_key_new()
