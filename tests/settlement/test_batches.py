@@ -54,9 +54,7 @@ def test_full_cycle_deposit_spend_batch_claim(market, live):
     assert hashlib.sha256(data).hexdigest() == batch.data_id
     leaves = json.loads(data)["leaves"]
     assert StandardMerkleTree.of(leaves, LEAF_TYPES).root == batch.root
-    assert [live.usdc.address, live.alice.address, str(earned)] in [
-        leaf[1:] for leaf in leaf_amounts(json.loads(data))
-    ]
+    assert [live.usdc.address, live.alice.address, str(earned)] in [leaf[1:] for leaf in leaf_amounts(json.loads(data))]
 
     assert claim_with_api_proof(live, market.provider, live.alice) == earned == 38_000_000
     leaf = proof_for(market.provider)["leaves"][0]
