@@ -128,6 +128,11 @@ def _check_claim_state(
     active = functions.activeSeq().call(block_identifier=state_block)
     pending = functions.pendingSeq().call(block_identifier=state_block)
     previous_seq = content.get("previous_seq")
+    if previous_seq is None and active != 0:
+        report.problems.append(
+            f"the file builds on no earlier root, but batch {active} was claimable at state block {state_block}: "
+            "what was claimed against it would be paid again"
+        )
     if previous_seq is not None and (active != previous_seq or pending != 0):
         report.problems.append(
             f"at state block {state_block} batch {previous_seq} was not the claimable root (active {active}, "
@@ -152,6 +157,13 @@ def _check_claim_state(
         return
     if previous is None:
         report.facts.append("previous and paid_before amounts not checked (give --previous with the previous DA copy)")
+        return
+    posted = settlement.events.BatchPosted().get_logs(
+        argument_filters={"seq": previous_seq}, from_block=0, to_block=state_block
+    )
+    previous_hash = "0x" + hashlib.sha256(previous).hexdigest()
+    if not posted or HexBytes(posted[-1]["args"]["dataHash"]).to_0x_hex() != previous_hash:
+        report.problems.append(f"--previous is not the DA copy posted for batch {previous_seq} (its SHA-256 differs)")
         return
     try:
         before = json.loads(previous)

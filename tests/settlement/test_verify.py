@@ -150,6 +150,17 @@ def test_a_second_batch_verifies_against_the_first_and_the_claim_bits_and_a_forg
     assert main([*args, "3", str(third), "--previous", str(path)]) == 1
     out = capsys.readouterr().out
     assert "previous / paid_before amounts do not follow from batch 2" in out
+    # Batch 4, forged as a contract's first root (nothing before it, so nothing claimed): batch 3 was claimable.
+    mine(live, CONFIRMATIONS)
+    fresh = dict(forged, seq=4, previous_seq=None, state_block=live.w3.eth.block_number - CONFIRMATIONS)
+    mine(live, CONFIRMATIONS)
+    fourth = tmp_path / "fourth.json"
+    fourth.write_bytes(post_da_copy(live, 4, fresh))
+    assert main([*args, "4", str(fourth)]) == 1
+    assert "builds on no earlier root, but batch 3 was claimable" in capsys.readouterr().out
+    # The previous DA copy is checked against the hash posted for it: a copy served by the operator must be the one.
+    assert main([*args, "2", str(path), "--previous", str(third)]) == 1
+    assert "--previous is not the DA copy posted for batch 1" in capsys.readouterr().out
 
 
 def proof_for_provider(market):
