@@ -183,7 +183,7 @@ def run_claim_gas(w3) -> None:
     for size in GAS_SIZES:
         results = measure(w3, admin, size)
         current, v2, v1 = results["Settlement"], results["SettlementV2"], results["SettlementV1"]
-        print(f"  {size:>7,} leaves (proof depth {current.depth}), first claims sampled: {current.sampled}")
+        print(f"  {size:>7,} leaves (`first`: proof depth {current.depth}), first claims sampled: {current.sampled}")
         for label in ("first", "holder", "repeat", "mean_first", "max_first"):
             now, middle, before = getattr(current, label), getattr(v2, label), getattr(v1, label)
             print(
@@ -191,12 +191,21 @@ def run_claim_gas(w3) -> None:
                 f"vs V1 {before:>9,.0f} ({now / before:.3f}x)"
             )
         print(
+            "    most gas of a sampled first claim by proof depth: "
+            + "; ".join(
+                f"depth {depth}: {gas:,} (V2 {v2.max_first_by_depth.get(depth, 0):,})"
+                for depth, gas in current.max_first_by_depth.items()
+            )
+        )
+        print(
             f"    first claim into a word a neighbouring index already wrote: {current.second_in_slot:,} "
             f"(V2: {v2.second_in_slot:,})"
         )
         if size == GAS_SIZES[-1]:
             print(
-                f"  goals at {size:,} leaves: first <= 93,000: {'met' if current.first <= 93_000 else 'NOT met'}; "
+                f"  goals at {size:,} leaves: first claims <= 93,000 (the single one and every sampled one, "
+                f"{max(current.first, current.max_first):,}): "
+                f"{'met' if max(current.first, current.max_first) <= 93_000 else 'NOT met'}; "
                 f"mean of first claims <= 85,000: {'met' if current.mean_first <= 85_000 else 'NOT met'}"
             )
 

@@ -36,6 +36,8 @@ class ClaimGas:
     mean_first: float
     max_first: int
     sampled: int
+    # The most gas a sampled first claim took, per proof depth (a fresh account's claim into an untouched word).
+    max_first_by_depth: dict[int, int] | None = None
 
 
 class PaddedTree:
@@ -127,6 +129,11 @@ def measure(
             w3, admin, name, contract, usdc.address, accounts, seq=1, raised=(), depth=depth, rng=padding
         )
         sampled = _claims(w3, admin, contract, tree, leaves, sample)
+        by_depth: dict[int, int] = {}
+        for index, gas_used in zip(sample, sampled, strict=True):
+            proof_depth = len(tree.get_proof(index))
+            by_depth[proof_depth] = max(gas_used, by_depth.get(proof_depth, 0))
+        first_depth = len(tree.get_proof(first))
         gas = {
             label: _claim(w3, admin, contract, tree, leaves, i)
             for label, i in (("first", first), ("holder", holder), ("neighbour", neighbour), ("repeat", repeat))
@@ -151,13 +158,14 @@ def measure(
         repeat_gas = _claim(w3, admin, contract, tree, leaves, repeat)
         results[name] = ClaimGas(
             leaves=size,
-            depth=len(tree.get_proof(first)),
+            depth=first_depth,
             first=gas["first"],
             holder=gas["holder"],
             repeat=repeat_gas,
             second_in_slot=second_in_slot,
             mean_first=statistics.fmean(sampled),
             max_first=max(sampled),
+            max_first_by_depth=dict(sorted(by_depth.items())),
             sampled=len(sampled),
         )
     return results
