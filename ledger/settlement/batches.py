@@ -223,9 +223,7 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
         amounts = _allocate(high_water=high_water, tokens=token_addresses(conn))
         if not amounts:
             return None
-        if base.previous is not None and base.previous_amounts == [
-            (index, token.lower(), account.lower(), int(cumulative)) for index, token, account, cumulative in amounts
-        ]:
+        if base.previous is not None and _unchanged(base.previous_leaves, amounts):
             return None  # nothing owed changed since the standing root
         carried_from, carried = (
             carried_amounts(conn, (leaf[:3] for leaf in amounts)) if base.previous is None else (None, {})
@@ -298,8 +296,7 @@ class _ClaimBase:
     """What a new batch's leaves are built on: the standing root's leaves and the chain's claim state."""
 
     previous: SettlementBatch | None  # the standing batch on this contract (None: this contract's first root)
-    previous_leaves: dict[int, claim_leaves.ClaimLeaf]
-    previous_amounts: list[tuple[int, str, str, int]]
+    previous_leaves: dict[int, tuple[int, int, int]]  # index -> the standing root's packed leaf
     parity: int
     state_block: int
 
@@ -320,7 +317,7 @@ def _claim_base(conn: ChainConnection, standing: SettlementBatch | None) -> _Cla
         and content.get("settlement", "").lower() == conn.settlement.address.lower()
     )
     if not same_contract:
-        return _ClaimBase(None, {}, [], 0, state_block)
+        return _ClaimBase(None, {}, 0, state_block)
     functions = conn.settlement.functions
     active = functions.activeSeq().call(block_identifier=state_block)
     pending = functions.pendingSeq().call(block_identifier=state_block)
@@ -334,13 +331,10 @@ def _claim_base(conn: ChainConnection, standing: SettlementBatch | None) -> _Cla
             pending,
         )
         return None
-    previous_leaves = {leaf.index: leaf for leaf in map(claim_leaves.unpack, content["leaves"])}
+    previous_leaves = claim_leaves.parse_words(content["leaves"])
     return _ClaimBase(
         previous=standing,
         previous_leaves=previous_leaves,
-        previous_amounts=sorted(
-            (leaf.index, leaf.token, leaf.account, leaf.cumulative) for leaf in previous_leaves.values()
-        ),
         parity=1 - int(content["parity"]),
         state_block=state_block,
     )
@@ -370,20 +364,25 @@ def _claim_leaves(
         chunk = slots[start : start + _WORDS_PER_CALL]
         values = conn.settlement.functions.claimWords(chunk).call(block_identifier=base.state_block)
         words.update(zip(chunk, values, strict=True))
-    leaves = []
+    return claim_leaves.pack_batch(
+        amounts, parity=base.parity, words=words, previous=base.previous_leaves, carried=carried
+    )
+
+
+def _unchanged(previous: dict[int, tuple[int, int, int]], amounts: list[list[Any]]) -> bool:
+    """Tell whether ``amounts`` owe exactly what the standing root's leaves owe (same indices, tokens, accounts)."""
+    if len(previous) != len(amounts):
+        return False
+    mask = 2**160 - 1
     for index, token, account, cumulative in amounts:
-        leaf = claim_leaves.next_leaf(
-            index=index,
-            token=token,
-            account=account,
-            cumulative=int(cumulative),
-            parity=base.parity,
-            bits_now=claim_leaves.bits_of(words, index),
-            previous_leaf=base.previous_leaves.get(index),
-            carried=carried.get(index, 0),
-        )
-        leaves.append(leaf.values())
-    return leaves
+        earlier = previous.get(index)
+        if (
+            earlier is None
+            or earlier[1] != int(token, 16) | int(cumulative) << 160
+            or earlier[2] & mask != int(account, 16)
+        ):
+            return False
+    return True
 
 
 def _rewards_emitted(*, low_water: int, high_water: int) -> int:

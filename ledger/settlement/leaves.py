@@ -143,3 +143,82 @@ LEAF_FORMAT = [
     "tokenAmount = token (bits 0-159) | cumulative (160-255)",
     "accountPrevious = account (bits 0-159) | previous root's cumulative (160-255)",
 ]
+
+
+def parse_words(leaves: Iterable[Iterable[int | str]]) -> dict[int, tuple[int, int, int]]:
+    """Return ``index -> (key, tokenAmount, accountPrevious)`` of packed leaves (a DA copy's, as decimal strings)."""
+    parsed = {}
+    for key, token_amount, account_previous in leaves:
+        key = int(key)
+        parsed[key & (INDEX_LIMIT - 1)] = (key, int(token_amount), int(account_previous))
+    return parsed
+
+
+def pack_batch(
+    amounts: Iterable[tuple[int, str, str, int | str]],
+    *,
+    parity: int,
+    words: Mapping[int, int],
+    previous: Mapping[int, tuple[int, int, int]],
+    carried: Mapping[int, int],
+) -> list[list[str]]:
+    """Return the packed leaves (decimal strings) of ``(index, token, account, cumulative)`` rows: ``next_leaf`` for
+    a whole batch at once, on plain ints (a batch of 100,000 leaves in a fraction of the dataclass path's time).
+
+    ``words`` are the claim-bit words at the state block, ``previous`` the standing root's packed leaves by index
+    (``parse_words``), ``carried`` what a previous deployment paid (a contract's first root only).
+    """
+    if parity not in (0, 1):
+        raise LeafRangeError(f"parity {parity} out of range")
+    tokens: dict[str, int] = {}
+    parity_bit = parity << 66
+    out = []
+    append = out.append
+    for index, token, account, cumulative in amounts:
+        cumulative = int(cumulative)
+        token_word = tokens.get(token)
+        if token_word is None:
+            token_word = tokens[token] = int(token, 16)
+        bits = words.get(index >> 7, 0) >> ((index & 127) << 1) & 3
+        earlier = previous.get(index)
+        if earlier is None:
+            before, paid_before = 0, carried.get(index, 0)
+        else:
+            key, token_amount, account_previous = earlier
+            if key >> 66 & 1 == parity:
+                raise LeafRangeError(f"leaf {index}: a new root must have the other parity than the previous one")
+            before = token_amount >> 160
+            changed = bits ^ (key >> 64 & 3)
+            if changed >> (parity ^ 1) & 1:  # the previous root's own bit: claimed against it
+                paid_before = before
+            elif changed >> parity & 1:  # this root's bit: claimed against the root before the previous one
+                paid_before = account_previous >> 160
+            else:
+                paid_before = key >> 160
+        if (
+            not 0 <= index < INDEX_LIMIT
+            or not 0 <= cumulative < AMOUNT_LIMIT
+            or not 0 <= paid_before < AMOUNT_LIMIT
+            or cumulative < before
+            or cumulative < paid_before
+        ):
+            # The slow path names the field that does not fit.
+            next_leaf(
+                index=index,
+                token=token,
+                account=account,
+                cumulative=cumulative,
+                parity=parity,
+                bits_now=bits,
+                previous_leaf=None if earlier is None else unpack(earlier),
+                carried=carried.get(index, 0),
+            ).words()
+            raise LeafRangeError(f"leaf {index}: out of range")  # pragma: no cover - next_leaf raised above
+        append(
+            [
+                str(index | bits << 64 | parity_bit | paid_before << 160),
+                str(token_word | cumulative << 160),
+                str(int(account, 16) | before << 160),
+            ]
+        )
+    return out

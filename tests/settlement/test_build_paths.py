@@ -17,6 +17,7 @@ from eth_utils import to_checksum_address
 
 from ledger.merkle import MerkleInputError, StandardMerkleTree, checksum_address, keccak, verify
 from ledger.models import PayoutAllocation
+from ledger.settlement import leaves as claim_leaves
 from ledger.settlement.batches import LEAF_TYPES, settlement_batch_prepare
 from ledger.settlement.commitments import batch_commitments, transaction_commitment, transaction_salt
 from ledger.settlement.trees import tree_forget_all, tree_get
@@ -101,3 +102,58 @@ def test_prepare_keeps_its_tree_for_the_proofs_and_a_rebuild_from_the_da_copy_is
     assert rebuilt is not kept and rebuilt.tree.root == batch.root
     assert [rebuilt.tree.get_proof(position) for position in range(len(leaves))] == proofs
     assert StandardMerkleTree.of(json.loads(batch.data.content)["leaves"], LEAF_TYPES).root == batch.root
+
+
+def test_the_batch_packer_gives_exactly_the_leaves_of_the_plain_leaf_builder():
+    rng = random.Random(18)
+    tokens = [to_checksum_address(rng.randbytes(20)) for _ in range(2)]
+    rows = [
+        (index, rng.choice(tokens), to_checksum_address(rng.randbytes(20)), rng.randrange(1, 2**90))
+        for index in rng.sample(range(2**20), 400)
+    ]
+    words = {slot: rng.randrange(2**256) for slot in claim_leaves.word_slots(row[0] for row in rows)}
+    # A previous root (parity 1) for most indices, built from other bits; some indices are new, some carried over.
+    earlier = {}
+    for index, token, account, cumulative in rows[:300]:
+        earlier[index] = claim_leaves.ClaimLeaf(
+            index, token, account, cumulative // 2, cumulative // 4, cumulative // 8, 1, rng.randrange(4)
+        )
+    carried = {row[0]: row[3] // 3 for row in rows[300:350]}
+
+    packed = claim_leaves.pack_batch(
+        rows,
+        parity=0,
+        words=words,
+        previous=claim_leaves.parse_words(leaf.values() for leaf in earlier.values()),
+        carried=carried,
+    )
+
+    plain = [
+        claim_leaves.next_leaf(
+            index=index,
+            token=token,
+            account=account,
+            cumulative=cumulative,
+            parity=0,
+            bits_now=claim_leaves.bits_of(words, index),
+            previous_leaf=earlier.get(index),
+            carried=carried.get(index, 0),
+        ).values()
+        for index, token, account, cumulative in rows
+    ]
+    assert packed == plain
+    assert [claim_leaves.unpack(leaf).account for leaf in packed] == [row[2].lower() for row in rows]
+    for bad, message in (
+        ((5, tokens[0], rows[0][2], 2**96), "cumulative .* does not fit 96 bits"),
+        ((2**64, tokens[0], rows[0][2], 1), "index .* does not fit 64 bits"),
+    ):
+        with pytest.raises(claim_leaves.LeafRangeError, match=message):
+            claim_leaves.pack_batch([bad], parity=0, words={}, previous={}, carried={})
+    with pytest.raises(claim_leaves.LeafRangeError, match="other parity"):
+        claim_leaves.pack_batch(
+            rows[:1],
+            parity=1,
+            words=words,
+            previous=claim_leaves.parse_words([earlier[rows[0][0]].values()]),
+            carried={},
+        )
