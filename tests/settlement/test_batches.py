@@ -12,10 +12,13 @@ from ledger.currencies import Currency
 from ledger.merkle import StandardMerkleTree
 from ledger.models import AccountKind, ChainClaim, PayoutAllocation, SettlementBatch, StakeEvent
 from ledger.services import ledger_account_get
-from ledger.settlement.batches import LEAF_TYPES, settlement_batch_prepare, settlement_batch_run
+from ledger.settlement.batches import LEAF_TYPES, settlement_batch_post, settlement_batch_prepare, settlement_batch_run
+from ledger.settlement.leaves import unpack
 from ledger.watcher import chain_watch_scan
 from tests.factories import UserFactory
 from tests.settlement.helpers import CONFIRMATIONS, claim_call, leaf_amounts, link_wallet, mine
+
+DELAY = 3_600
 
 
 def proof_for(user, address=None) -> dict:
@@ -178,3 +181,31 @@ def test_bad_data_hash_is_a_400(db, bad):
     response = APIClient().get(reverse("settlement-data", args=[bad]))
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_data_hash"
+
+
+def test_a_claim_against_the_previous_root_after_the_next_batch_was_built_is_not_paid_twice(market, live):
+    """Two-bit claims end to end: batch 2 is built from the chain's claim bits, then the provider claims against
+    batch 1 (still claimable while batch 2 waits out its delay); batch 2 then pays only what batch 1 did not."""
+    live.send(live.admin, live.settlement.functions.setClaimDelay(DELAY))
+    live.mint(live.usdc, live.settlement.address, 10**12)
+    first = market.charge(10_000_000)
+    settlement_batch_run()
+    live.advance_time(DELAY)
+    assert settlement_batch_run() is None  # activates batch 1; the next batch waits for its confirmations
+    mine(live, CONFIRMATIONS)
+    second = market.charge(4_000_000)
+
+    batch = settlement_batch_prepare()  # built: batch 1 is claimable and nobody has claimed
+    leaf = unpack(json.loads(batch.data.content)["leaves"][0])
+    assert (leaf.previous, leaf.paid_before) == (first, 0)
+    assert claim_with_api_proof(live, market.provider, live.alice) == first  # a late claim against batch 1
+    settlement_batch_post(batch_id=batch.pk)
+    assert proof_for(market.provider)["batch"]["seq"] == 1  # batch 2 is pending
+    live.advance_time(DELAY)
+    live.send(live.outsider, live.settlement.functions.activateBatch())
+
+    row = next(row for row in proof_for(market.provider)["leaves"] if row["currency"] == Currency.USDC)
+    assert (row["claimed_amount"], row["claimable_amount"]) == (str(first), str(second))
+    assert claim_with_api_proof(live, market.provider, live.alice) == second
+    live.assert_reverts(live.alice, claim_call(live.settlement, row), "AlreadyClaimed", leaf.index)
+    assert live.usdc.functions.balanceOf(live.alice.address).call() == first + second
