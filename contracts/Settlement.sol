@@ -10,20 +10,22 @@ interface IRewardEmitter {
     function emitRewards(address to, uint256 amount) external;
 }
 
-/// @title Janction settlement: delayed batch roots, cumulative claims, deposits, JCT staking and emission.
-/// @notice The operator posts one Merkle root per settlement batch, strictly in sequence. Each leaf is
-/// `(index, token, account, cumulativeAmount)`: the total ever owed to `account` in `token`, under an
-/// allocation `index` that never changes for that (token, account), hashed as OpenZeppelin's
-/// StandardMerkleTree does. A claim against the claimable root pays what is owed beyond what was
-/// already claimed. A posted root becomes claimable only after `claimDelay`, during which the guardian
-/// can reject it; the guardian can also pause, which closes claims by zeroing the claimable root.
-/// @dev Claims are the hot path, so they read two storage slots (the claimable root and the
-/// claimed word; JCT claims also the stake total) and write `claimed` before transferring (no guard).
-/// Claimed amounts are uint128, two to a slot, so a claim into a slot its neighbour already wrote
-/// pays a non-zero write. A claim emits no event of its own: it is the token's Transfer out of this
-/// contract that no StakeWithdrawn or StakeSlashed precedes. Staked JCT is kept apart from the JCT that claims
-/// pay out. The slasher (a role of its own, neither the operator nor the guardian) can take part of a stake,
-/// active or pending unstake, to the treasury, once per evidence hash.
+/// @title Janction settlement (version 3): delayed batch roots, cumulative claims with two claim bits per allocation,
+/// deposits, JCT staking and emission.
+/// @notice The operator posts one Merkle root per settlement batch, strictly in sequence. A leaf owes `account` the
+/// total `cumulative` ever earned in `token` under an allocation `index` that never changes for that (token,
+/// account), and carries the claim state the batch was built from: `previous` (the index's cumulative amount in the
+/// root claimable then), `paidBefore` (what it had been paid then) and the index's two claim bits then. It is
+/// packed into three words (see `claim`) hashed as OpenZeppelin's StandardMerkleTree does. A claim against the
+/// claimable root pays what is owed beyond what was already paid. A posted root becomes claimable only after
+/// `claimDelay`, during which the guardian can reject it (and must check the leaves' claim state against the
+/// chain); the guardian can also pause, which closes claims by zeroing the claimable root.
+/// @dev Claims are the hot path, so they read two storage slots (the claimable root and the claim-bit word; JCT
+/// claims also the stake total) and toggle the bit before transferring (no guard). Two bits per index, 128 indices
+/// to a word, so a first claim often writes a word another index already made non-zero. A claim emits no event of
+/// its own: it is the token's Transfer out of this contract that no StakeWithdrawn or StakeSlashed precedes. Staked
+/// JCT is kept apart from the JCT that claims pay out. The slasher (a role of its own, neither the operator nor the
+/// guardian) can take part of a stake, active or pending unstake, to the treasury, once per evidence hash.
 contract Settlement is AccessControl {
     using SafeERC20 for IERC20;
 

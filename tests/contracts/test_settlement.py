@@ -1,4 +1,4 @@
-"""Settlement.sol on a Hardhat node: delayed batches, indexed cumulative claims, deposits, staking, pause, seeding."""
+"""Settlement.sol on a Hardhat node: delayed batches, two-bit cumulative claims, deposits, staking, pause, migration."""
 
 import random
 
