@@ -26,6 +26,8 @@ def main() -> None:
     from ledger.chain.artifacts import SETTLEMENT_CONTRACT, USDC_CONTRACT
     from ledger.chain.client import contract_at, deploy_all, send
     from ledger.merkle import StandardMerkleTree
+    from ledger.settlement.leaves import LEAF_TYPES
+    from tests.contracts.claim_gas import build_leaves
     from tests.contracts.conftest import funded_account
 
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
@@ -37,17 +39,22 @@ def main() -> None:
         usdc = contract_at(w3, USDC_CONTRACT, addresses.usdc)
         send(w3, admin, usdc.functions.mint(settlement.address, 10 * amount * size))
         accounts = [to_checksum_address(keccak(text=f"breakdown:{size}:{i}")[:20]) for i in range(size)]
-        send(w3, admin, usdc.functions.mint(accounts[2], 1))
+        holder = 130  # in another claim word than 0, 1 and 4
+        send(w3, admin, usdc.functions.mint(accounts[holder], 1))
+        previous = None
 
         def post(seq: int, raised: tuple[int, ...]):
-            leaves = [[i, usdc.address, a, amount * (2 if i in raised else 1) + i] for i, a in enumerate(accounts)]
-            tree = StandardMerkleTree.of(leaves, ("uint256", "address", "address", "uint128"))
+            nonlocal previous
+            amounts = [amount * (2 if i in raised else 1) + i for i in range(size)]
+            leaves = build_leaves(settlement, usdc.address, accounts, amounts, seq, previous)
+            previous = leaves
+            tree = StandardMerkleTree.of(leaves, LEAF_TYPES)
             send(w3, admin, settlement.functions.postBatch(seq, tree.root, b"\x00" * 32, 0))
             return leaves, tree
 
         leaves, tree = post(1, ())
         rows = []
-        for label, index in (("fresh", 0), ("neighbour", 1), ("holder", 2), ("first of 4", 4)):
+        for label, index in (("fresh", 0), ("neighbour", 1), ("holder", holder), ("first of 4", 4)):
             receipt = send(w3, admin, settlement.functions.claim(*leaves[index], tree.get_proof(index)))
             rows.append((label, len(tree.get_proof(index)), receipt))
         leaves, tree = post(2, (4,))
@@ -78,7 +85,7 @@ def breakdown(w3, receipt, depth: int) -> dict[str, int]:
     parts: dict[str, int] = defaultdict(int)
     parts["transaction base"] = TX_BASE
     parts["calldata: proof"] = proof_gas
-    parts["calldata: index, token, account, amount, ABI"] = calldata_gas - proof_gas
+    parts["calldata: the three leaf words, ABI"] = calldata_gas - proof_gas
     for position, step in enumerate(logs):
         op, cost, depth_now = step["op"], step["gasCost"], step["depth"]
         where = "Settlement" if depth_now == 1 else "token"

@@ -10,20 +10,22 @@ interface IRewardEmitter {
     function emitRewards(address to, uint256 amount) external;
 }
 
-/// @title Janction settlement: delayed batch roots, cumulative claims, deposits, JCT staking and emission.
-/// @notice The operator posts one Merkle root per settlement batch, strictly in sequence. Each leaf is
-/// `(index, token, account, cumulativeAmount)`: the total ever owed to `account` in `token`, under an
-/// allocation `index` that never changes for that (token, account), hashed as OpenZeppelin's
-/// StandardMerkleTree does. A claim against the claimable root pays what is owed beyond what was
-/// already claimed. A posted root becomes claimable only after `claimDelay`, during which the guardian
-/// can reject it; the guardian can also pause, which closes claims by zeroing the claimable root.
-/// @dev Claims are the hot path, so they read two storage slots (the claimable root and the
-/// claimed word; JCT claims also the stake total) and write `claimed` before transferring (no guard).
-/// Claimed amounts are uint128, two to a slot, so a claim into a slot its neighbour already wrote
-/// pays a non-zero write. A claim emits no event of its own: it is the token's Transfer out of this
-/// contract that no StakeWithdrawn or StakeSlashed precedes. Staked JCT is kept apart from the JCT that claims
-/// pay out. The slasher (a role of its own, neither the operator nor the guardian) can take part of a stake,
-/// active or pending unstake, to the treasury, once per evidence hash.
+/// @title Janction settlement (version 3): delayed batch roots, cumulative claims with two claim bits per allocation,
+/// deposits, JCT staking and emission.
+/// @notice The operator posts one Merkle root per settlement batch, strictly in sequence. A leaf owes `account` the
+/// total `cumulative` ever earned in `token` under an allocation `index` that never changes for that (token,
+/// account), and carries the claim state the batch was built from: `previous` (the index's cumulative amount in the
+/// root claimable then), `paidBefore` (what it had been paid then) and the index's two claim bits then. It is
+/// packed into three words (see `claim`) hashed as OpenZeppelin's StandardMerkleTree does. A claim against the
+/// claimable root pays what is owed beyond what was already paid. A posted root becomes claimable only after
+/// `claimDelay`, during which the guardian can reject it (and must check the leaves' claim state against the
+/// chain); the guardian can also pause, which closes claims by zeroing the claimable root.
+/// @dev Claims are the hot path, so they read two storage slots (the claimable root and the claim-bit word; JCT
+/// claims also the stake total) and toggle the bit before transferring (no guard). Two bits per index, 128 indices
+/// to a word, so a first claim often writes a word another index already made non-zero. A claim emits no event of
+/// its own: it is the token's Transfer out of this contract that no StakeWithdrawn or StakeSlashed precedes. Staked
+/// JCT is kept apart from the JCT that claims pay out. The slasher (a role of its own, neither the operator nor the
+/// guardian) can take part of a stake, active or pending unstake, to the treasury, once per evidence hash.
 contract Settlement is AccessControl {
     using SafeERC20 for IERC20;
 
@@ -34,10 +36,9 @@ contract Settlement is AccessControl {
 
     /// @notice One leaf and its proof, for claimMany.
     struct Leaf {
-        uint256 index;
-        address token;
-        address account;
-        uint128 cumulativeAmount;
+        uint256 key;
+        uint256 tokenAmount;
+        uint256 accountPrevious;
         bytes32[] proof;
     }
 
@@ -64,7 +65,8 @@ contract Settlement is AccessControl {
     uint256 public unstakeCooldown;
     uint256 public totalStaked;
 
-    mapping(uint256 slot => uint256) private _claimedSlots;
+    /// @dev Two claim bits per allocation index, 128 indices to a word (see claim).
+    mapping(uint256 slot => uint256) private _claimBits;
     mapping(address token => bool) public allowedTokens;
     mapping(address account => uint256) public stakeOf;
     mapping(address account => PendingUnstake) public pendingUnstakeOf;
@@ -76,7 +78,6 @@ contract Settlement is AccessControl {
     event BatchPosted(uint256 indexed seq, bytes32 root, bytes32 dataHash);
     event BatchActivated(uint256 indexed seq, bytes32 root);
     event BatchRejected(uint256 indexed seq, bytes32 root);
-    event ClaimsSeeded(uint256 count, uint256 total);
     event RewardsFunded(uint256 indexed seq, uint256 amount);
     event Deposited(address indexed token, address indexed from, uint256 amount);
     event TokenAllowed(address indexed token, bool allowed);
@@ -99,13 +100,11 @@ contract Settlement is AccessControl {
     error ClaimsClosed();
     error InvalidProof();
     error NothingToClaim(uint256 index);
+    error AlreadyClaimed(uint256 index);
     error InsufficientLiquidity(address token, uint256 needed, uint256 available);
     error TokenNotAllowed(address token);
     error EnforcedPause();
     error ExpectedPause();
-    error SeedingClosed();
-    error AlreadySeeded(uint256 index);
-    error LengthMismatch();
     error ZeroAmount();
     error InsufficientStake(uint256 staked, uint256 requested);
     error NoPendingUnstake();
@@ -195,17 +194,14 @@ contract Settlement is AccessControl {
 
     // --- Claims -----------------------------------------------------------------------------------
 
-    /// @notice Pay `account` its `cumulativeAmount` of `token` in the claimable root, less what it already claimed.
-    function claim(
-        uint256 index,
-        address token,
-        address account,
-        uint128 cumulativeAmount,
-        bytes32[] calldata proof
-    ) external {
+    /// @notice Pay a leaf of the claimable root: `key` = index (bits 0-63) | the two claim bits of the index as the
+    /// leaf's batch was built (bits 64-65) | the leaf's parity p (bit 66) | paidBefore (bits 160-255);
+    /// `tokenAmount` = token | cumulative amount << 160; `accountPrevious` = account | the previous root's
+    /// cumulative amount << 160. Pays the account its cumulative amount less what it was already paid.
+    function claim(uint256 key, uint256 tokenAmount, uint256 accountPrevious, bytes32[] calldata proof) external {
         bytes32 root_ = claimRoot;
         if (root_ == 0) revert ClaimsClosed();
-        _claim(root_, index, token, account, cumulativeAmount, proof);
+        _claim(root_, key, tokenAmount, accountPrevious, proof);
     }
 
     /// @notice Claim several leaves (say, an account's USDC and JCT) in one transaction.
@@ -214,33 +210,44 @@ contract Settlement is AccessControl {
         if (root_ == 0) revert ClaimsClosed();
         for (uint256 i = 0; i < leaves.length; ++i) {
             Leaf calldata leaf = leaves[i];
-            _claim(root_, leaf.index, leaf.token, leaf.account, leaf.cumulativeAmount, leaf.proof);
+            _claim(root_, leaf.key, leaf.tokenAmount, leaf.accountPrevious, leaf.proof);
         }
     }
 
-    /// @notice Return what allocation `index` has claimed so far.
-    function claimed(uint256 index) external view returns (uint256) {
-        return uint128(_claimedSlots[index >> 1] >> ((index & 1) << 7));
+    /// @notice Return the words of claim bits `slots` (index i: bits 2(i % 128) and 2(i % 128) + 1 of word i / 128).
+    function claimWords(uint256[] calldata slots) external view returns (uint256[] memory words) {
+        words = new uint256[](slots.length);
+        for (uint256 i = 0; i < slots.length; ++i) {
+            words[i] = _claimBits[slots[i]];
+        }
+    }
+
+    /// @notice Return what the account of a leaf has been paid so far under its index, as a claim with that leaf
+    /// sees it now: its cumulative amount once claimed against the leaf's root, else its claimed base.
+    function paidOf(uint256 key, uint256 tokenAmount, uint256 accountPrevious) external view returns (uint256) {
+        uint256 index = uint64(key);
+        uint256 p = (key >> 66) & 1;
+        uint256 changed = ((_claimBits[index >> 7] >> ((index & 127) << 1)) ^ (key >> 64)) & 3;
+        if ((changed >> p) & 1 != 0) return tokenAmount >> 160;
+        return (changed >> (p ^ 1)) & 1 != 0 ? accountPrevious >> 160 : key >> 160;
     }
 
     function _claim(
         bytes32 root_,
-        uint256 index,
-        address token,
-        address account,
-        uint128 cumulativeAmount,
+        uint256 key,
+        uint256 tokenAmount,
+        uint256 accountPrevious,
         bytes32[] calldata proof
     ) private {
         bool valid;
         assembly ("memory-safe") {
-            // The leaf, keccak256(bytes.concat(keccak256(abi.encode(index, token, account, cumulativeAmount)))),
+            // The leaf, keccak256(bytes.concat(keccak256(abi.encode(key, tokenAmount, accountPrevious)))),
             // then MerkleProof.verifyCalldata's sorted-pair hashing up the proof, all in scratch memory.
             let free := mload(0x40)
-            mstore(free, index)
-            mstore(add(free, 0x20), token)
-            mstore(add(free, 0x40), account)
-            mstore(add(free, 0x60), cumulativeAmount)
-            mstore(0x00, keccak256(free, 0x80))
+            mstore(free, key)
+            mstore(add(free, 0x20), tokenAmount)
+            mstore(add(free, 0x40), accountPrevious)
+            mstore(0x00, keccak256(free, 0x60))
             let node := keccak256(0x00, 0x20)
             let end := add(proof.offset, shl(5, proof.length))
             for { let p := proof.offset } lt(p, end) { p := add(p, 0x20) } {
@@ -259,39 +266,31 @@ contract Settlement is AccessControl {
             valid := eq(node, root_)
         }
         if (!valid) revert InvalidProof();
-        uint256 slot = index >> 1;
-        uint256 shift = (index & 1) << 7;
-        uint256 word = _claimedSlots[slot];
-        uint256 already = uint128(word >> shift);
-        if (cumulativeAmount <= already) revert NothingToClaim(index);
-        uint256 amount = cumulativeAmount - already;
-        if (token == address(stakeToken)) {
-            // Stakers' JCT is not the payout pool: only what exceeds the total stake can be claimed.
-            // (Other tokens need no check: the transfer itself reverts when the contract holds too little.)
-            uint256 available = _unstakedBalance();
-            if (amount > available) revert InsufficientLiquidity(token, amount, available);
+        unchecked {
+            uint256 index = uint64(key);
+            uint256 slot = index >> 7;
+            uint256 shift = (index & 127) << 1;
+            uint256 word = _claimBits[slot];
+            uint256 p = (key >> 66) & 1;
+            // Which of the index's two bits changed since the leaf's batch was built: its own (p) only by a claim
+            // against this root, the other only by a claim against the previous root after the build.
+            uint256 changed = ((word >> shift) ^ (key >> 64)) & 3;
+            if ((changed >> p) & 1 != 0) revert AlreadyClaimed(index);
+            uint256 already = (changed >> (p ^ 1)) & 1 != 0 ? accountPrevious >> 160 : key >> 160;
+            uint256 cumulative = tokenAmount >> 160;
+            if (cumulative <= already) revert NothingToClaim(index);
+            uint256 amount = cumulative - already;
+            address token = address(uint160(tokenAmount));
+            if (token == address(stakeToken)) {
+                // Stakers' JCT is not the payout pool: only what exceeds the total stake can be claimed.
+                // (Other tokens need no check: the transfer itself reverts when the contract holds too little.)
+                uint256 available = _unstakedBalance();
+                if (amount > available) revert InsufficientLiquidity(token, amount, available);
+            }
+            _claimBits[slot] = word ^ (1 << (shift + p));
+            // No event of its own: the token's Transfer from this contract records the claim.
+            IERC20(token).safeTransfer(address(uint160(accountPrevious)), amount);
         }
-        _claimedSlots[slot] = (word & ~(uint256(type(uint128).max) << shift)) | (uint256(cumulativeAmount) << shift);
-        // No event of its own: the token's Transfer from this contract records the claim (1,774 gas less).
-        IERC20(token).safeTransfer(account, amount);
-    }
-
-    /// @notice Carry claimed amounts over from a previous deployment; only before this contract's first batch.
-    /// @dev The old contract must be paused first so no claim lands there after its amounts were read.
-    function seedClaimed(uint256[] calldata indices, uint128[] calldata amounts) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        if (lastSeq != startSeq) revert SeedingClosed();
-        if (indices.length != amounts.length) revert LengthMismatch();
-        uint256 total;
-        for (uint256 i = 0; i < indices.length; ++i) {
-            uint256 index = indices[i];
-            uint256 slot = index >> 1;
-            uint256 shift = (index & 1) << 7;
-            uint256 word = _claimedSlots[slot];
-            if (uint128(word >> shift) != 0) revert AlreadySeeded(index);
-            _claimedSlots[slot] = word | (uint256(amounts[i]) << shift);
-            total += amounts[i];
-        }
-        emit ClaimsSeeded(indices.length, total);
     }
 
     // --- Deposits and stake -----------------------------------------------------------------------

@@ -79,6 +79,7 @@ def payouts_page(request):
     ]
     for row in claimable["leaves"]:
         row["proof_json"] = json.dumps(row["proof"])
+        row["leaf_json"] = json.dumps(row["leaf"])
         row["can_claim"] = int(row["claimable_amount"]) > 0
     pending = claimable["pending"]
     if pending:

@@ -21,6 +21,9 @@ CHAIN_SLASHER_KEY = env_str("CHAIN_SLASHER_KEY")
 CHAIN_SETTLEMENT_ADDRESS = env_str("CHAIN_SETTLEMENT_ADDRESS")
 CHAIN_USDC_ADDRESS = env_str("CHAIN_USDC_ADDRESS")
 CHAIN_JCT_ADDRESS = env_str("CHAIN_JCT_ADDRESS")
+# A paused Settlement (version 1 or 2) this deployment replaces: the first batch on the new contract carries what each
+# allocation claimed there as its leaves' paid_before (ledger/settlement/migration.py). Empty: a fresh deployment.
+CHAIN_MIGRATED_FROM_ADDRESS = env_str("CHAIN_MIGRATED_FROM_ADDRESS")
 # First block the watcher scans (the Settlement deployment block; chain_deploy prints it).
 CHAIN_START_BLOCK = env_int("CHAIN_START_BLOCK", 0)
 # Blocks mined on top of an event before it is credited: 2 suits development chains, use 12+ on mainnets.

@@ -13,6 +13,8 @@ ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
 SETTLEMENT_CONTRACT = "Settlement"
 # The first Settlement: the gas baseline, and what a migration reads claimed amounts from.
 SETTLEMENT_V1_CONTRACT = "SettlementV1"
+# The second: claimed amounts per index (uint128, two to a word); the gas baseline of the third and a migration source.
+SETTLEMENT_V2_CONTRACT = "SettlementV2"
 USDC_CONTRACT = "TestUSDC"
 JCT_CONTRACT = "JanctionToken"
 

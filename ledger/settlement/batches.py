@@ -27,7 +27,7 @@ from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
 
-from ledger.chain.client import decode_custom_error
+from ledger.chain.client import decode_custom_error, send
 from ledger.chain.node import ChainConnection
 from ledger.currencies import Currency
 from ledger.fields import ExactSum
@@ -43,6 +43,7 @@ from ledger.models import (
     Transaction,
     Wallet,
 )
+from ledger.settlement import leaves as claim_leaves
 from ledger.settlement.commitments import COMMITMENT_SCHEME, batch_commitments, commitment_key_new
 from ledger.settlement.connection import (
     CHAIN_DOWN_ERRORS,
@@ -58,15 +59,21 @@ from ledger.settlement.errors import (
     SettlementBusy,
 )
 from ledger.settlement.holds import held_rental_ids
+from ledger.settlement.migration import carried_amounts
 from ledger.settlement.trees import tree_remember
 
 logger = logging.getLogger(__name__)
 
-# (allocation index, token, account, cumulative amount): the index never changes for a (token, account), so the
-# contract can keep claimed amounts two to a storage slot.
-LEAF_TYPES = ("uint256", "address", "address", "uint128")
-# 3: leaves carry an allocation index and the JCT rewards the post mints (2: salted commitments, 1: fingerprints).
-DATA_VERSION = 3
+# Three packed words (ledger/settlement/leaves.py): the allocation index, its two claim bits as read at the batch's
+# state block, the leaf's parity and what the index was paid by then; token | cumulative; account | the previous
+# root's cumulative. The index never changes for a (token, account), so the contract keeps its two claim bits
+# 128 indices to a storage word.
+LEAF_TYPES = claim_leaves.LEAF_TYPES
+# 4: packed leaves built from the claim bits at `state_block` (3: allocation indices and JCT rewards, 2: salted
+# commitments, 1: fingerprints).
+DATA_VERSION = 4
+# Claim-bit words read per eth_call (128 indices each).
+_WORDS_PER_CALL = 2_000
 # Seconds a batch-preparing worker waits for in-flight ledger writes before giving up (and retrying).
 _LEDGER_LOCK_TIMEOUT = "10s"
 # Batches still to be posted (a rejected one is posted, and stays as it is).
@@ -197,19 +204,37 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
             .first()
         )
         low_water = previous.last_transaction_id if previous else 0
-        leaves = _allocate(high_water=high_water, tokens=token_addresses(conn))
-        if not leaves:
-            return None
-        # Every address in the leaves was checksummed by _allocate: no need to check the checksums again.
-        tree = StandardMerkleTree.of(leaves, LEAF_TYPES, checksums=False)
-        # Compared with the last batch that was not rejected: after a rejection, the same amounts are posted again.
+        # The root claims verify against now: the last batch that was not rejected (after a rejection, the same
+        # amounts are posted again, built on the root that stayed claimable).
         standing = (
             previous
             if previous is None or previous.status != SettlementBatch.Status.REJECTED
             else SettlementBatch.objects.exclude(status=SettlementBatch.Status.REJECTED).order_by("-seq").first()
         )
-        if standing is not None and standing.root == tree.root:
+        try:
+            base = _claim_base(conn, standing)
+        except CHAIN_DOWN_ERRORS as error:
+            raise ChainUnavailable(
+                "The chain node did not answer; a batch is built from its claim state, so none is prepared until it is "
+                "back."
+            ) from error
+        if base is None:
             return None
+        amounts = _allocate(high_water=high_water, tokens=token_addresses(conn))
+        if not amounts:
+            return None
+        if base.previous is not None and _unchanged(base.previous_leaves, amounts):
+            return None  # nothing owed changed since the standing root
+        carried_from, carried = (
+            carried_amounts(conn, (leaf[:3] for leaf in amounts)) if base.previous is None else (None, {})
+        )
+        try:
+            leaves = _claim_leaves(conn, base, amounts, carried)
+        except CHAIN_DOWN_ERRORS as error:
+            raise ChainUnavailable("The chain node did not answer while the claim bits were read.") from error
+        except claim_leaves.LeafRangeError as error:
+            raise BatchPostFailed(f"The batch cannot be built: {error}") from error
+        tree = StandardMerkleTree.of(leaves, LEAF_TYPES, checksums=False)
         jct_rewards = _rewards_emitted(low_water=low_water, high_water=high_water)
         commitment_key = commitment_key_new()
         transactions = batch_commitments(
@@ -228,7 +253,12 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
             "settlement": conn.settlement.address,
             "tokens": token_addresses(conn),
             "leaf_types": list(LEAF_TYPES),
+            "leaf_format": claim_leaves.LEAF_FORMAT,
             "leaves": leaves,
+            "parity": base.parity,
+            "state_block": base.state_block,
+            "previous_seq": base.previous.seq if base.previous is not None else None,
+            "carried_from": carried_from,
             "root": tree.root,
             "jct_rewards": str(jct_rewards),
             "ledger_transactions": {
@@ -261,6 +291,100 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
             raise SettlementBusy(f"Batch {seq} was created by another worker.") from None
 
 
+@dataclass(frozen=True)
+class _ClaimBase:
+    """What a new batch's leaves are built on: the standing root's leaves and the chain's claim state."""
+
+    previous: SettlementBatch | None  # the standing batch on this contract (None: this contract's first root)
+    previous_leaves: dict[int, tuple[int, int, int]]  # index -> the standing root's packed leaf
+    parity: int
+    state_block: int
+
+
+def _claim_base(conn: ChainConnection, standing: SettlementBatch | None) -> _ClaimBase | None:
+    """Return the base of the next batch's leaves, or None while the standing root is not yet active and confirmed.
+
+    The schedule condition of the two-bit claims (docs/settlement.md): a root is built only from the claim bits
+    at a block with CHAIN_CONFIRMATIONS blocks on top, at which the standing root was already the claimable one.
+    Claims against the root before it are over by then, so its bit (this batch's own) is final; claims against
+    the standing root after that block are what the leaf's `previous` amount accounts for.
+    """
+    state_block = max(conn.w3.eth.block_number - chain_confirmations(conn), 0)
+    content = json.loads(standing.data.content) if standing is not None else None
+    same_contract = (
+        content is not None
+        and content.get("version", 0) >= DATA_VERSION
+        and content.get("settlement", "").lower() == conn.settlement.address.lower()
+    )
+    if not same_contract:
+        return _ClaimBase(None, {}, 0, state_block)
+    functions = conn.settlement.functions
+    active = functions.activeSeq().call(block_identifier=state_block)
+    pending = functions.pendingSeq().call(block_identifier=state_block)
+    if active != standing.seq or pending != 0:
+        _activate_if_due(conn, standing)
+        logger.info(
+            "settlement: waiting for batch %s to be claimable at a confirmed block (block %s: active %s, pending %s)",
+            standing.seq,
+            state_block,
+            active,
+            pending,
+        )
+        return None
+    previous_leaves = claim_leaves.parse_words(content["leaves"])
+    return _ClaimBase(
+        previous=standing,
+        previous_leaves=previous_leaves,
+        parity=1 - int(content["parity"]),
+        state_block=state_block,
+    )
+
+
+def _activate_if_due(conn: ChainConnection, standing: SettlementBatch) -> None:
+    """Activate the standing batch on chain once its claim delay is over (anyone may; the operator pays the gas)."""
+    functions = conn.settlement.functions
+    if functions.pendingSeq().call() != standing.seq:
+        return
+    if conn.w3.eth.get_block("latest")["timestamp"] < functions.activatesAt().call():
+        return
+    try:
+        send(conn.w3, conn.operator, functions.activateBatch())
+        logger.info("settlement: activated batch %s, its claim delay being over", standing.seq)
+    except (ContractLogicError, Web3RPCError) as error:
+        logger.warning("settlement: activating batch %s failed: %s", standing.seq, error)
+
+
+def _claim_leaves(
+    conn: ChainConnection, base: _ClaimBase, amounts: list[list[Any]], carried: dict[int, int]
+) -> list[list[str]]:
+    """Return the packed leaves (decimal strings) of ``amounts`` built on ``base``'s claim state at its state block."""
+    slots = claim_leaves.word_slots(leaf[0] for leaf in amounts)
+    words: dict[int, int] = {}
+    for start in range(0, len(slots), _WORDS_PER_CALL):
+        chunk = slots[start : start + _WORDS_PER_CALL]
+        values = conn.settlement.functions.claimWords(chunk).call(block_identifier=base.state_block)
+        words.update(zip(chunk, values, strict=True))
+    return claim_leaves.pack_batch(
+        amounts, parity=base.parity, words=words, previous=base.previous_leaves, carried=carried
+    )
+
+
+def _unchanged(previous: dict[int, tuple[int, int, int]], amounts: list[list[Any]]) -> bool:
+    """Tell whether ``amounts`` owe exactly what the standing root's leaves owe (same indices, tokens, accounts)."""
+    if len(previous) != len(amounts):
+        return False
+    mask = 2**160 - 1
+    for index, token, account, cumulative in amounts:
+        earlier = previous.get(index)
+        if (
+            earlier is None
+            or earlier[1] != int(token, 16) | int(cumulative) << 160
+            or earlier[2] & mask != int(account, 16)
+        ):
+            return False
+    return True
+
+
 def _rewards_emitted(*, low_water: int, high_water: int) -> int:
     """Return the JCT the rewards pool paid out in ledger transactions (low_water, high_water]: what the post mints."""
     paid = Entry.objects.filter(
@@ -291,10 +415,7 @@ def _allocate(*, high_water: int, tokens: dict[str, str]) -> list[list[Any]]:
     held_rentals = held_rental_ids()  # rentals that may still be refunded: published once their window closes
     if held_rentals:
         entries = entries.exclude(transaction__metadata__rental__in=sorted(held_rentals))
-    earned = (
-        entries.values_list("account__owner_id", "currency")
-        .annotate(total=ExactSum("amount"))
-    )
+    earned = entries.values_list("account__owner_id", "currency").annotate(total=ExactSum("amount"))
     # A user's payout address is their first wallet still linked (lowest id); checksummed only when used.
     first_wallet: dict[int, str] = {}
     for user_id, address in Wallet.objects.order_by("user_id", "pk").values_list("user_id", "address"):

@@ -70,9 +70,7 @@ def settlement_claim_send_embedded(*, user_id: int, account: str, currency: str)
         )
     if int(row["claimable_amount"]) == 0:
         raise NothingToClaim(f"{account} has already claimed all of its {currency} in the claimable batch.")
-    call = conn.settlement.functions.claim(
-        row["index"], row["token"], row["account"], int(row["cumulative_amount"]), row["proof"]
-    )
+    call = conn.settlement.functions.claim(*(int(word) for word in row["leaf"]), row["proof"])
     with _claimer_lock:  # one nonce sequence for the claimer
         try:
             receipt = send(conn.w3, _embedded_claimer(conn), call)

@@ -35,7 +35,7 @@ from ledger.settlement.errors import (
     InvalidDataHash,
     NoPostedBatch,
 )
-from ledger.settlement.trees import tree_get
+from ledger.settlement.trees import leaf_fields, tree_get
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -163,11 +163,15 @@ def _batch_rows(
             if position is None:
                 continue
             leaf = content["leaves"][position]
-            allocation, cumulative = (leaf[0] if len(leaf) == 4 else None), int(leaf[-1])
+            fields = leaf_fields(content, position)
+            if fields is None:  # a DA copy before version 4 (an earlier contract): recorded claims only
+                allocation, cumulative, words = (leaf[0] if len(leaf) == 4 else None), int(leaf[-1]), None
+            else:
+                allocation, cumulative, words = fields.index, fields.cumulative, [int(word) for word in leaf]
             claimed, source = _recorded_claimed(token, account), "recorded"
-            if conn is not None and allocation is not None:
+            if conn is not None and words is not None:
                 try:
-                    claimed, source = conn.settlement.functions.claimed(int(allocation)).call(), "chain"
+                    claimed, source = conn.settlement.functions.paidOf(*words).call(), "chain"
                 except CHAIN_DOWN_ERRORS:
                     pass
             row = {
@@ -182,6 +186,8 @@ def _batch_rows(
                 "claimed_source": source,
             }
             if with_proofs:
+                # claim(leaf[0], leaf[1], leaf[2], proof): the three packed words of the leaf.
+                row["leaf"] = [str(word) for word in words] if words is not None else None
                 row["proof"] = tree.get_proof(position)
             rows.append(row)
     return rows

@@ -13,8 +13,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.merkle import StandardMerkleTree
+from ledger.merkle import StandardMerkleTree, checksum_address
 from ledger.models import BatchData
+from ledger.settlement import leaves as claim_leaves
 
 # Batches whose trees a process keeps: the latest posted one, the one being prepared, and a couple more.
 CACHED_BATCHES = 4
@@ -36,18 +37,39 @@ _lock = threading.Lock()
 
 def tree_remember(*, sha256: str, content: dict[str, Any], tree: StandardMerkleTree) -> BatchTree:
     """Keep the tree just built for the DA copy ``sha256`` so requests in this process never rebuild it."""
-    # Leaves are (index, token, account, amount); DA copies before version 3 had no index.
-    entry = BatchTree(
-        content=content,
-        tree=tree,
-        position={(leaf[-3], leaf[-2]): position for position, leaf in enumerate(content["leaves"])},
-    )
+    entry = BatchTree(content=content, tree=tree, position=_positions(content))
     with _lock:
         _cache[sha256] = entry
         _cache.move_to_end(sha256)
         while len(_cache) > CACHED_BATCHES:
             _cache.popitem(last=False)
     return entry
+
+
+def _positions(content: dict[str, Any]) -> dict[tuple[str, str], int]:
+    """Map each leaf's (token, account), both checksummed, to its position in the DA copy's leaves."""
+    if content.get("version", 0) >= 4:  # packed leaves (ledger/settlement/leaves.py)
+        tokens: dict[int, str] = {}
+        position = {}
+        for number, leaf in enumerate(content["leaves"]):
+            token_word, account_word = int(leaf[1]) & _ADDRESS_MASK, int(leaf[2]) & _ADDRESS_MASK
+            token = tokens.get(token_word)
+            if token is None:
+                token = tokens[token_word] = checksum_address("0x" + token_word.to_bytes(20, "big").hex())
+            position[(token, checksum_address("0x" + account_word.to_bytes(20, "big").hex()))] = number
+        return position
+    # (index, token, account, amount); DA copies before version 3 had no index.
+    return {(leaf[-3], leaf[-2]): position for position, leaf in enumerate(content["leaves"])}
+
+
+_ADDRESS_MASK = 2**160 - 1
+
+
+def leaf_fields(content: dict[str, Any], position: int) -> claim_leaves.ClaimLeaf | None:
+    """Return the fields of the leaf at ``position`` of a version-4 DA copy (None for older copies)."""
+    if content.get("version", 0) < 4:
+        return None
+    return claim_leaves.unpack(content["leaves"][position])
 
 
 def tree_get(*, sha256: str) -> BatchTree:

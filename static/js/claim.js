@@ -15,14 +15,19 @@
     status.textContent = "Connecting to your wallet…";
     const from = await eth.connect(chainId);
     status.textContent = "Checking your proof against the claimable root on chain…";
-    const computed = eth.processProof(eth.leafHash(leaf.index, leaf.token, leaf.account, leaf.cumulative), proof);
+    const words = JSON.parse(leaf.leaf);
+    const fields = eth.leafFields(...words);
+    if (fields.account !== leaf.account.toLowerCase() || fields.token !== leaf.token.toLowerCase() || fields.cumulative !== leaf.cumulative) {
+      throw new Error("the leaf does not pay " + leaf.amount + " to " + leaf.account + ". Reload the page.");
+    }
+    const computed = eth.processProof(eth.leafHash(...words), proof);
     const onChain = await eth.readWord(settlement, "claimRoot()");
     if (/^0x0+$/.test(onChain)) throw new Error("claims are paused on chain (the claimable root is empty).");
     if (computed !== onChain) {
       throw new Error("your proof gives root " + computed + " but the contract's claimable root is " + onChain + ". Reload the page.");
     }
     status.textContent = "Proof verified against the on-chain root " + onChain + ". Confirm the claim in your wallet…";
-    const data = eth.claimCalldata(leaf.index, leaf.token, leaf.account, leaf.cumulative, proof);
+    const data = eth.claimCalldata(...words, proof);
     const hash = await eth.sendAndWait(from, settlement, data);
     status.textContent = "Claimed " + leaf.amount + " to " + leaf.account + " in transaction " + hash + " (proof verified against root " + onChain + ").";
     button.textContent = "Claimed";

@@ -43,12 +43,28 @@
     return keccak256(signature).slice(0, 8);
   }
 
-  // keccak256(keccak256(abi.encode(uint256 index, address token, address account, uint128 cumulative))):
-  // OpenZeppelin's StandardMerkleTree leaf, as ledger/merkle.py builds it and Settlement._claim checks it.
-  function leafHash(index, token, account, cumulative) {
-    if (BigInt(String(cumulative)) >= 1n << 128n) throw new Error("the cumulative amount does not fit uint128");
-    const inner = keccak256(hexToBytes(word(index) + address(token) + address(account) + word(cumulative)));
+  const ADDRESS_MASK = (1n << 160n) - 1n;
+
+  // keccak256(keccak256(abi.encode(uint256 key, uint256 tokenAmount, uint256 accountPrevious))): OpenZeppelin's
+  // StandardMerkleTree leaf of Settlement's packed words (ledger/settlement/leaves.py), as ledger/merkle.py
+  // builds it and Settlement._claim checks it.
+  function leafHash(key, tokenAmount, accountPrevious) {
+    const inner = keccak256(hexToBytes(word(key) + word(tokenAmount) + word(accountPrevious)));
     return "0x" + keccak256(hexToBytes(inner));
+  }
+
+  // The fields a leaf's packed words carry: index, token, account (lowercase 0x-hex) and amounts (decimal).
+  function leafFields(key, tokenAmount, accountPrevious) {
+    const [k, t, a] = [key, tokenAmount, accountPrevious].map((value) => BigInt("0x" + word(value)));
+    const hex = (value) => "0x" + (value & ADDRESS_MASK).toString(16).padStart(40, "0");
+    return {
+      index: (k & ((1n << 64n) - 1n)).toString(),
+      token: hex(t),
+      account: hex(a),
+      cumulative: (t >> 160n).toString(),
+      previous: (a >> 160n).toString(),
+      paidBefore: (k >> 160n).toString(),
+    };
   }
 
   // Hash the leaf up the proof with sorted pairs (MerkleProof.processProof); return the root as 0x-hex.
@@ -71,12 +87,8 @@
     return "0x" + head + offset + word(array.length) + array.map((item) => strip(item).padStart(64, "0")).join("");
   }
 
-  function claimCalldata(index, token, account, cumulative, proof) {
-    return calldata(
-      "claim(uint256,address,address,uint128,bytes32[])",
-      [word(index), address(token), address(account), word(cumulative)],
-      proof,
-    );
+  function claimCalldata(key, tokenAmount, accountPrevious, proof) {
+    return calldata("claim(uint256,uint256,uint256,bytes32[])", [word(key), word(tokenAmount), word(accountPrevious)], proof);
   }
 
   // --- EIP-1193 -------------------------------------------------------------------------------------------
@@ -149,6 +161,7 @@
     address,
     selector,
     leafHash,
+    leafFields,
     processProof,
     calldata,
     claimCalldata,

@@ -11,11 +11,13 @@ from eth_utils import keccak as eth_keccak
 from eth_utils import to_checksum_address
 from web3 import Web3
 
-from ledger.chain.artifacts import SETTLEMENT_CONTRACT, SETTLEMENT_V1_CONTRACT, USDC_CONTRACT
+from ledger.chain.artifacts import SETTLEMENT_CONTRACT, SETTLEMENT_V1_CONTRACT, SETTLEMENT_V2_CONTRACT, USDC_CONTRACT
 from ledger.chain.client import contract_at, deploy, deploy_all, send
 from ledger.merkle import StandardMerkleTree, keccak
+from ledger.settlement import leaves as claim_leaves
 
-LEAF_TYPES = ("uint256", "address", "address", "uint128")
+LEAF_TYPES = claim_leaves.LEAF_TYPES
+V2_LEAF_TYPES = ("uint256", "address", "address", "uint128")
 V1_LEAF_TYPES = ("address", "address", "uint256")
 SAMPLE_FRACTION = 0.01
 AMOUNT = 7 * 10**6
@@ -34,6 +36,8 @@ class ClaimGas:
     mean_first: float
     max_first: int
     sampled: int
+    # The most gas a sampled first claim took, per proof depth (a fresh account's claim into an untouched word).
+    max_first_by_depth: dict[int, int] | None = None
 
 
 class PaddedTree:
@@ -68,7 +72,8 @@ def _web3_args(leaf: list) -> list:
     return [to_checksum_address(value) if isinstance(value, str) else value for value in leaf]
 
 
-BOTH = ("Settlement", "SettlementV1")
+ALL = ("Settlement", "SettlementV2", "SettlementV1")
+BOTH = ALL
 
 
 def measure(
@@ -77,82 +82,144 @@ def measure(
     size: int,
     *,
     seed: int = 18,
-    contracts: tuple[str, ...] = BOTH,
+    contracts: tuple[str, ...] = ALL,
     max_sample: int | None = None,
     depth: int | None = None,
 ) -> dict[str, ClaimGas]:
-    """Post one batch of ``size`` USDC leaves to a fresh Settlement and SettlementV1 and measure their claims.
+    """Post one batch of ``size`` USDC leaves to a fresh Settlement, SettlementV2 and SettlementV1; measure claims.
 
     first: a fresh recipient's first claim; holder: a first claim by an account already holding USDC;
-    repeat: a second claim after a new batch raised the amount; second_in_slot: a first claim whose packed
-    neighbour already claimed; mean_first/max_first: first claims of a random 1% of the accounts (at most
-    ``max_sample``), in random order. With ``depth``, the tree of ``size`` accounts is padded to proofs of that
-    depth (PaddedTree): the gas of a batch of about ``2 ** depth`` accounts at the cost of building ``size``.
+    repeat: a second claim after a new batch raised the amount; second_in_slot: a first claim whose
+    neighbouring index already claimed (Settlement and V2: a write into a non-zero word); mean_first/max_first:
+    first claims of a random 1% of the accounts (at most ``max_sample``), in random order. With ``depth``, the
+    tree of ``size`` accounts is padded to proofs of that depth (PaddedTree): the gas of a batch of about
+    ``2 ** depth`` accounts at the cost of building ``size``.
     """
     addresses = deploy_all(w3, admin)
     usdc = contract_at(w3, USDC_CONTRACT, addresses.usdc)
-    current = contract_at(w3, SETTLEMENT_CONTRACT, addresses.settlement)
-    v1 = deploy(w3, admin, SETTLEMENT_V1_CONTRACT, admin.address, admin.address, addresses.jct, 0)
-    send(w3, admin, v1.functions.setTokenAllowed(usdc.address, True))
-    for contract in (current, v1):
+    deployed = {"Settlement": contract_at(w3, SETTLEMENT_CONTRACT, addresses.settlement)}
+    if "SettlementV2" in contracts:
+        deployed["SettlementV2"] = deploy(
+            w3, admin, SETTLEMENT_V2_CONTRACT, admin.address, admin.address, admin.address, addresses.jct, 0, 0, 0
+        )
+    if "SettlementV1" in contracts:
+        v1 = deployed["SettlementV1"] = deploy(
+            w3, admin, SETTLEMENT_V1_CONTRACT, admin.address, admin.address, addresses.jct, 0
+        )
+        send(w3, admin, v1.functions.setTokenAllowed(usdc.address, True))
+    for contract in deployed.values():
         send(w3, admin, usdc.functions.mint(contract.address, 10 * AMOUNT * size))
     rng = random.Random(seed)
     sample_size = max(1, round(size * SAMPLE_FRACTION))
     sample = rng.sample(range(8, size), sample_size if max_sample is None else min(sample_size, max_sample))
-    first, holder, neighbour, repeat = 0, 2, 1, 4
+    # The sample is claimed first, into untouched claim words. The single claims below then use two claim words
+    # (of 128 indices) that no sampled index shares: `first`, `neighbour` and `repeat` in one, `holder` in another.
+    first, holder = (128 * word for word in _free_words(size, sample)[:2])
+    holder, neighbour, repeat = holder + 2, first + 1, first + 4
     results = {}
-    for name, contract in (("Settlement", current), ("SettlementV1", v1)):
+    for name in ALL:
         if name not in contracts:
             continue
-        # The same tree shape for both contracts, but their own recipients: each first claim meets a fresh account.
+        contract = deployed[name]
+        # The same tree shape for each contract, but their own recipients: each first claim meets a fresh account.
         accounts = [recipient(name, size, index) for index in range(size)]
         send(w3, admin, usdc.functions.mint(accounts[holder], 1))
-        padding = random.Random(seed + 1)  # the same siblings for both posts
-        leaves, tree = _post(w3, admin, contract, usdc.address, accounts, seq=1, raised=(), depth=depth, rng=padding)
+        padding = random.Random(seed + 1)  # the same siblings for every post
+        leaves, tree = _post(
+            w3, admin, name, contract, usdc.address, accounts, seq=1, raised=(), depth=depth, rng=padding
+        )
+        sampled = _claims(w3, admin, contract, tree, leaves, sample)
+        by_depth: dict[int, int] = {}
+        for index, gas_used in zip(sample, sampled, strict=True):
+            proof_depth = len(tree.get_proof(index))
+            by_depth[proof_depth] = max(gas_used, by_depth.get(proof_depth, 0))
+        first_depth = len(tree.get_proof(first))
         gas = {
             label: _claim(w3, admin, contract, tree, leaves, i)
             for label, i in (("first", first), ("holder", holder), ("neighbour", neighbour), ("repeat", repeat))
         }
-        if name == "Settlement":
-            # Index 0 and 1 share a slot: claim 0 above went first, so 1 wrote into a non-zero word.
-            second_in_slot = gas["neighbour"]
-        else:
-            second_in_slot = None
-        sampled = _claims(w3, admin, contract, tree, leaves, sample)
+        # `first` and `neighbour` share a word (a slot of two in V2): `first` went first, so `neighbour` wrote into a
+        # non-zero word.
+        second_in_slot = gas["neighbour"] if name != "SettlementV1" else None
         padding = random.Random(seed + 1)
         leaves, tree = _post(
-            w3, admin, contract, usdc.address, accounts, seq=2, raised=(repeat,), depth=depth, rng=padding
+            w3,
+            admin,
+            name,
+            contract,
+            usdc.address,
+            accounts,
+            seq=2,
+            raised=(repeat,),
+            depth=depth,
+            rng=padding,
+            previous=leaves,
         )
         repeat_gas = _claim(w3, admin, contract, tree, leaves, repeat)
         results[name] = ClaimGas(
             leaves=size,
-            depth=len(tree.get_proof(first)),
+            depth=first_depth,
             first=gas["first"],
             holder=gas["holder"],
             repeat=repeat_gas,
             second_in_slot=second_in_slot,
             mean_first=statistics.fmean(sampled),
             max_first=max(sampled),
+            max_first_by_depth=dict(sorted(by_depth.items())),
             sampled=len(sampled),
         )
     return results
 
 
-def _post(w3, admin, contract, token, accounts, *, seq, raised, depth=None, rng=None):
-    versioned = contract.functions.postBatch.abi["inputs"].__len__() == 4
+def _free_words(size: int, sample: list[int]) -> list[int]:
+    """Return the claim words (128 indices each, the first 8 indices left out) that no sampled index falls in."""
+    used = {index // 128 for index in sample}
+    free = [word for word in range((size + 127) // 128) if word not in used and 128 * word + 8 <= size]
+    if len(free) < 2:
+        raise ValueError(f"{size} leaves: fewer than two claim words without a sampled index")
+    return free
+
+
+def build_leaves(contract, token: str, accounts: list[str], amounts: list[int], seq: int, previous=None) -> list:
+    """Return Settlement's packed leaves of batch ``seq`` built from the claim bits on chain now (as the platform does).
+
+    ``previous`` is the previous batch's packed leaves (index = position); batch 1 has parity 0, batch 2 parity 1.
+    """
+    words = contract.functions.claimWords(claim_leaves.word_slots(range(len(accounts)))).call()
+    bits = dict(zip(claim_leaves.word_slots(range(len(accounts))), words, strict=True))
+    parity = (seq - 1) % 2
+    leaves = []
+    for index, account in enumerate(accounts):
+        leaf = claim_leaves.next_leaf(
+            index=index,
+            token=token,
+            account=account,
+            cumulative=amounts[index],
+            parity=parity,
+            bits_now=claim_leaves.bits_of(bits, index),
+            previous_leaf=None if previous is None else claim_leaves.unpack(previous[index]),
+        )
+        leaves.append(list(leaf.words()))
+    return leaves
+
+
+def _post(w3, admin, name, contract, token, accounts, *, seq, raised, depth=None, rng=None, previous=None):
     amounts = [AMOUNT * (2 if index in raised else 1) + index for index in range(len(accounts))]
-    if versioned:
-        leaves = [[index, token, account, amounts[index]] for index, account in enumerate(accounts)]
+    if name == "Settlement":
+        leaves = build_leaves(contract, token, accounts, amounts, seq, previous)
         tree = StandardMerkleTree.of(leaves, LEAF_TYPES)
+    elif name == "SettlementV2":
+        leaves = [[index, token, account, amounts[index]] for index, account in enumerate(accounts)]
+        tree = StandardMerkleTree.of(leaves, V2_LEAF_TYPES)
     else:
         leaves = [[token, account, amounts[index]] for index, account in enumerate(accounts)]
         tree = StandardMerkleTree.of(leaves, V1_LEAF_TYPES)
     if depth is not None:
         tree = PaddedTree(tree, depth, rng)
-    if versioned:
-        send(w3, admin, contract.functions.postBatch(seq, tree.root, b"\x00" * 32, 0))
-    else:
+    if name == "SettlementV1":
         send(w3, admin, contract.functions.postBatch(seq, tree.root, b"\x00" * 32))
+    else:
+        send(w3, admin, contract.functions.postBatch(seq, tree.root, b"\x00" * 32, 0))
     return leaves, tree
 
 

@@ -19,7 +19,13 @@ def test_committed_artifacts_match_a_fresh_compile(tmp_path):
 
     fresh = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
     committed = {path.name: path.read_bytes() for path in ARTIFACTS_DIR.glob("*.json")}
-    assert sorted(fresh) == ["JanctionToken.json", "Settlement.json", "SettlementV1.json", "TestUSDC.json"]
+    assert sorted(fresh) == [
+        "JanctionToken.json",
+        "Settlement.json",
+        "SettlementV1.json",
+        "SettlementV2.json",
+        "TestUSDC.json",
+    ]
     assert fresh == committed
 
 

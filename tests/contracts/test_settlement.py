@@ -1,4 +1,4 @@
-"""Settlement.sol on a Hardhat node: delayed batches, indexed cumulative claims, deposits, staking, pause, seeding."""
+"""Settlement.sol on a Hardhat node: delayed batches, two-bit cumulative claims, deposits, staking, pause, migration."""
 
 import random
 
@@ -6,12 +6,13 @@ import pytest
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
-from ledger.chain.artifacts import JCT_CONTRACT, SETTLEMENT_CONTRACT, SETTLEMENT_V1_CONTRACT
-from ledger.chain.client import deploy
+from ledger.chain.artifacts import JCT_CONTRACT, SETTLEMENT_CONTRACT, SETTLEMENT_V1_CONTRACT, SETTLEMENT_V2_CONTRACT
+from ledger.chain.client import contract_at, deploy
 from ledger.merkle import StandardMerkleTree
-from ledger.settlement.migration import MigrationError, claimed_carry_over
+from ledger.settlement import leaves as claim_leaves
+from ledger.settlement.migration import MigrationError, claimed_on
 
-LEAF_TYPES = ["uint256", "address", "address", "uint128"]
+LEAF_TYPES = list(claim_leaves.LEAF_TYPES)
 ROOT_A = b"\xaa" * 32
 ROOT_B = b"\xbb" * 32
 DATA_HASH = b"\xdd" * 32
@@ -20,16 +21,57 @@ JCT = 10**18
 DELAY = 3600
 
 
-def post_tree(chain, seq, leaves, *, jct_rewards=0):
-    """Post the tree over ``leaves`` as batch ``seq`` and return it."""
-    tree = StandardMerkleTree.of(leaves, LEAF_TYPES)
-    chain.send(chain.operator, chain.settlement.functions.postBatch(seq, tree.root, DATA_HASH, jct_rewards))
+# Settlement address -> seq -> {index: ClaimLeaf} of every tree posted with post_tree.
+_POSTED: dict[str, dict[int, dict[int, claim_leaves.ClaimLeaf]]] = {}
+
+
+def build_leaves(chain, leaves, *, settlement=None, carried=None):
+    """Return the packed leaves of ``leaves`` ([index, token, account, cumulative]) built as the platform builds them.
+
+    From the claim bits on chain now and the leaves of the root claimable now (ledger/settlement/batches.py).
+    """
+    settlement = settlement or chain.settlement
+    posted = _POSTED.setdefault(settlement.address, {})
+    standing = posted.get(settlement.functions.activeSeq().call())
+    parity = 0 if standing is None else 1 - next(iter(standing.values())).parity
+    slots = claim_leaves.word_slots(leaf[0] for leaf in leaves)
+    words = dict(zip(slots, settlement.functions.claimWords(slots).call(), strict=True))
+    return [
+        claim_leaves.next_leaf(
+            index=index,
+            token=token,
+            account=account,
+            cumulative=cumulative,
+            parity=parity,
+            bits_now=claim_leaves.bits_of(words, index),
+            previous_leaf=None if standing is None else standing.get(index),
+            carried=(carried or {}).get(index, 0),
+        )
+        for index, token, account, cumulative in leaves
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _forget_posted_trees():
+    """Every test starts from the fresh contracts (conftest's chain snapshot), so from no posted tree."""
+    _POSTED.clear()
+    yield
+    _POSTED.clear()
+
+
+def post_tree(chain, seq, leaves, *, jct_rewards=0, settlement=None, carried=None):
+    """Post the tree over ``leaves`` ([index, token, account, cumulative]) as batch ``seq`` and return it."""
+    settlement = settlement or chain.settlement
+    built = build_leaves(chain, leaves, settlement=settlement, carried=carried)
+    tree = StandardMerkleTree.of([leaf.words() for leaf in built], LEAF_TYPES)
+    chain.send(chain.operator, settlement.functions.postBatch(seq, tree.root, DATA_HASH, jct_rewards))
+    _POSTED[settlement.address][seq] = {leaf.index: leaf for leaf in built}
     return tree
 
 
-def claim_call(chain, tree, index):
+def claim_call(chain, tree, index, *, settlement=None):
     """Build the claim of leaf ``index`` of ``tree`` with its proof."""
-    return chain.settlement.functions.claim(*tree.values[index], tree.get_proof(index))
+    return (settlement or chain.settlement).functions.claim(*tree.values[index], tree.get_proof(index))
 
 
 def event_args(contract, event_name, receipt):
@@ -42,8 +84,11 @@ def balance(token, account):
     return token.functions.balanceOf(account).call()
 
 
-def claimed(chain, index):
-    return chain.settlement.functions.claimed(index).call()
+def claimed(chain, index, *, settlement=None):
+    """Return what ``index`` has been paid as the claimable root's leaf sees it (0 without a leaf)."""
+    settlement = settlement or chain.settlement
+    leaf = _POSTED.get(settlement.address, {}).get(settlement.functions.activeSeq().call(), {}).get(index)
+    return 0 if leaf is None else settlement.functions.paidOf(*leaf.words()).call()
 
 
 def test_operator_posts_batches_in_sequence(chain):
@@ -138,7 +183,7 @@ def test_replaying_a_claim_reverts_and_pays_nothing(chain):
     )
     chain.send(chain.alice, claim_call(chain, tree, 0))
 
-    chain.assert_reverts(chain.alice, claim_call(chain, tree, 0), "NothingToClaim", 0)
+    chain.assert_reverts(chain.alice, claim_call(chain, tree, 0), "AlreadyClaimed", 0)
     assert balance(usdc, chain.alice.address) == 40 * USDC
 
 
@@ -149,14 +194,21 @@ def test_claims_with_a_wrong_proof_amount_index_token_or_account_revert(chain):
     chain.mint(jct, settlement.address, 1_000 * JCT)
     tree = post_tree(chain, 1, [[0, usdc.address, alice, 40 * USDC], [1, usdc.address, bob, 10 * USDC]])
     claim = settlement.functions.claim
+    key, token_amount, account_previous = tree.values[0]
+    proof = tree.get_proof(0)
+    usdc_word, jct_word = int(usdc.address, 16), int(jct.address, 16)
 
     for call in (
-        claim(0, usdc.address, alice, 40 * USDC, tree.get_proof(1)),
-        claim(0, usdc.address, alice, 41 * USDC, tree.get_proof(0)),
-        claim(1, usdc.address, alice, 40 * USDC, tree.get_proof(0)),  # another allocation's index
-        claim(0, jct.address, alice, 40 * USDC, tree.get_proof(0)),  # another token
-        claim(0, usdc.address, bob, 40 * USDC, tree.get_proof(0)),  # another account's leaf
-        claim(0, usdc.address, alice, 40 * USDC, []),
+        claim(key, token_amount, account_previous, tree.get_proof(1)),
+        claim(key, token_amount + (1 << 160), account_previous, proof),  # a larger amount
+        claim(key + 1, token_amount, account_previous, proof),  # another allocation's index
+        claim(key, token_amount - usdc_word + jct_word, account_previous, proof),  # another token
+        claim(key, token_amount, int(bob, 16), proof),  # another account
+        claim(key + (1 << 160), token_amount, account_previous, proof),  # a larger paid_before
+        claim(key ^ (1 << 64), token_amount, account_previous, proof),  # other claim bits
+        claim(key ^ (1 << 66), token_amount, account_previous, proof),  # the other parity
+        claim(key, token_amount, account_previous + (1 << 160), proof),  # another previous amount
+        claim(key, token_amount, account_previous, []),
     ):
         chain.assert_reverts(chain.alice, call, "InvalidProof")
     assert balance(usdc, alice) == balance(jct, alice) == balance(usdc, bob) == 0
@@ -210,12 +262,14 @@ def test_claim_many_pays_usdc_and_jct_in_one_transaction(chain):
     leaves = [[0, usdc.address, alice, 6 * USDC], [1, jct.address, alice, 2 * JCT]]
     tree = post_tree(chain, 1, leaves, jct_rewards=2 * JCT)
 
-    bad = [(*leaves[0], tree.get_proof(0)), (*leaves[1], tree.get_proof(0))]
+    bad = [(*tree.values[0], tree.get_proof(0)), (*tree.values[1], tree.get_proof(0))]
     chain.assert_reverts(chain.alice, settlement.functions.claimMany(bad), "InvalidProof")  # all or nothing
     assert balance(usdc, alice) == 0
+    twice = [(*tree.values[0], tree.get_proof(0))] * 2
+    chain.assert_reverts(chain.alice, settlement.functions.claimMany(twice), "AlreadyClaimed", 0)
 
     receipt = chain.send(
-        chain.alice, settlement.functions.claimMany([(*leaf, tree.get_proof(i)) for i, leaf in enumerate(leaves)])
+        chain.alice, settlement.functions.claimMany([(*tree.values[i], tree.get_proof(i)) for i in range(2)])
     )
 
     assert len(event_args(usdc, "Transfer", receipt)) == len(event_args(jct, "Transfer", receipt)) == 1
@@ -287,6 +341,56 @@ def test_random_claim_sequences_never_touch_staked_jct(chain):
             for j in range(len(accounts)):
                 assert claimed(chain, j) <= owed[j]
     assert slashes > 0  # the sequence did slash
+
+
+def test_random_interleavings_of_claims_around_builds_never_overpay_and_pay_everything_owed(chain):
+    """Invariant of the two-bit claims: with claims against root r-1 before and after r's build, while r waits out
+    its delay (or is rejected), and against r once active, nobody is ever paid more than the claimable root's
+    cumulative amount, and claiming the last root pays everyone exactly what it owes."""
+    usdc, settlement = chain.usdc, chain.settlement
+    chain.send(chain.admin, settlement.functions.setClaimDelay(DELAY))
+    chain.mint(usdc, settlement.address, 10**6 * USDC)
+    rng = random.Random(1018)
+    accounts = [chain.alice, chain.bob, chain.carol, chain.outsider]
+    indices = [0, 1, 130, 255]  # two claim words, neighbours in each
+    owed = [0] * len(accounts)
+    active_owed = [0] * len(accounts)
+    active_tree = None
+
+    def claim_some(tree):
+        for i in rng.sample(range(len(accounts)), rng.randrange(0, len(accounts) + 1)):
+            try:
+                chain.send(accounts[i], claim_call(chain, tree, i))
+            except ContractLogicError as error:
+                assert "AlreadyClaimed" in str(error) or "NothingToClaim" in str(error) or "0x" in str(error)
+        for i, account in enumerate(accounts):
+            assert balance(usdc, account.address) <= active_owed[i]
+
+    for seq in range(1, 13):
+        owed = [amount + rng.randrange(0, 3) * USDC for amount in owed]
+        amounts = [[indices[i], usdc.address, account.address, owed[i]] for i, account in enumerate(accounts)]
+        built = build_leaves(chain, amounts)  # r is built: r-1 is active, its claims continue
+        tree = StandardMerkleTree.of([leaf.words() for leaf in built], LEAF_TYPES)
+        if active_tree is not None:
+            claim_some(active_tree)  # late claims against r-1 after r's build
+        chain.send(chain.operator, settlement.functions.postBatch(seq, tree.root, DATA_HASH, 0))
+        _POSTED[settlement.address][seq] = {leaf.index: leaf for leaf in built}
+        if active_tree is not None:
+            claim_some(active_tree)  # claims against r-1 while r is pending
+        if rng.random() < 0.2:
+            chain.send(chain.admin, settlement.functions.rejectBatch(seq))  # r-1 stays claimable
+            continue
+        chain.advance_time(DELAY)
+        chain.send(chain.outsider, settlement.functions.activateBatch())
+        active_tree, active_owed = tree, list(owed)
+        claim_some(active_tree)  # claims against r once it is active
+    for i, account in enumerate(accounts):
+        try:
+            chain.send(account, claim_call(chain, active_tree, i))
+        except ContractLogicError:
+            pass  # already claimed against the last root
+        assert balance(usdc, account.address) == active_owed[i]
+        assert claimed(chain, indices[i]) == active_owed[i]
 
 
 # --- Delay, guardian, pause ---------------------------------------------------------------------
@@ -473,41 +577,57 @@ def test_a_new_deployment_carries_claimed_amounts_over_from_the_first_version(ch
         0,
         1,
     )
-    indices = {(usdc.address, alice): 0, (usdc.address, bob): 1}
+    leaves = [(0, usdc.address, alice), (1, usdc.address, bob)]
+    old_v2 = contract_at(chain.w3, SETTLEMENT_V2_CONTRACT, old.address)
     with pytest.raises(MigrationError, match="Pause the old Settlement"):
-        claimed_carry_over(old=old, new=new, allocations=indices, sender=chain.admin)
+        claimed_on(old_v2, old, leaves)
     chain.send(chain.operator, old.functions.pause())
 
-    carried = claimed_carry_over(old=old, new=new, allocations=indices, sender=chain.admin)
+    # Version 3 keeps no claimed amounts: the first root of the new contract carries them as paid_before.
+    carried = claimed_on(old_v2, old, leaves)
     chain.mint(usdc, new.address, 100 * USDC)
-    tree = StandardMerkleTree.of([[0, usdc.address, alice, 35 * USDC], [1, usdc.address, bob, 20 * USDC]], LEAF_TYPES)
+    amounts = [[0, usdc.address, alice, 35 * USDC], [1, usdc.address, bob, 20 * USDC]]
+    tree = StandardMerkleTree.of([leaf.words() for leaf in build_leaves(chain, amounts, settlement=new)], LEAF_TYPES)
     chain.assert_reverts(chain.operator, new.functions.postBatch(1, tree.root, DATA_HASH, 0), "InvalidSequence", 2, 1)
-    chain.send(chain.operator, new.functions.postBatch(2, tree.root, DATA_HASH, 0))
+    tree = post_tree(chain, 2, amounts, settlement=new, carried=carried)
 
     assert carried == {0: 30 * USDC}
-    chain.send(chain.alice, new.functions.claim(*tree.values[0], tree.get_proof(0)))
-    chain.send(chain.bob, new.functions.claim(*tree.values[1], tree.get_proof(1)))
+    chain.send(chain.alice, claim_call(chain, tree, 0, settlement=new))
+    chain.send(chain.bob, claim_call(chain, tree, 1, settlement=new))
     assert balance(usdc, alice) == 35 * USDC and balance(usdc, bob) == 20 * USDC
-    chain.assert_reverts(chain.alice, new.functions.claim(*tree.values[0], tree.get_proof(0)), "NothingToClaim", 0)
-    chain.assert_reverts(chain.admin, new.functions.seedClaimed([5], [1]), "SeedingClosed")
-    with pytest.raises(MigrationError, match="already has a batch"):
-        claimed_carry_over(old=old, new=new, allocations=indices, sender=chain.admin)
+    chain.assert_reverts(chain.alice, claim_call(chain, tree, 0, settlement=new), "AlreadyClaimed", 0)
+    assert (claimed(chain, 0, settlement=new), claimed(chain, 1, settlement=new)) == (35 * USDC, 20 * USDC)
 
 
-def test_seeding_is_the_admins_and_cannot_overwrite(chain):
-    settlement = chain.settlement
-    admin_role = settlement.functions.DEFAULT_ADMIN_ROLE().call()
-    chain.assert_reverts(
-        chain.operator,
-        settlement.functions.seedClaimed([0], [1]),
-        "AccessControlUnauthorizedAccount",
-        chain.operator.address,
-        admin_role,
+def test_a_new_deployment_carries_claimed_amounts_over_from_the_second_version(chain):
+    usdc, jct = chain.usdc, chain.jct
+    alice, bob = chain.alice.address, chain.bob.address
+    args = (chain.admin.address, chain.operator.address, chain.admin.address, jct.address, 0, 0)
+    old = deploy(chain.w3, chain.admin, SETTLEMENT_V2_CONTRACT, *args, 0)
+    chain.mint(usdc, old.address, 100 * USDC)
+    old_leaves = [[7, usdc.address, alice, 30 * USDC], [9, usdc.address, bob, 20 * USDC]]
+    old_tree = StandardMerkleTree.of(old_leaves, ["uint256", "address", "address", "uint128"])
+    chain.send(chain.operator, old.functions.postBatch(1, old_tree.root, DATA_HASH, 0))
+    chain.send(chain.bob, old.functions.claim(*old_leaves[1], old_tree.get_proof(1)))
+    chain.send(chain.admin, old.functions.pause())
+    new = deploy(chain.w3, chain.admin, SETTLEMENT_CONTRACT, *args, 1)
+    chain.mint(usdc, new.address, 100 * USDC)
+
+    carried = claimed_on(
+        old, contract_at(chain.w3, SETTLEMENT_V1_CONTRACT, old.address), [leaf[:3] for leaf in old_leaves]
     )
-    chain.send(chain.admin, settlement.functions.seedClaimed([3], [9]))
-    chain.assert_reverts(chain.admin, settlement.functions.seedClaimed([3], [1]), "AlreadySeeded", 3)
-    chain.assert_reverts(chain.admin, settlement.functions.seedClaimed([3, 4], [1]), "LengthMismatch")
-    assert claimed(chain, 3) == 9 and claimed(chain, 2) == 0
+    tree = post_tree(
+        chain,
+        2,
+        [[7, usdc.address, alice, 30 * USDC], [9, usdc.address, bob, 25 * USDC]],
+        settlement=new,
+        carried=carried,
+    )
+
+    assert carried == {9: 20 * USDC}
+    chain.send(chain.alice, claim_call(chain, tree, 0, settlement=new))
+    chain.send(chain.bob, claim_call(chain, tree, 1, settlement=new))
+    assert balance(usdc, alice) == 30 * USDC and balance(usdc, bob) == 25 * USDC
 
 
 def test_deposit_pulls_tokens_and_emits_deposited(chain):

@@ -19,7 +19,7 @@ from ledger.settlement.commitments import transaction_commitment
 from reputation.contribution import contribution_epoch_close, epoch_bounds
 from tests.contributions.conftest import pair, record
 from tests.factories import UserFactory
-from tests.settlement.helpers import link_wallet
+from tests.settlement.helpers import claim_call, leaf_amounts, link_wallet
 from tests.settlement.test_batches import proof_for
 
 JCT = 10**18
@@ -110,7 +110,7 @@ def test_an_accepted_record_counts_in_the_next_epoch_and_its_jct_is_claimed_with
     reward = 100 * JCT
     assert jct_earnings(ext.user) == reward
     content = json.loads(batch.data.content)
-    assert [live.jct.address, live.bob.address, str(reward)] in [leaf[1:] for leaf in content["leaves"]]
+    assert [live.jct.address, live.bob.address, str(reward)] in [leaf[1:] for leaf in leaf_amounts(content)]
     # The DA copy commits to the record without revealing it; the contributor gets the salt from the API.
     section = content["data_contributions"]
     assert section["count"] == 1 and mine.sha256 not in batch.data.content
@@ -128,8 +128,5 @@ def test_an_accepted_record_counts_in_the_next_epoch_and_its_jct_is_claimed_with
     # The contributor claims the JCT on chain with the API's proof.
     leaf = next(row for row in proof_for(ext.user)["leaves"] if row["currency"] == Currency.JCT)
     before = live.jct.functions.balanceOf(live.bob.address).call()
-    call = live.settlement.functions.claim(
-        leaf["index"], leaf["token"], leaf["account"], int(leaf["cumulative_amount"]), leaf["proof"]
-    )
-    live.send(live.bob, call)
+    live.send(live.bob, claim_call(live.settlement, leaf))
     assert live.jct.functions.balanceOf(live.bob.address).call() - before == reward

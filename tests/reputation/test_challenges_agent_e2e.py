@@ -104,6 +104,9 @@ def test_a_faulty_agent_is_quarantined_drained_and_refunded_and_the_honest_agent
         timeout=30,
         what=f"the next rental run on the honest node:\n{honest_agent.output()}",
     )
-    assert not NodePlacement.objects.filter(node=cheat).exclude(pk=placement.node_placement_id).exclude(
-        placement_id__in=Challenge.objects.filter(node=cheat).values("placement_id")
-    ).exists()
+    assert (
+        not NodePlacement.objects.filter(node=cheat)
+        .exclude(pk=placement.node_placement_id)
+        .exclude(placement_id__in=Challenge.objects.filter(node=cheat).values("placement_id"))
+        .exists()
+    )

@@ -10,6 +10,7 @@ from ledger.chain.hardhat import HARDHAT_CHAIN_ID
 from ledger.currencies import Currency
 from ledger.models import Wallet
 from ledger.services import ledger_charge, ledger_deposit, ledger_hold
+from ledger.settlement.leaves import unpack
 from tests.contracts.conftest import SettlementChain
 
 CONFIRMATIONS = 2
@@ -52,3 +53,16 @@ class Market:
             for entry in result.transaction.entries.all()
             if entry.account.owner_id == self.provider.pk
         )
+
+
+def leaf_amounts(content: dict) -> list[list]:
+    """Return a DA copy's packed leaves as [index, token, account, cumulative as a string], checksummed."""
+    return [
+        [leaf.index, Web3.to_checksum_address(leaf.token), Web3.to_checksum_address(leaf.account), str(leaf.cumulative)]
+        for leaf in map(unpack, content["leaves"])
+    ]
+
+
+def claim_call(settlement, row: dict):
+    """Return Settlement.claim of a proof endpoint row (its packed leaf words and proof)."""
+    return settlement.functions.claim(*(int(word) for word in row["leaf"]), row["proof"])

@@ -15,20 +15,21 @@ from web3 import Web3
 
 from ledger.chain.artifacts import SETTLEMENT_CONTRACT, load_artifact
 from ledger.merkle import StandardMerkleTree
+from ledger.settlement.leaves import ClaimLeaf
 
 ROOT = Path(__file__).resolve().parents[2]
-LEAF_TYPES = ["uint256", "address", "address", "uint128"]
+LEAF_TYPES = ["uint256", "uint256", "uint256"]
 SCRIPT = """
 const eth = require(process.argv[1]);
 const {values, proofs} = JSON.parse(require("fs").readFileSync(0, "utf8"));
 const out = values.map((v, i) => {
-  const leaf = eth.leafHash(String(v[0]), v[1], v[2], String(v[3]));
-  const calldata = eth.claimCalldata(String(v[0]), v[1], v[2], String(v[3]), proofs[i]);
-  return {leaf, root: eth.processProof(leaf, proofs[i]), calldata};
+  const leaf = eth.leafHash(...v);
+  const calldata = eth.claimCalldata(...v, proofs[i]);
+  return {leaf, root: eth.processProof(leaf, proofs[i]), calldata, fields: eth.leafFields(...v)};
 });
 let errors = [];
 const a = "0x" + "11".repeat(20);
-for (const bad of [["1", "0x12", a, "1"], ["1", a, a, (1n << 128n).toString()], ["-1", a, a, "1"]]) {
+for (const bad of [["1", "0x12x", a], ["1", a, (1n << 256n).toString()], ["-1", a, "1"]]) {
   try { eth.leafHash(...bad); errors.push("accepted " + bad); } catch (e) { errors.push("refused"); }
 }
 console.log(JSON.stringify({out, errors, units: [eth.toBaseUnits("2.5", 6), eth.toBaseUnits("1", 18)]}));
@@ -45,13 +46,23 @@ def node_binary() -> str:
 def test_the_browser_leaf_hash_proof_and_calldata_match_python_and_the_abi():
     rng = random.Random(14)
     token = to_checksum_address("0x" + "ab" * 20)
-    values = [
-        [index, token, to_checksum_address(rng.randbytes(20)), rng.choice([1, 2**128 - 1, rng.randrange(10**30)])]
+    fields = [
+        ClaimLeaf(
+            index=rng.choice([index, 2**64 - 1 - index]),
+            token=token,
+            account=to_checksum_address(rng.randbytes(20)),
+            cumulative=rng.choice([1, 2**96 - 1, rng.randrange(10**28)]),
+            previous=rng.choice([0, 2**96 - 1, rng.randrange(10**28)]),
+            paid_before=rng.choice([0, 2**96 - 1, rng.randrange(10**28)]),
+            parity=rng.randrange(2),
+            bits=rng.randrange(4),
+        )
         for index in range(37)
     ]
+    values = [list(leaf.words()) for leaf in fields]
     tree = StandardMerkleTree.of(values, LEAF_TYPES)
     proofs = [tree.get_proof(i) for i in range(len(values))]
-    request = json.dumps({"values": [[str(v[0]), v[1], v[2], str(v[3])] for v in values], "proofs": proofs})
+    request = json.dumps({"values": [[str(word) for word in v] for v in values], "proofs": proofs})
 
     result = subprocess.run(
         [node_binary(), "-e", SCRIPT, str(ROOT / "static" / "js" / "eth-abi.js")],
@@ -69,5 +80,14 @@ def test_the_browser_leaf_hash_proof_and_calldata_match_python_and_the_abi():
         assert browser["leaf"] == tree.leaf_hash(value)
         assert browser["root"] == tree.root
         assert browser["calldata"] == settlement.encode_abi("claim", args=[*value, proof])
+    for leaf, browser in zip(fields, answer["out"], strict=True):
+        assert browser["fields"] == {
+            "index": str(leaf.index),
+            "token": leaf.token.lower(),
+            "account": leaf.account.lower(),
+            "cumulative": str(leaf.cumulative),
+            "previous": str(leaf.previous),
+            "paidBefore": str(leaf.paid_before),
+        }
     assert answer["errors"] == ["refused", "refused", "refused"]
     assert answer["units"] == ["2500000", str(10**18)]

@@ -17,11 +17,12 @@ from eth_utils import to_checksum_address
 
 from ledger.merkle import MerkleInputError, StandardMerkleTree, checksum_address, keccak, verify
 from ledger.models import PayoutAllocation
+from ledger.settlement import leaves as claim_leaves
 from ledger.settlement.batches import LEAF_TYPES, settlement_batch_prepare
 from ledger.settlement.commitments import batch_commitments, transaction_commitment, transaction_salt
 from ledger.settlement.trees import tree_forget_all, tree_get
 from tests.factories import UserFactory
-from tests.settlement.helpers import link_wallet
+from tests.settlement.helpers import leaf_amounts, link_wallet
 
 
 def test_keccak_and_checksums_match_eth_utils():
@@ -35,12 +36,16 @@ def test_keccak_and_checksums_match_eth_utils():
         assert checksum_address(address) == to_checksum_address(address)
 
 
+# ledger/merkle.py's address path (the DA copies of version 3 and the V2 contract): packed leaves have no addresses.
+ADDRESS_LEAF_TYPES = ("uint256", "address", "address", "uint128")
+
+
 def test_a_tree_without_the_checksum_check_is_the_same_tree_and_still_refuses_bad_items():
     rng = random.Random(5)
     token = to_checksum_address(rng.randbytes(20))
     values = [[i, token, to_checksum_address(rng.randbytes(20)), str(rng.randrange(1, 10**20))] for i in range(300)]
-    checked = StandardMerkleTree.of(values, LEAF_TYPES)
-    unchecked = StandardMerkleTree.of(values, LEAF_TYPES, checksums=False)
+    checked = StandardMerkleTree.of(values, ADDRESS_LEAF_TYPES)
+    unchecked = StandardMerkleTree.of(values, ADDRESS_LEAF_TYPES, checksums=False)
 
     assert checked.root == unchecked.root
     for index in (0, 7, 299):
@@ -50,8 +55,8 @@ def test_a_tree_without_the_checksum_check_is_the_same_tree_and_still_refuses_ba
     bad_case = [row[:] for row in values]
     bad_case[3][2] = bad_case[3][2][:2] + bad_case[3][2][2:].swapcase()  # a wrong checksum
     with pytest.raises(MerkleInputError, match=r"values\[3\]\[2\]: address .* bad checksum"):
-        StandardMerkleTree.of(bad_case, LEAF_TYPES)
-    assert StandardMerkleTree.of(bad_case, LEAF_TYPES, checksums=False).root == checked.root
+        StandardMerkleTree.of(bad_case, ADDRESS_LEAF_TYPES)
+    assert StandardMerkleTree.of(bad_case, ADDRESS_LEAF_TYPES, checksums=False).root == checked.root
     for item, message in (
         ("12x", r"values\[9\]\[3\]: expected a uint128"),
         (2**128, r"values\[9\]\[3\]: .* out of range"),
@@ -59,7 +64,7 @@ def test_a_tree_without_the_checksum_check_is_the_same_tree_and_still_refuses_ba
         broken = [row[:] for row in values]
         broken[9][3] = item
         with pytest.raises(MerkleInputError, match=message):
-            StandardMerkleTree.of(broken, LEAF_TYPES, checksums=False)
+            StandardMerkleTree.of(broken, ADDRESS_LEAF_TYPES, checksums=False)
 
 
 def test_batch_commitments_equal_the_commitment_the_api_reveals():
@@ -83,7 +88,7 @@ def test_prepare_keeps_its_tree_for_the_proofs_and_a_rebuild_from_the_da_copy_is
 
     batch = settlement_batch_prepare()
 
-    leaves = json.loads(batch.data.content)["leaves"]
+    leaves = leaf_amounts(json.loads(batch.data.content))
     # Each leaf's index is its (currency, address)'s first allocation id, as the plain query finds it.
     first_ids = {(row.currency, row.address): row.pk for row in PayoutAllocation.objects.order_by("-pk")}
     assert sorted(leaf[0] for leaf in leaves) == sorted(first_ids.values())
@@ -96,4 +101,59 @@ def test_prepare_keeps_its_tree_for_the_proofs_and_a_rebuild_from_the_da_copy_is
     rebuilt = tree_get(sha256=batch.data_id)  # another process: built once from the stored DA copy
     assert rebuilt is not kept and rebuilt.tree.root == batch.root
     assert [rebuilt.tree.get_proof(position) for position in range(len(leaves))] == proofs
-    assert StandardMerkleTree.of(leaves, LEAF_TYPES).root == batch.root
+    assert StandardMerkleTree.of(json.loads(batch.data.content)["leaves"], LEAF_TYPES).root == batch.root
+
+
+def test_the_batch_packer_gives_exactly_the_leaves_of_the_plain_leaf_builder():
+    rng = random.Random(18)
+    tokens = [to_checksum_address(rng.randbytes(20)) for _ in range(2)]
+    rows = [
+        (index, rng.choice(tokens), to_checksum_address(rng.randbytes(20)), rng.randrange(1, 2**90))
+        for index in rng.sample(range(2**20), 400)
+    ]
+    words = {slot: rng.randrange(2**256) for slot in claim_leaves.word_slots(row[0] for row in rows)}
+    # A previous root (parity 1) for most indices, built from other bits; some indices are new, some carried over.
+    earlier = {}
+    for index, token, account, cumulative in rows[:300]:
+        earlier[index] = claim_leaves.ClaimLeaf(
+            index, token, account, cumulative // 2, cumulative // 4, cumulative // 8, 1, rng.randrange(4)
+        )
+    carried = {row[0]: row[3] // 3 for row in rows[300:350]}
+
+    packed = claim_leaves.pack_batch(
+        rows,
+        parity=0,
+        words=words,
+        previous=claim_leaves.parse_words(leaf.values() for leaf in earlier.values()),
+        carried=carried,
+    )
+
+    plain = [
+        claim_leaves.next_leaf(
+            index=index,
+            token=token,
+            account=account,
+            cumulative=cumulative,
+            parity=0,
+            bits_now=claim_leaves.bits_of(words, index),
+            previous_leaf=earlier.get(index),
+            carried=carried.get(index, 0),
+        ).values()
+        for index, token, account, cumulative in rows
+    ]
+    assert packed == plain
+    assert [claim_leaves.unpack(leaf).account for leaf in packed] == [row[2].lower() for row in rows]
+    for bad, message in (
+        ((5, tokens[0], rows[0][2], 2**96), "cumulative .* does not fit 96 bits"),
+        ((2**64, tokens[0], rows[0][2], 1), "index .* does not fit 64 bits"),
+    ):
+        with pytest.raises(claim_leaves.LeafRangeError, match=message):
+            claim_leaves.pack_batch([bad], parity=0, words={}, previous={}, carried={})
+    with pytest.raises(claim_leaves.LeafRangeError, match="other parity"):
+        claim_leaves.pack_batch(
+            rows[:1],
+            parity=1,
+            words=words,
+            previous=claim_leaves.parse_words([earlier[rows[0][0]].values()]),
+            carried={},
+        )

@@ -15,7 +15,7 @@ from ledger.settlement.batches import settlement_batch_run
 from ledger.settlement.claims import NothingToClaim, settlement_claim_send_embedded
 from ledger.settlement.connection import chain_connection_get
 from tests.factories import UserFactory
-from tests.settlement.helpers import Market, link_wallet
+from tests.settlement.helpers import CONFIRMATIONS, Market, link_wallet, mine
 
 DELAY = 3600
 DEMO_ADDRESS = "0x" + "c3" * 20
@@ -49,12 +49,12 @@ def demo_payout(db, embedded_chain):
     earned = Market(buyer=UserFactory(), provider=provider).charge(8_000_000)
     send(conn.w3, conn.operator, conn.usdc.functions.mint(conn.settlement.address, 10**12))
     batch = settlement_batch_run()
-    index = next(int(leaf[0]) for leaf in json.loads(batch.data.content)["leaves"] if leaf[2] != "")
-    return provider, earned, index
+    leaf = [int(word) for word in json.loads(batch.data.content)["leaves"][0]]
+    return provider, earned, leaf
 
 
 def test_the_demo_chain_server_claims_for_the_provider_once(demo_payout, embedded_chain):
-    provider, earned, index = demo_payout
+    provider, earned, leaf = demo_payout
     browser = browser_for(provider)
 
     page = browser.get("/payouts/").content.decode()
@@ -65,7 +65,7 @@ def test_the_demo_chain_server_claims_for_the_provider_once(demo_payout, embedde
 
     assert "Demo chain: the server claimed" in messages_of(response)
     assert f"for {DEMO_ADDRESS.lower()}" in messages_of(response).lower()
-    assert embedded_chain.settlement.functions.claimed(index).call() == earned
+    assert embedded_chain.settlement.functions.paidOf(*leaf).call() == earned
     assert embedded_chain.usdc.functions.balanceOf(embedded_chain.w3.to_checksum_address(DEMO_ADDRESS)).call() == earned
     claim = ChainClaim.objects.get()  # booked by the watcher scan that follows the claim
     assert claim.amount == earned and claim.user == provider and claim.ledger_transaction is not None
@@ -86,24 +86,24 @@ def test_the_demo_chain_server_claims_for_the_provider_once(demo_payout, embedde
     ],
 )
 def test_a_server_claim_of_someone_elses_or_an_unknown_leaf_is_refused(demo_payout, embedded_chain, post, message):
-    provider, _earned, index = demo_payout
+    provider, _earned, leaf = demo_payout
     other = UserFactory()
     link_wallet(other, "0x" + "d4" * 20)
 
     response = browser_for(provider).post("/payouts/claim/", post, follow=True)
 
     assert response.status_code == 200 and message in messages_of(response)
-    assert embedded_chain.settlement.functions.claimed(index).call() == 0
+    assert embedded_chain.settlement.functions.paidOf(*leaf).call() == 0
 
 
 def test_an_outsider_cannot_claim_the_providers_leaf_through_the_server(demo_payout, embedded_chain):
-    _provider, _earned, index = demo_payout
+    _provider, _earned, leaf = demo_payout
     outsider = UserFactory()
 
     response = browser_for(outsider).post("/payouts/claim/", {"account": DEMO_ADDRESS, "currency": "USDC"}, follow=True)
 
     assert "is not one of your wallets" in messages_of(response)
-    assert embedded_chain.settlement.functions.claimed(index).call() == 0
+    assert embedded_chain.settlement.functions.paidOf(*leaf).call() == 0
 
 
 def test_the_server_sends_no_claim_in_real_mode(market, live):
@@ -139,8 +139,12 @@ def test_a_batch_in_its_claim_delay_is_shown_as_claimable_from_its_activation(ma
     assert claimable["unpublished"] == [{"currency": "USDC", "amount": "0"}]
 
     # Once the delay has passed and batch 1 is active, batch 2 (posted then) is pending and batch 1 claimable.
+    # The next batch is built only once batch 1 is active at a confirmed block: the run activates it, the next builds.
     live.advance_time(DELAY)
     second = market.charge(2_000_000)
+    assert settlement_batch_run() is None
+    assert live.settlement.functions.activeSeq().call() == 1
+    mine(live, CONFIRMATIONS)
     settlement_batch_run()
     page = browser.get("/payouts/").content.decode()
     proofs = browser.get("/api/v1/settlement/proof/").json()
@@ -155,7 +159,7 @@ def test_a_batch_in_its_claim_delay_is_shown_as_claimable_from_its_activation(ma
 
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_demo_claims_pay_and_book_once(demo_payout, embedded_chain):
-    provider, earned, index = demo_payout
+    provider, earned, leaf = demo_payout
     outcomes: list[str] = []
 
     def claim_once():
@@ -176,7 +180,7 @@ def test_two_concurrent_demo_claims_pay_and_book_once(demo_payout, embedded_chai
         thread.join()
 
     assert sorted(outcomes) == ["nothing", "paid"]
-    assert embedded_chain.settlement.functions.claimed(index).call() == earned
+    assert embedded_chain.settlement.functions.paidOf(*leaf).call() == earned
     assert ChainClaim.objects.count() == 1
     earnings = ledger_account_get(user_id=provider.pk, kind=AccountKind.EARNINGS, currency="USDC").balance
     assert int(earnings) == 0

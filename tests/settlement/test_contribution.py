@@ -29,7 +29,7 @@ from reputation.contribution import (
 )
 from reputation.models import ContributionEpoch, ContributionScore
 from tests.factories import UserFactory, online_node
-from tests.settlement.helpers import link_wallet
+from tests.settlement.helpers import claim_call, leaf_amounts, link_wallet
 from tests.settlement.test_batches import proof_for
 
 HOUR_MS = 3_600_000
@@ -371,7 +371,7 @@ def test_rewards_enter_the_next_settlement_batch_and_can_be_claimed(market, live
 
     reward = int(closed.scores.get(user=market.provider).reward)
     assert reward == EMISSION // 2
-    leaves = [leaf[1:] for leaf in json.loads(batch.data.content)["leaves"]]
+    leaves = [leaf[1:] for leaf in leaf_amounts(json.loads(batch.data.content))]
     assert [live.jct.address, live.alice.address, str(reward)] in leaves
     assert [live.jct.address, live.bob.address, str(EMISSION - reward)] in leaves
     assert json.loads(batch.data.content)["jct_rewards"] == str(EMISSION)
@@ -381,8 +381,8 @@ def test_rewards_enter_the_next_settlement_batch_and_can_be_claimed(market, live
     leaf = next(row for row in proof_for(market.provider)["leaves"] if row["currency"] == Currency.JCT)
     before = live.jct.functions.balanceOf(live.alice.address).call()
     amount = int(leaf["cumulative_amount"])
-    call = live.settlement.functions.claim(leaf["index"], leaf["token"], leaf["account"], amount, leaf["proof"])
-    live.send(live.alice, call)
+    assert amount == reward
+    live.send(live.alice, claim_call(live.settlement, leaf))
     assert live.jct.functions.balanceOf(live.alice.address).call() - before == reward
 
 

@@ -117,7 +117,7 @@ def test_anyone_can_still_recompute_the_data_hash_and_the_root_from_the_public_r
 
     assert hashlib.sha256(body).hexdigest() == batch.data_id
     assert StandardMerkleTree.of(record["leaves"], LEAF_TYPES).root == record["root"] == batch.root
-    assert record["version"] == 3 and record["seq"] == 1
+    assert record["version"] == 4 and record["seq"] == 1
 
 
 def test_a_party_gets_the_salt_and_legs_and_finds_the_commitment_in_the_batch(settled, client_for, anon_client):

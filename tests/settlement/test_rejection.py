@@ -8,7 +8,7 @@ from ledger.models import SettlementAlert, SettlementBatch
 from ledger.settlement.batches import settlement_batch_run
 from ledger.settlement.selectors import proofs_for_user
 from ledger.watcher import chain_watch_scan
-from tests.settlement.helpers import CONFIRMATIONS, mine
+from tests.settlement.helpers import CONFIRMATIONS, claim_call, mine
 
 CLAIM_DELAY_SECONDS = 3_600
 
@@ -55,8 +55,7 @@ def test_a_rejected_batch_is_marked_alerted_holds_posting_and_the_next_batch_car
     assert int(leaf["cumulative_amount"]) == earned  # what batch 1 owed plus what was earned since
     live.mint(live.usdc, live.settlement.address, earned)
     before = live.usdc.functions.balanceOf(live.alice.address).call()
-    call = live.settlement.functions.claim(leaf["index"], leaf["token"], leaf["account"], earned, leaf["proof"])
-    live.send(live.alice, call)
+    live.send(live.alice, claim_call(live.settlement, leaf))
     assert live.usdc.functions.balanceOf(live.alice.address).call() - before == earned
 
 

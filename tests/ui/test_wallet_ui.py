@@ -18,6 +18,7 @@ from ledger.currencies import Currency
 from ledger.models import AccountKind
 from ledger.services import ledger_account_get
 from ledger.settlement.batches import settlement_batch_run
+from ledger.settlement.leaves import unpack
 from ledger.watcher import chain_watch_scan
 from tests.factories import PASSWORD, UserFactory, online_node
 from tests.settlement.helpers import CONFIRMATIONS, Market, link_wallet, mine
@@ -86,8 +87,11 @@ def test_a_provider_claims_from_the_page_through_an_injected_wallet(page, live):
     live.mint(live.usdc, live.settlement.address, 10**12)
     batch = settlement_batch_run()
     assert batch is not None and batch.status == "posted"
-    leaf = next(leaf for leaf in json.loads(batch.data.content)["leaves"] if leaf[2] == live.alice.address)
-    index = int(leaf[0])
+    leaf = next(
+        [int(word) for word in leaf]
+        for leaf in json.loads(batch.data.content)["leaves"]
+        if unpack(leaf).account == live.alice.address.lower()
+    )
     before = live.usdc.functions.balanceOf(live.alice.address).call()
     calls = inject_wallet(page, live.w3, live.alice.address)
     sign_in(page, provider)
@@ -99,7 +103,7 @@ def test_a_provider_claims_from_the_page_through_an_injected_wallet(page, live):
 
     status = page.inner_text("#claim-status")
     assert f"proof verified against root {batch.root}" in status
-    assert live.settlement.functions.claimed(index).call() == earned == int(leaf[-1])
+    assert live.settlement.functions.paidOf(*leaf).call() == earned == unpack(leaf).cumulative
     assert live.usdc.functions.balanceOf(live.alice.address).call() == before + earned
     # The page read the root on chain through the wallet before sending, then sent the claim from it.
     assert calls.index("eth_call") < calls.index("eth_sendTransaction")
@@ -121,8 +125,12 @@ def test_a_proof_that_does_not_match_the_on_chain_root_is_not_sent(page, live):
     sign_in(page, provider)
     page.goto("/payouts/")
     # Tamper with the amount in the page: the browser's own check refuses it before the wallet sees a transaction.
+    # (The amount in the packed leaf word too, or the page's field check would refuse it before the root check.)
     page.eval_on_selector(
-        "button.wallet-claim", "b => b.dataset.cumulative = String(BigInt(b.dataset.cumulative) * 2n)"
+        "button.wallet-claim",
+        "b => { const w = JSON.parse(b.dataset.leaf); const c = BigInt(b.dataset.cumulative);"
+        " w[1] = (BigInt(w[1]) + (c << 160n)).toString(); b.dataset.leaf = JSON.stringify(w);"
+        " b.dataset.cumulative = String(c * 2n); }",
     )
 
     page.click("button.wallet-claim")
