@@ -23,6 +23,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from agent.overlay.underlay import tune_socket_buffers
+
 VXLAN_PORT = 4789
 COMMAND_TIMEOUT_SECONDS = 20
 INTERFACE = re.compile(r"^[a-z0-9][a-z0-9-]{0,14}$")
@@ -128,6 +130,7 @@ class HubRunner:
         self.run("wg", "set", self.interface, "private-key", str(self.key_file), "listen-port", str(self.listen_port))
         self.run("ip", "addr", "replace", self.address, "dev", self.interface)
         self.run("ip", "link", "set", "dev", self.interface, "up")
+        self.tune()
         self.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         self.apply_ruleset(render_ruleset(interface=self.interface, flows=()))
 
@@ -143,6 +146,19 @@ class HubRunner:
             if self._process.poll() is not None or time.monotonic() > deadline:
                 raise HubError(f"wireguard-go did not create {self.interface}")
             time.sleep(0.05)
+
+    def tune(self) -> int:
+        """Enlarge wireguard-go's UDP socket buffers (agent.overlay.underlay.tune_socket_buffers); 0 for kernel."""
+        return tune_socket_buffers(self._process.pid) if self._process is not None else 0
+
+    def endpoints(self) -> dict[str, str]:
+        """Return each peer's endpoint as the hub sees it (public key -> "HOST:PORT"), peers never heard omitted."""
+        result = {}
+        for line in self.run("wg", "show", self.interface, "endpoints").stdout.splitlines():
+            key, _, endpoint = line.partition("\t")
+            if WG_KEY.match(key) and endpoint.strip() not in ("", "(none)"):
+                result[key] = endpoint.strip()
+        return result
 
     def apply(self, *, peers: Iterable[tuple[str, str]], flows: Iterable[tuple[str, str, int]]) -> bool:
         """Make the peers and the table match the desired state; return whether anything changed."""
