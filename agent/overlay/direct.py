@@ -8,7 +8,8 @@ network). When the handshake completes (both sides add each other, so both see i
 `/32`: WireGuard's longest-prefix routing then sends that host's VxLAN straight to it, and accepts packets
 from that address only from that key. A peer whose handshake does not complete within DIRECT_HANDSHAKE_SECONDS
 (a host behind a NAT nobody can dial) is removed and stays relayed until the platform names another endpoint
-or key for it; a direct peer whose handshakes stop (older than STALE_HANDSHAKE_SECONDS) goes back to the relay.
+or key for it; a direct peer from which nothing (not even a keepalive) arrived for two keepalive intervals goes
+back to the relay.
 Peers that no live segment names any more are removed.
 
 A direct path bypasses the hub's nftables, so each host filters what arrives on its WireGuard interface
@@ -29,9 +30,9 @@ from agent.overlay.net import Net, interface_name, ipv4, ipv4_endpoint, wg_key
 log = logging.getLogger(__name__)
 
 DIRECT_HANDSHAKE_SECONDS = 5.0
-# WireGuard starts a new handshake every 2 minutes while packets (here: keepalives) flow, and gives a
-# session up after 3 minutes without one.
-STALE_HANDSHAKE_SECONDS = 200.0
+# Both sides of a direct path send a keepalive at least every keepalive interval, so a direct peer from which
+# nothing arrived for two intervals and this margin is gone (its host fell back, or moved): back to the hub.
+QUIET_MARGIN_SECONDS = 5.0
 VXLAN_PORT = 4789
 
 TRYING, DIRECT, RELAY = "trying", "direct", "relay"
@@ -46,6 +47,8 @@ class PeerPath:
     address: str
     state: str
     since: float  # wall-clock time the state began
+    received: int = 0  # bytes received from it, as WireGuard last counted them
+    heard: float = 0.0  # wall-clock time that count last grew
 
 
 class DirectPeers:
@@ -101,27 +104,40 @@ class DirectPeers:
         """Promote peers whose handshake completed, give up on the rest after the deadline; return whether changed."""
         if not self._paths:
             return False
-        handshakes = {}
-        for line in self._net.wg("show", self._interface, "latest-handshakes", check=False).stdout.splitlines():
-            key, _, stamp = line.partition("\t")
-            handshakes[key] = int(stamp) if stamp.strip().isdigit() else 0
+        # Not `wg show dump`: its first line holds the private key.
+        handshakes = self._numbers("latest-handshakes")
+        received = self._numbers("transfer")
         now = time.time()
+        quiet = 2 * self._keepalive + QUIET_MARGIN_SECONDS
         changed = False
         for path in self._paths.values():
             stamp = handshakes.get(path.public_key, 0)
+            count = received.get(path.public_key, 0)
             if path.state == TRYING and stamp:
                 self._net.wg("set", self._interface, "peer", path.public_key, "allowed-ips", f"{path.address}/32")
                 log.info("overlay: direct path to %s (%s) after %.2f s", path.address, path.endpoint, now - path.since)
                 path.state, path.since, changed = DIRECT, now, True
+                path.received, path.heard = count, now
+            elif path.state == DIRECT and count > path.received:
+                path.received, path.heard = count, now
             elif path.state == TRYING and now - path.since > DIRECT_HANDSHAKE_SECONDS:
                 self._remove(path.public_key)
                 path.state, path.since, changed = RELAY, now, True
                 log.info("overlay: no handshake with %s at %s: through the hub", path.address, path.endpoint)
-            elif path.state == DIRECT and (not stamp or now - stamp > STALE_HANDSHAKE_SECONDS):
+            elif path.state == DIRECT and now - path.heard > quiet:
                 self._remove(path.public_key)
                 path.state, path.since, changed = RELAY, now, True
                 log.info("overlay: direct path to %s went quiet: through the hub", path.address)
         return changed
+
+    def _numbers(self, what: str) -> dict[str, int]:
+        """Return the first number per peer of `wg show <interface> what` (handshake time, bytes received)."""
+        numbers = {}
+        for line in self._net.wg("show", self._interface, what, check=False).stdout.splitlines():
+            fields = line.split("\t")
+            if len(fields) >= 2 and fields[1].isdigit():
+                numbers[fields[0]] = int(fields[1])
+        return numbers
 
     def _remove(self, key: str) -> None:
         self._net.wg("set", self._interface, "peer", key, "remove", check=False)
