@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('nodes', '0008_overlay_network'),
+        ("nodes", "0008_overlay_network"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='nodeoverlay',
-            name='endpoint',
-            field=models.CharField(blank=True, default='', max_length=64),
+            model_name="nodeoverlay",
+            name="endpoint",
+            field=models.CharField(blank=True, default="", max_length=64),
         ),
     ]
