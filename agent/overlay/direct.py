@@ -106,7 +106,7 @@ class DirectPeers:
             return False
         # Not `wg show dump`: its first line holds the private key.
         handshakes = self._numbers("latest-handshakes")
-        received = self._numbers("transfer")
+        received = self._numbers("transfer") if any(p.state == DIRECT for p in self._paths.values()) else {}
         now = time.time()
         quiet = 2 * self._keepalive + QUIET_MARGIN_SECONDS
         changed = False

@@ -170,7 +170,11 @@ class OverlayHost:
             self._wake.set()
 
     def _direct_loop(self) -> None:
-        """Watch direct handshakes: every 0.1 s while a trial runs, every 2 s otherwise."""
+        """Watch direct handshakes: every 0.05 s while a trial runs, every 2 s otherwise.
+
+        Both hosts promote a peer when they see the handshake; until the slower one has, the faster one's
+        direct packets are dropped there (WireGuard takes a source only from the peer holding it): keep it short.
+        """
         while not self._stopped.is_set():
             try:
                 with self._lock:
@@ -180,7 +184,7 @@ class OverlayHost:
             except (NetError, ValueError) as exc:
                 log.warning("overlay: direct paths: %s", exc)
                 trying = False
-            self._wake.wait(0.1 if trying else 2.0)
+            self._wake.wait(0.05 if trying else 2.0)
             self._wake.clear()
 
     def paths(self) -> dict[str, str]:
