@@ -76,9 +76,14 @@ class DirectPeers:
         """Make the interface's peers the hub plus the wanted (key, endpoint, address) ones; start trials."""
         self._keepalive = keepalive_seconds
         desired: dict[str, tuple[str, str]] = {}
+        keys: set[str] = set()
         for key, endpoint, address in wanted:
-            desired[ipv4(address)] = (wg_key(key), ipv4_endpoint(endpoint))
-        keys = {key for key, _ in desired.values()}
+            # The hub's key would lose the hub its allowed IPs; one key for two hosts would move a /32 between them.
+            if wg_key(key) == hub_public_key or key in keys:
+                log.warning("overlay: ignoring direct peer %s: its key is the hub's or another host's", address)
+                continue
+            desired[ipv4(address)] = (key, ipv4_endpoint(endpoint))
+            keys.add(key)
         for address, path in list(self._paths.items()):
             if desired.get(address, (None, None))[0] != path.public_key:
                 self._remove(path.public_key)
