@@ -116,3 +116,4 @@ def test_the_capability_check_says_what_is_missing(monkeypatch):
     message = caps.describe()
     assert not caps.ok
     assert "apt-get install wireguard-go" in message and "`wg` command (apt-get install wireguard-tools)" in message
+    assert "`nft` command (apt-get install nftables)" in message
