@@ -134,7 +134,10 @@ class OverlayHost:
             self._state["wireguard_go_pid"] = self.underlay.wireguard_go_pid or self._state["wireguard_go_pid"]
             self._save()
             if created and self.underlay.wireguard_go_pid:
-                tune_socket_buffers(self.underlay.wireguard_go_pid)
+                # wireguard-go opens its sockets when the link goes up, on its own time: wait for them (1 s at most).
+                deadline = time.monotonic() + 1.0
+                while not tune_socket_buffers(self.underlay.wireguard_go_pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
             # `up` leaves the hub as the only peer: direct paths start over.
             self.direct.forget()
             for placement_id, data in list(self._state["placements"].items()):

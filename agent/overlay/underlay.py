@@ -162,7 +162,8 @@ def tune_socket_buffers(pid: int, size: int = SOCKET_BUFFER_BYTES) -> int:
     """Give wireguard-go's UDP sockets size-byte send and receive buffers; return how many sockets it changed.
 
     wireguard-go has no setting for it, so the agent takes a duplicate of each of the process's UDP socket
-    descriptors (pidfd_getfd, Linux 5.6+, needs the same rights as ptrace: root or CAP_SYS_PTRACE) and sets
+    descriptors (pidfd_getfd, Linux 5.6+, needs ptrace rights over it: its parent has them under Yama's default
+    scope, else root or CAP_SYS_PTRACE) and sets
     SO_RCVBUFFORCE/SO_SNDBUFFORCE (CAP_NET_ADMIN) on it: the buffer belongs to the socket, which both
     descriptors share. Best effort: on any failure the link works as before, only slower.
     """
