@@ -130,7 +130,9 @@ class HubRunner:
         self.run("wg", "set", self.interface, "private-key", str(self.key_file), "listen-port", str(self.listen_port))
         self.run("ip", "addr", "replace", self.address, "dev", self.interface)
         self.run("ip", "link", "set", "dev", self.interface, "up")
-        self.tune()
+        deadline = time.monotonic() + 1.0  # wireguard-go opens its sockets once the link is up, on its own time
+        while self._process is not None and not self.tune() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         self.apply_ruleset(render_ruleset(interface=self.interface, flows=()))
 
