@@ -11,10 +11,12 @@ no host reaches another host, the hub, the hub's LAN or the internet except as a
 from __future__ import annotations
 
 import base64
+import ctypes
 import ipaddress
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterable
@@ -23,12 +25,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from agent.overlay.underlay import tune_socket_buffers
-
 VXLAN_PORT = 4789
 COMMAND_TIMEOUT_SECONDS = 20
 INTERFACE = re.compile(r"^[a-z0-9][a-z0-9-]{0,14}$")
 WG_KEY = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
+SOCKET_BUFFER_BYTES = 7 << 20
+_SYS_PIDFD_GETFD = 438
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 
 
 class HubError(RuntimeError):
@@ -71,6 +74,46 @@ def render_ruleset(*, interface: str, flows: Iterable[tuple[str, str, int]]) -> 
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def tune_socket_buffers(pid: int, size: int = SOCKET_BUFFER_BYTES) -> int:
+    """Give wireguard-go's UDP sockets size-byte buffers; return how many it changed (best effort).
+
+    The same as `agent.overlay.underlay.tune_socket_buffers` (why: see there and docs/overlay.md, "Speed"), kept
+    here because the Django side imports nothing of the agent but its wire contract.
+    """
+    changed = 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pidfd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return 0
+    try:
+        for entry in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                if not os.readlink(entry.path).startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = libc.syscall(_SYS_PIDFD_GETFD, pidfd, int(entry.name), 0)
+            if fd < 0:
+                continue
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:
+                os.close(fd)
+                continue
+            with sock:
+                if sock.type == socket.SOCK_DGRAM and sock.family in (socket.AF_INET, socket.AF_INET6):
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+                        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
+                        changed += 1
+                    except OSError:
+                        continue
+    finally:
+        os.close(pidfd)
+    return changed
 
 
 def load_or_create_key(path: Path) -> tuple[Path, str]:
@@ -150,7 +193,7 @@ class HubRunner:
             time.sleep(0.05)
 
     def tune(self) -> int:
-        """Enlarge wireguard-go's UDP socket buffers (agent.overlay.underlay.tune_socket_buffers); 0 for kernel."""
+        """Enlarge wireguard-go's UDP socket buffers (`tune_socket_buffers`); 0 with kernel WireGuard."""
         return tune_socket_buffers(self._process.pid) if self._process is not None else 0
 
     def endpoints(self) -> dict[str, str]:
