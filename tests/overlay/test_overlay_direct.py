@@ -55,7 +55,8 @@ class Overlay:
 
 
 def _ping(netns: str, address: str, count: int = 1, size: int = 56) -> bool:
-    argv = ["busybox", "ping", "-c", str(count), "-s", str(size), "-W", "2", address]
+    # -A: the next echo as soon as the reply arrives (not one a second); -w: give up after 3 s in all.
+    argv = ["busybox", "ping", "-A", "-c", str(count), "-s", str(size), "-W", "2", "-w", "3", address]
     return sh(*argv, netns=netns, check=False).returncode == 0
 
 
