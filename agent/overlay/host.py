@@ -76,6 +76,7 @@ class OverlayHost:
             "wireguard_go_pid": int(data.get("wireguard_go_pid") or 0),
             "underlay": data.get("underlay"),
             "placements": dict(data.get("placements") or {}),
+            "listen_port": int(data.get("listen_port") or 0),
         }
 
     def _save(self) -> None:
@@ -133,6 +134,8 @@ class OverlayHost:
             self.underlay.up(config)
             self._state["wireguard_go_pid"] = self.underlay.wireguard_go_pid or self._state["wireguard_go_pid"]
             self._save()
+            if created:
+                self._keep_listen_port()
             if created and self.underlay.wireguard_go_pid:
                 # wireguard-go opens its sockets when the link goes up, on its own time: wait for them (1 s at most).
                 deadline = time.monotonic() + 1.0
@@ -149,6 +152,17 @@ class OverlayHost:
         if self._direct_thread is None:
             self._direct_thread = threading.Thread(target=self._direct_loop, name="overlay-direct", daemon=True)
             self._direct_thread.start()
+
+    def _keep_listen_port(self) -> None:
+        """Listen on the previous run's UDP port where it is free: hosts that knew this one's endpoint (their
+        segment messages name it) still reach it directly after a restart. Record the port in use."""
+        name, wanted = self.underlay.name, int(self._state.get("listen_port") or 0)
+        if wanted and self._net.wg("set", name, "listen-port", str(wanted), check=False).returncode != 0:
+            log.info("overlay: UDP port %d is taken; WireGuard listens on another (direct peers may fall back)", wanted)
+        port = self._net.wg("show", name, "listen-port", check=False).stdout.strip()
+        if port.isdigit() and int(port) != wanted:
+            self._state["listen_port"] = int(port)
+            self._save()
 
     def _paths_sync(self) -> None:
         """Apply the host's filter and direct peers for the placements it has now (under the lock)."""

@@ -164,3 +164,20 @@ def test_hosts_that_cannot_reach_each_other_stay_relayed_through_the_hub(overlay
           DIRECT_HANDSHAKE_SECONDS + 5, f"a and c fall back: {overlay.hosts['a'].paths()}")  # fmt: skip
     assert overlay.hosts["c"].public_key not in overlay.wg("a", "peers")
     assert _ping(three["a"], "10.128.3.11", count=3)
+
+
+def test_a_restarted_agent_listens_on_its_previous_port_so_its_peers_still_reach_it(overlay):
+    lab, state = overlay.lab, overlay.work / "restart"
+    state.mkdir()
+    config = UnderlayConfig(
+        address="100.64.0.9", prefix_length=16, hub_public_key=overlay.hub.public_key,
+        hub_endpoint=f"{lab.addresses['hub']}:51820", hub_address=HUB, network="100.64.0.0/16",
+    )  # fmt: skip
+    ports = []
+    for _ in range(2):
+        host = OverlayHost(state_dir=state, prefix=f"{lab.prefix}r", net=Net(f"/run/netns/{lab.hosts['d']}"))
+        host.cleanup(keep=set())
+        host.configure(config)
+        ports.append(sh("wg", "show", f"{lab.prefix}rw", "listen-port", netns=lab.hosts["d"]).stdout.strip())
+        host.shutdown()
+    assert ports[0].isdigit() and ports[0] == ports[1]
