@@ -269,6 +269,7 @@ class AgentSession:
                 mtu=segment.mtu,
                 remote_hosts=tuple(segment.remote_hosts),
                 names=tuple((item.name, item.address) for item in segment.names),
+                peers=tuple((peer.public_key, peer.endpoint, peer.address) for peer in segment.peers),
             ).validated()
         except ValueError as exc:
             raise InvalidPlacement(f"segment: {exc}") from None

@@ -460,6 +460,9 @@ class NodeOverlay(models.Model):
     address = models.GenericIPAddressField(protocol="IPv4", unique=True)
     # Round trip to the hub over the overlay, as the agent last measured it (a claim, used only for ties).
     rtt_us = models.PositiveIntegerField(default=0)
+    # The UDP HOST:PORT the hub last saw this node's WireGuard packets come from (its NAT's mapping): what the
+    # node's segment peers dial for a direct path. Empty until the first handshake with the hub.
+    endpoint = models.CharField(max_length=64, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

@@ -17,10 +17,12 @@ TCP to the members' exposed ports: containers cannot open anything towards the h
 from __future__ import annotations
 
 import base64
+import ctypes
 import ipaddress
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -34,6 +36,9 @@ VXLAN_PORT = 4789
 COMMAND_TIMEOUT_SECONDS = 20
 INTERFACE = re.compile(r"^[a-z0-9][a-z0-9-]{0,14}$")
 WG_KEY = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
+SOCKET_BUFFER_BYTES = 7 << 20
+_SYS_PIDFD_GETFD = 438
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 
 
 class HubError(RuntimeError):
@@ -158,6 +163,46 @@ def render_ruleset(
     return "\n".join(lines) + "\n"
 
 
+def tune_socket_buffers(pid: int, size: int = SOCKET_BUFFER_BYTES) -> int:
+    """Give wireguard-go's UDP sockets size-byte buffers; return how many it changed (best effort).
+
+    The same as `agent.overlay.underlay.tune_socket_buffers` (why: see there and docs/overlay.md, "Speed"), kept
+    here because the Django side imports nothing of the agent but its wire contract.
+    """
+    changed = 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pidfd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return 0
+    try:
+        for entry in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                if not os.readlink(entry.path).startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = libc.syscall(_SYS_PIDFD_GETFD, pidfd, int(entry.name), 0)
+            if fd < 0:
+                continue
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:
+                os.close(fd)
+                continue
+            with sock:
+                if sock.type == socket.SOCK_DGRAM and sock.family in (socket.AF_INET, socket.AF_INET6):
+                    try:
+                        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+                        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
+                        changed += 1
+                    except OSError:
+                        continue
+    finally:
+        os.close(pidfd)
+    return changed
+
+
 def load_or_create_key(path: Path) -> tuple[Path, str]:
     """Return the hub's private key file (created 0600 when absent) and its public key."""
     if not path.exists():
@@ -216,6 +261,9 @@ class HubRunner:
         self.run("wg", "set", self.interface, "private-key", str(self.key_file), "listen-port", str(self.listen_port))
         self.run("ip", "addr", "replace", self.address, "dev", self.interface)
         self.run("ip", "link", "set", "dev", self.interface, "up")
+        deadline = time.monotonic() + 1.0  # wireguard-go opens its sockets once the link is up, on its own time
+        while self._process is not None and not self.tune() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         self.apply_ruleset(render_ruleset(interface=self.interface, flows=()))
         for link in self._service_links():  # a previous run's (after kill -9): rebuilt from the database
@@ -233,6 +281,19 @@ class HubRunner:
             if self._process.poll() is not None or time.monotonic() > deadline:
                 raise HubError(f"wireguard-go did not create {self.interface}")
             time.sleep(0.05)
+
+    def tune(self) -> int:
+        """Enlarge wireguard-go's UDP socket buffers (`tune_socket_buffers`); 0 with kernel WireGuard."""
+        return tune_socket_buffers(self._process.pid) if self._process is not None else 0
+
+    def endpoints(self) -> dict[str, str]:
+        """Return each peer's endpoint as the hub sees it (public key -> "HOST:PORT"), peers never heard omitted."""
+        result = {}
+        for line in self.run("wg", "show", self.interface, "endpoints").stdout.splitlines():
+            key, _, endpoint = line.partition("\t")
+            if WG_KEY.match(key) and endpoint.strip() not in ("", "(none)"):
+                result[key] = endpoint.strip()
+        return result
 
     def apply(
         self,

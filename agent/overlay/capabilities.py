@@ -85,6 +85,7 @@ def check(probe_name: str) -> Capabilities:
         ("bridge", "iproute2"),
         ("wg", "wireguard-tools"),
         ("nsenter", "util-linux"),
+        ("nft", "nftables"),  # the host's own filter of what arrives over the overlay (agent/overlay/direct.py)
     ):
         if shutil.which(binary) is None:
             caps.missing.append(f"the `{binary}` command (apt-get install {package})")

@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 from agent.overlay import capabilities, keys
+from agent.overlay.direct import DirectPeers, host_ruleset, host_table
 from agent.overlay.net import Net, NetError, netns_delete
 from agent.overlay.segments import PlacementNames, Segments, SegmentSpec
-from agent.overlay.underlay import Underlay, UnderlayConfig, stop_wireguard_go
+from agent.overlay.underlay import Underlay, UnderlayConfig, stop_wireguard_go, tune_socket_buffers
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class OverlayHost:
             prefix=prefix, key_path=state_dir / KEY_FILE, kernel=self.capabilities.kernel_wireguard, net=self._net
         )
         self.segments = Segments(prefix=prefix, net=self._net)
+        self.direct = DirectPeers(net=self._net, interface=self.underlay.name)
+        self._stopped = threading.Event()
+        self._wake = threading.Event()
+        self._direct_thread: threading.Thread | None = None
+        self._ruleset = ""
         self.rtt_us = 0
 
     # -- state file ------------------------------------------------------------------------------
@@ -70,6 +76,7 @@ class OverlayHost:
             "wireguard_go_pid": int(data.get("wireguard_go_pid") or 0),
             "underlay": data.get("underlay"),
             "placements": dict(data.get("placements") or {}),
+            "listen_port": int(data.get("listen_port") or 0),
         }
 
     def _save(self) -> None:
@@ -94,6 +101,7 @@ class OverlayHost:
                 if self._net.link_delete(link.name):
                     removed.append(link.name)
             stop_wireguard_go(self.underlay.name, self._state["wireguard_go_pid"])
+            self._net.run("nft", "delete", "table", "inet", host_table(self._prefix), check=False)
             for placement_id in set(self._state["placements"]) - set(kept):
                 names = PlacementNames.of(self._prefix, placement_id)
                 if netns_delete(names.netns):
@@ -122,14 +130,84 @@ class OverlayHost:
             config = config.validated()
             self._state["underlay"] = config.to_json()
             self._save()
+            created = self.underlay.wireguard_go_pid == 0
             self.underlay.up(config)
             self._state["wireguard_go_pid"] = self.underlay.wireguard_go_pid or self._state["wireguard_go_pid"]
             self._save()
+            if created:
+                self._keep_listen_port()
+            if created and self.underlay.wireguard_go_pid:
+                # wireguard-go opens its sockets when the link goes up, on its own time: wait for them (1 s at most).
+                deadline = time.monotonic() + 1.0
+                while not tune_socket_buffers(self.underlay.wireguard_go_pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            # `up` leaves the hub as the only peer: direct paths start over.
+            self.direct.forget()
             for placement_id, data in list(self._state["placements"].items()):
                 try:
                     self._attach(placement_id, SegmentSpec.from_json(data))
                 except (NetError, ValueError) as exc:
                     log.warning("overlay: could not rebuild the segment of %s: %s", placement_id, exc)
+            self._paths_sync()
+        if self._direct_thread is None:
+            self._direct_thread = threading.Thread(target=self._direct_loop, name="overlay-direct", daemon=True)
+            self._direct_thread.start()
+
+    def _keep_listen_port(self) -> None:
+        """Listen on the previous run's UDP port where it is free: hosts that knew this one's endpoint (their
+        segment messages name it) still reach it directly after a restart. Record the port in use."""
+        name, wanted = self.underlay.name, int(self._state.get("listen_port") or 0)
+        if wanted and self._net.wg("set", name, "listen-port", str(wanted), check=False).returncode != 0:
+            log.info("overlay: UDP port %d is taken; WireGuard listens on another (direct peers may fall back)", wanted)
+        port = self._net.wg("show", name, "listen-port", check=False).stdout.strip()
+        if port.isdigit() and int(port) != wanted:
+            self._state["listen_port"] = int(port)
+            self._save()
+
+    def _paths_sync(self) -> None:
+        """Apply the host's filter and direct peers for the placements it has now (under the lock)."""
+        config = self.underlay.config
+        if config is None:
+            return
+        specs = [SegmentSpec.from_json(data) for data in self._state["placements"].values()]
+        ruleset = host_ruleset(
+            prefix=self._prefix,
+            interface=self.underlay.name,
+            hub_address=config.hub_address,
+            flows=[(host, spec.vni) for spec in specs for host in spec.remote_hosts],
+        )
+        if ruleset != self._ruleset:
+            self._net.nft(ruleset)
+            self._ruleset = ruleset
+        peers = {peer[2]: peer for spec in specs for peer in spec.peers}
+        self.direct.sync(
+            peers.values(), hub_public_key=config.hub_public_key, keepalive_seconds=config.keepalive_seconds
+        )
+        if self.direct.trying:
+            self._wake.set()
+
+    def _direct_loop(self) -> None:
+        """Watch direct handshakes: every 0.05 s while a trial runs, every 2 s otherwise.
+
+        Both hosts promote a peer when they see the handshake; until the slower one has, the faster one's
+        direct packets are dropped there (WireGuard takes a source only from the peer holding it): keep it short.
+        """
+        while not self._stopped.is_set():
+            try:
+                with self._lock:
+                    if self.underlay.config is not None:
+                        self.direct.poll()
+                    trying = self.direct.trying
+            except (NetError, ValueError) as exc:
+                log.warning("overlay: direct paths: %s", exc)
+                trying = False
+            self._wake.wait(0.05 if trying else 2.0)
+            self._wake.clear()
+
+    def paths(self) -> dict[str, str]:
+        """Return how this host reaches each other host of its segments: "direct", "relay" or "trying"."""
+        with self._lock:
+            return self.direct.paths()
 
     @property
     def ready(self) -> bool:
@@ -144,6 +222,7 @@ class OverlayHost:
             self._state["placements"][placement_id] = spec.to_json()
             self._save()
             names = self._attach(placement_id, spec)
+            self._paths_sync()
         log.info("overlay: placement %s on VNI %d as %s", placement_id, spec.vni, spec.address)
         return f"/run/netns/{names.netns}"
 
@@ -163,6 +242,7 @@ class OverlayHost:
             vni = int(data["vni"])
             if not any(int(other["vni"]) == vni for other in self._state["placements"].values()):
                 self.segments.remove_segment(vni)
+            self._paths_sync()
         log.info("overlay: placement %s left VNI %d", placement_id, vni)
 
     def has_placement(self, placement_id: str) -> bool:
@@ -171,9 +251,13 @@ class OverlayHost:
 
     def shutdown(self) -> None:
         """Take everything down (the agent stops on purpose)."""
+        self._stopped.set()
+        self._wake.set()
         with self._lock:
             for placement_id in list(self._state["placements"]):
                 self.placement_down(placement_id)
+            self._net.run("nft", "delete", "table", "inet", host_table(self._prefix), check=False)
+            self._ruleset = ""
             self.underlay.down()
             self._state["wireguard_go_pid"] = 0
             self._save()

@@ -51,6 +51,15 @@ def ipv4(value: str) -> str:
     return str(ipaddress.IPv4Address(value))
 
 
+def ipv4_endpoint(value: str) -> str:
+    """Return value if it is "IPv4:port" (a WireGuard endpoint we dial), else raise ValueError."""
+    host, _, port = value.rpartition(":")
+    ipv4(host)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not an IPv4 endpoint HOST:PORT: {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Link:
     name: str

@@ -12,7 +12,17 @@ import hashlib
 import ipaddress
 from dataclasses import asdict, dataclass, field
 
-from agent.overlay.net import Net, interface_name, ipv4, netns_add, netns_delete, netns_exists, netns_name
+from agent.overlay.net import (
+    Net,
+    interface_name,
+    ipv4,
+    ipv4_endpoint,
+    netns_add,
+    netns_delete,
+    netns_exists,
+    netns_name,
+    wg_key,
+)
 
 VXLAN_PORT = 4789
 MAX_VNI = 2**24 - 1
@@ -41,6 +51,8 @@ class SegmentSpec:
     remote_hosts: tuple[str, ...] = ()
     # (name, address) of every container of the rental, this one included.
     names: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # (public key, endpoint, overlay address) of the other hosts, for direct WireGuard paths (agent/overlay/direct.py).
+    peers: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)
 
     def validated(self) -> SegmentSpec:
         """Return self if well formed, else raise ValueError."""
@@ -53,6 +65,15 @@ class SegmentSpec:
             raise ValueError("too many hosts or names on one segment")
         for host in self.remote_hosts:
             ipv4(host)
+        if len(self.peers) > MAX_PEERS:
+            raise ValueError("too many direct peers on one segment")
+        for key, endpoint, address in self.peers:
+            wg_key(key)
+            ipv4_endpoint(endpoint)
+            if address not in self.remote_hosts:
+                raise ValueError(f"direct peer {address} is not one of the segment's hosts")
+        if len({address for _, _, address in self.peers}) < len(self.peers):
+            raise ValueError("two direct peers for one host")
         network = ipaddress.IPv4Network(f"{self.address}/{self.prefix_length}", strict=False)
         for name, address in self.names:
             if not name or len(name) > 63 or not set(name) <= HOST_NAME_CHARS:
@@ -73,6 +94,7 @@ class SegmentSpec:
             mtu=int(data["mtu"]),
             remote_hosts=tuple(data.get("remote_hosts", ())),
             names=tuple((n, a) for n, a in data.get("names", ())),
+            peers=tuple((k, e, a) for k, e, a in data.get("peers", ())),
         )
 
 

@@ -6,9 +6,11 @@ is one code path. The agent dials the hub with a persistent keepalive, so NAT ke
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +21,12 @@ from agent.overlay.net import Net, NetError, interface_name, ipv4, wg_key
 log = logging.getLogger(__name__)
 
 LINK_WAIT_SECONDS = 10.0
+# wireguard-go 0.0.20220316 (Debian 12) leaves its UDP sockets at net.core.rmem_default (208 KiB): a burst of
+# VxLAN-in-WireGuard overflows it (UdpRcvbufErrors) and TCP inside the segment collapses on the losses. Newer
+# wireguard-go asks for 7 MiB itself; we set the same on its sockets from outside (see tune_socket_buffers).
+SOCKET_BUFFER_BYTES = 7 << 20
+_SYS_PIDFD_GETFD = 438  # x86-64 and arm64 alike (the generic syscall table)
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # <asm-generic/socket.h>; Python's socket module lacks them
 
 
 @dataclass(frozen=True)
@@ -148,3 +156,49 @@ def stop_wireguard_go(name: str, pid: int) -> None:
         except ProcessLookupError:
             return
     Path(f"/var/run/wireguard/{name}.sock").unlink(missing_ok=True)
+
+
+def tune_socket_buffers(pid: int, size: int = SOCKET_BUFFER_BYTES) -> int:
+    """Give wireguard-go's UDP sockets size-byte send and receive buffers; return how many sockets it changed.
+
+    wireguard-go has no setting for it, so the agent takes a duplicate of each of the process's UDP socket
+    descriptors (pidfd_getfd, Linux 5.6+, needs ptrace rights over it: its parent has them under Yama's default
+    scope, else root or CAP_SYS_PTRACE) and sets
+    SO_RCVBUFFORCE/SO_SNDBUFFORCE (CAP_NET_ADMIN) on it: the buffer belongs to the socket, which both
+    descriptors share. Best effort: on any failure the link works as before, only slower.
+    """
+    if pid <= 0:
+        return 0
+    changed = 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pidfd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return 0
+    try:
+        for entry in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                if not os.readlink(entry.path).startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = libc.syscall(_SYS_PIDFD_GETFD, pidfd, int(entry.name), 0)
+            if fd < 0:
+                continue
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:
+                os.close(fd)
+                continue
+            with sock:
+                if sock.type != socket.SOCK_DGRAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+                    sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
+                    changed += 1
+                except OSError:
+                    continue
+    finally:
+        os.close(pidfd)
+    return changed

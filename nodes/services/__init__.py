@@ -52,6 +52,7 @@ from nodes.services.lifecycle import (
 from nodes.services.overlay import (
     HubState,
     SegmentMember,
+    overlay_endpoints_record,
     overlay_hub_register,
     overlay_hub_state,
     overlay_segment_allocate,
@@ -133,6 +134,7 @@ __all__ = [
     "node_token_regenerate",
     "node_transition",
     "node_undrain",
+    "overlay_endpoints_record",
     "overlay_hub_register",
     "overlay_hub_state",
     "overlay_segment_allocate",

@@ -136,6 +136,30 @@ def overlay_on_hello(*, node: Node, public_key: str) -> None:
         NodeCommand.objects.create(node=node, message=_config_message(hub, overlay))
 
 
+def overlay_endpoints_record(*, endpoints: dict[str, str]) -> int:
+    """Store where the hub sees each node's WireGuard packets come from (public key -> "IPv4:port"); return changes.
+
+    The hub reads it from its own interface (`wg show ... endpoints`): an address the node's NAT maps for the
+    hub, which other hosts of its segments dial for a direct path. Anything but IPv4:port is ignored.
+    """
+    changed = 0
+    for overlay in NodeOverlay.objects.filter(public_key__in=list(endpoints)):
+        endpoint = _ipv4_endpoint(endpoints[overlay.public_key])
+        if endpoint and endpoint != overlay.endpoint:
+            NodeOverlay.objects.filter(pk=overlay.pk).update(endpoint=endpoint)
+            changed += 1
+    return changed
+
+
+def _ipv4_endpoint(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return ""
+    return f"{host}:{port}" if port.isdigit() and 0 < int(port) < 65536 else ""
+
+
 def overlay_rtt_record(*, samples: dict[int, int]) -> None:
     """Store the agents' measured round trips to the hub (node id -> microseconds, clamped)."""
     for node_id, rtt_us in samples.items():
@@ -209,6 +233,7 @@ def _segment_messages(segment: OverlaySegment, overlays: dict[int, NodeOverlay])
     members = list(segment.members.order_by("index"))
     network = segment_network(segment.vni)
     names = [{"name": m.name, "address": m.address} for m in members]
+    hosts = list(dict.fromkeys(m.node_id for m in members))
     # A service segment floods to the hub too: it is the member through which the endpoint reaches the containers.
     hub = [overlay_hub_address()] if segment.service_ports else []
     return {
@@ -217,8 +242,18 @@ def _segment_messages(segment: OverlaySegment, overlays: dict[int, NodeOverlay])
             "address": member.address,
             "prefix_length": network.prefixlen,
             "mtu": settings.OVERLAY_MTU - VXLAN_OVERHEAD,
-            "remote_hosts": [overlays[m.node_id].address for m in members if m.node_id != member.node_id] + hub,
+            "remote_hosts": [overlays[node_id].address for node_id in hosts if node_id != member.node_id] + hub,
             "names": names,
+            # Direct paths: every other host whose endpoint the hub has seen. The agent adds only these keys.
+            "peers": [
+                {
+                    "public_key": overlays[node_id].public_key,
+                    "endpoint": overlays[node_id].endpoint,
+                    "address": overlays[node_id].address,
+                }
+                for node_id in hosts
+                if node_id != member.node_id and overlays[node_id].endpoint
+            ],
         }
         for member in members
     }
@@ -343,6 +378,7 @@ __all__ = [
     "HubState",
     "SegmentMember",
     "ServiceSegment",
+    "overlay_endpoints_record",
     "overlay_hub_register",
     "overlay_hub_state",
     "overlay_on_hello",

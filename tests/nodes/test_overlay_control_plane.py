@@ -12,6 +12,7 @@ from nodes.overlay_hub import render_ruleset
 from nodes.services import (
     SegmentMember,
     node_quarantine,
+    overlay_endpoints_record,
     overlay_hub_register,
     overlay_hub_state,
     overlay_segment_allocate,
@@ -93,6 +94,22 @@ def test_segments_get_distinct_vnis_names_and_flood_lists(nodes):
     overlay_segments_release(key_prefix="rental-1-")
     third = _allocate("rental-3-3", nodes[:2])
     assert {m["vni"] for m in third.values()} == vnis[0]
+
+
+def test_segments_name_the_other_hosts_as_direct_peers_at_the_endpoint_the_hub_saw(nodes):
+    overlay_hub_register(public_key=HUB_KEY, endpoint="hub.example:51820")
+    seen = {KEYS[1]: "198.51.100.7:40001", KEYS[2]: "[2001:db8::1]:40002", KEYS[3]: "198.51.100.9:1"}
+    assert overlay_endpoints_record(endpoints=seen) == 1  # IPv6 ignored; KEYS[3] is no node's
+    assert overlay_endpoints_record(endpoints=seen) == 0
+    first = _allocate("rental-1-1", nodes[:3])
+    a, b, _ = (overlay_node_address(n.pk) for n in nodes)
+    # node 0 hears of node 1 (endpoint known); node 2's endpoint is unknown: it stays relayed by the hub.
+    assert first[f"rental-1-1-{nodes[0].pk}"]["peers"] == [
+        {"public_key": KEYS[1], "endpoint": "198.51.100.7:40001", "address": b}
+    ]
+    assert first[f"rental-1-1-{nodes[1].pk}"]["peers"] == []
+    assert NodeOverlay.objects.get(node=nodes[0]).endpoint == ""
+    assert a in first[f"rental-1-1-{nodes[2].pk}"]["remote_hosts"]
 
 
 def test_a_node_off_the_overlay_gets_no_segment(nodes):

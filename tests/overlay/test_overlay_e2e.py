@@ -269,6 +269,13 @@ def test_two_hosts_one_segment_per_rental_isolated_torn_down_and_rejoined_after_
         for tag in rentals:
             wait_until(lambda tag=tag: called_peer(tag), timeout=60, what=f"{tag}: a called its peer on b by name")
 
+        # a and b reach each other: the segments go straight between them (b's overlay /32 on a direct peer of a).
+        b_direct = f"{NodeOverlay.objects.get(node_id=node_b).address}/32"
+        wait_until(
+            lambda: b_direct in sh("wg", "show", f"{hosts['a'].prefix}w", "allowed-ips", netns=lab.hosts["a"]).stdout,
+            timeout=30, what=f"a's direct path to b:\n{hosts['a'].output()}",
+        )  # fmt: skip
+
         # Isolation: the second rental's container on a reaches neither of the first rental's containers;
         # b's own processes reach no container (not even after routing the segment into the tunnel).
         container = f"janction-{on_a['second'].placement_id}"

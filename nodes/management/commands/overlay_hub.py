@@ -7,7 +7,12 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from nodes.overlay_hub import HubError, HubRunner
-from nodes.services import overlay_hub_register, overlay_hub_state, overlay_segments_release_ended
+from nodes.services import (
+    overlay_endpoints_record,
+    overlay_hub_register,
+    overlay_hub_state,
+    overlay_segments_release_ended,
+)
 from nodes.services.overlay import overlay_hub_address, overlay_network
 
 
@@ -58,6 +63,8 @@ class Command(BaseCommand):
                             f"{len(state.services)} service segments"
                         )
                         self.stdout.flush()
+                    # Where each host's packets come from: its segment peers dial it there (direct paths).
+                    overlay_endpoints_record(endpoints=hub.endpoints())
                 except HubError as exc:
                     self.stderr.write(f"overlay hub: {exc}")
                 stop.wait(interval)

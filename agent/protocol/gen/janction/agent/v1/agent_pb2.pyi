@@ -166,20 +166,32 @@ class OverlayConfig(_message.Message):
     def __init__(self, address: _Optional[str] = ..., prefix_length: _Optional[int] = ..., hub_public_key: _Optional[str] = ..., hub_endpoint: _Optional[str] = ..., hub_address: _Optional[str] = ..., network: _Optional[str] = ..., keepalive_seconds: _Optional[int] = ..., mtu: _Optional[int] = ...) -> None: ...
 
 class Segment(_message.Message):
-    __slots__ = ("vni", "address", "prefix_length", "mtu", "remote_hosts", "names")
+    __slots__ = ("vni", "address", "prefix_length", "mtu", "remote_hosts", "names", "peers")
     VNI_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PREFIX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MTU_FIELD_NUMBER: _ClassVar[int]
     REMOTE_HOSTS_FIELD_NUMBER: _ClassVar[int]
     NAMES_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
     vni: int
     address: str
     prefix_length: int
     mtu: int
     remote_hosts: _containers.RepeatedScalarFieldContainer[str]
     names: _containers.RepeatedCompositeFieldContainer[SegmentName]
-    def __init__(self, vni: _Optional[int] = ..., address: _Optional[str] = ..., prefix_length: _Optional[int] = ..., mtu: _Optional[int] = ..., remote_hosts: _Optional[_Iterable[str]] = ..., names: _Optional[_Iterable[_Union[SegmentName, _Mapping]]] = ...) -> None: ...
+    peers: _containers.RepeatedCompositeFieldContainer[SegmentPeer]
+    def __init__(self, vni: _Optional[int] = ..., address: _Optional[str] = ..., prefix_length: _Optional[int] = ..., mtu: _Optional[int] = ..., remote_hosts: _Optional[_Iterable[str]] = ..., names: _Optional[_Iterable[_Union[SegmentName, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[SegmentPeer, _Mapping]]] = ...) -> None: ...
+
+class SegmentPeer(_message.Message):
+    __slots__ = ("public_key", "endpoint", "address")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    public_key: str
+    endpoint: str
+    address: str
+    def __init__(self, public_key: _Optional[str] = ..., endpoint: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class SegmentName(_message.Message):
     __slots__ = ("name", "address")
