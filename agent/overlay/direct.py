@@ -29,7 +29,10 @@ from agent.overlay.net import Net, interface_name, ipv4, ipv4_endpoint, wg_key
 
 log = logging.getLogger(__name__)
 
-DIRECT_HANDSHAKE_SECONDS = 5.0
+# WireGuard sends a handshake initiation again only after REKEY_TIMEOUT (5 s). The two hosts add each other a few
+# milliseconds apart, so the earlier one's first initiation can reach a host that does not know its key yet (dropped
+# silently); its next comes 5 s later. 12 s leaves room for two retries (5 s failed in the lab under load).
+DIRECT_HANDSHAKE_SECONDS = 12.0
 # Both sides of a direct path send a keepalive at least every keepalive interval, so a direct peer from which
 # nothing arrived for two intervals and this margin is gone (its host fell back, or moved): back to the hub.
 QUIET_MARGIN_SECONDS = 5.0
