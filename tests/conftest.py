@@ -1,6 +1,8 @@
 """Fixtures shared by every test: users, API clients per role; the session's speed settings (docs/testing.md)."""
 
+import json
 import os
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -39,6 +41,34 @@ def _address(host) -> str | None:
     return host.get("address") if isinstance(host, dict) else None
 
 
+# Seconds each test file took in a parallel run (written by scripts/test_durations.py); see the hook below.
+DURATIONS = Path(__file__).with_name("durations.json")
+# A file the figures do not know yet is assumed to take this long per test.
+UNKNOWN_SECONDS_PER_TEST = 0.5
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, put the slowest test files first, so that the workers take them first.
+
+    `--dist loadfile` hands each idle worker the next whole file in collection order (pytest-xdist would reorder
+    the files by their number of tests, which puts a long file of one or two real-process tests last). The run
+    ends when the last file does: starting the long files first leaves only short ones for the end, where they
+    even out the workers (longest-processing-time-first scheduling). Within a file the order stays as written.
+    A run in one process keeps pytest's own order.
+    """
+    if xdist_worker_index(config) is None:
+        return
+    known = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+
+    def seconds(name: str) -> float:
+        return known.get(name, UNKNOWN_SECONDS_PER_TEST * len(files[name]))
+
+    items[:] = [item for name in sorted(files, key=lambda name: -seconds(name)) for item in files[name]]
+
+
 def pytest_configure(config):
     """Under pytest-xdist, give each worker its own Redis database (gwN uses REDIS_URL's database + N).
 
@@ -48,6 +78,8 @@ def pytest_configure(config):
     environment variable carries the worker's database to the servers the tests start in subprocesses.
     pytest-django gives each worker its own test database (test_<name>_gwN) by itself.
     """
+    if hasattr(config.option, "loadscopereorder"):  # keep the order pytest_collection_modifyitems chose
+        config.option.loadscopereorder = False
     index = xdist_worker_index(config)
     url = os.environ.get("REDIS_URL")
     if not index or not url:
@@ -120,7 +152,31 @@ def django_db_setup(django_db_setup, django_db_blocker):
                     name = connection.ops.quote_name(connection.settings_dict["NAME"])
                     cursor.execute(f"ALTER DATABASE {name} SET synchronous_commit TO off")
                     cursor.execute("SET synchronous_commit TO off")
-    yield
+    with pytest.MonkeyPatch.context() as patch:
+        from django.db.backends.postgresql.operations import DatabaseOperations
+
+        patch.setattr(DatabaseOperations, "sql_flush", _sql_flush_by_delete(DatabaseOperations.sql_flush))
+        yield
+
+
+def _sql_flush_by_delete(truncate):
+    """Return PostgreSQL's sql_flush emptying the tables with DELETE instead of TRUNCATE (the default flush).
+
+    Django empties the database after every transactional test (`transaction=True`, `transactional_db`,
+    `live_server`) with one TRUNCATE of all its tables. TRUNCATE replaces every table's and index's files, which
+    took 0.5 to 2 s on the loaded 2-core machine each time; DELETE of the few rows a test leaves takes
+    milliseconds. Both empty every table in one transaction; the foreign keys Django creates are all
+    DEFERRABLE INITIALLY DEFERRED (checked when the transaction commits, so the order of the DELETEs does not
+    matter), and the schema has no DELETE triggers or rules. Sequences are left alone in both. A flush that
+    resets the sequences or cascades (neither is used here) keeps TRUNCATE.
+    """
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        if reset_sequences or allow_cascade:
+            return truncate(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        return [f"{style.SQL_KEYWORD('DELETE FROM')} {style.SQL_FIELD(self.quote_name(table))};" for table in tables]
+
+    return sql_flush
 
 
 @pytest.fixture

@@ -6,8 +6,11 @@ import itertools
 import signal
 import subprocess
 import sys
+import time
+import uuid
 
 from agent.protocol.gen.janction.agent.v1 import agent_pb2 as pb
+from agent.runtime.base import container_name
 from tests.agent.conftest import REPO, requires_bwrap, requires_podman
 from tests.agent.gateway import ENROLL_TOKEN
 from tests.agent.support import start_message
@@ -71,30 +74,45 @@ def test_the_agent_process_explains_a_missing_container_engine(tmp_path):
 
 @requires_podman
 def test_a_crashed_agent_reattaches_to_its_podman_container_and_keeps_billing(tmp_path, gateway, pki, test_image):
+    """The container outlives a killed agent; the restarted agent follows it to its end and bills the whole time.
+
+    The workload waits for a file the test creates only once the second agent has re-attached, so it is still
+    running then however slowly the agent restarts on a loaded machine (a fixed `sleep` raced the restart).
+    """
     ca_path = tmp_path / "ca.pem"
     ca_path.write_bytes(pki.ca_pem)
     state_dir = tmp_path / "state"
-    script = "echo one; sleep 4; echo two"
+    placement = f"p-crash-{uuid.uuid4().hex[:12]}"  # podman's containers are shared by everyone on the machine
+    script = "echo one; until [ -e /tmp/release ]; do sleep 0.05; done; echo two"
     process = _agent(gateway, state_dir, ca_path, "--enroll-token", ENROLL_TOKEN, runtime="podman")
     try:
-        gateway.wait_for(lambda m: m.WhichOneof("payload") == "hello", timeout=30)
-        gateway.send(start_message("p-crash", ["sh", "-c", script], vgpus=("0:0",), image=test_image))
-        gateway.wait_for(lambda m: m.WhichOneof("payload") == "log_chunk" and "one" in m.log_chunk.lines)
-        gateway.wait_for(lambda m: m.WhichOneof("payload") == "usage_report")
+        gateway.wait_for(lambda m: m.WhichOneof("payload") == "hello", timeout=60)
+        sent = time.monotonic()
+        gateway.send(start_message(placement, ["sh", "-c", script], vgpus=("0:0",), image=test_image))
+        gateway.wait_for(lambda m: m.WhichOneof("payload") == "log_chunk" and "one" in m.log_chunk.lines, 60)
+        echoed = time.monotonic()  # the container ran from before this moment...
+        gateway.wait_for(lambda m: m.WhichOneof("payload") == "usage_report", timeout=60)
     finally:
         process.kill()
         process.wait(timeout=10)
 
     process = _agent(gateway, state_dir, ca_path, runtime="podman")
     try:
-        rehello = gateway.wait_for(lambda m: m.WhichOneof("payload") == "hello" and bool(m.hello.placements)).hello
-        assert [p.placement_id for p in rehello.placements] == ["p-crash"]
+        rehello = gateway.wait_for(lambda m: m.WhichOneof("payload") == "hello" and bool(m.hello.placements), 60).hello
+        assert [p.placement_id for p in rehello.placements] == [placement]
+        time.sleep(max(0.0, 4 - (time.monotonic() - echoed)))  # a run of 4 s at least, as billed below
+        released = time.monotonic()  # ...to after this one,
+        subprocess.run(
+            ["podman", "--runtime", "runc", "exec", container_name(placement), "touch", "/tmp/release"],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
         exited = gateway.wait_for(
             lambda m: (
                 m.WhichOneof("payload") == "placement_status" and m.placement_status.state == pb.PLACEMENT_STATE_EXITED
             ),
-            timeout=30,
+            timeout=60,
         ).placement_status
+        ended = time.monotonic()  # ...and had ended by this one.
         assert exited.exit_code == 0
     finally:
         _stop(process)
@@ -108,9 +126,12 @@ def test_a_crashed_agent_reattaches_to_its_podman_container_and_keeps_billing(tm
     ordered = [reports[seq] for seq in sorted(reports)]
     assert sorted(reports) == list(range(1, len(reports) + 1))
     assert all(a.interval_end_ms == b.interval_start_ms for a, b in itertools.pairwise(ordered))
-    assert 4000 <= ordered[-1].interval_end_ms - ordered[0].interval_start_ms < 10_000
+    # Billed: the whole time the container ran, the agent's downtime included, and never more than it ran.
+    # (The exit time is podman's, which may round to the second.)
+    billed_ms = ordered[-1].interval_end_ms - ordered[0].interval_start_ms
+    assert (released - echoed) * 1000 - 1000 <= billed_ms <= (ended - sent) * 1000 + 1000, billed_ms
     containers = subprocess.run(
-        ["podman", "ps", "--all", "--filter", "label=io.janction.placement-id=p-crash", "--quiet"],
+        ["podman", "ps", "--all", "--filter", f"label=io.janction.placement-id={placement}", "--quiet"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert containers.stdout.strip() == "", "the settled container is removed"

@@ -140,7 +140,11 @@ def test_a_buyer_calls_a_podman_service_through_the_endpoint(gateway, ingress, p
         # After cancel: 410.
         cancelled = api.post(f"/api/v1/rentals/{rental.pk}/cancel/", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()))
         assert cancelled.status_code == 200
-        wait_until(lambda: request(ingress.port, "GET", f"{base}/hello", headers=auth)[0] == 410, timeout=5, what="410")
+        # A request still inside the 1 s authorisation cache goes on to the container being stopped and may wait
+        # for it (seconds, on a loaded machine): a generous deadline for the answer to become the 410.
+        wait_until(
+            lambda: request(ingress.port, "GET", f"{base}/hello", headers=auth)[0] == 410, timeout=60, what="410"
+        )
         status, _, body = request(ingress.port, "GET", f"{base}/hello", headers=auth)
         assert status == 410 and json.loads(body)["code"] == "service_gone"
     finally:

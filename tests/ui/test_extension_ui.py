@@ -45,8 +45,12 @@ def test_extension_captures_only_when_enabled_redacts_and_uploads_for_review(pla
         extension_id = worker.url.split("/")[2]
         options = context.new_page()
         options.goto(f"chrome-extension://{extension_id}/options.html")
+        # The page's first render (it reads the extension's storage) fills the site field with the default: type
+        # after it, or on a loaded machine it overwrites the address and the pairing tab opens localhost:8000.
+        expect(options.locator("#consent-state")).to_have_text("not agreed yet")
         options.fill("#server-url", live_server.url)
         options.click("#save-server")
+        expect(options.locator("#server-url")).to_have_value(live_server.url)  # saved, and rendered back
         options.click("#accept-terms")
         expect(options.locator("#consent-state")).to_contain_text("agreed")
         expect(options.locator("#source-duckduckgo")).not_to_be_checked()
