@@ -11,6 +11,7 @@ Run ``python -m ledger.merkle`` with ``{"types": [...], "values": [[...], ...]}`
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 import re
@@ -134,9 +135,8 @@ class StandardMerkleTree:
             raise MerkleInputError("values: expected at least one leaf")
         to_word = operator.methodcaller("to_bytes", 32, "big")  # OverflowError outside 0 .. 2**256 - 1
         try:
-            if any(len(value) != width for value in words) or not all(
-                type(item) is int for value in words for item in value
-            ):
+            # Exactly ints (a bool would encode as 0 or 1 but publish "True"), all rows ``width`` long; in C via map.
+            if set(map(len, words)) != {width} or set(map(type, itertools.chain.from_iterable(words))) != {int}:
                 raise OverflowError
             columns = [list(map(to_word, column)) for column in zip(*words, strict=True)]
         except (OverflowError, TypeError):

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, Max, OuterRef, Q
@@ -279,7 +280,7 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
         # accounts are already checksummed (the same map trees._positions reads back from the leaves).
         position = {(token, account): number for number, (_, token, account, _) in enumerate(amounts)}
         tree_remember(sha256=digest, content=published, tree=tree, position=position)
-        data, _ = BatchData.objects.get_or_create(sha256=digest, defaults={"content": content})
+        data = _batch_data_store(sha256=digest, content=content)
         try:
             with transaction.atomic():
                 return SettlementBatch.objects.create(
@@ -294,6 +295,30 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
                 )
         except IntegrityError:
             raise SettlementBusy(f"Batch {seq} was created by another worker.") from None
+
+
+def _batch_data_store(*, sha256: str, content: str) -> BatchData:
+    """Store the DA copy ``content`` under ``sha256`` unless it is stored already; return its row.
+
+    On PostgreSQL the text travels as a bound parameter (Django's client-side binding escaped 19 MB into the SQL
+    text at 100,000 leaves, and the server parsed it back out: about 0.3 s more). Same row, same transaction.
+    """
+    if connection.vendor != "postgresql":
+        return BatchData.objects.get_or_create(sha256=sha256, defaults={"content": content})[0]
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:  # server-side binding, unlike Django's cursors
+        cursor.execute(
+            f"INSERT INTO {BatchData._meta.db_table} (sha256, content, created_at) VALUES (%s, %s, %s) "  # noqa: S608
+            "ON CONFLICT (sha256) DO NOTHING RETURNING created_at",
+            [sha256, content, timezone.now()],
+        )
+        inserted = cursor.fetchone()
+    if inserted is None:  # the same copy was stored before
+        return BatchData.objects.get(sha256=sha256)
+    data = BatchData(sha256=sha256, content=content, created_at=inserted[0])
+    data._state.adding = False
+    data._state.db = connection.alias
+    return data
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def batch_commitments(*, key: str, rows: list[tuple[int, str]]) -> list[list[Any
         mac.update(b"janction-ledger-salt:%d" % pk)
         salted = outer.copy()
         salted.update(mac.digest())
-        append([pk, sha256(b"%s:%s" % (salted.hexdigest().encode(), fingerprint.encode())).hexdigest()])
+        append([pk, sha256((salted.hexdigest() + ":" + fingerprint).encode()).hexdigest()])
     return result
 
 
