@@ -5,6 +5,7 @@ check that every shortcut is exact: the Keccak backend and EIP-55, leaves encode
 keyed-once HMAC, allocation ids from INSERT ... RETURNING, and proofs served from the tree built at prepare.
 """
 
+import hashlib
 import json
 import os
 import random
@@ -16,9 +17,9 @@ from eth_utils import keccak as eth_keccak
 from eth_utils import to_checksum_address
 
 from ledger.merkle import MerkleInputError, StandardMerkleTree, checksum_address, keccak, verify
-from ledger.models import PayoutAllocation
+from ledger.models import BatchData, PayoutAllocation
 from ledger.settlement import leaves as claim_leaves
-from ledger.settlement.batches import LEAF_TYPES, settlement_batch_prepare
+from ledger.settlement.batches import LEAF_TYPES, _batch_data_store, settlement_batch_prepare
 from ledger.settlement.commitments import batch_commitments, transaction_commitment, transaction_salt
 from ledger.settlement.trees import tree_forget_all, tree_get
 from tests.factories import UserFactory
@@ -129,6 +130,12 @@ def test_prepare_keeps_its_tree_for_the_proofs_and_a_rebuild_from_the_da_copy_is
     assert kept.tree.values == rebuilt.tree.values
     assert [rebuilt.tree.get_proof(position) for position in range(len(leaves))] == proofs
     assert StandardMerkleTree.of(json.loads(batch.data.content)["leaves"], LEAF_TYPES).root == batch.root
+    # The DA copy went in as a bound parameter: stored byte for byte, and storing the same copy again is the same row.
+    stored = BatchData.objects.get(sha256=batch.data_id)
+    assert hashlib.sha256(stored.content.encode()).hexdigest() == batch.data_id == batch.data.sha256
+    assert batch.data.content == stored.content and batch.data.created_at == stored.created_at
+    again = _batch_data_store(sha256=stored.sha256, content=stored.content)
+    assert (again.pk, again.created_at, BatchData.objects.count()) == (stored.pk, stored.created_at, 1)
 
 
 def test_the_batch_packer_gives_exactly_the_leaves_of_the_plain_leaf_builder():
