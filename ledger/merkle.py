@@ -11,7 +11,9 @@ Run ``python -m ledger.merkle`` with ``{"types": [...], "values": [[...], ...]}`
 
 from __future__ import annotations
 
+import itertools
 import json
+import operator
 import re
 import reprlib
 import sys
@@ -97,6 +99,13 @@ class StandardMerkleTree:
             for position, value in enumerate(values):  # find and name the bad item (raises)
                 _leaf_hash(types, value, f"values[{position}]")
             raise AssertionError("an encoder refused an item that _word accepts") from None
+        return cls._from_columns(types, columns, tuple(map(tuple, values)))
+
+    @classmethod
+    def _from_columns(
+        cls, types: tuple[str, ...], columns: list[list[bytes]], values: tuple[tuple[object, ...], ...] = ()
+    ) -> StandardMerkleTree:
+        """Hash the leaves whose encoded words are ``columns`` (one list per type) and build the tree over them."""
         keccak_256 = _keccak_256
         join = b"".join
         leaves = [keccak_256(keccak_256(join(words)).digest()).digest() for words in zip(*columns, strict=True)]
@@ -112,7 +121,36 @@ class StandardMerkleTree:
         for parent in range(node_count - 1 - count, -1, -1):
             left, right = nodes[2 * parent + 1], nodes[2 * parent + 2]
             nodes[parent] = keccak_256(left + right if left <= right else right + left).digest()
-        return cls(types, tuple(map(tuple, values)), nodes, tree_indices)
+        return cls(types, values, nodes, tree_indices)
+
+    @classmethod
+    def of_uint256_words(cls, words: Sequence[Sequence[int]], width: int) -> StandardMerkleTree:
+        """Build the tree ``of`` builds over the decimal strings of ``words`` (leaves of ``width`` uint256 ints).
+
+        The words are hashed as they are (no decimal string parsed back) and the tree's values are their decimal
+        strings, as ``of`` keeps them: ``[list(value) for value in tree.values]`` are the leaves to publish.
+        """
+        types = ("uint256",) * width
+        if not words:
+            raise MerkleInputError("values: expected at least one leaf")
+        to_word = operator.methodcaller("to_bytes", 32, "big")  # OverflowError outside 0 .. 2**256 - 1
+        try:
+            # Exactly ints (a bool would encode as 0 or 1 but publish "True"), all rows ``width`` long; in C via map.
+            if set(map(len, words)) != {width} or set(map(type, itertools.chain.from_iterable(words))) != {int}:
+                raise OverflowError
+            columns = [list(map(to_word, column)) for column in zip(*words, strict=True)]
+        except (OverflowError, TypeError):
+            for position, value in enumerate(words):  # find and name the bad item (raises)
+                for column, item in enumerate(value if len(value) == width else ()):
+                    if type(item) is not int:
+                        raise MerkleInputError(
+                            f"values[{position}][{column}]: expected an int word, got {reprlib.repr(item)}"
+                        ) from None
+                _leaf_hash(types, value, f"values[{position}]")
+            raise AssertionError("to_bytes refused an item that _word accepts") from None
+        tree = cls._from_columns(types, columns)
+        tree.values = tuple(tuple(map(str, value)) for value in words)
+        return tree
 
     def __len__(self) -> int:
         return len(self.values)

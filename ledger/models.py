@@ -208,7 +208,11 @@ class PayoutAllocation(models.Model):
     use stays frozen there (still claimable by it), so the sum over a user's addresses is what they earned.
     """
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payout_allocations")
+    # No index of its own: ledger_payout_unique (user, currency, address) serves lookups by user, and every index
+    # is written for each of a batch's new allocations (100,000 at once in benchmarks/settlement_build_bench.py).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payout_allocations", db_index=False
+    )
     currency = models.CharField(max_length=8, choices=Currency.choices)
     address = models.CharField(**_ADDRESS)
     cumulative = BaseUnitsField()

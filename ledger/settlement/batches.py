@@ -19,9 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Q
+from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
@@ -229,12 +230,14 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
             carried_amounts(conn, (leaf[:3] for leaf in amounts)) if base.previous is None else (None, {})
         )
         try:
-            leaves = _claim_leaves(conn, base, amounts, carried)
+            words = _claim_leaves(conn, base, amounts, carried)
         except CHAIN_DOWN_ERRORS as error:
             raise ChainUnavailable("The chain node did not answer while the claim bits were read.") from error
         except claim_leaves.LeafRangeError as error:
             raise BatchPostFailed(f"The batch cannot be built: {error}") from error
-        tree = StandardMerkleTree.of(leaves, LEAF_TYPES, checksums=False)
+        # Hashed from the ints; the published leaves are the tree's values, their decimal strings.
+        tree = StandardMerkleTree.of_uint256_words(words, len(LEAF_TYPES))
+        leaves = [list(value) for value in tree.values]
         jct_rewards = _rewards_emitted(low_water=low_water, high_water=high_water)
         commitment_key = commitment_key_new()
         transactions = batch_commitments(
@@ -273,8 +276,11 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
         content = canonical_json(published)
         digest = hashlib.sha256(content.encode()).hexdigest()
         # The proof endpoint serves this batch from the tree just built (in this process), never rebuilding it.
-        tree_remember(sha256=digest, content=published, tree=tree)
-        data, _ = BatchData.objects.get_or_create(sha256=digest, defaults={"content": content})
+        # Where each (token, account) leaf sits: the packed leaves are in the order of `amounts`, whose tokens and
+        # accounts are already checksummed (the same map trees._positions reads back from the leaves).
+        position = {(token, account): number for number, (_, token, account, _) in enumerate(amounts)}
+        tree_remember(sha256=digest, content=published, tree=tree, position=position)
+        data = _batch_data_store(sha256=digest, content=content)
         try:
             with transaction.atomic():
                 return SettlementBatch.objects.create(
@@ -289,6 +295,30 @@ def _prepare_batch(conn: ChainConnection) -> SettlementBatch | None:
                 )
         except IntegrityError:
             raise SettlementBusy(f"Batch {seq} was created by another worker.") from None
+
+
+def _batch_data_store(*, sha256: str, content: str) -> BatchData:
+    """Store the DA copy ``content`` under ``sha256`` unless it is stored already; return its row.
+
+    On PostgreSQL the text travels as a bound parameter (Django's client-side binding escaped 19 MB into the SQL
+    text at 100,000 leaves, and the server parsed it back out: about 0.3 s more). Same row, same transaction.
+    """
+    if connection.vendor != "postgresql":
+        return BatchData.objects.get_or_create(sha256=sha256, defaults={"content": content})[0]
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:  # server-side binding, unlike Django's cursors
+        cursor.execute(
+            f"INSERT INTO {BatchData._meta.db_table} (sha256, content, created_at) VALUES (%s, %s, %s) "  # noqa: S608
+            "ON CONFLICT (sha256) DO NOTHING RETURNING created_at",
+            [sha256, content, timezone.now()],
+        )
+        inserted = cursor.fetchone()
+    if inserted is None:  # the same copy was stored before
+        return BatchData.objects.get(sha256=sha256)
+    data = BatchData(sha256=sha256, content=content, created_at=inserted[0])
+    data._state.adding = False
+    data._state.db = connection.alias
+    return data
 
 
 @dataclass(frozen=True)
@@ -356,15 +386,15 @@ def _activate_if_due(conn: ChainConnection, standing: SettlementBatch) -> None:
 
 def _claim_leaves(
     conn: ChainConnection, base: _ClaimBase, amounts: list[list[Any]], carried: dict[int, int]
-) -> list[list[str]]:
-    """Return the packed leaves (decimal strings) of ``amounts`` built on ``base``'s claim state at its state block."""
+) -> list[tuple[int, int, int]]:
+    """Return the packed leaves (three ints each) of ``amounts`` built on ``base``'s claim state at its state block."""
     slots = claim_leaves.word_slots(leaf[0] for leaf in amounts)
     words: dict[int, int] = {}
     for start in range(0, len(slots), _WORDS_PER_CALL):
         chunk = slots[start : start + _WORDS_PER_CALL]
         values = conn.settlement.functions.claimWords(chunk).call(block_identifier=base.state_block)
         words.update(zip(chunk, values, strict=True))
-    return claim_leaves.pack_batch(
+    return claim_leaves.pack_batch_words(
         amounts, parity=base.parity, words=words, previous=base.previous_leaves, carried=carried
     )
 
@@ -407,7 +437,10 @@ def _allocate(*, high_water: int, tokens: dict[str, str]) -> list[list[Any]]:
     one INSERT for the new allocations and one UPDATE for the raised ones, whatever the number of users.
     """
     entries = Entry.objects.filter(
-        Q(amount__gt=0) | Q(transaction__metadata__has_key="dispute"),  # credits, less dispute refunds
+        # Credits, less dispute refunds: a transaction's metadata is looked up only for the debits (a join on every
+        # entry's transaction cost 100,000 index probes at 100,000 accounts).
+        Q(amount__gt=0)
+        | Exists(Transaction.objects.filter(pk=OuterRef("transaction_id"), metadata__has_key="dispute")),
         account__kind=AccountKind.EARNINGS,
         account__owner__isnull=False,
         transaction_id__lte=high_water,

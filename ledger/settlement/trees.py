@@ -35,9 +35,19 @@ _cache: OrderedDict[str, BatchTree] = OrderedDict()
 _lock = threading.Lock()
 
 
-def tree_remember(*, sha256: str, content: dict[str, Any], tree: StandardMerkleTree) -> BatchTree:
-    """Keep the tree just built for the DA copy ``sha256`` so requests in this process never rebuild it."""
-    entry = BatchTree(content=content, tree=tree, position=_positions(content))
+def tree_remember(
+    *,
+    sha256: str,
+    content: dict[str, Any],
+    tree: StandardMerkleTree,
+    position: dict[tuple[str, str], int] | None = None,
+) -> BatchTree:
+    """Keep the tree just built for the DA copy ``sha256`` so requests in this process never rebuild it.
+
+    ``position`` is what ``_positions(content)`` returns, when the caller already has it (the batch it just packed
+    from checksummed addresses, in leaf order); otherwise it is read back from the leaves.
+    """
+    entry = BatchTree(content=content, tree=tree, position=_positions(content) if position is None else position)
     with _lock:
         _cache[sha256] = entry
         _cache.move_to_end(sha256)

@@ -5,6 +5,7 @@ check that every shortcut is exact: the Keccak backend and EIP-55, leaves encode
 keyed-once HMAC, allocation ids from INSERT ... RETURNING, and proofs served from the tree built at prepare.
 """
 
+import hashlib
 import json
 import os
 import random
@@ -16,9 +17,9 @@ from eth_utils import keccak as eth_keccak
 from eth_utils import to_checksum_address
 
 from ledger.merkle import MerkleInputError, StandardMerkleTree, checksum_address, keccak, verify
-from ledger.models import PayoutAllocation
+from ledger.models import BatchData, PayoutAllocation
 from ledger.settlement import leaves as claim_leaves
-from ledger.settlement.batches import LEAF_TYPES, settlement_batch_prepare
+from ledger.settlement.batches import LEAF_TYPES, _batch_data_store, settlement_batch_prepare
 from ledger.settlement.commitments import batch_commitments, transaction_commitment, transaction_salt
 from ledger.settlement.trees import tree_forget_all, tree_get
 from tests.factories import UserFactory
@@ -67,9 +68,32 @@ def test_a_tree_without_the_checksum_check_is_the_same_tree_and_still_refuses_ba
             StandardMerkleTree.of(broken, ADDRESS_LEAF_TYPES, checksums=False)
 
 
+def test_a_tree_of_uint256_words_is_the_tree_of_their_decimal_strings_and_refuses_what_of_refuses():
+    rng = random.Random(256)
+    words = [tuple(rng.randrange(2**256) for _ in range(3)) for _ in range(257)] + [(0, 2**256 - 1, 1)]
+    strings = [[str(item) for item in value] for value in words]
+    tree = StandardMerkleTree.of_uint256_words(words, 3)
+    plain = StandardMerkleTree.of(strings, LEAF_TYPES)
+
+    assert tree.root == plain.root and tree.values == plain.values and tree.types == plain.types
+    assert [tree.get_proof(i) for i in (0, 100, 257)] == [plain.get_proof(i) for i in (0, 100, 257)]
+    for bad, message in (
+        ((0, 2**256, 1), r"values\[1\]\[1\]: .* out of range"),
+        ((0, -1, 1), r"values\[1\]\[1\]: .* out of range"),
+        ((0, "1", 1), r"values\[1\]\[1\]: expected an int word"),
+        ((0, True, 1), r"values\[1\]\[1\]: expected an int word"),
+        ((0, 1), r"values\[1\]: expected 3 items"),
+    ):
+        with pytest.raises(MerkleInputError, match=message):
+            StandardMerkleTree.of_uint256_words([words[0], bad], 3)
+    with pytest.raises(MerkleInputError, match="at least one leaf"):
+        StandardMerkleTree.of_uint256_words([], 3)
+
+
 def test_batch_commitments_equal_the_commitment_the_api_reveals():
     key = os.urandom(32).hex()
     rows = [(pk, eth_keccak(text=str(pk)).hex()) for pk in (1, 2, 99, 10**12)]
+    assert batch_commitments(key=key, rows=[]) == []
     assert batch_commitments(key=key, rows=rows) == [
         [pk, transaction_commitment(salt=transaction_salt(key=key, transaction_id=pk), fingerprint=fingerprint)]
         for pk, fingerprint in rows
@@ -100,8 +124,18 @@ def test_prepare_keeps_its_tree_for_the_proofs_and_a_rebuild_from_the_da_copy_is
     tree_forget_all()
     rebuilt = tree_get(sha256=batch.data_id)  # another process: built once from the stored DA copy
     assert rebuilt is not kept and rebuilt.tree.root == batch.root
+    # What prepare passed in (from its checksummed amounts) is what the leaves give back; the values are the same
+    # decimal strings though prepare hashed the packed ints.
+    assert kept.position == rebuilt.position and len(kept.position) == len(leaves)
+    assert kept.tree.values == rebuilt.tree.values
     assert [rebuilt.tree.get_proof(position) for position in range(len(leaves))] == proofs
     assert StandardMerkleTree.of(json.loads(batch.data.content)["leaves"], LEAF_TYPES).root == batch.root
+    # The DA copy went in as a bound parameter: stored byte for byte, and storing the same copy again is the same row.
+    stored = BatchData.objects.get(sha256=batch.data_id)
+    assert hashlib.sha256(stored.content.encode()).hexdigest() == batch.data_id == batch.data.sha256
+    assert batch.data.content == stored.content and batch.data.created_at == stored.created_at
+    again = _batch_data_store(sha256=stored.sha256, content=stored.content)
+    assert (again.pk, again.created_at, BatchData.objects.count()) == (stored.pk, stored.created_at, 1)
 
 
 def test_the_batch_packer_gives_exactly_the_leaves_of_the_plain_leaf_builder():
