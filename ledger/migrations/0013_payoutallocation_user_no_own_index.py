@@ -6,16 +6,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ledger', '0012_batchdata_content_uncompressed'),
+        ("ledger", "0012_batchdata_content_uncompressed"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='payoutallocation',
-            name='user',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='payout_allocations', to=settings.AUTH_USER_MODEL),
+            model_name="payoutallocation",
+            name="user",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="payout_allocations",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
     ]
