@@ -7,9 +7,10 @@ starts a handshake at once. Traffic still goes through the hub meanwhile (the hu
 network). When the handshake completes (both sides add each other, so both see it) the peer gets its overlay
 `/32`: WireGuard's longest-prefix routing then sends that host's VxLAN straight to it, and accepts packets
 from that address only from that key. A peer whose handshake does not complete within DIRECT_HANDSHAKE_SECONDS
-(a host behind a NAT nobody can dial) is removed and stays relayed until the platform names another endpoint
-or key for it; a direct peer from which nothing (not even a keepalive) arrived for two keepalive intervals goes
-back to the relay.
+(a host behind a NAT nobody can dial) is removed and stays relayed; it is tried again every RETRY_SECONDS (a
+trial leaves the relayed traffic alone: the peer gets its /32 only once a handshake completed), and at once when
+the platform names another endpoint for it. A direct peer from which nothing (not even a keepalive) arrived for
+two keepalive intervals goes back to the relay.
 Peers that no live segment names any more are removed.
 
 A direct path bypasses the hub's nftables, so each host filters what arrives on its WireGuard interface
@@ -36,6 +37,9 @@ DIRECT_HANDSHAKE_SECONDS = 12.0
 # Both sides of a direct path send a keepalive at least every keepalive interval, so a direct peer from which
 # nothing arrived for two intervals and this margin is gone (its host fell back, or moved): back to the hub.
 QUIET_MARGIN_SECONDS = 5.0
+# A relayed pair tries the direct path again this often: the two hosts fell back at about the same moment, so their
+# retries overlap; one whose peer went direct alone (a handshake answer lost at the deadline) heals the cut with it.
+RETRY_SECONDS = 60.0
 VXLAN_PORT = 4789
 
 TRYING, DIRECT, RELAY = "trying", "direct", "relay"
@@ -101,12 +105,17 @@ class DirectPeers:
             if path is not None and (path.state != RELAY or path.endpoint == endpoint):
                 continue
             # New, or relayed and now announced at another endpoint: try a handshake.
-            self._net.wg(
-                "set", self._interface, "peer", key, "endpoint", endpoint,
-                "persistent-keepalive", str(self._keepalive), "allowed-ips", "",
-            )  # fmt: skip
-            self._paths[address] = PeerPath(key, endpoint, address, TRYING, now)
-            log.info("overlay: trying a direct path to %s at %s", address, endpoint)
+            self._try(PeerPath(key, endpoint, address, TRYING, now))
+
+    def _try(self, path: PeerPath) -> None:
+        """Add the peer without allowed IPs, with a keepalive (it starts a handshake at once); record the trial."""
+        self._net.wg(
+            "set", self._interface, "peer", path.public_key, "endpoint", path.endpoint,
+            "persistent-keepalive", str(self._keepalive), "allowed-ips", "",
+        )  # fmt: skip
+        path.state, path.since = TRYING, time.time()
+        self._paths[path.address] = path
+        log.info("overlay: trying a direct path to %s at %s", path.address, path.endpoint)
 
     def poll(self) -> bool:
         """Promote peers whose handshake completed, give up on the rest after the deadline; return whether changed."""
@@ -132,6 +141,9 @@ class DirectPeers:
                 self._remove(path.public_key)
                 path.state, path.since, changed = RELAY, now, True
                 log.info("overlay: no handshake with %s at %s: through the hub", path.address, path.endpoint)
+            elif path.state == RELAY and now - path.since > RETRY_SECONDS:
+                self._try(path)
+                changed = True
             elif path.state == DIRECT and now - path.heard > quiet:
                 self._remove(path.public_key)
                 path.state, path.since, changed = RELAY, now, True

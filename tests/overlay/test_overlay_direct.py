@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.overlay import keys
+from agent.overlay import direct, keys
 from agent.overlay.direct import DIRECT_HANDSHAKE_SECONDS, host_table
 from agent.overlay.host import OverlayHost
 from agent.overlay.net import Net
@@ -151,7 +151,7 @@ def test_hosts_of_a_segment_go_direct_and_accept_only_its_vni_from_each_other(ov
     assert _ping(two["b"], "10.128.2.11")
 
 
-def test_hosts_that_cannot_reach_each_other_stay_relayed_through_the_hub(overlay):
+def test_hosts_that_cannot_reach_each_other_stay_relayed_through_the_hub_and_retry(overlay, monkeypatch):
     lab, a, c = overlay.lab, ADDRESSES["a"], ADDRESSES["c"]
     block = f"""table inet {lab.prefix}block {{
       chain output {{ type filter hook output priority filter; ip daddr {lab.addresses["c"]} drop; }}
@@ -163,6 +163,14 @@ def test_hosts_that_cannot_reach_each_other_stay_relayed_through_the_hub(overlay
     _wait(lambda: overlay.hosts["a"].paths().get(c) == "relay" and overlay.hosts["c"].paths().get(a) == "relay",
           DIRECT_HANDSHAKE_SECONDS + 5, f"a and c fall back: {overlay.hosts['a'].paths()}")  # fmt: skip
     assert overlay.hosts["c"].public_key not in overlay.wg("a", "peers")
+    assert _ping(three["a"], "10.128.3.11", count=3)
+
+    # Once they can reach each other again, the periodic retry (RETRY_SECONDS, a minute; 1 s here) goes direct.
+    monkeypatch.setattr(direct, "RETRY_SECONDS", 1.0)
+    sh("nft", "delete", "table", "inet", f"{lab.prefix}block", netns=lab.hosts["a"])
+    _wait(lambda: overlay.hosts["a"].paths().get(c) == "direct" and overlay.hosts["c"].paths().get(a) == "direct",
+          DIRECT_HANDSHAKE_SECONDS + 10, f"a and c retry: {overlay.hosts['a'].paths()}")  # fmt: skip
+    assert f"{c}/32" in overlay.wg("a", "allowed-ips")
     assert _ping(three["a"], "10.128.3.11", count=3)
 
 
