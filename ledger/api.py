@@ -198,6 +198,19 @@ def _ledger_stake_only() -> None:
         raise StakeOnChain("This platform runs on a chain: stake and unstake JCT on chain (Settlement.stake).")
 
 
+def _ledger_stake_move(request, service) -> Response:
+    """Stake or unstake (``service``) the request's amount at ledger level; answer with the stake as it is now."""
+    _ledger_stake_only()
+    serializer = StakeAmountSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    service(
+        user_id=request.user.pk,
+        amount=serializer.validated_data["amount"],
+        idempotency_key=f"api:{request.idempotency_key}",
+    )
+    return Response(StakeSerializer(_stake_view(request.user)).data, status=status.HTTP_201_CREATED)
+
+
 class StakeView(APIView):
     @extend_schema(responses=StakeSerializer, summary="Your JCT stake (ledger-level in the embedded default)")
     def get(self, request):
@@ -211,15 +224,7 @@ class StakeView(APIView):
     )
     @idempotent
     def post(self, request):
-        _ledger_stake_only()
-        serializer = StakeAmountSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        stake_add(
-            user_id=request.user.pk,
-            amount=serializer.validated_data["amount"],
-            idempotency_key=f"api:{request.idempotency_key}",
-        )
-        return Response(StakeSerializer(_stake_view(request.user)).data, status=status.HTTP_201_CREATED)
+        return _ledger_stake_move(request, stake_add)
 
 
 class UnstakeView(APIView):
@@ -231,12 +236,4 @@ class UnstakeView(APIView):
     )
     @idempotent
     def post(self, request):
-        _ledger_stake_only()
-        serializer = StakeAmountSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        unstake_request(
-            user_id=request.user.pk,
-            amount=serializer.validated_data["amount"],
-            idempotency_key=f"api:{request.idempotency_key}",
-        )
-        return Response(StakeSerializer(_stake_view(request.user)).data, status=status.HTTP_201_CREATED)
+        return _ledger_stake_move(request, unstake_request)
